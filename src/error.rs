@@ -1,0 +1,188 @@
+//! The one error type of the request path: each variant knows its HTTP status, whether a fallback may
+//! retry it on another backend, and how it renders in the client's schema.
+
+use std::fmt;
+
+/// Which API family the client speaks; decides the shape of every error it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientSchema {
+    OpenAi,
+    Anthropic,
+}
+
+/// Everything that can go wrong between reading a request and relaying its response.
+#[derive(Debug)]
+pub enum GatewayError {
+    /// The request body or a field in it is unusable (400).
+    BadRequest(String),
+    /// No key, or a key that matches no configured client (401).
+    Unauthorized,
+    /// The client may not use this model (403).
+    ModelNotAllowed(String),
+    /// No route matches the model (404).
+    ModelNotFound(String),
+    /// Unknown path (404).
+    NotFound,
+    /// Known path, wrong method (405).
+    MethodNotAllowed,
+    /// A backend cannot be used as configured, e.g. its key variable is unset (503).
+    BackendUnavailable(String),
+    /// The upstream could not be reached or broke the protocol (502).
+    UpstreamUnreachable(String),
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout(String),
+    /// The gateway is shutting down or over capacity (503).
+    Overloaded(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::Unauthorized => 401,
+            GatewayError::ModelNotAllowed(_) => 403,
+            GatewayError::ModelNotFound(_) | GatewayError::NotFound => 404,
+            GatewayError::MethodNotAllowed => 405,
+            GatewayError::BackendUnavailable(_) | GatewayError::Overloaded(_) => 503,
+            GatewayError::UpstreamUnreachable(_) => 502,
+            GatewayError::UpstreamTimeout(_) => 504,
+        }
+    }
+
+    /// Whether trying the next backend of the route could succeed where this one failed.
+    pub fn may_fall_back(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BackendUnavailable(_)
+                | GatewayError::UpstreamUnreachable(_)
+                | GatewayError::UpstreamTimeout(_)
+        )
+    }
+
+    /// OpenAI's `error.code`.
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Unauthorized => Some("invalid_api_key"),
+            GatewayError::ModelNotAllowed(_) => Some("model_not_allowed"),
+            GatewayError::ModelNotFound(_) => Some("model_not_found"),
+            GatewayError::NotFound => Some("unknown_url"),
+            GatewayError::BackendUnavailable(_) => Some("backend_unavailable"),
+            GatewayError::UpstreamUnreachable(_) => Some("upstream_unreachable"),
+            GatewayError::UpstreamTimeout(_) => Some("upstream_timeout"),
+            GatewayError::Overloaded(_) => Some("overloaded"),
+            _ => None,
+        }
+    }
+
+    /// Renders the error body in the client's schema.
+    pub fn body(&self, schema: ClientSchema) -> Vec<u8> {
+        error_body(schema, self.status(), &self.to_string(), self.code())
+    }
+}
+
+/// OpenAI's `error.type` for a status.
+pub fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 405 | 409 | 413 | 414 | 422 | 431 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        408 | 504 => "timeout_error",
+        429 => "rate_limit_error",
+        503 | 529 => "service_unavailable_error",
+        _ => "api_error",
+    }
+}
+
+/// Anthropic's `error.type` for a status.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 409 | 414 | 422 | 431 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// An error body in the client's schema. `message` is JSON-escaped here.
+pub fn error_body(schema: ClientSchema, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
+    let value = match schema {
+        ClientSchema::OpenAi => serde_json::json!({
+            "error": {
+                "message": message,
+                "type": openai_error_type(status),
+                "param": null,
+                "code": code,
+            }
+        }),
+        ClientSchema::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": {"type": anthropic_error_type(status), "message": message}
+        }),
+    };
+    serde_json::to_vec(&value).expect("a JSON value always serializes")
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayError::BadRequest(m) => write!(f, "{m}"),
+            GatewayError::Unauthorized => {
+                write!(f, "missing or invalid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
+            }
+            GatewayError::ModelNotAllowed(m) => write!(f, "this API key may not use model \"{m}\""),
+            GatewayError::ModelNotFound(m) => {
+                write!(f, "the model \"{m}\" does not exist or has no route")
+            }
+            GatewayError::NotFound => write!(f, "unknown endpoint"),
+            GatewayError::MethodNotAllowed => write!(f, "method not allowed on this endpoint"),
+            GatewayError::BackendUnavailable(m)
+            | GatewayError::UpstreamUnreachable(m)
+            | GatewayError::UpstreamTimeout(m)
+            | GatewayError::Overloaded(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_renders_valid_json_in_both_schemas() {
+        let all = [
+            GatewayError::BadRequest("bad \"quote\" \n newline".into()),
+            GatewayError::Unauthorized,
+            GatewayError::ModelNotAllowed("m".into()),
+            GatewayError::ModelNotFound("m".into()),
+            GatewayError::NotFound,
+            GatewayError::MethodNotAllowed,
+            GatewayError::BackendUnavailable("b".into()),
+            GatewayError::UpstreamUnreachable("u".into()),
+            GatewayError::UpstreamTimeout("t".into()),
+            GatewayError::Overloaded("o".into()),
+        ];
+        for e in &all {
+            let v: serde_json::Value =
+                serde_json::from_slice(&e.body(ClientSchema::OpenAi)).unwrap();
+            assert_eq!(v["error"]["message"], e.to_string());
+            let v: serde_json::Value =
+                serde_json::from_slice(&e.body(ClientSchema::Anthropic)).unwrap();
+            assert_eq!(v["type"], "error");
+            assert!((400..600).contains(&e.status()));
+        }
+    }
+
+    #[test]
+    fn only_upstream_side_failures_may_fall_back() {
+        assert!(GatewayError::UpstreamTimeout(String::new()).may_fall_back());
+        assert!(!GatewayError::BadRequest(String::new()).may_fall_back());
+        assert!(!GatewayError::Unauthorized.may_fall_back());
+    }
+}

@@ -1,0 +1,570 @@
+//! The request lifecycle, as named phases:
+//!
+//! 1. [`parse`]: endpoint from method and path; `model`, `stream` and required fields from the body.
+//! 2. [`authenticate`]: the client from `Authorization: Bearer` or `x-api-key`.
+//! 3. [`route`]: the route for the model (and headers), the client's permission, the backend plan.
+//! 4. [`send`]: the upstream request, trying the plan's backends in order; falling back only on
+//!    failures that happen before any byte reaches the client.
+//! 5. [`relay`]: the upstream response to the client, streamed chunk by chunk or whole.
+//!
+//! Each phase is a function; the order lives in [`handle`].
+
+use std::io::Read;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{Backend, Credential, Schema, Snapshot};
+use crate::error::{error_body, ClientSchema, GatewayError};
+use crate::providers::{mock, openai, Endpoint};
+use crate::router::{random_draw, Target};
+use crate::server::{Request, Responder};
+use crate::upstream::Cancel;
+
+/// Largest non-streamed upstream body the gateway buffers.
+const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+
+/// Serves one request end to end.
+pub fn handle(req: &Request, resp: &mut Responder) {
+    let snapshot = crate::config::current();
+    let request_id = request_id(req);
+    let ids: [(&str, &str); 1] = [("x-request-id", &request_id)];
+    let schema = crate::server::schema_for_path(req.head.path());
+    if let Err(e) = serve(&snapshot, req, resp, &ids) {
+        if !resp.started() {
+            let _ = send_error(resp, schema, &e, &ids);
+        }
+    }
+}
+
+fn serve(
+    snapshot: &Snapshot,
+    req: &Request,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+) -> Result<(), GatewayError> {
+    let operation = parse_operation(req)?;
+    match operation {
+        Operation::Health => {
+            let _ = resp.send(
+                200,
+                &[("content-type", "application/json"), ids[0]],
+                br#"{"status":"ok"}"#,
+            );
+            Ok(())
+        }
+        Operation::Models => {
+            let client = authenticate(snapshot, req)?;
+            let body = list_models(
+                snapshot,
+                client,
+                req.head.header("anthropic-version").is_some(),
+            );
+            let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], &body);
+            Ok(())
+        }
+        Operation::Proxy(endpoint) => {
+            let peek = parse(endpoint, &req.body)?;
+            let client = authenticate(snapshot, req)?;
+            let plan = route(snapshot, req, client, &peek.model)?;
+            let cancel = resp.watch_client();
+            let upstream = send(snapshot, req, endpoint, &peek, &plan, &cancel, resp, ids)?;
+            if let Some(upstream) = upstream {
+                relay(upstream, resp, ids);
+            }
+            Ok(())
+        }
+    }
+}
+
+enum Operation {
+    Health,
+    Models,
+    Proxy(Endpoint),
+}
+
+fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
+    let method = req.head.method();
+    let (op, allowed) = match req.head.path() {
+        "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
+        "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
+        "/v1/chat/completions" => (
+            Operation::Proxy(Endpoint::ChatCompletions),
+            method == "POST",
+        ),
+        "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
+        "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), method == "POST"),
+        _ => return Err(GatewayError::NotFound),
+    };
+    if allowed {
+        Ok(op)
+    } else {
+        Err(GatewayError::MethodNotAllowed)
+    }
+}
+
+/// What the gateway reads from a request body; everything else passes through untouched.
+#[derive(Debug)]
+pub struct RequestPeek {
+    pub model: String,
+    pub stream: bool,
+}
+
+#[derive(Deserialize)]
+struct PeekFields<'a> {
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    stream: Option<bool>,
+    messages: Option<serde::de::IgnoredAny>,
+    prompt: Option<serde::de::IgnoredAny>,
+    input: Option<serde::de::IgnoredAny>,
+}
+
+/// Phase 1: validates the body as JSON and reads `model` and `stream` without building a tree.
+pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayError> {
+    if body.is_empty() {
+        return Err(GatewayError::BadRequest(
+            "the request body is empty: a JSON object is required".into(),
+        ));
+    }
+    let fields: PeekFields = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let present = match endpoint {
+        Endpoint::ChatCompletions => fields.messages.is_some(),
+        Endpoint::Completions => fields.prompt.is_some(),
+        Endpoint::Embeddings => fields.input.is_some(),
+    };
+    let model = match fields.model {
+        Some(m) if !m.is_empty() => m.into_owned(),
+        _ => {
+            return Err(GatewayError::BadRequest(
+                "missing required parameter: 'model'".into(),
+            ))
+        }
+    };
+    if !present {
+        return Err(GatewayError::BadRequest(format!(
+            "missing required parameter: '{}'",
+            endpoint.required_field()
+        )));
+    }
+    Ok(RequestPeek {
+        model,
+        stream: fields.stream.unwrap_or(false),
+    })
+}
+
+/// Phase 2: the client whose key the request carries. With no clients configured the gateway is open.
+pub fn authenticate<'s>(
+    snapshot: &'s Snapshot,
+    req: &Request,
+) -> Result<Option<&'s crate::config::Client>, GatewayError> {
+    if snapshot.clients.is_empty() {
+        return Ok(None);
+    }
+    let key = req
+        .head
+        .header("authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| req.head.header("x-api-key"))
+        .map(str::trim)
+        .ok_or(GatewayError::Unauthorized)?;
+    // Compare against every client without stopping early, in constant time per key.
+    let mut found = None;
+    for client in &snapshot.clients {
+        if constant_time_eq(client.key.0.as_bytes(), key.as_bytes()) {
+            found = Some(client);
+        }
+    }
+    found.map(Some).ok_or(GatewayError::Unauthorized)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(!x);
+    }
+    diff == 0
+}
+
+/// Phase 3: the ordered backends to try.
+pub fn route<'s>(
+    snapshot: &'s Snapshot,
+    req: &Request,
+    client: Option<&crate::config::Client>,
+    model: &str,
+) -> Result<Vec<&'s Target>, GatewayError> {
+    if let Some(c) = client {
+        if !c.may_use(model) {
+            return Err(GatewayError::ModelNotAllowed(model.to_string()));
+        }
+    }
+    let route = snapshot
+        .router
+        .find(model, |name| req.head.header(name))
+        .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
+    Ok(route.plan(random_draw()))
+}
+
+/// An upstream response whose head arrived; its body is still to be read.
+pub struct Upstream {
+    status: u16,
+    content_type: Option<String>,
+    passthrough: Vec<(String, String)>,
+    body: ureq::BodyReader<'static>,
+}
+
+/// Request headers that are never forwarded: hop-by-hop, framing, and the client's own credentials.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "accept-encoding",
+    "cookie",
+    "x-request-id",
+    "x-goog-api-key",
+];
+
+/// Upstream response headers relayed to the client.
+fn relayed_response_header(name: &str) -> bool {
+    name.starts_with("x-ratelimit-")
+        || name.starts_with("openai-")
+        || name.starts_with("anthropic-ratelimit-")
+        || name == "retry-after"
+}
+
+/// Phase 4: sends to each backend of the plan in turn until one answers. Returns `None` when the
+/// response was already produced in-process (the mock) or the client went away.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    snapshot: &Snapshot,
+    req: &Request,
+    endpoint: Endpoint,
+    peek: &RequestPeek,
+    plan: &[&Target],
+    cancel: &Arc<Cancel>,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+) -> Result<Option<Upstream>, GatewayError> {
+    let mut last_error = None;
+    for (i, target) in plan.iter().enumerate() {
+        let last = i + 1 == plan.len();
+        let backend = &snapshot.backends[target.backend];
+        let model = target.model.as_deref().unwrap_or(&peek.model);
+        if backend.schema == Schema::Mock {
+            let mut body: Value = serde_json::from_slice(&req.body)
+                .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+            body["model"] = Value::String(model.to_string());
+            mock::serve(endpoint, &body, model, backend.mock_chunk_delay, ids, resp);
+            return Ok(None);
+        }
+        let result = send_once(
+            snapshot,
+            backend,
+            target.backend,
+            req,
+            endpoint,
+            peek,
+            model,
+        );
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        match result {
+            Ok(up) if (up.status == 429 || up.status >= 500) && !last => {
+                crate::warn!(
+                    "backend \"{}\" answered {}; falling back",
+                    backend.name,
+                    up.status
+                );
+            }
+            Ok(up) => return Ok(Some(up)),
+            Err(e) if e.may_fall_back() && !last => {
+                crate::warn!("backend \"{}\" failed: {e}; falling back", backend.name);
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| GatewayError::UpstreamUnreachable("no backend could be reached".into())))
+}
+
+fn send_once(
+    snapshot: &Snapshot,
+    backend: &Backend,
+    index: usize,
+    req: &Request,
+    endpoint: Endpoint,
+    peek: &RequestPeek,
+    model: &str,
+) -> Result<Upstream, GatewayError> {
+    let credential = match &backend.credential {
+        Credential::Missing { key_env } => {
+            return Err(GatewayError::BackendUnavailable(format!(
+                "backend \"{}\" has no credential: the environment variable {key_env} is not set",
+                backend.name
+            )))
+        }
+        Credential::Header(name, value) => Some((name.as_str(), value.0.as_str())),
+        Credential::None => None,
+    };
+    let agent = snapshot.agent(index).ok_or_else(|| {
+        GatewayError::BackendUnavailable(format!("backend \"{}\" is not ready", backend.name))
+    })?;
+    let body = crate::json::with_model(&req.body, &peek.model, model)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let mut builder = agent.post(openai::url(backend, endpoint));
+    for (name, value) in req.head.headers() {
+        let lower = name.to_ascii_lowercase();
+        if NOT_FORWARDED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            continue;
+        }
+        if let Ok(v) = std::str::from_utf8(value) {
+            builder = builder.header(name, v);
+        }
+    }
+    for (name, value) in &backend.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if let Some((name, value)) = credential {
+        builder = builder.header(name, value);
+    }
+    if req.head.header("content-type").is_none() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let response = builder
+        .send(&body[..])
+        .map_err(|e| upstream_error(backend, e))?;
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let passthrough = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| relayed_response_header(n.as_str()))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let body = body.into_with_config().limit(u64::MAX).reader();
+    Ok(Upstream {
+        status,
+        content_type,
+        passthrough,
+        body,
+    })
+}
+
+fn upstream_error(backend: &Backend, e: ureq::Error) -> GatewayError {
+    match e {
+        ureq::Error::Timeout(t) => {
+            GatewayError::UpstreamTimeout(format!("backend \"{}\" timed out ({t})", backend.name))
+        }
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            GatewayError::UpstreamTimeout(format!("backend \"{}\" timed out", backend.name))
+        }
+        other => GatewayError::UpstreamUnreachable(format!(
+            "backend \"{}\" unreachable: {other}",
+            backend.name
+        )),
+    }
+}
+
+/// Phase 5: relays the upstream response. SSE is forwarded chunk by chunk as it arrives; a failure
+/// mid-stream ends the stream with an error event, never a fabricated `[DONE]`.
+fn relay(mut up: Upstream, resp: &mut Responder, ids: &[(&str, &str)]) {
+    let is_sse = up
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + 3);
+    headers.extend(up.passthrough.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    headers.extend_from_slice(ids);
+    if is_sse && up.status < 300 {
+        headers.push((
+            "content-type",
+            up.content_type.as_deref().unwrap_or("text/event-stream"),
+        ));
+        headers.push(("cache-control", "no-cache"));
+        if resp.start(up.status, &headers).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match up.body.read(&mut buf) {
+                Ok(0) => {
+                    let _ = resp.finish();
+                    return;
+                }
+                Ok(n) => {
+                    if resp.chunk(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let message = format!("upstream stream interrupted: {e}");
+                    let event = format!(
+                        "data: {}\n\n",
+                        String::from_utf8_lossy(&error_body(
+                            ClientSchema::OpenAi,
+                            502,
+                            &message,
+                            Some("upstream_stream_error")
+                        ))
+                    );
+                    crate::warn!("{message}");
+                    if resp.chunk(event.as_bytes()).is_ok() {
+                        let _ = resp.finish();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if let Err(e) = (&mut up.body)
+        .take(MAX_UPSTREAM_BODY)
+        .read_to_end(&mut body)
+    {
+        let err = if e.kind() == std::io::ErrorKind::TimedOut {
+            GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
+        } else {
+            GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}"))
+        };
+        let _ = send_error(resp, ClientSchema::OpenAi, &err, ids);
+        return;
+    }
+    let json = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+    if up.status >= 400 && !json {
+        // A non-JSON error (an HTML page from a proxy, say) is wrapped in the client's error shape.
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+            .trim()
+            .to_string();
+        let message = format!("upstream returned {}: {text}", up.status);
+        let wrapped = error_body(
+            ClientSchema::OpenAi,
+            up.status,
+            &message,
+            Some("upstream_error"),
+        );
+        headers.push(("content-type", "application/json"));
+        let _ = resp.send(up.status, &headers, &wrapped);
+        return;
+    }
+    headers.push((
+        "content-type",
+        up.content_type.as_deref().unwrap_or("application/json"),
+    ));
+    let _ = resp.send(up.status, &headers, &body);
+}
+
+fn send_error(
+    resp: &mut Responder,
+    schema: ClientSchema,
+    e: &GatewayError,
+    ids: &[(&str, &str)],
+) -> std::io::Result<()> {
+    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+    headers.extend_from_slice(ids);
+    resp.send(e.status(), &headers, &e.body(schema))
+}
+
+fn list_models(
+    snapshot: &Snapshot,
+    client: Option<&crate::config::Client>,
+    anthropic: bool,
+) -> Vec<u8> {
+    let mut names: Vec<&str> = Vec::new();
+    for route in &snapshot.router.routes {
+        if let Some(name) = route.model.exact_name() {
+            if client.is_none_or(|c| c.may_use(name)) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let value = if anthropic {
+        let data: Vec<Value> = names
+            .iter()
+            .map(|n| serde_json::json!({"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        serde_json::json!({"data": data, "has_more": false, "first_id": names.first(), "last_id": names.last()})
+    } else {
+        let data: Vec<Value> = names
+            .iter()
+            .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "switchyard"}))
+            .collect();
+        serde_json::json!({"object": "list", "data": data})
+    };
+    value.to_string().into_bytes()
+}
+
+/// The client's `x-request-id` when it is a sane token, else a fresh one.
+fn request_id(req: &Request) -> String {
+    match req.head.header("x-request-id") {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_string()
+        }
+        _ => format!("{:016x}{:016x}", random_draw(), random_draw()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reads_model_and_stream_and_requires_fields() {
+        let p = parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"m","messages":[],"stream":true,"x":{"y":[1,2]}}"#,
+        )
+        .unwrap();
+        assert_eq!((p.model.as_str(), p.stream), ("m", true));
+        let e = parse(Endpoint::ChatCompletions, br#"{"messages":[]}"#).unwrap_err();
+        assert!(e.to_string().contains("'model'"));
+        let e = parse(Endpoint::ChatCompletions, br#"{"model":"m"}"#).unwrap_err();
+        assert!(e.to_string().contains("'messages'"));
+        assert_eq!(
+            parse(Endpoint::Embeddings, b"{not json")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            parse(Endpoint::Embeddings, b"[1]").unwrap_err().status(),
+            400
+        );
+        let p = parse(Endpoint::Embeddings, br#"{"model":"m\u0041","input":"x"}"#).unwrap();
+        assert_eq!(p.model, "mA");
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,164 @@
+//! Byte-level edits of JSON request bodies that keep every other byte as the client sent it.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// The body with its top-level `model` replaced by `new` (borrowed unchanged when `new == old`).
+/// The body must already be valid JSON.
+pub fn with_model<'a>(
+    body: &'a [u8],
+    old: &str,
+    new: &str,
+) -> Result<Cow<'a, [u8]>, serde_json::Error> {
+    if old == new {
+        return Ok(Cow::Borrowed(body));
+    }
+    let value = serde_json::to_vec(new)?;
+    Ok(Cow::Owned(set_top_level(body, "model", &value)?))
+}
+
+/// Replaces (or adds) a top-level key's value with `value` (serialized JSON).
+pub fn set_top_level(body: &[u8], key: &str, value: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    match top_level_value(body, key) {
+        Some(span) => {
+            let mut out = Vec::with_capacity(body.len() + value.len());
+            out.extend_from_slice(&body[..span.start]);
+            out.extend_from_slice(value);
+            out.extend_from_slice(&body[span.end..]);
+            Ok(out)
+        }
+        None => {
+            // The key is absent (or spelled with escapes): edit a parsed tree instead.
+            let mut tree: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(body)?;
+            tree.insert(key.to_string(), serde_json::from_slice(value)?);
+            serde_json::to_vec(&tree)
+        }
+    }
+}
+
+/// The byte range of a top-level key's value in a JSON object, found without building a tree.
+/// Keys written with escape sequences are not matched.
+pub fn top_level_value(body: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut i = skip_ws(body, 0);
+    if body.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(body, i);
+        match body.get(i)? {
+            b'}' => return None,
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = skip_string(body, i)?;
+        let this_key = &body[i + 1..key_end - 1];
+        i = skip_ws(body, key_end);
+        if body.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(body, i + 1);
+        let value_end = skip_value(body, i)?;
+        if this_key == key.as_bytes() {
+            return Some(i..value_end);
+        }
+        i = skip_ws(body, value_end);
+        match body.get(i)? {
+            b',' => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// `b[i]` is a quote: returns the index after the closing quote.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_top_level_values_not_nested_ones() {
+        let body = br#" { "messages": [{"model": "inner", "x": "a\"}b"}], "n": 1, "model" : "gpt-4o" , "z": {"model": 2} }"#;
+        let span = top_level_value(body, "model").unwrap();
+        assert_eq!(&body[span], br#""gpt-4o""#);
+        assert_eq!(&body[top_level_value(body, "n").unwrap()], b"1");
+        assert!(top_level_value(body, "absent").is_none());
+    }
+
+    #[test]
+    fn model_override_keeps_every_other_byte() {
+        let body = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"unknown_field":{"a":[1,2]}}"#;
+        let out = with_model(body, "alias", "llama3.2:1b").unwrap();
+        assert_eq!(
+            &out[..],
+            &br#"{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}],"unknown_field":{"a":[1,2]}}"#[..]
+        );
+        assert!(matches!(
+            with_model(body, "alias", "alias").unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn escaped_key_falls_back_to_a_tree_edit() {
+        let out = set_top_level(br#"{"mod\u0065l":"a","x":1}"#, "model", br#""b""#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "b");
+        assert_eq!(v["x"], 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! Switchyard: a thread-per-core AI gateway. A sans-IO core (config, routing, HTTP/1.1 parsing, JSON
+//! edits, errors) inside a thin IO shell (`server` for clients, `upstream` for providers).
+
+#[macro_use]
+pub mod log;
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod json;
+pub mod providers;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,82 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use argh::FromArgs;
+use switchyard::config::{self, Config};
+use switchyard::{error, info, runtime};
+
+/// Switchyard: a thread-per-core AI gateway (OpenAI and Anthropic APIs in front of many providers).
+#[derive(FromArgs)]
+struct Args {
+    /// path of the configuration file (default: config.json)
+    #[argh(option, default = "String::from(\"config.json\")")]
+    config: String,
+    /// validate the configuration, print what it holds, and exit (0 valid, 1 invalid)
+    #[argh(switch)]
+    check: bool,
+    /// listen address, overriding the config's "listen"
+    #[argh(option)]
+    listen: Option<String>,
+    /// scheduler threads, overriding the config's "workers" (0: one per core)
+    #[argh(option)]
+    workers: Option<usize>,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    if args.version {
+        println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    switchyard::log::init_from_env();
+    let mut cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{}: {e}", args.config);
+            std::process::exit(1);
+        }
+    };
+    if let Some(listen) = &args.listen {
+        cfg.listen = listen.clone();
+    }
+    if let Some(workers) = args.workers {
+        cfg.workers = workers;
+    }
+    let server_config = Arc::new(cfg.server.clone());
+    let workers = runtime::configure_may(cfg.workers, cfg.server.stack_kib);
+    let snapshot = match runtime::build_snapshot(cfg, None) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{}: {e}", args.config);
+            std::process::exit(1);
+        }
+    };
+    if args.check {
+        runtime::report(&snapshot);
+        println!("{}", runtime::describe(&snapshot));
+        return;
+    }
+    runtime::report(&snapshot);
+    let listen = snapshot.config.listen.clone();
+    let addr = listen.parse().expect("validated listen address");
+    config::publish(snapshot);
+    let (bound, accepts) = match runtime::start(addr, workers, server_config.clone()) {
+        Ok(x) => x,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(1);
+        }
+    };
+    info!(
+        "listening on {bound} with {workers} worker(s); config {}",
+        args.config
+    );
+    runtime::watch_config(args.config.clone(), listen, args.listen.is_some());
+    runtime::wait_for_shutdown(
+        accepts,
+        Duration::from_millis(server_config.drain_timeout_ms),
+    );
+}

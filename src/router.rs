@@ -1,0 +1,246 @@
+//! Routing: the request's model (and optionally headers) → an ordered list of backend candidates.
+//! No IO; the random draw for weights is passed in.
+
+use crate::config::{Backend, ConfigError, RouteConfig};
+
+/// A model name, or a prefix followed by `*` (`*` alone matches every model).
+#[derive(Debug, Clone)]
+pub struct ModelPattern {
+    text: String,
+    prefix: bool,
+}
+
+impl ModelPattern {
+    pub fn new(pattern: &str) -> ModelPattern {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => ModelPattern {
+                text: prefix.to_string(),
+                prefix: true,
+            },
+            None => ModelPattern {
+                text: pattern.to_string(),
+                prefix: false,
+            },
+        }
+    }
+
+    pub fn matches(&self, model: &str) -> bool {
+        if self.prefix {
+            model.starts_with(&self.text)
+        } else {
+            model == self.text
+        }
+    }
+
+    /// The name to list in `/v1/models`: only exact names are listable.
+    pub fn exact_name(&self) -> Option<&str> {
+        (!self.prefix).then_some(&self.text)
+    }
+}
+
+/// One backend a route may send to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Index into `Snapshot::backends`.
+    pub backend: usize,
+    /// The upstream model name when it differs from the client's.
+    pub model: Option<String>,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub model: ModelPattern,
+    /// Lower-cased header name and the exact value required.
+    pub headers: Vec<(String, String)>,
+    /// Sorted by priority.
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    pub routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn build(routes: &[RouteConfig], backends: &[Backend]) -> Result<Router, ConfigError> {
+        let mut out = Vec::with_capacity(routes.len());
+        for (i, r) in routes.iter().enumerate() {
+            if r.model.is_empty() || r.model[..r.model.len() - 1].contains('*') {
+                return Err(ConfigError {
+                    path: format!("routes[{i}].model"),
+                    message: "a model name, optionally ending in a single `*`".into(),
+                });
+            }
+            if r.backends.is_empty() {
+                return Err(ConfigError {
+                    path: format!("routes[{i}].backends"),
+                    message: "at least one backend is required".into(),
+                });
+            }
+            let mut targets = Vec::with_capacity(r.backends.len());
+            for (j, t) in r.backends.iter().enumerate() {
+                let Some(backend) = backends.iter().position(|b| b.name == t.backend) else {
+                    return Err(ConfigError {
+                        path: format!("routes[{i}].backends[{j}].backend"),
+                        message: format!("no backend named \"{}\"", t.backend),
+                    });
+                };
+                if t.weight == 0 {
+                    return Err(ConfigError {
+                        path: format!("routes[{i}].backends[{j}].weight"),
+                        message: "must be at least 1".into(),
+                    });
+                }
+                targets.push(Target {
+                    backend,
+                    model: t.model.clone(),
+                    weight: t.weight,
+                    priority: t.priority,
+                });
+            }
+            targets.sort_by_key(|t| t.priority);
+            let headers = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            out.push(Route {
+                model: ModelPattern::new(&r.model),
+                headers,
+                targets,
+            });
+        }
+        Ok(Router { routes: out })
+    }
+
+    /// The first route whose model pattern and headers match. `header` looks a request header up by
+    /// its lower-case name.
+    pub fn find<'a>(
+        &self,
+        model: &str,
+        header: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            r.model.matches(model)
+                && r.headers
+                    .iter()
+                    .all(|(name, value)| header(name) == Some(value.as_str()))
+        })
+    }
+}
+
+impl Route {
+    /// The order in which to try this route's targets: by priority, and within one priority a
+    /// weighted draw (`draw` is a uniformly random number) picks who goes first.
+    pub fn plan(&self, mut draw: u64) -> Vec<&Target> {
+        let mut plan: Vec<&Target> = Vec::with_capacity(self.targets.len());
+        let mut start = 0;
+        while start < self.targets.len() {
+            let priority = self.targets[start].priority;
+            let end = start
+                + self.targets[start..]
+                    .iter()
+                    .take_while(|t| t.priority == priority)
+                    .count();
+            let mut group: Vec<&Target> = self.targets[start..end].iter().collect();
+            while !group.is_empty() {
+                let total: u64 = group.iter().map(|t| u64::from(t.weight)).sum();
+                let mut pick = draw % total;
+                draw = draw.rotate_left(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D;
+                let index = group
+                    .iter()
+                    .position(|t| {
+                        let w = u64::from(t.weight);
+                        if pick < w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                plan.push(group.remove(index));
+            }
+            start = end;
+        }
+        plan
+    }
+}
+
+/// A fast thread-local pseudo-random number (xorshift), for weighted picks. Not for secrets.
+pub fn random_draw() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+                | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn router(json: &str) -> Router {
+        Config::parse(json)
+            .unwrap()
+            .into_snapshot(&|_| None)
+            .unwrap()
+            .router
+    }
+
+    const TWO: &str = r#"{"backends":[{"name":"a","schema":"mock"},{"name":"b","schema":"mock"},{"name":"c","schema":"mock"}],
+        "routes":[{"model":"gpt-4o","headers":{"X-Tier":"gold"},"backends":[{"backend":"c"}]},
+                  {"model":"gpt-4o*","backends":[{"backend":"a","weight":3},{"backend":"b","weight":1},{"backend":"c","priority":1}]},
+                  {"model":"*","backends":[{"backend":"c","model":"fallback"}]}]}"#;
+
+    #[test]
+    fn exact_and_prefix_match_first_wins_and_headers_narrow() {
+        let r = router(TWO);
+        let none = |_: &str| None;
+        assert_eq!(r.find("gpt-4o", none).unwrap().targets.len(), 3);
+        assert_eq!(
+            r.find("gpt-4o", |h| (h == "x-tier").then_some("gold"))
+                .unwrap()
+                .targets
+                .len(),
+            1
+        );
+        assert_eq!(r.find("gpt-4o-mini", none).unwrap().targets.len(), 3);
+        assert_eq!(
+            r.find("llama", none).unwrap().targets[0].model.as_deref(),
+            Some("fallback")
+        );
+    }
+
+    #[test]
+    fn weights_split_traffic_and_priority_orders_fallback() {
+        let r = router(TWO);
+        let route = r.find("gpt-4o-mini", |_| None).unwrap();
+        let mut first_a = 0;
+        for draw in 0..4000u64 {
+            let plan = route.plan(draw.wrapping_mul(0x2545_F491_4F6C_DD1D));
+            assert_eq!(plan.len(), 3);
+            assert_eq!(plan[2].backend, 2, "priority 1 is always last");
+            if plan[0].backend == 0 {
+                first_a += 1;
+            }
+        }
+        assert!(
+            (2700..3300).contains(&first_a),
+            "weight 3:1 gave {first_a}/4000"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Start-up, config reload and graceful shutdown: what `main` runs, callable from tests too.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{self, Config, Snapshot};
+use crate::server;
+
+/// Builds a snapshot from a parsed config: validation, secrets, upstream agents.
+pub fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+    let mut snapshot = config
+        .into_snapshot(&config::process_env)
+        .map_err(|e| e.to_string())?;
+    crate::upstream::attach_agents(&mut snapshot, previous)
+        .map_err(|e| format!("backend TLS setup: {e}"))?;
+    Ok(snapshot)
+}
+
+/// Logs what an operator must know about a snapshot: open mode, unset keys.
+pub fn report(snapshot: &Snapshot) {
+    if snapshot.clients.is_empty() {
+        warn!("no clients are configured: the gateway is OPEN, any caller may use every route");
+    }
+    for w in &snapshot.warnings {
+        warn!("{w}");
+    }
+    for b in &snapshot.backends {
+        if let config::Credential::Missing { key_env } = &b.credential {
+            warn!("backend \"{}\": environment variable {key_env} is unset; its requests answer 503 until it is set", b.name);
+        }
+    }
+}
+
+/// A short description of a config, for `--check`.
+pub fn describe(snapshot: &Snapshot) -> String {
+    format!(
+        "config OK: listen {}, {} backend(s), {} route(s), {} client(s)",
+        snapshot.config.listen,
+        snapshot.backends.len(),
+        snapshot.router.routes.len(),
+        snapshot.clients.len()
+    )
+}
+
+/// Sets the coroutine runtime up: scheduler threads and default stack. Must run before any spawn.
+pub fn configure_may(workers: usize, stack_kib: usize) -> usize {
+    let workers = if workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        workers
+    };
+    // may counts stack sizes in machine words, not bytes.
+    may::config()
+        .set_workers(workers)
+        .set_stack_size(stack_kib * 1024 / std::mem::size_of::<usize>());
+    workers
+}
+
+/// Polls the config file and publishes each valid change; an invalid one is logged and the old kept.
+pub fn watch_config(path: String, listen: String, cli_listen_override: bool) {
+    std::thread::Builder::new()
+        .name("switchyard-config".into())
+        .spawn(move || {
+            let stamp = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut last: Option<SystemTime> = stamp(&path);
+            let mut last_text = std::fs::read(&path).ok();
+            loop {
+                std::thread::sleep(Duration::from_millis(300));
+                let now = stamp(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                let text = std::fs::read(&path).ok();
+                if text == last_text {
+                    continue;
+                }
+                last_text = text;
+                let previous = config::current();
+                let result = Config::load(&path).map_err(|e| e.to_string()).and_then(|mut c| {
+                    if cli_listen_override || c.listen != listen {
+                        if c.listen != listen && !cli_listen_override {
+                            warn!("config reload: \"listen\" changed; a restart is needed to apply it");
+                        }
+                        c.listen = listen.clone();
+                    }
+                    build_snapshot(c, Some(&previous))
+                });
+                match result {
+                    Ok(snapshot) => {
+                        report(&snapshot);
+                        info!("config reloaded from {path}: {}", describe(&snapshot));
+                        config::publish(snapshot);
+                    }
+                    Err(e) => error!("config reload from {path} rejected, keeping the previous one: {e}"),
+                }
+            }
+        })
+        .expect("spawn the config watcher");
+}
+
+/// Blocks until SIGINT/SIGTERM, then drains: stop accepting, wait for in-flight requests up to the
+/// deadline.
+pub fn wait_for_shutdown(accepts: Vec<may::coroutine::JoinHandle<()>>, drain: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    });
+    let _ = rx.recv();
+    info!(
+        "shutting down: no new connections, draining in-flight requests (up to {} ms)",
+        drain.as_millis()
+    );
+    server::SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    for accept in &accepts {
+        // SAFETY: cancelling a coroutine blocked in accept unwinds only that accept loop.
+        unsafe { accept.coroutine().cancel() };
+    }
+    let deadline = Instant::now() + drain;
+    while server::ACTIVE_REQUESTS.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = server::ACTIVE_REQUESTS.load(Ordering::SeqCst);
+    if left > 0 {
+        warn!("drain deadline reached with {left} request(s) still in flight");
+    } else {
+        info!("drained; exiting");
+    }
+}
+
+/// Binds and starts serving; returns the bound address and the accept loops.
+pub fn start(
+    listen: SocketAddr,
+    workers: usize,
+    server_config: Arc<config::ServerConfig>,
+) -> std::io::Result<(SocketAddr, Vec<may::coroutine::JoinHandle<()>>)> {
+    let listeners = server::bind(listen, workers)?;
+    let addr = listeners[0].local_addr()?;
+    let handler: server::Handler = Arc::new(crate::gateway::handle);
+    let accepts = server::serve(listeners, handler, server_config);
+    Ok((addr, accepts))
+}

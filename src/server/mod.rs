@@ -1,0 +1,640 @@
+//! The IO shell on the client side: one `may::net` listener per worker (SO_REUSEPORT), one coroutine
+//! per connection, HTTP/1.1 with keep-alive, pipelining, chunked bodies in and out, and limits.
+
+pub mod http1;
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::net::{TcpListener, TcpStream};
+
+use crate::config::ServerConfig;
+use crate::error::{error_body, ClientSchema};
+use crate::upstream::Cancel;
+use http1::{BodyFraming, ChunkedDecoder, HeadError, RequestHead};
+
+/// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
+pub static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// Requests between a complete head and the end of their response.
+pub static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+/// Open client connections.
+pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// A complete request: head and decoded body.
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
+/// What serves each request. It must answer through the `Responder`.
+pub type Handler = Arc<dyn Fn(&Request, &mut Responder) + Send + Sync>;
+
+/// The client-schema an error answered by the server layer itself should use, from the path alone.
+pub fn schema_for_path(path: &str) -> ClientSchema {
+    if path.starts_with("/v1/messages") || path.starts_with("/anthropic/") {
+        ClientSchema::Anthropic
+    } else {
+        ClientSchema::OpenAi
+    }
+}
+
+/// Binds `workers` listeners on `addr` with SO_REUSEPORT. Refuses an address another process serves.
+pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        // A listener without SO_REUSEPORT fails on an address someone already listens on, where ours
+        // (with SO_REUSEPORT) would silently share the port with another server.
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr}: {e} (is another process already serving it?)"),
+            ));
+        }
+    }
+    let first = TcpListener::bind(addr)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers.max(1) {
+        listeners.push(TcpListener::bind(addr)?);
+    }
+    Ok(listeners)
+}
+
+/// Accepts on each listener in its own coroutine; returns the accept loops' handles so shutdown can
+/// stop them.
+pub fn serve(
+    listeners: Vec<TcpListener>,
+    handler: Handler,
+    cfg: Arc<ServerConfig>,
+) -> Vec<may::coroutine::JoinHandle<()>> {
+    listeners
+        .into_iter()
+        .map(|listener| {
+            let handler = handler.clone();
+            let cfg = cfg.clone();
+            may::go!(move || accept_loop(listener, handler, cfg))
+        })
+        .collect()
+}
+
+fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) {
+    // may counts stack sizes in machine words.
+    let stack = cfg.stack_kib * 1024 / std::mem::size_of::<usize>();
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(pair) => pair,
+            Err(e) => {
+                if SHUTTING_DOWN.load(Ordering::Relaxed) {
+                    return;
+                }
+                // EMFILE and friends: back off briefly instead of spinning.
+                eprintln!("switchyard: accept failed: {e}");
+                may::coroutine::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if SHUTTING_DOWN.load(Ordering::Relaxed) {
+            return;
+        }
+        let open = OPEN_CONNECTIONS.fetch_add(1, Ordering::AcqRel) + 1;
+        let handler = handler.clone();
+        let cfg = cfg.clone();
+        let builder = may::coroutine::Builder::new().stack_size(stack);
+        // SAFETY: the coroutine uses no thread-local state across yields (may's requirement).
+        let spawned = unsafe {
+            builder.spawn(move || {
+                let _open = ConnectionSlot;
+                if open > cfg.max_connections {
+                    let mut stream = stream;
+                    let _ = write_error(
+                        &mut stream,
+                        ClientSchema::OpenAi,
+                        503,
+                        "too many connections",
+                        false,
+                    );
+                    return;
+                }
+                serve_connection(stream, peer, &handler, &cfg);
+            })
+        };
+        if let Err(e) = spawned {
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+            eprintln!("switchyard: cannot start a connection coroutine: {e}");
+        }
+    }
+}
+
+struct ConnectionSlot;
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct ActiveRequest;
+
+impl ActiveRequest {
+    fn start() -> ActiveRequest {
+        ACTIVE_REQUESTS.fetch_add(1, Ordering::AcqRel);
+        ActiveRequest
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        ACTIVE_REQUESTS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn write_error(
+    stream: &mut TcpStream,
+    schema: ClientSchema,
+    status: u16,
+    message: &str,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let body = error_body(schema, status, message, None);
+    let mut out = Vec::with_capacity(160 + body.len());
+    write_head(
+        &mut out,
+        1,
+        status,
+        keep_alive,
+        &[("content-type", "application/json")],
+        Some(body.len()),
+    );
+    out.extend_from_slice(&body);
+    stream.write_all(&out)
+}
+
+fn write_head(
+    out: &mut Vec<u8>,
+    minor: u8,
+    status: u16,
+    keep_alive: bool,
+    headers: &[(&str, &str)],
+    length: Option<usize>,
+) {
+    out.extend_from_slice(if minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(itoa_u16(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(http1::reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None if minor == 1 => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        None => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_u16(n: u16) -> String {
+    n.to_string()
+}
+
+enum ReadHead {
+    Head(RequestHead),
+    /// The peer closed or idled out between requests: close quietly.
+    Closed,
+    Refused(u16, &'static str),
+}
+
+/// Reads one request head into `buf` (which may already hold pipelined bytes) and removes it from there.
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, cfg: &ServerConfig) -> ReadHead {
+    let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
+    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + header_timeout);
+    loop {
+        if !buf.is_empty() {
+            match http1::parse_head(buf, cfg.max_head_bytes, cfg.max_headers) {
+                Ok(Some((head, len))) => {
+                    buf.drain(..len);
+                    return ReadHead::Head(head);
+                }
+                Ok(None) => {}
+                Err(e) => return ReadHead::Refused(e.status(), e.message()),
+            }
+        }
+        let timeout = match deadline {
+            None => Duration::from_millis(cfg.keepalive_timeout_ms),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return ReadHead::Refused(408, "request head not received in time"),
+            },
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        match read_more(stream, buf) {
+            Ok(0) => return ReadHead::Closed,
+            Ok(_) => {
+                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+            }
+            Err(e) if is_timeout(&e) && deadline.is_some() => {
+                return ReadHead::Refused(408, "request head not received in time")
+            }
+            Err(_) => return ReadHead::Closed,
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Reads what is available (up to 16 KiB) and appends it to `buf`.
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let len = buf.len();
+    buf.resize(len + 16 * 1024, 0);
+    let result = stream.read(&mut buf[len..]);
+    buf.truncate(len + *result.as_ref().unwrap_or(&0));
+    result
+}
+
+/// Reads the request body per its framing. Bytes past it stay in `buf` for the next request.
+fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    framing: BodyFraming,
+    cfg: &ServerConfig,
+) -> Result<Vec<u8>, (u16, &'static str)> {
+    let timeout = Duration::from_millis(cfg.header_timeout_ms);
+    let _ = stream.set_read_timeout(Some(timeout));
+    let fail = |e: io::Error| {
+        if is_timeout(&e) {
+            (408, "request body not received in time")
+        } else {
+            (400, "connection closed before the body was complete")
+        }
+    };
+    match framing {
+        BodyFraming::None => Ok(Vec::new()),
+        BodyFraming::Length(n) => {
+            let n = n as usize;
+            while buf.len() < n {
+                if read_more(stream, buf).map_err(fail)? == 0 {
+                    return Err((400, "connection closed before the body was complete"));
+                }
+            }
+            let rest = buf.split_off(n);
+            Ok(std::mem::replace(buf, rest))
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            let mut body = Vec::new();
+            loop {
+                let (used, done) = decoder.decode(buf, &mut body).map_err(|m| (400, m))?;
+                buf.drain(..used);
+                if body.len() as u64 > cfg.max_body_bytes {
+                    return Err((413, "request body too large"));
+                }
+                if done {
+                    return Ok(body);
+                }
+                if read_more(stream, buf).map_err(fail)? == 0 {
+                    return Err((400, "connection closed before the body was complete"));
+                }
+            }
+        }
+    }
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: &Handler,
+    cfg: &ServerConfig,
+) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(
+        cfg.keepalive_timeout_ms.max(10_000),
+    )));
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut watch = ClientWatch::new();
+    loop {
+        let head = match read_head(&mut stream, &mut buf, cfg) {
+            ReadHead::Head(h) => h,
+            ReadHead::Closed => return,
+            ReadHead::Refused(status, message) => {
+                let _ = write_error(&mut stream, ClientSchema::OpenAi, status, message, false);
+                return;
+            }
+        };
+        let schema = schema_for_path(head.path());
+        let framing = match head.body_framing() {
+            Ok(f) => f,
+            Err(e @ HeadError::Malformed(_)) | Err(e @ HeadError::UnsupportedTransferEncoding) => {
+                let _ = write_error(&mut stream, schema, e.status(), e.message(), false);
+                return;
+            }
+            Err(e) => {
+                let _ = write_error(&mut stream, schema, e.status(), e.message(), false);
+                return;
+            }
+        };
+        if let BodyFraming::Length(n) = framing {
+            if n > cfg.max_body_bytes {
+                let message = format!(
+                    "request body of {n} bytes exceeds the limit of {} bytes",
+                    cfg.max_body_bytes
+                );
+                let _ = write_error(&mut stream, schema, 413, &message, false);
+                return;
+            }
+        }
+        let body_pending = match framing {
+            BodyFraming::None => false,
+            BodyFraming::Length(n) => (buf.len() as u64) < n,
+            BodyFraming::Chunked => true,
+        };
+        if body_pending
+            && head.expects_continue()
+            && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        {
+            return;
+        }
+        let body = match read_body(&mut stream, &mut buf, framing, cfg) {
+            Ok(b) => b,
+            Err((status, message)) => {
+                let _ = write_error(&mut stream, schema, status, message, false);
+                return;
+            }
+        };
+        let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
+        let minor = head.minor_version;
+        let head_only = head.method() == "HEAD";
+        let request = Request { head, body, peer };
+        let _active = ActiveRequest::start();
+        let mut responder = Responder {
+            stream: &mut stream,
+            minor,
+            keep_alive,
+            head_only,
+            state: ResponseState::Fresh,
+            scratch: Vec::new(),
+            watch: &mut watch,
+        };
+        handler(&request, &mut responder);
+        let state = responder.state;
+        let keep_alive = responder.keep_alive;
+        watch.request_done();
+        match state {
+            ResponseState::Done => {}
+            ResponseState::Fresh => {
+                let _ = write_error(
+                    &mut stream,
+                    schema,
+                    500,
+                    "the gateway produced no response",
+                    false,
+                );
+                return;
+            }
+            // A response cut short cannot be framed any more: closing is the only honest end.
+            ResponseState::Streaming | ResponseState::Broken => return,
+        }
+        if !keep_alive || SHUTTING_DOWN.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseState {
+    Fresh,
+    Streaming,
+    Done,
+    Broken,
+}
+
+/// Writes the one response to a request: whole (`send`) or streamed (`start`, `chunk`…, `finish`).
+pub struct Responder<'a> {
+    stream: &'a mut TcpStream,
+    minor: u8,
+    keep_alive: bool,
+    head_only: bool,
+    state: ResponseState,
+    scratch: Vec<u8>,
+    watch: &'a mut ClientWatch,
+}
+
+impl Responder<'_> {
+    /// Sends a complete response with `content-length`.
+    pub fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+        debug_assert_eq!(self.state, ResponseState::Fresh);
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        write_head(
+            &mut out,
+            self.minor,
+            status,
+            self.keep_alive,
+            headers,
+            Some(body.len()),
+        );
+        if !self.head_only {
+            out.extend_from_slice(body);
+        }
+        let result = self.stream.write_all(&out);
+        self.scratch = out;
+        self.state = if result.is_ok() {
+            ResponseState::Done
+        } else {
+            ResponseState::Broken
+        };
+        result
+    }
+
+    /// Starts a streamed response: chunked on HTTP/1.1, close-delimited on HTTP/1.0.
+    pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
+        debug_assert_eq!(self.state, ResponseState::Fresh);
+        if self.minor == 0 {
+            self.keep_alive = false;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        write_head(&mut out, self.minor, status, self.keep_alive, headers, None);
+        let result = self.stream.write_all(&out);
+        self.scratch = out;
+        self.state = if result.is_ok() {
+            ResponseState::Streaming
+        } else {
+            ResponseState::Broken
+        };
+        result
+    }
+
+    /// Sends one piece of a streamed response in one write.
+    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() || self.head_only {
+            return Ok(());
+        }
+        let result = if self.minor == 0 {
+            self.stream.write_all(data)
+        } else {
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clear();
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+            let r = self.stream.write_all(&out);
+            self.scratch = out;
+            r
+        };
+        if result.is_err() {
+            self.state = ResponseState::Broken;
+        }
+        result
+    }
+
+    /// Ends a streamed response properly.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if self.state != ResponseState::Streaming {
+            return Ok(());
+        }
+        let result = if self.minor == 0 || self.head_only {
+            Ok(())
+        } else {
+            self.stream.write_all(b"0\r\n\r\n")
+        };
+        self.state = if result.is_ok() {
+            ResponseState::Done
+        } else {
+            ResponseState::Broken
+        };
+        result
+    }
+
+    pub fn started(&self) -> bool {
+        self.state != ResponseState::Fresh
+    }
+
+    /// Closes the connection after this response.
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Watches the client connection until this request ends: if the client goes away, whatever the
+    /// request is blocked on upstream is shut down (through the returned `Cancel`).
+    pub fn watch_client(&mut self) -> Arc<Cancel> {
+        self.watch.start(self.stream)
+    }
+}
+
+/// Per connection: a watcher coroutine, started on the first proxied request, that notices the client
+/// closing while the request is in flight and cancels the upstream call.
+struct ClientWatch {
+    cancel: Arc<Cancel>,
+    shared: Option<Arc<WatchShared>>,
+}
+
+struct WatchShared {
+    inflight: AtomicBool,
+    closed: AtomicBool,
+    wake: may::sync::Semphore,
+}
+
+impl ClientWatch {
+    fn new() -> ClientWatch {
+        ClientWatch {
+            cancel: Arc::new(Cancel::default()),
+            shared: None,
+        }
+    }
+
+    fn start(&mut self, stream: &TcpStream) -> Arc<Cancel> {
+        crate::upstream::set_current_cancel(&self.cancel);
+        if self.shared.is_none() {
+            let Ok(clone) = stream.try_clone() else {
+                return self.cancel.clone();
+            };
+            let shared = Arc::new(WatchShared {
+                inflight: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                wake: may::sync::Semphore::new(0),
+            });
+            let (s, cancel) = (shared.clone(), self.cancel.clone());
+            let builder =
+                may::coroutine::Builder::new().stack_size(32 * 1024 / std::mem::size_of::<usize>());
+            // SAFETY: no thread-local state is held across yields.
+            if unsafe { builder.spawn(move || watch_loop(clone, &s, &cancel)) }.is_err() {
+                return self.cancel.clone();
+            }
+            self.shared = Some(shared);
+        }
+        if let Some(shared) = &self.shared {
+            shared.inflight.store(true, Ordering::Release);
+            shared.wake.post();
+        }
+        self.cancel.clone()
+    }
+
+    fn request_done(&mut self) {
+        self.cancel.clear();
+        if let Some(shared) = &self.shared {
+            shared.inflight.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.closed.store(true, Ordering::Release);
+            shared.wake.post();
+        }
+    }
+}
+
+fn watch_loop(stream: TcpStream, shared: &WatchShared, cancel: &Cancel) {
+    let mut byte = [0u8; 1];
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    loop {
+        shared.wake.wait();
+        while shared.inflight.load(Ordering::Acquire) {
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match stream.peek(&mut byte) {
+                Ok(0) => {
+                    cancel.cancel();
+                    return;
+                }
+                // Pipelined bytes of a next request: the close cannot be seen behind them; look later.
+                Ok(_) => may::coroutine::sleep(Duration::from_millis(200)),
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => {
+                    cancel.cancel();
+                    return;
+                }
+            }
+        }
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}

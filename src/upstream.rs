@@ -1,0 +1,380 @@
+//! The IO shell on the upstream side: ureq 3 driven over `may` sockets, so a worker thread never
+//! blocks on an upstream (connect, DNS, TLS, reads and writes all yield the coroutine).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::net::TcpStream;
+use parking_lot::Mutex;
+use ureq::config::Config as UreqConfig;
+use ureq::http::Uri;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, RustlsConnector, Transport,
+};
+use ureq::{Agent, Timeout};
+
+use crate::config::Backend;
+
+/// Buffer per direction per upstream connection (ureq's default is 128 KiB: 339 MiB at 1000 streams).
+const BUFFER_BYTES: usize = 16 * 1024;
+
+/// Builds the agent for one backend: its timeouts, its trusted roots, a pool sized for a gateway,
+/// no implicit gzip, and upstream 4xx/5xx returned as responses rather than errors.
+pub fn agent_for(backend: &Backend) -> io::Result<Agent> {
+    let mut tls = TlsConfig::builder();
+    if let Some(path) = &backend.ca_file {
+        let pem = std::fs::read(path)?;
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no certificate in {path}"),
+            ));
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    let config: UreqConfig = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("switchyard/0.1")
+        .input_buffer_size(BUFFER_BYTES)
+        .output_buffer_size(BUFFER_BYTES)
+        .max_idle_connections(1024)
+        .max_idle_connections_per_host(256)
+        .max_idle_age(Duration::from_secs(50))
+        .max_response_header_size(64 * 1024)
+        .timeout_connect(Some(backend.connect_timeout))
+        .timeout_recv_response(Some(backend.response_timeout))
+        .timeout_resolve(Some(backend.connect_timeout))
+        .tls_config(tls.build())
+        .build();
+    let connector = MayTcpConnector {
+        idle: backend.idle_timeout,
+    }
+    .chain(RustlsConnector::default());
+    Ok(Agent::with_parts(config, connector, MayResolver::default()))
+}
+
+// ---- Cancellation: a client that goes away shuts the upstream socket of its request. ----
+
+/// Shared between a request's coroutine (whose upstream sockets register here) and the coroutine
+/// watching its client connection (which calls `cancel`).
+#[derive(Default)]
+pub struct Cancel {
+    cancelled: AtomicBool,
+    /// A duplicate handle of the upstream socket in use (shutting it down stops the socket itself).
+    socket: Mutex<Option<Arc<std::net::TcpStream>>>,
+}
+
+impl Cancel {
+    /// Shuts the registered upstream socket down, now and for any registered later.
+    pub fn cancel(&self) {
+        let mut slot = self.socket.lock();
+        self.cancelled.store(true, Ordering::Release);
+        if let Some(s) = slot.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn register(&self, stream: &Arc<std::net::TcpStream>) {
+        let mut slot = self.socket.lock();
+        if self.cancelled.load(Ordering::Acquire) {
+            let _ = stream.shutdown(Shutdown::Both);
+        } else if !slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            *slot = Some(stream.clone());
+        }
+    }
+
+    /// Forgets the socket at the end of a request (it may go back to the pool).
+    pub fn clear(&self) {
+        self.socket.lock().take();
+    }
+}
+
+may::coroutine_local!(static CURRENT_CANCEL: RefCell<Option<Arc<Cancel>>> = RefCell::new(None));
+
+/// Makes `cancel` the one that upstream sockets used by this coroutine register with.
+pub fn set_current_cancel(cancel: &Arc<Cancel>) {
+    CURRENT_CANCEL.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.as_ref().is_some_and(|x| Arc::ptr_eq(x, cancel)) {
+            *c = Some(cancel.clone());
+        }
+    });
+}
+
+fn register_current(stream: &Arc<std::net::TcpStream>) -> Result<(), ureq::Error> {
+    CURRENT_CANCEL.with(|c| match &*c.borrow() {
+        Some(cancel) if cancel.is_cancelled() => Err(ureq::Error::Io(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "client went away",
+        ))),
+        Some(cancel) => {
+            cancel.register(stream);
+            Ok(())
+        }
+        None => Ok(()),
+    })
+}
+
+// ---- Transport: a may TcpStream behind ureq's Transport trait. ----
+
+#[derive(Debug)]
+struct MayTcpConnector {
+    /// Longest silence between reads once no ureq phase timeout applies (response body, streams).
+    idle: Duration,
+}
+
+impl Connector<()> for MayTcpConnector {
+    type Out = MayTcpTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let timeout = details
+            .timeout
+            .not_zero()
+            .map(|d| *d)
+            .unwrap_or(Duration::from_secs(30));
+        let mut last = None;
+        for addr in details.addrs.iter() {
+            match TcpStream::connect_timeout(addr, timeout) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let handle = Arc::new(stream.inner().try_clone().map_err(ureq::Error::Io)?);
+                    let transport = MayTcpTransport {
+                        stream,
+                        handle,
+                        buffers: LazyBuffers::new(BUFFER_BYTES, BUFFER_BYTES),
+                        idle: self.idle,
+                        read_timeout: None,
+                        write_timeout: None,
+                    };
+                    register_current(&transport.handle)?;
+                    return Ok(Some(transport));
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    last = Some(ureq::Error::Timeout(Timeout::Connect))
+                }
+                Err(e) => last = Some(ureq::Error::Io(e)),
+            }
+        }
+        Err(last.unwrap_or(ureq::Error::HostNotFound))
+    }
+}
+
+struct MayTcpTransport {
+    stream: TcpStream,
+    /// For cancellation from another coroutine (may sockets are not shareable for IO).
+    handle: Arc<std::net::TcpStream>,
+    buffers: LazyBuffers,
+    idle: Duration,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for MayTcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MayTcpTransport")
+            .field("peer", &self.stream.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl MayTcpTransport {
+    /// The timeout for the next IO: ureq's phase timeout when one applies, else the idle timeout.
+    fn timeout(&self, next: NextTimeout) -> (Duration, Timeout) {
+        match next.not_zero() {
+            Some(d) if *d < self.idle => (*d, next.reason),
+            Some(_) if !next.after.is_not_happening() && next.reason != Timeout::RecvBody => {
+                (*next.after, next.reason)
+            }
+            _ => (self.idle, Timeout::RecvBody),
+        }
+    }
+}
+
+fn map_io(e: io::Error, reason: Timeout) -> ureq::Error {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ureq::Error::Timeout(reason),
+        _ => ureq::Error::Io(e),
+    }
+}
+
+impl Transport for MayTcpTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        register_current(&self.handle)?;
+        let (t, reason) = self.timeout(timeout.for_write());
+        if self.write_timeout != Some(t) {
+            let _ = self.stream.set_write_timeout(Some(t));
+            self.write_timeout = Some(t);
+        }
+        let output = &self.buffers.output()[..amount];
+        self.stream.write_all(output).map_err(|e| map_io(e, reason))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        register_current(&self.handle)?;
+        let (t, reason) = self.timeout(timeout.for_read());
+        if self.read_timeout != Some(t) {
+            let _ = self.stream.set_read_timeout(Some(t));
+            self.read_timeout = Some(t);
+        }
+        let input = self.buffers.input_append_buf();
+        let amount = loop {
+            match self.stream.read(input) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(|e| map_io(e, reason))?,
+            }
+        };
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        // may sockets are non-blocking underneath: a peek that would block means open and quiet.
+        let mut byte = [0u8; 1];
+        match self.stream.inner().peek(&mut byte) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
+
+// ---- Resolver: cached, and never blocking a worker thread. ----
+
+/// Resolves host names on a helper thread (getaddrinfo blocks) while the coroutine waits on a may
+/// channel, and caches answers for a minute. IP literals skip both.
+#[derive(Debug, Default)]
+struct MayResolver {
+    cache: Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>,
+}
+
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+impl Resolver for MayResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        _config: &UreqConfig,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let authority = uri.authority().ok_or(ureq::Error::HostNotFound)?;
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut out = self.empty();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, port));
+            return Ok(out);
+        }
+        let key = format!("{host}:{port}");
+        let cached = self
+            .cache
+            .lock()
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < DNS_TTL)
+            .map(|(a, _)| a.clone());
+        let addrs = match cached {
+            Some(a) => a,
+            None => {
+                let (tx, rx) = may::sync::mpsc::channel();
+                let lookup = key.clone();
+                std::thread::Builder::new()
+                    .name("switchyard-dns".into())
+                    .spawn(move || {
+                        let _ = tx.send(lookup.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+                    })
+                    .map_err(ureq::Error::Io)?;
+                let wait = timeout
+                    .not_zero()
+                    .map(|d| *d)
+                    .unwrap_or(Duration::from_secs(10));
+                let addrs = match rx.recv_timeout(wait) {
+                    Ok(Ok(a)) if !a.is_empty() => a,
+                    Ok(_) => return Err(ureq::Error::HostNotFound),
+                    Err(_) => return Err(ureq::Error::Timeout(Timeout::Resolve)),
+                };
+                self.cache
+                    .lock()
+                    .insert(key, (addrs.clone(), Instant::now()));
+                addrs
+            }
+        };
+        for a in addrs.into_iter().take(16) {
+            out.push(a);
+        }
+        Ok(out)
+    }
+}
+
+/// Gives every non-mock backend of `snapshot` its agent, reusing the previous snapshot's agent (and so
+/// its warm connections) where the backend's connection settings did not change.
+pub fn attach_agents(
+    snapshot: &mut crate::config::Snapshot,
+    previous: Option<&crate::config::Snapshot>,
+) -> io::Result<()> {
+    let fingerprint = |b: &Backend| {
+        format!(
+            "{:?}",
+            (
+                &b.base_url,
+                b.connect_timeout,
+                b.response_timeout,
+                b.idle_timeout,
+                &b.ca_file
+            )
+        )
+    };
+    let mut agents = Vec::with_capacity(snapshot.backends.len());
+    for backend in &snapshot.backends {
+        if backend.schema == crate::config::Schema::Mock {
+            agents.push(None);
+            continue;
+        }
+        let reused = previous.and_then(|p| {
+            p.backends
+                .iter()
+                .position(|old| {
+                    old.name == backend.name && fingerprint(old) == fingerprint(backend)
+                })
+                .and_then(|i| p.agent(i).cloned())
+        });
+        agents.push(Some(match reused {
+            Some(agent) => agent,
+            None => agent_for(backend)?,
+        }));
+    }
+    snapshot.agents = agents;
+    Ok(())
+}
