@@ -1,0 +1,541 @@
+//! Test support: a scripted fake upstream, the real gateway binary started on port 0, and a tiny
+//! HTTP/1.1 client over real sockets.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// Fake upstream
+// ---------------------------------------------------------------------------------------------
+
+/// A request as the fake upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Lower-case names.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("upstream got JSON")
+    }
+}
+
+/// An OpenAI-compatible fake, scripted per request by headers the gateway forwards:
+/// - `x-fake-status`: status code (default 200)
+/// - `x-fake-mode`: `json` (default), `sse`, `garbage`, `stall`, `reset-mid-stream`, `close`, `raw`
+/// - `x-fake-events`: number of SSE events (default 3); `x-fake-delay-ms`: pause between writes
+/// - `x-fake-split`: write the SSE payload in pieces of this many bytes
+/// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
+/// It records every request and counts open and closed connections.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Connections whose peer closed (read returned 0 or failed) while the fake was writing/stalling.
+    pub peer_closed: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl FakeUpstream {
+    pub fn start() -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let peer_closed = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (r, p, c) = (received.clone(), peer_closed.clone(), connections.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (r, p) = (r.clone(), p.clone());
+                thread::spawn(move || fake_connection(stream, &r, &p));
+            }
+        });
+        FakeUpstream {
+            addr,
+            received,
+            peer_closed,
+            connections,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Received {
+        self.requests()
+            .pop()
+            .expect("the upstream received a request")
+    }
+}
+
+/// The SSE payload the fake streams for `events` content chunks.
+pub fn sse_payload(events: usize, with_done: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..events {
+        let chunk = serde_json::json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+            "choices": [{"index": 0, "delta": {"content": format!("tok{i} é✓ ")}, "finish_reason": null}]
+        });
+        out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
+    }
+    let last = serde_json::json!({
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    });
+    out.extend_from_slice(format!("data: {last}\n\n").as_bytes());
+    if with_done {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+    out
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':')?;
+        headers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let mut body = Vec::new();
+    if let Some(len) = headers.get("content-length") {
+        body.resize(len.parse().ok()?, 0);
+        reader.read_exact(&mut body).ok()?;
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Some(Received {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_closed: &AtomicUsize) {
+    let _ = stream.set_nodelay(true);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    while let Some(req) = read_request(&mut reader) {
+        received.lock().unwrap().push(req.clone());
+        let h = |name: &str| req.headers.get(name).cloned();
+        let status: u16 = h("x-fake-status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
+        let mode = h("x-fake-mode").unwrap_or_else(|| "json".into());
+        let events: usize = h("x-fake-events").and_then(|s| s.parse().ok()).unwrap_or(3);
+        let delay = Duration::from_millis(
+            h("x-fake-delay-ms")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        );
+        let split: usize = h("x-fake-split")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        let model = serde_json::from_slice::<serde_json::Value>(&req.body)
+            .ok()
+            .and_then(|v| v["model"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        match mode.as_str() {
+            "json" | "raw" | "garbage" => {
+                let body = match mode.as_str() {
+                    "raw" => h("x-fake-body").unwrap_or_default().into_bytes(),
+                    "garbage" => b"<html>upstream exploded</html>".to_vec(),
+                    _ => serde_json::to_vec(&serde_json::json!({
+                        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fake reply"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+                    }))
+                    .unwrap(),
+                };
+                let ctype = if mode == "garbage" {
+                    "text/html"
+                } else {
+                    "application/json"
+                };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-ratelimit-remaining-requests: 99\r\n\r\n",
+                    body.len()
+                );
+                if out
+                    .write_all(head.as_bytes())
+                    .and_then(|_| out.write_all(&body))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            "sse" | "reset-mid-stream" => {
+                let payload = sse_payload(events, mode == "sse");
+                let head = format!("HTTP/1.1 {status} OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+                if out.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let pieces: Vec<&[u8]> = if split == usize::MAX {
+                    payload
+                        .split_inclusive(|b| *b == b'\n')
+                        .collect::<Vec<_>>()
+                        .chunks(2)
+                        .map(|c| {
+                            let start = c[0].as_ptr() as usize - payload.as_ptr() as usize;
+                            let len: usize = c.iter().map(|x| x.len()).sum();
+                            &payload[start..start + len]
+                        })
+                        .collect()
+                } else {
+                    payload.chunks(split).collect()
+                };
+                let cut = if mode == "reset-mid-stream" {
+                    pieces.len() / 2
+                } else {
+                    pieces.len()
+                };
+                for piece in &pieces[..cut] {
+                    let chunk =
+                        [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
+                    if out.write_all(&chunk).is_err() {
+                        peer_closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    if !delay.is_zero() {
+                        thread::sleep(delay);
+                    }
+                }
+                if mode == "reset-mid-stream" {
+                    // SO_LINGER 0 is not in std: shutting down both ways ends the stream abruptly.
+                    let _ = out.shutdown(Shutdown::Both);
+                    return;
+                }
+                if out.write_all(b"0\r\n\r\n").is_err() {
+                    return;
+                }
+            }
+            "stall" => {
+                // Never answer; notice when the gateway gives up on us.
+                let mut buf = [0u8; 1];
+                let _ = reader
+                    .get_mut()
+                    .set_read_timeout(Some(Duration::from_secs(30)));
+                match reader.get_mut().read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        peer_closed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                }
+                return;
+            }
+            "close" => return,
+            other => panic!("unknown fake mode {other}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway process
+// ---------------------------------------------------------------------------------------------
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub config_path: std::path::PathBuf,
+    pub log: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-test-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Gateway {
+    /// Starts the real binary with `config` (its `listen` is replaced by port 0).
+    pub fn start(config: &serde_json::Value) -> Gateway {
+        Gateway::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &serde_json::Value, env: &[(&str, &str)]) -> Gateway {
+        let dir = TempDir::new("gw");
+        let config_path = dir.0.join("config.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start switchyard");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        thread::spawn(move || {
+            let reader = BufReader::new(stderr);
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                log2.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("gateway did not start: {}", log.lock().unwrap()));
+        Gateway {
+            addr: addr.parse().unwrap(),
+            child,
+            config_path,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM (by PID, to our own child only).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with one OpenAI-compatible backend pointing at `upstream`, and the `demo` mock.
+pub fn config_for(upstream: &FakeUpstream) -> serde_json::Value {
+    serde_json::json!({
+        "backends": [
+            {"name": "fake", "schema": "openai", "base_url": upstream.base_url(),
+             "auth": {"type": "bearer", "key": "sk-upstream-secret"}, "idle_timeout_ms": 1500, "response_timeout_ms": 3000},
+            {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 5}
+        ],
+        "routes": [
+            {"model": "demo", "backends": [{"backend": "demo"}]},
+            {"model": "aliased", "backends": [{"backend": "fake", "model": "real-upstream-model"}]},
+            {"model": "fake*", "backends": [{"backend": "fake"}]}
+        ]
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 client
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Writes a POST of `body` with the given extra headers.
+pub fn post_raw(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let mut req = format!("POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+}
+
+/// Reads a response head; returns status and headers.
+pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, HashMap<String, String>) {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad status line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':').unwrap();
+        headers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    (status, headers)
+}
+
+/// Reads one chunk of a chunked body (`None` at the terminating chunk).
+pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut size = String::new();
+    reader.read_line(&mut size).unwrap();
+    let n = usize::from_str_radix(size.trim(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+    let mut data = vec![0; n + 2];
+    reader.read_exact(&mut data).unwrap();
+    assert_eq!(&data[n..], b"\r\n");
+    data.truncate(n);
+    (n > 0).then_some(data)
+}
+
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> Response {
+    let (status, headers) = read_head(reader);
+    let mut body = Vec::new();
+    if let Some(len) = headers.get("content-length") {
+        body.resize(len.parse().unwrap(), 0);
+        reader.read_exact(&mut body).unwrap();
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t == "chunked")
+    {
+        while let Some(chunk) = read_chunk(reader) {
+            body.extend_from_slice(&chunk);
+        }
+    } else {
+        reader.read_to_end(&mut body).unwrap();
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// One request on a fresh connection.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Response {
+    let mut s = connect(addr);
+    post_raw(&mut s, path, headers, &serde_json::to_vec(body).unwrap());
+    read_response(&mut BufReader::new(s))
+}
+
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut s = connect(addr);
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: test\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(s))
+}
+
+/// Sends raw bytes and reads whatever comes back until the server closes (or the timeout).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn chat(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Polls `cond` until it holds or `within` passes.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}

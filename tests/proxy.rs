@@ -1,0 +1,383 @@
+//! The gateway as a proxy: forwarding, credentials, routing, errors. Real sockets, real processes.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn chat_is_forwarded_with_backend_credential_and_without_client_credential() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["clients"] = json!([{"name": "dev", "key": "client-key-1", "models": ["*"]}]);
+    let gw = Gateway::start(&cfg);
+    let body = json!({"model": "fake-1", "messages": [{"role": "user", "content": "hi"}],
+                      "vendor_extension": {"keep": [1, 2, {"x": null}]}, "temperature": 0.2});
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer client-key-1"),
+            ("x-custom", "yes"),
+            ("connection", "keep-alive"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "fake reply");
+    assert!(r
+        .headers
+        .get("x-request-id")
+        .is_some_and(|id| id.len() >= 16));
+    assert_eq!(
+        r.headers
+            .get("x-ratelimit-remaining-requests")
+            .map(String::as_str),
+        Some("99")
+    );
+    let got = up.last();
+    assert_eq!(got.path, "/v1/chat/completions");
+    assert_eq!(got.headers["authorization"], "Bearer sk-upstream-secret");
+    assert_eq!(got.headers["x-custom"], "yes");
+    assert_eq!(got.json(), body, "the body passes through unchanged");
+    assert!(
+        !got.headers.values().any(|v| v.contains("client-key-1")),
+        "client key leaked upstream"
+    );
+    assert!(!gw.log().contains("sk-upstream-secret"));
+}
+
+#[test]
+fn x_api_key_authenticates_and_is_not_forwarded() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["clients"] = json!([{"name": "dev", "key": "client-key-2"}]);
+    let gw = Gateway::start(&cfg);
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-api-key", "client-key-2")],
+        &chat("fake-1"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!up.last().headers.contains_key("x-api-key"));
+}
+
+#[test]
+fn request_id_from_client_is_kept() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-request-id", "abc-123")],
+        &chat("fake-1"),
+    );
+    assert_eq!(r.headers["x-request-id"], "abc-123");
+}
+
+#[test]
+fn route_model_override_rewrites_only_the_model() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let body = json!({"model": "aliased", "messages": [{"role": "user", "content": "hi"}], "n": 1});
+    let r = post(gw.addr, "/v1/chat/completions", &[], &body);
+    assert_eq!(r.status, 200);
+    let sent = up.last().json();
+    assert_eq!(sent["model"], "real-upstream-model");
+    assert_eq!(sent["messages"], body["messages"]);
+    assert_eq!(sent["n"], 1);
+}
+
+#[test]
+fn completions_and_embeddings_go_to_their_paths() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let r = post(
+        gw.addr,
+        "/v1/completions",
+        &[],
+        &json!({"model": "fake-1", "prompt": "once"}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().path, "/v1/completions");
+    let r = post(
+        gw.addr,
+        "/v1/embeddings",
+        &[],
+        &json!({"model": "fake-1", "input": "x"}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().path, "/v1/embeddings");
+}
+
+#[test]
+fn demo_mock_model_answers_chat_completions_embeddings_and_models() {
+    let gw = Gateway::start(&json!({"backends": [{"name": "demo", "schema": "mock"}],
+                                    "routes": [{"model": "demo", "backends": [{"backend": "demo"}]}]}));
+    let r = post(gw.addr, "/v1/chat/completions", &[], &chat("demo"));
+    assert_eq!(r.status, 200);
+    assert!(r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("You said: hi"));
+    let r = post(
+        gw.addr,
+        "/v1/embeddings",
+        &[],
+        &json!({"model": "demo", "input": ["a", "b"]}),
+    );
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    let r = get(gw.addr, "/v1/models", &[]);
+    assert_eq!(r.json()["data"][0]["id"], "demo");
+    assert_eq!(get(gw.addr, "/health", &[]).status, 200);
+}
+
+#[test]
+fn client_errors_have_openai_shape_and_status() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["clients"] = json!([{"name": "narrow", "key": "k-narrow", "models": ["demo"]}]);
+    let gw = Gateway::start(&cfg);
+    let auth = [("authorization", "Bearer k-narrow")];
+    let cases: Vec<(Response, u16, Option<&str>)> = vec![
+        (
+            post(gw.addr, "/v1/chat/completions", &[], &chat("demo")),
+            401,
+            Some("invalid_api_key"),
+        ),
+        (
+            post(
+                gw.addr,
+                "/v1/chat/completions",
+                &[("authorization", "Bearer wrong")],
+                &chat("demo"),
+            ),
+            401,
+            Some("invalid_api_key"),
+        ),
+        (
+            post(gw.addr, "/v1/chat/completions", &auth, &chat("fake-1")),
+            403,
+            Some("model_not_allowed"),
+        ),
+        (
+            post(
+                gw.addr,
+                "/v1/chat/completions",
+                &auth,
+                &json!({"messages": []}),
+            ),
+            400,
+            None,
+        ),
+        (
+            post(
+                gw.addr,
+                "/v1/chat/completions",
+                &auth,
+                &json!({"model": "demo"}),
+            ),
+            400,
+            None,
+        ),
+        (
+            post(gw.addr, "/v1/nope", &auth, &chat("demo")),
+            404,
+            Some("unknown_url"),
+        ),
+    ];
+    for (r, status, code) in cases {
+        assert_eq!(r.status, status, "{}", r.text());
+        let v = r.json();
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(v["error"]["type"].is_string());
+        if let Some(code) = code {
+            assert_eq!(v["error"]["code"], code);
+        }
+    }
+    let mut s = connect(gw.addr);
+    post_raw(
+        &mut s,
+        "/v1/chat/completions",
+        &auth,
+        b"{\"model\": \"demo\", \"messages\": [",
+    );
+    let r = read_response(&mut std::io::BufReader::new(s));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
+}
+
+#[test]
+fn unknown_model_is_404_model_not_found() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let r = post(gw.addr, "/v1/chat/completions", &[], &chat("no-such-model"));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+}
+
+#[test]
+fn upstream_errors_keep_status_json_passes_and_non_json_is_wrapped() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let upstream_error = r#"{"error":{"message":"You exceeded your quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[
+            ("x-fake-mode", "raw"),
+            ("x-fake-status", "429"),
+            ("x-fake-body", upstream_error),
+        ],
+        &chat("fake-1"),
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.text(), upstream_error);
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "garbage"), ("x-fake-status", "500")],
+        &chat("fake-1"),
+    );
+    assert_eq!(r.status, 500);
+    let v = r.json();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("upstream exploded"));
+}
+
+#[test]
+fn unreachable_upstream_is_502_and_stalled_upstream_is_504() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&json!({
+        "backends": [
+            {"name": "dead", "schema": "openai", "base_url": format!("http://{dead_addr}/v1")},
+            {"name": "slow", "schema": "openai", "base_url": up.base_url(), "response_timeout_ms": 500}
+        ],
+        "routes": [{"model": "dead", "backends": [{"backend": "dead"}]},
+                   {"model": "slow", "backends": [{"backend": "slow"}]}]
+    }));
+    let r = post(gw.addr, "/v1/chat/completions", &[], &chat("dead"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
+    let start = std::time::Instant::now();
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "stall")],
+        &chat("slow"),
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn backend_with_unset_key_variable_answers_503_naming_it_and_gateway_still_starts() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&json!({
+        "backends": [{"name": "o", "schema": "openai", "base_url": up.base_url(),
+                      "auth": {"type": "bearer", "key_env": "SWITCHYARD_TEST_UNSET_KEY_XYZ"}}],
+        "routes": [{"model": "m", "backends": [{"backend": "o"}]}]
+    }));
+    assert!(gw.log().contains("SWITCHYARD_TEST_UNSET_KEY_XYZ"));
+    let r = post(gw.addr, "/v1/chat/completions", &[], &chat("m"));
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("SWITCHYARD_TEST_UNSET_KEY_XYZ"));
+    assert!(up.requests().is_empty());
+}
+
+#[test]
+fn key_from_environment_and_header_auth_type() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start_with_env(
+        &json!({
+            "backends": [{"name": "az", "schema": "openai", "base_url": up.base_url(),
+                          "auth": {"type": "header", "name": "api-key", "key_env": "SY_TEST_AZ_KEY"}}],
+            "routes": [{"model": "m", "backends": [{"backend": "az"}]}]
+        }),
+        &[("SY_TEST_AZ_KEY", "az-secret")],
+    );
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("api-key", "client-sent-this")],
+        &chat("m"),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().headers["api-key"], "az-secret");
+}
+
+#[test]
+fn fallback_to_next_priority_when_first_backend_is_down() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&json!({
+        "backends": [
+            {"name": "dead", "schema": "openai", "base_url": format!("http://{dead_addr}/v1")},
+            {"name": "live", "schema": "openai", "base_url": up.base_url()}
+        ],
+        "routes": [{"model": "m", "backends": [{"backend": "dead", "priority": 0}, {"backend": "live", "priority": 1}]}]
+    }));
+    let r = post(gw.addr, "/v1/chat/completions", &[], &chat("m"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[test]
+fn header_match_selects_route() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&json!({
+        "backends": [{"name": "demo", "schema": "mock"}, {"name": "fake", "schema": "openai", "base_url": up.base_url()}],
+        "routes": [{"model": "m", "headers": {"x-tier": "premium"}, "backends": [{"backend": "fake"}]},
+                   {"model": "m", "backends": [{"backend": "demo"}]}]
+    }));
+    let r = post(gw.addr, "/v1/chat/completions", &[], &chat("m"));
+    assert_eq!(r.json()["system_fingerprint"], "switchyard-mock");
+    assert!(up.requests().is_empty());
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-tier", "premium")],
+        &chat("m"),
+    );
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "fake reply");
+}
+
+#[test]
+fn models_lists_only_what_the_client_may_use() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["clients"] =
+        json!([{"name": "a", "key": "ka", "models": ["demo"]}, {"name": "b", "key": "kb"}]);
+    let gw = Gateway::start(&cfg);
+    let ids = |key: &str| -> Vec<String> {
+        let r = get(
+            gw.addr,
+            "/v1/models",
+            &[("authorization", &format!("Bearer {key}"))],
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["object"], "list");
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("ka"), vec!["demo"]);
+    assert_eq!(ids("kb"), vec!["demo", "aliased"]);
+    assert_eq!(get(gw.addr, "/v1/models", &[]).status, 401);
+}
