@@ -37,6 +37,7 @@ impl Received {
 /// - `x-fake-events`: number of SSE events (default 3); `x-fake-delay-ms`: pause between writes
 /// - `x-fake-split`: write the SSE payload in pieces of this many bytes
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
+///
 /// It records every request and counts open and closed connections.
 pub struct FakeUpstream {
     pub addr: SocketAddr,
