@@ -18,10 +18,22 @@ pub fn sdk_python() -> PathBuf {
     let requirements = root.join("tests/sdk/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed for SDK tests");
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for SDK tests");
         assert!(status.success(), "python3 -m venv failed");
         let status = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements)
             .status()
             .unwrap();
@@ -34,14 +46,22 @@ pub fn sdk_python() -> PathBuf {
 fn run_script(script: &str, gw: &Gateway, key: &str) {
     let python = sdk_python();
     let out = Command::new(python)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/sdk")
+                .join(script),
+        )
         .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
         .env("SWITCHYARD_KEY", key)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
+        gw.log()
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
@@ -52,5 +72,8 @@ fn openai_python_sdk_chat_completions_embeddings_models_and_errors() {
     cfg["clients"] = json!([{"name": "sdk", "key": "sdk-test-key"}]);
     let gw = Gateway::start(&cfg);
     run_script("openai_sdk.py", &gw, "sdk-test-key");
-    assert!(!up.requests().iter().any(|r| r.headers.values().any(|v| v.contains("sdk-test-key"))));
+    assert!(!up
+        .requests()
+        .iter()
+        .any(|r| r.headers.values().any(|v| v.contains("sdk-test-key"))));
 }
