@@ -81,6 +81,8 @@ impl Default for ServerConfig {
 pub enum Schema {
     /// OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Mistral, Together, DeepSeek…).
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// The built-in deterministic fake provider (no network).
     Mock,
 }
@@ -111,6 +113,12 @@ pub struct BackendConfig {
     /// `mock` only: pause between streamed chunks.
     #[serde(default)]
     pub mock_chunk_delay_ms: Option<u64>,
+    /// `anthropic` only: the `anthropic-version` header sent when the client sent none.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// `max_tokens` sent to Anthropic when an OpenAI client gave none (Anthropic requires it).
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -251,6 +259,8 @@ pub struct Backend {
     pub idle_timeout: Duration,
     pub ca_file: Option<String>,
     pub mock_chunk_delay: Duration,
+    pub anthropic_version: String,
+    pub default_max_tokens: u32,
 }
 
 /// A client allowed to call the gateway.
@@ -420,6 +430,7 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
     let base_url = match (b.schema, &b.base_url) {
         (Schema::Mock, _) => String::from("mock://"),
         (Schema::Openai, None) => String::from("https://api.openai.com/v1"),
+        (Schema::Anthropic, None) => String::from(crate::providers::anthropic::DEFAULT_BASE_URL),
         (_, Some(url)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(err(
@@ -448,6 +459,9 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
                     ))
                 }
                 (AuthKind::Header, Some(n)) if valid_header_name(n) => n.to_ascii_lowercase(),
+                (AuthKind::Header, None) if b.schema == Schema::Anthropic => {
+                    String::from("x-api-key")
+                }
                 (AuthKind::Header, _) => {
                     return Err(err(
                         format!("{path}.auth.name"),
@@ -490,6 +504,18 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
             "only for \"schema\": \"mock\"",
         ));
     }
+    if b.anthropic_version.is_some() && b.schema != Schema::Anthropic {
+        return Err(err(
+            format!("{path}.anthropic_version"),
+            "only for \"schema\": \"anthropic\"",
+        ));
+    }
+    if b.default_max_tokens == Some(0) {
+        return Err(err(
+            format!("{path}.default_max_tokens"),
+            "must be at least 1",
+        ));
+    }
     if let Some(ca) = &b.ca_file {
         if !std::path::Path::new(ca).is_file() {
             return Err(err(format!("{path}.ca_file"), format!("no file at {ca}")));
@@ -510,6 +536,11 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
         idle_timeout: Duration::from_millis(b.idle_timeout_ms.max(1)),
         ca_file: b.ca_file.clone(),
         mock_chunk_delay: Duration::from_millis(b.mock_chunk_delay_ms.unwrap_or(25)),
+        anthropic_version: b
+            .anthropic_version
+            .clone()
+            .unwrap_or_else(|| crate::providers::anthropic::DEFAULT_VERSION.to_string()),
+        default_max_tokens: b.default_max_tokens.unwrap_or(4096),
     })
 }
 

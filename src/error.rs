@@ -80,33 +80,7 @@ impl GatewayError {
     }
 }
 
-/// OpenAI's `error.type` for a status.
-pub fn openai_error_type(status: u16) -> &'static str {
-    match status {
-        400 | 404 | 405 | 409 | 413 | 414 | 422 | 431 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        408 | 504 => "timeout_error",
-        429 => "rate_limit_error",
-        503 | 529 => "service_unavailable_error",
-        _ => "api_error",
-    }
-}
-
-/// Anthropic's `error.type` for a status.
-pub fn anthropic_error_type(status: u16) -> &'static str {
-    match status {
-        400 | 405 | 409 | 414 | 422 | 431 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        408 | 504 => "timeout_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
+pub use crate::translate::{anthropic_error_type, openai_error_type};
 
 /// An error body in the client's schema. `message` is JSON-escaped here.
 pub fn error_body(schema: ClientSchema, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {

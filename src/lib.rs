@@ -11,5 +11,8 @@ pub mod json;
 pub mod providers;
 pub mod router;
 pub mod runtime;
+pub mod schema;
 pub mod server;
+pub mod sse;
+pub mod translate;
 pub mod upstream;

@@ -3,27 +3,33 @@
 //! 1. [`parse`]: endpoint from method and path; `model`, `stream` and required fields from the body.
 //! 2. [`authenticate`]: the client from `Authorization: Bearer` or `x-api-key`.
 //! 3. [`route`]: the route for the model (and headers), the client's permission, the backend plan.
-//! 4. [`send`]: the upstream request, trying the plan's backends in order; falling back only on
+//! 4. [`prepare`]: the upstream request body for one backend: passthrough (model rename only) or a
+//!    translation between the client's schema and the backend's.
+//! 5. [`send`]: the upstream request, trying the plan's backends in order; falling back only on
 //!    failures that happen before any byte reaches the client.
-//! 5. [`relay`]: the upstream response to the client, streamed chunk by chunk or whole.
+//! 6. [`relay`]: the upstream response to the client, streamed event by event or whole, translated
+//!    back into the client's schema where the schemas differ.
 //!
-//! Each phase is a function; the order lives in [`handle`].
+//! Each phase is a function; the order lives in [`serve`].
 
+mod relay;
+
+use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Backend, Credential, Schema, Snapshot};
-use crate::error::{error_body, ClientSchema, GatewayError};
-use crate::providers::{mock, openai, Endpoint};
+use crate::config::{Backend, Client, Credential, Schema, Snapshot};
+use crate::error::{ClientSchema, GatewayError};
+use crate::providers::{anthropic, mock, openai, Endpoint};
 use crate::router::{random_draw, Target};
 use crate::server::{Request, Responder};
+use crate::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions};
 use crate::upstream::Cancel;
 
-/// Largest non-streamed upstream body the gateway buffers.
-const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+pub use relay::relay;
 
 /// Serves one request end to end.
 pub fn handle(req: &Request, resp: &mut Responder) {
@@ -44,8 +50,7 @@ fn serve(
     resp: &mut Responder,
     ids: &[(&str, &str)],
 ) -> Result<(), GatewayError> {
-    let operation = parse_operation(req)?;
-    match operation {
+    match parse_operation(req)? {
         Operation::Health => {
             let _ = resp.send(
                 200,
@@ -56,11 +61,9 @@ fn serve(
         }
         Operation::Models => {
             let client = authenticate(snapshot, req)?;
-            let body = list_models(
-                snapshot,
-                client,
-                req.head.header("anthropic-version").is_some(),
-            );
+            let anthropic_shape = req.head.header("anthropic-version").is_some()
+                || req.head.path().starts_with("/anthropic/");
+            let body = list_models(snapshot, client, anthropic_shape);
             let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], &body);
             Ok(())
         }
@@ -69,9 +72,8 @@ fn serve(
             let client = authenticate(snapshot, req)?;
             let plan = route(snapshot, req, client, &peek.model)?;
             let cancel = resp.watch_client();
-            let upstream = send(snapshot, req, endpoint, &peek, &plan, &cancel, resp, ids)?;
-            if let Some(upstream) = upstream {
-                relay(upstream, resp, ids);
+            if let Some(exchange) = send(snapshot, req, endpoint, &peek, &plan, &cancel)? {
+                relay(exchange, endpoint.client_schema(), &peek.model, resp, ids);
             }
             Ok(())
         }
@@ -86,7 +88,12 @@ enum Operation {
 
 fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
     let method = req.head.method();
-    let (op, allowed) = match req.head.path() {
+    let path = req.head.path();
+    let path = path
+        .strip_prefix("/anthropic")
+        .filter(|p| p.starts_with("/v1/"))
+        .unwrap_or(path);
+    let (op, allowed) = match path {
         "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
         "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
         "/v1/chat/completions" => (
@@ -95,6 +102,8 @@ fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
         ),
         "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
         "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), method == "POST"),
+        "/v1/messages" => (Operation::Proxy(Endpoint::Messages), method == "POST"),
+        "/v1/messages/count_tokens" => (Operation::Proxy(Endpoint::CountTokens), method == "POST"),
         _ => return Err(GatewayError::NotFound),
     };
     if allowed {
@@ -114,7 +123,7 @@ pub struct RequestPeek {
 #[derive(Deserialize)]
 struct PeekFields<'a> {
     #[serde(borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
     stream: Option<bool>,
     messages: Option<serde::de::IgnoredAny>,
     prompt: Option<serde::de::IgnoredAny>,
@@ -131,7 +140,9 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayErro
     let fields: PeekFields = serde_json::from_slice(body)
         .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
     let present = match endpoint {
-        Endpoint::ChatCompletions => fields.messages.is_some(),
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => {
+            fields.messages.is_some()
+        }
         Endpoint::Completions => fields.prompt.is_some(),
         Endpoint::Embeddings => fields.input.is_some(),
     };
@@ -159,7 +170,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayErro
 pub fn authenticate<'s>(
     snapshot: &'s Snapshot,
     req: &Request,
-) -> Result<Option<&'s crate::config::Client>, GatewayError> {
+) -> Result<Option<&'s Client>, GatewayError> {
     if snapshot.clients.is_empty() {
         return Ok(None);
     }
@@ -184,7 +195,7 @@ pub fn authenticate<'s>(
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    let mut diff = u8::from(a.len() != b.len());
     for (i, x) in a.iter().enumerate() {
         diff |= x ^ b.get(i).copied().unwrap_or(!x);
     }
@@ -195,7 +206,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request,
-    client: Option<&crate::config::Client>,
+    client: Option<&Client>,
     model: &str,
 ) -> Result<Vec<&'s Target>, GatewayError> {
     if let Some(c) = client {
@@ -210,12 +221,109 @@ pub fn route<'s>(
     Ok(route.plan(random_draw()))
 }
 
+/// How a response must be turned back into the client's schema.
+#[derive(Debug, Clone)]
+pub enum Translation {
+    /// Client and backend speak the same schema.
+    Passthrough,
+    /// An OpenAI chat client, an Anthropic backend.
+    OpenAiAnthropic(ResponseOptions),
+    /// An Anthropic messages client, an OpenAI-compatible backend.
+    AnthropicOpenAi(ResponseOptions),
+}
+
+/// The upstream request for one backend.
+pub struct Prepared<'a> {
+    /// The endpoint in the backend's schema.
+    pub endpoint: Endpoint,
+    pub body: Cow<'a, [u8]>,
+    pub translation: Translation,
+}
+
+/// Phase 4: the body to send to `backend`, renamed or translated.
+pub fn prepare<'a>(
+    endpoint: Endpoint,
+    backend: &Backend,
+    body: &'a [u8],
+    peek: &RequestPeek,
+    model: &str,
+) -> Result<Prepared<'a>, GatewayError> {
+    let bad = |e: crate::translate::TranslateError| GatewayError::BadRequest(e.to_string());
+    let unsupported = || {
+        GatewayError::BadRequest(format!(
+            "{} is not supported by backend \"{}\" (schema {:?})",
+            endpoint.path(),
+            backend.name,
+            backend.schema
+        ))
+    };
+    let same = |endpoint| -> Result<Prepared<'a>, GatewayError> {
+        let body = crate::json::with_model(body, &peek.model, model)
+            .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+        Ok(Prepared {
+            endpoint,
+            body,
+            translation: Translation::Passthrough,
+        })
+    };
+    let options = RequestOptions {
+        model: Some(model.to_string()),
+        default_max_tokens: backend.default_max_tokens,
+    };
+    match (endpoint, backend.schema) {
+        (
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings,
+            Schema::Openai | Schema::Mock,
+        ) => same(endpoint),
+        (Endpoint::Messages | Endpoint::CountTokens, Schema::Anthropic) => same(endpoint),
+        (Endpoint::ChatCompletions, Schema::Anthropic) => {
+            let t = openai_anthropic::request_full(body, &options).map_err(bad)?;
+            if !t.dropped.is_empty() {
+                crate::debug!(
+                    "dropped for backend \"{}\": {}",
+                    backend.name,
+                    t.dropped.join(", ")
+                );
+            }
+            let opts = t.response_options(unix_now());
+            Ok(Prepared {
+                endpoint: Endpoint::Messages,
+                body: Cow::Owned(t.body),
+                translation: Translation::OpenAiAnthropic(opts),
+            })
+        }
+        (Endpoint::Messages, Schema::Openai | Schema::Mock) => {
+            let t = anthropic_openai::request_full(body, &options).map_err(bad)?;
+            if !t.dropped.is_empty() {
+                crate::debug!(
+                    "dropped for backend \"{}\": {}",
+                    backend.name,
+                    t.dropped.join(", ")
+                );
+            }
+            let opts = ResponseOptions {
+                created: unix_now(),
+                ..ResponseOptions::default()
+            };
+            Ok(Prepared {
+                endpoint: Endpoint::ChatCompletions,
+                body: Cow::Owned(t.body),
+                translation: Translation::AnthropicOpenAi(opts),
+            })
+        }
+        (Endpoint::CountTokens, _)
+        | (Endpoint::Completions | Endpoint::Embeddings, Schema::Anthropic) => Err(unsupported()),
+    }
+}
+
 /// An upstream response whose head arrived; its body is still to be read.
-pub struct Upstream {
-    status: u16,
-    content_type: Option<String>,
-    passthrough: Vec<(String, String)>,
-    body: ureq::BodyReader<'static>,
+pub struct Exchange {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// Response headers relayed to the client.
+    pub passthrough: Vec<(String, String)>,
+    pub body: Box<dyn Read>,
+    pub translation: Translation,
 }
 
 /// Request headers that are never forwarded: hop-by-hop, framing, and the client's own credentials.
@@ -247,11 +355,10 @@ fn relayed_response_header(name: &str) -> bool {
         || name.starts_with("openai-")
         || name.starts_with("anthropic-ratelimit-")
         || name == "retry-after"
+        || name == "request-id"
 }
 
-/// Phase 4: sends to each backend of the plan in turn until one answers. Returns `None` when the
-/// response was already produced in-process (the mock) or the client went away.
-#[allow(clippy::too_many_arguments)]
+/// Phase 5: sends to each backend of the plan in turn until one answers. `None`: the client went away.
 fn send(
     snapshot: &Snapshot,
     req: &Request,
@@ -259,30 +366,19 @@ fn send(
     peek: &RequestPeek,
     plan: &[&Target],
     cancel: &Arc<Cancel>,
-    resp: &mut Responder,
-    ids: &[(&str, &str)],
-) -> Result<Option<Upstream>, GatewayError> {
+) -> Result<Option<Exchange>, GatewayError> {
     let mut last_error = None;
     for (i, target) in plan.iter().enumerate() {
         let last = i + 1 == plan.len();
         let backend = &snapshot.backends[target.backend];
         let model = target.model.as_deref().unwrap_or(&peek.model);
-        if backend.schema == Schema::Mock {
-            let mut body: Value = serde_json::from_slice(&req.body)
-                .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
-            body["model"] = Value::String(model.to_string());
-            mock::serve(endpoint, &body, model, backend.mock_chunk_delay, ids, resp);
-            return Ok(None);
-        }
-        let result = send_once(
-            snapshot,
-            backend,
-            target.backend,
-            req,
-            endpoint,
-            peek,
-            model,
-        );
+        let prepared = prepare(endpoint, backend, &req.body, peek, model)?;
+        let result = match backend.schema {
+            Schema::Mock => Ok(send_mock(backend, prepared, model)?),
+            Schema::Openai | Schema::Anthropic => {
+                send_http(snapshot, backend, target.backend, req, prepared)
+            }
+        };
         if cancel.is_cancelled() {
             return Ok(None);
         }
@@ -306,15 +402,26 @@ fn send(
         .unwrap_or_else(|| GatewayError::UpstreamUnreachable("no backend could be reached".into())))
 }
 
-fn send_once(
+fn send_mock(backend: &Backend, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
+    let body: Value = serde_json::from_slice(&prepared.body)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let reply = mock::respond(prepared.endpoint, &body, model);
+    Ok(Exchange {
+        status: reply.status,
+        content_type: Some(reply.content_type.to_string()),
+        passthrough: Vec::new(),
+        body: Box::new(mock::MockBody::new(reply.chunks, backend.mock_chunk_delay)),
+        translation: prepared.translation,
+    })
+}
+
+fn send_http(
     snapshot: &Snapshot,
     backend: &Backend,
     index: usize,
     req: &Request,
-    endpoint: Endpoint,
-    peek: &RequestPeek,
-    model: &str,
-) -> Result<Upstream, GatewayError> {
+    prepared: Prepared,
+) -> Result<Exchange, GatewayError> {
     let credential = match &backend.credential {
         Credential::Missing { key_env } => {
             return Err(GatewayError::BackendUnavailable(format!(
@@ -328,17 +435,24 @@ fn send_once(
     let agent = snapshot.agent(index).ok_or_else(|| {
         GatewayError::BackendUnavailable(format!("backend \"{}\" is not ready", backend.name))
     })?;
-    let body = crate::json::with_model(&req.body, &peek.model, model)
-        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let mut builder = agent.post(openai::url(backend, endpoint));
+    let url = match backend.schema {
+        Schema::Anthropic => anthropic::url(backend, prepared.endpoint),
+        _ => openai::url(backend, prepared.endpoint),
+    };
+    let mut builder = agent.post(url);
+    let mut has_version = false;
     for (name, value) in req.head.headers() {
         let lower = name.to_ascii_lowercase();
         if NOT_FORWARDED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
             continue;
         }
+        has_version |= lower == "anthropic-version";
         if let Ok(v) = std::str::from_utf8(value) {
             builder = builder.header(name, v);
         }
+    }
+    if backend.schema == Schema::Anthropic && !has_version {
+        builder = builder.header("anthropic-version", backend.anthropic_version.as_str());
     }
     for (name, value) in &backend.headers {
         builder = builder.header(name.as_str(), value.as_str());
@@ -350,7 +464,7 @@ fn send_once(
         builder = builder.header("content-type", "application/json");
     }
     let response = builder
-        .send(&body[..])
+        .send(&prepared.body[..])
         .map_err(|e| upstream_error(backend, e))?;
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
@@ -366,11 +480,12 @@ fn send_once(
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let body = body.into_with_config().limit(u64::MAX).reader();
-    Ok(Upstream {
+    Ok(Exchange {
         status,
         content_type,
         passthrough,
-        body,
+        body: Box::new(body),
+        translation: prepared.translation,
     })
 }
 
@@ -389,95 +504,7 @@ fn upstream_error(backend: &Backend, e: ureq::Error) -> GatewayError {
     }
 }
 
-/// Phase 5: relays the upstream response. SSE is forwarded chunk by chunk as it arrives; a failure
-/// mid-stream ends the stream with an error event, never a fabricated `[DONE]`.
-fn relay(mut up: Upstream, resp: &mut Responder, ids: &[(&str, &str)]) {
-    let is_sse = up
-        .content_type
-        .as_deref()
-        .is_some_and(|c| c.starts_with("text/event-stream"));
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + 3);
-    headers.extend(up.passthrough.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    headers.extend_from_slice(ids);
-    if is_sse && up.status < 300 {
-        headers.push((
-            "content-type",
-            up.content_type.as_deref().unwrap_or("text/event-stream"),
-        ));
-        headers.push(("cache-control", "no-cache"));
-        if resp.start(up.status, &headers).is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match up.body.read(&mut buf) {
-                Ok(0) => {
-                    let _ = resp.finish();
-                    return;
-                }
-                Ok(n) => {
-                    if resp.chunk(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let message = format!("upstream stream interrupted: {e}");
-                    let event = format!(
-                        "data: {}\n\n",
-                        String::from_utf8_lossy(&error_body(
-                            ClientSchema::OpenAi,
-                            502,
-                            &message,
-                            Some("upstream_stream_error")
-                        ))
-                    );
-                    crate::warn!("{message}");
-                    if resp.chunk(event.as_bytes()).is_ok() {
-                        let _ = resp.finish();
-                    }
-                    return;
-                }
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if let Err(e) = (&mut up.body)
-        .take(MAX_UPSTREAM_BODY)
-        .read_to_end(&mut body)
-    {
-        let err = if e.kind() == std::io::ErrorKind::TimedOut {
-            GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
-        } else {
-            GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}"))
-        };
-        let _ = send_error(resp, ClientSchema::OpenAi, &err, ids);
-        return;
-    }
-    let json = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
-    if up.status >= 400 && !json {
-        // A non-JSON error (an HTML page from a proxy, say) is wrapped in the client's error shape.
-        let text = String::from_utf8_lossy(&body[..body.len().min(512)])
-            .trim()
-            .to_string();
-        let message = format!("upstream returned {}: {text}", up.status);
-        let wrapped = error_body(
-            ClientSchema::OpenAi,
-            up.status,
-            &message,
-            Some("upstream_error"),
-        );
-        headers.push(("content-type", "application/json"));
-        let _ = resp.send(up.status, &headers, &wrapped);
-        return;
-    }
-    headers.push((
-        "content-type",
-        up.content_type.as_deref().unwrap_or("application/json"),
-    ));
-    let _ = resp.send(up.status, &headers, &body);
-}
-
-fn send_error(
+pub(crate) fn send_error(
     resp: &mut Responder,
     schema: ClientSchema,
     e: &GatewayError,
@@ -488,11 +515,7 @@ fn send_error(
     resp.send(e.status(), &headers, &e.body(schema))
 }
 
-fn list_models(
-    snapshot: &Snapshot,
-    client: Option<&crate::config::Client>,
-    anthropic: bool,
-) -> Vec<u8> {
+fn list_models(snapshot: &Snapshot, client: Option<&Client>, anthropic: bool) -> Vec<u8> {
     let mut names: Vec<&str> = Vec::new();
     for route in &snapshot.router.routes {
         if let Some(name) = route.model.exact_name() {
@@ -529,6 +552,13 @@ fn request_id(req: &Request) -> String {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,7 +573,7 @@ mod tests {
         assert_eq!((p.model.as_str(), p.stream), ("m", true));
         let e = parse(Endpoint::ChatCompletions, br#"{"messages":[]}"#).unwrap_err();
         assert!(e.to_string().contains("'model'"));
-        let e = parse(Endpoint::ChatCompletions, br#"{"model":"m"}"#).unwrap_err();
+        let e = parse(Endpoint::Messages, br#"{"model":"m"}"#).unwrap_err();
         assert!(e.to_string().contains("'messages'"));
         assert_eq!(
             parse(Endpoint::Embeddings, b"{not json")

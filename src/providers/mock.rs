@@ -6,123 +6,156 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::Endpoint;
-use crate::server::Responder;
 
-/// Answers `endpoint` for `body` as an OpenAI server would, reporting `model`.
-pub fn serve(
-    endpoint: Endpoint,
-    body: &Value,
-    model: &str,
-    delay: Duration,
-    headers: &[(&str, &str)],
-    resp: &mut Responder,
-) {
+/// What the mock answers: a whole JSON body, or SSE events to be spaced by the backend's delay.
+pub struct MockReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// One element per write: the whole body, or one SSE event each.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// Answers an OpenAI-shaped `body` for `endpoint` as an OpenAI server would, reporting `model`.
+/// Pure: the caller paces the chunks.
+pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = format!("mock-{:016x}", fnv1a(body.to_string().as_bytes()));
     let created = unix_now();
     let prompt_tokens = estimate_tokens(&prompt_text(endpoint, body));
-    match endpoint {
-        Endpoint::Embeddings => {
-            let out = embeddings(body, model, prompt_tokens);
-            send_json(resp, headers, &out);
-        }
-        Endpoint::ChatCompletions | Endpoint::Completions => {
-            let words = reply_words(&prompt_text(endpoint, body));
-            let max = body
-                .get("max_completion_tokens")
-                .or_else(|| body.get("max_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(u64::MAX);
-            let cut = (words.len() as u64).min(max) as usize;
-            let finish = if cut < words.len() { "length" } else { "stop" };
-            let words = &words[..cut];
-            let usage = json!({
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": words.len(),
-                "total_tokens": prompt_tokens + words.len() as u64,
-            });
-            let chat = endpoint == Endpoint::ChatCompletions;
-            if !stream {
-                let text = words.concat();
-                let out = if chat {
-                    json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
-                                        "logprobs": null, "finish_reason": finish}],
-                           "usage": usage, "system_fingerprint": "switchyard-mock"})
-                } else {
-                    json!({"id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
-                           "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-                           "usage": usage})
-                };
-                send_json(resp, headers, &out);
-                return;
-            }
-            let include_usage = body
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let mut sse_headers: Vec<(&str, &str)> = vec![
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-            ];
-            sse_headers.extend_from_slice(headers);
-            if resp.start(200, &sse_headers).is_err() {
-                return;
-            }
-            let chunk = |delta: Value, finish: Value, usage_null: bool| -> Value {
-                let mut c = if chat {
-                    json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-                } else {
-                    json!({"id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
-                           "choices": [{"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")),
-                                        "logprobs": null, "finish_reason": finish}]})
-                };
-                if usage_null {
-                    c["usage"] = Value::Null;
-                }
-                c
+    let json_reply = |value: Value| MockReply {
+        status: 200,
+        content_type: "application/json",
+        chunks: vec![value.to_string().into_bytes()],
+    };
+    let chat = match endpoint {
+        Endpoint::Embeddings => return json_reply(embeddings(body, model, prompt_tokens)),
+        Endpoint::ChatCompletions => true,
+        Endpoint::Completions => false,
+        Endpoint::Messages | Endpoint::CountTokens => {
+            let error = json!({"error": {"message": "the mock backend speaks the OpenAI schema only",
+                                         "type": "invalid_request_error", "code": null}});
+            return MockReply {
+                status: 400,
+                ..json_reply(error)
             };
-            let mut events = Vec::with_capacity(words.len() + 3);
-            if chat {
-                events.push(chunk(
-                    json!({"role": "assistant", "content": ""}),
-                    Value::Null,
-                    include_usage,
-                ));
-            }
-            for w in words {
-                events.push(chunk(json!({"content": w}), Value::Null, include_usage));
-            }
-            events.push(chunk(json!({}), json!(finish), include_usage));
-            if include_usage {
-                let mut last = chunk(json!({}), Value::Null, false);
-                last["choices"] = json!([]);
-                last["usage"] = usage;
-                events.push(last);
-            }
-            for (i, event) in events.iter().enumerate() {
-                if i > 0 {
-                    may::coroutine::sleep(delay);
-                }
-                let mut data = b"data: ".to_vec();
-                data.extend_from_slice(event.to_string().as_bytes());
-                data.extend_from_slice(b"\n\n");
-                if resp.chunk(&data).is_err() {
-                    return;
-                }
-            }
-            if resp.chunk(b"data: [DONE]\n\n").is_ok() {
-                let _ = resp.finish();
-            }
+        }
+    };
+    let words = reply_words(&prompt_text(endpoint, body));
+    let max = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX);
+    let cut = (words.len() as u64).min(max) as usize;
+    let finish = if cut < words.len() { "length" } else { "stop" };
+    let words = &words[..cut];
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": words.len(),
+        "total_tokens": prompt_tokens + words.len() as u64,
+    });
+    if !stream {
+        let text = words.concat();
+        return json_reply(if chat {
+            json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
+                                "logprobs": null, "finish_reason": finish}],
+                   "usage": usage, "system_fingerprint": "switchyard-mock"})
+        } else {
+            json!({"id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
+                   "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+                   "usage": usage})
+        });
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let chunk = |delta: Value, finish: Value| -> Value {
+        let mut c = if chat {
+            json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        } else {
+            json!({"id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
+                   "choices": [{"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")),
+                                "logprobs": null, "finish_reason": finish}]})
+        };
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut events = Vec::with_capacity(words.len() + 3);
+    if chat {
+        events.push(chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        ));
+    }
+    for w in words {
+        events.push(chunk(json!({"content": w}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!(finish)));
+    if include_usage {
+        let mut last = chunk(json!({}), Value::Null);
+        last["choices"] = json!([]);
+        last["usage"] = usage;
+        events.push(last);
+    }
+    let mut chunks: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| format!("data: {e}\n\n").into_bytes())
+        .collect();
+    chunks.push(b"data: [DONE]\n\n".to_vec());
+    MockReply {
+        status: 200,
+        content_type: "text/event-stream",
+        chunks,
+    }
+}
+
+/// A mock reply as a body to read, pausing `delay` before every chunk but the first (the coroutine
+/// sleeps; the worker thread does not).
+pub struct MockBody {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    delay: Duration,
+    /// The chunk being read and how much of it was read.
+    current: Option<(Vec<u8>, usize)>,
+    started: bool,
+}
+
+impl MockBody {
+    pub fn new(chunks: Vec<Vec<u8>>, delay: Duration) -> MockBody {
+        MockBody {
+            chunks: chunks.into(),
+            delay,
+            current: None,
+            started: false,
         }
     }
 }
 
-fn send_json(resp: &mut Responder, headers: &[(&str, &str)], value: &Value) {
-    let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    let _ = resp.send(200, &all, value.to_string().as_bytes());
+impl std::io::Read for MockBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.current.is_none() {
+            let Some(next) = self.chunks.pop_front() else {
+                return Ok(0);
+            };
+            if self.started && !self.delay.is_zero() {
+                may::coroutine::sleep(self.delay);
+            }
+            self.started = true;
+            self.current = Some((next, 0));
+        }
+        let (chunk, at) = self.current.as_mut().expect("set above");
+        let n = (chunk.len() - *at).min(buf.len());
+        buf[..n].copy_from_slice(&chunk[*at..*at + n]);
+        *at += n;
+        if *at == chunk.len() {
+            self.current = None;
+        }
+        Ok(n)
+    }
 }
 
 /// The text the reply is made from: the last user message, the prompt, or the input.
@@ -156,6 +189,7 @@ fn prompt_text(endpoint: Endpoint, body: &Value) -> String {
             .unwrap_or_default(),
         Endpoint::Completions => body.get("prompt").map(flatten).unwrap_or_default(),
         Endpoint::Embeddings => body.get("input").map(flatten).unwrap_or_default(),
+        Endpoint::Messages | Endpoint::CountTokens => String::new(),
     }
 }
 

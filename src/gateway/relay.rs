@@ -1,0 +1,168 @@
+//! Phase 6: the upstream response back to the client, in the client's schema.
+
+use std::io::Read;
+
+use super::{Exchange, Translation};
+use crate::error::{error_body, ClientSchema, GatewayError};
+use crate::server::Responder;
+use crate::translate::{anthropic_openai, openai_anthropic};
+
+/// Largest non-streamed upstream body the gateway buffers.
+const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+
+/// The per-pair stream translator, or none for a passthrough.
+enum StreamTranslation {
+    Passthrough,
+    OpenAiAnthropic(Box<openai_anthropic::StreamTranslator>),
+    AnthropicOpenAi(Box<anthropic_openai::StreamTranslator>),
+}
+
+impl StreamTranslation {
+    fn new(translation: &Translation, model: &str) -> StreamTranslation {
+        match translation {
+            Translation::Passthrough => StreamTranslation::Passthrough,
+            Translation::OpenAiAnthropic(o) => StreamTranslation::OpenAiAnthropic(Box::new(
+                openai_anthropic::StreamTranslator::new(model, o.created, o),
+            )),
+            Translation::AnthropicOpenAi(o) => StreamTranslation::AnthropicOpenAi(Box::new(
+                anthropic_openai::StreamTranslator::new(model, o.created, o),
+            )),
+        }
+    }
+}
+
+/// Relays the upstream response. SSE is forwarded as it arrives (one client write per upstream read);
+/// a failure mid-stream ends the stream with an error event in the client's schema and a proper end of
+/// the body, never a fabricated `[DONE]`.
+pub fn relay(
+    mut up: Exchange,
+    client: ClientSchema,
+    model: &str,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+) {
+    let is_sse = up
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + 3);
+    headers.extend(up.passthrough.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    headers.extend_from_slice(ids);
+    if is_sse && up.status < 300 {
+        let mut translator = StreamTranslation::new(&up.translation, model);
+        headers.push(("content-type", "text/event-stream"));
+        headers.push(("cache-control", "no-cache"));
+        if resp.start(up.status, &headers).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut out = Vec::new();
+        loop {
+            out.clear();
+            match up.body.read(&mut buf) {
+                Ok(0) => {
+                    match &mut translator {
+                        StreamTranslation::Passthrough => {}
+                        StreamTranslation::OpenAiAnthropic(t) => t.finish(&mut out),
+                        StreamTranslation::AnthropicOpenAi(t) => t.finish(&mut out),
+                    }
+                    if resp.chunk(&out).is_ok() {
+                        let _ = resp.finish();
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    let data = match &mut translator {
+                        StreamTranslation::Passthrough => &buf[..n],
+                        StreamTranslation::OpenAiAnthropic(t) => {
+                            t.push(&buf[..n], &mut out);
+                            &out[..]
+                        }
+                        StreamTranslation::AnthropicOpenAi(t) => {
+                            t.push(&buf[..n], &mut out);
+                            &out[..]
+                        }
+                    };
+                    if resp.chunk(data).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let message = format!("upstream stream interrupted: {e}");
+                    crate::warn!("{message}");
+                    if resp.chunk(&stream_error_event(client, &message)).is_ok() {
+                        let _ = resp.finish();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if let Err(e) = (&mut up.body)
+        .take(MAX_UPSTREAM_BODY)
+        .read_to_end(&mut body)
+    {
+        let err = if e.kind() == std::io::ErrorKind::TimedOut {
+            GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
+        } else {
+            GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}"))
+        };
+        let _ = super::send_error(resp, client, &err, ids);
+        return;
+    }
+    headers.push(("content-type", "application/json"));
+    let out = if up.status >= 400 {
+        match &up.translation {
+            Translation::Passthrough => {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+                    body
+                } else {
+                    // A non-JSON error (an HTML page from a proxy, say) is wrapped in the client's shape.
+                    let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+                        .trim()
+                        .to_string();
+                    let message = format!("upstream returned {}: {text}", up.status);
+                    error_body(client, up.status, &message, Some("upstream_error"))
+                }
+            }
+            Translation::OpenAiAnthropic(_) => openai_anthropic::error(up.status, &body),
+            Translation::AnthropicOpenAi(_) => anthropic_openai::error(up.status, &body),
+        }
+    } else {
+        let translated = match &up.translation {
+            Translation::Passthrough => {
+                let ctype = up.content_type.as_deref().unwrap_or("application/json");
+                let last = headers.len() - 1;
+                headers[last] = ("content-type", ctype);
+                let _ = resp.send(up.status, &headers, &body);
+                return;
+            }
+            Translation::OpenAiAnthropic(o) => openai_anthropic::response(&body, model, o),
+            Translation::AnthropicOpenAi(o) => anthropic_openai::response(&body, model, o),
+        };
+        match translated {
+            Ok(b) => b,
+            Err(e) => {
+                let err = GatewayError::UpstreamUnreachable(format!(
+                    "the upstream response could not be translated: {e}"
+                ));
+                let _ = super::send_error(resp, client, &err, ids);
+                return;
+            }
+        }
+    };
+    let _ = resp.send(up.status, &headers, &out);
+}
+
+/// An SSE error event in the client's schema.
+pub fn stream_error_event(client: ClientSchema, message: &str) -> Vec<u8> {
+    let body = error_body(client, 502, message, Some("upstream_stream_error"));
+    let mut out = Vec::with_capacity(body.len() + 24);
+    crate::sse::write_event(
+        &mut out,
+        (client == ClientSchema::Anthropic).then_some("error"),
+        &body,
+    );
+    out
+}

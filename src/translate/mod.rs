@@ -1,0 +1,359 @@
+//! Schema translators between the OpenAI Chat Completions API and the
+//! Anthropic Messages API, plus the helpers both directions share.
+//!
+//! * [`openai_anthropic`] — an OpenAI client talking to an Anthropic upstream.
+//! * [`anthropic_openai`] — an Anthropic client talking to an OpenAI upstream.
+//!
+//! Every function here is pure: no clock reads, no randomness, no IO. Ids in
+//! translated output are derived from upstream ids, and `created` is injected
+//! through [`ResponseOptions`].
+
+pub mod anthropic_openai;
+pub mod openai_anthropic;
+mod raw;
+
+use std::fmt;
+
+use serde_json::{json, Map, Value};
+
+/// Why a request could not be translated. The gateway answers all three
+/// with HTTP 400, naming the field where there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The body is not JSON or does not have the expected shape.
+    InvalidJson(String),
+    /// A field has a value that is not valid for the client's API.
+    Invalid { field: String, message: String },
+    /// A valid field whose meaning the upstream API cannot express, and
+    /// whose silent dropping would change the result.
+    Unsupported { field: String },
+}
+
+impl fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TranslateError::InvalidJson(m) => write!(f, "invalid JSON body: {m}"),
+            TranslateError::Invalid { field, message } => {
+                write!(f, "invalid value for `{field}`: {message}")
+            }
+            TranslateError::Unsupported { field } => write!(
+                f,
+                "`{field}` is not supported when this model is served by the upstream provider"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TranslateError {}
+
+impl TranslateError {
+    /// The field the error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            TranslateError::InvalidJson(_) => None,
+            TranslateError::Invalid { field, .. } | TranslateError::Unsupported { field } => {
+                Some(field)
+            }
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        TranslateError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unsupported(field: impl Into<String>) -> Self {
+        TranslateError::Unsupported {
+            field: field.into(),
+        }
+    }
+}
+
+/// Options for request translation (both directions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Upstream model name; `None` keeps the client's `model`.
+    pub model: Option<String>,
+    /// `max_tokens` to send when the client gave none (Anthropic requires
+    /// one).
+    pub default_max_tokens: u32,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            model: None,
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+/// Options for response and stream translation (both directions; each
+/// direction documents which fields it reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseOptions {
+    /// Unix time to put in OpenAI `created` fields (injected: translators
+    /// never read the clock).
+    pub created: u64,
+    /// Name of the tool that emulates `response_format: json_schema` /
+    /// `json_object`; its `tool_use` input is returned as message content.
+    pub forced_json_tool: Option<String>,
+    /// The OpenAI client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+/// Token usage in Anthropic terms: `input_tokens` excludes cached tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// OpenAI `prompt_tokens`: all input, cached or not.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+    }
+
+    /// OpenAI-shaped usage object.
+    pub fn to_openai_json(&self) -> Value {
+        let prompt = self.prompt_tokens();
+        let mut u = json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": prompt + self.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cache_read_input_tokens},
+        });
+        if self.reasoning_tokens > 0 {
+            u["completion_tokens_details"] = json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        u
+    }
+
+    /// Anthropic-shaped usage object.
+    pub fn to_anthropic_json(&self) -> Value {
+        json!({
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+        })
+    }
+
+    /// Overwrite the fields present in an Anthropic usage object (streaming
+    /// usage is cumulative, so later values replace earlier ones).
+    pub(crate) fn merge_anthropic(&mut self, v: &Value) {
+        let set = |slot: &mut u64, key: &str| {
+            if let Some(n) = v.get(key).and_then(Value::as_u64) {
+                *slot = n;
+            }
+        };
+        set(&mut self.input_tokens, "input_tokens");
+        set(&mut self.output_tokens, "output_tokens");
+        set(&mut self.cache_read_input_tokens, "cache_read_input_tokens");
+        set(
+            &mut self.cache_creation_input_tokens,
+            "cache_creation_input_tokens",
+        );
+    }
+}
+
+/// Usage from an OpenAI `usage` object (or a whole response/chunk holding
+/// one). `input_tokens` is `prompt_tokens - cached_tokens`.
+pub fn usage_from_openai(v: &Value) -> Option<Usage> {
+    let u = match v.get("usage") {
+        Some(inner) if inner.is_object() => inner,
+        _ => v,
+    };
+    let prompt = u.get("prompt_tokens").and_then(Value::as_u64);
+    let completion = u.get("completion_tokens").and_then(Value::as_u64);
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    let prompt = prompt.unwrap_or(0);
+    let cached = u
+        .pointer("/prompt_tokens_details/cached_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(prompt);
+    Some(Usage {
+        input_tokens: prompt - cached,
+        output_tokens: completion.unwrap_or(0),
+        cache_read_input_tokens: cached,
+        cache_creation_input_tokens: 0,
+        reasoning_tokens: u
+            .pointer("/completion_tokens_details/reasoning_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    })
+}
+
+/// Usage from an Anthropic `usage` object (or a whole message / event
+/// holding one).
+pub fn usage_from_anthropic(v: &Value) -> Option<Usage> {
+    let u = match v.get("usage") {
+        Some(inner) if inner.is_object() => inner,
+        _ => v,
+    };
+    if u.get("input_tokens").is_none() && u.get("output_tokens").is_none() {
+        return None;
+    }
+    let mut usage = Usage::default();
+    usage.merge_anthropic(u);
+    Some(usage)
+}
+
+/// Anthropic `error.type` for an HTTP status.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// HTTP status for an Anthropic `error.type` (used for in-stream `error`
+/// events, which carry no status).
+pub fn status_from_anthropic_error_type(kind: &str) -> u16 {
+    match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
+/// OpenAI `error.type` for an HTTP status, using the strings the OpenAI API
+/// itself sends: client errors (including 401/403/404) are
+/// `invalid_request_error`, 429 is `requests` (OpenAI's rate-limit type;
+/// the precise reason goes in `code`), 5xx is `server_error`.
+pub fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        429 => "requests",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    }
+}
+
+/// OpenAI `error.code` for an HTTP status, where OpenAI has a stable one.
+pub fn openai_error_code(status: u16) -> Option<&'static str> {
+    match status {
+        401 => Some("invalid_api_key"),
+        404 => Some("model_not_found"),
+        429 => Some("rate_limit_exceeded"),
+        503 | 529 => Some("overloaded"),
+        _ => None,
+    }
+}
+
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
+    body: &'a [u8],
+) -> Result<T, TranslateError> {
+    serde_json::from_slice(body).map_err(|e| TranslateError::InvalidJson(e.to_string()))
+}
+
+pub(crate) fn to_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Text of an error body we could not parse: lossy UTF-8, trimmed and
+/// bounded so that an HTML error page does not flood the client.
+pub(crate) fn fallback_message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return format!("upstream returned HTTP {status}");
+    }
+    let mut end = text.len().min(512);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+pub(crate) fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.insert(k.to_string(), v);
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_openai_splits_cached_tokens_out_of_input() {
+        let u = usage_from_openai(&json!({"usage": {
+            "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
+            "prompt_tokens_details": {"cached_tokens": 60},
+            "completion_tokens_details": {"reasoning_tokens": 5}
+        }}))
+        .unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                input_tokens: 40,
+                output_tokens: 20,
+                cache_read_input_tokens: 60,
+                cache_creation_input_tokens: 0,
+                reasoning_tokens: 5
+            }
+        );
+        assert_eq!(usage_from_openai(&json!({"id": "x"})), None);
+    }
+
+    #[test]
+    fn usage_from_anthropic_reads_cache_fields_and_prompt_total() {
+        let u = usage_from_anthropic(&json!({
+            "input_tokens": 10, "output_tokens": 3,
+            "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7
+        }))
+        .unwrap();
+        assert_eq!(u.prompt_tokens(), 117);
+        assert_eq!(
+            u.to_openai_json()["prompt_tokens_details"]["cached_tokens"],
+            100
+        );
+        assert_eq!(u.to_openai_json()["total_tokens"], 120);
+        assert_eq!(usage_from_anthropic(&json!(null)), None);
+    }
+
+    #[test]
+    fn error_type_mappings_round_trip_for_anthropic() {
+        for s in [400u16, 401, 402, 403, 404, 413, 429, 500, 504, 529] {
+            assert_eq!(status_from_anthropic_error_type(anthropic_error_type(s)), s);
+        }
+        assert_eq!(anthropic_error_type(502), "api_error");
+        assert_eq!(status_from_anthropic_error_type("something_new"), 500);
+        assert_eq!(openai_error_type(400), "invalid_request_error");
+        assert_eq!(openai_error_type(429), "requests");
+        assert_eq!(openai_error_type(529), "server_error");
+    }
+
+    #[test]
+    fn error_display_names_the_field() {
+        let e = TranslateError::unsupported("n");
+        assert!(e.to_string().contains("`n`"));
+        assert_eq!(e.field(), Some("n"));
+    }
+}
