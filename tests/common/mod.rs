@@ -107,6 +107,132 @@ pub fn sse_payload(events: usize, with_done: bool) -> Vec<u8> {
     out
 }
 
+/// An Anthropic `message`: text, or a `tool_use` of `tool` when the request offered tools.
+pub fn anthropic_message(model: &str, tool: Option<&str>) -> Vec<u8> {
+    let (content, stop) = match tool {
+        Some(name) => (
+            serde_json::json!([{"type": "text", "text": "Let me check."},
+                                          {"type": "tool_use", "id": "toolu_01", "name": name, "input": {"location": "Paris"}}]),
+            "tool_use",
+        ),
+        None => (
+            serde_json::json!([{"type": "text", "text": "Bonjour from fake Claude"}]),
+            "end_turn",
+        ),
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "id": "msg_fake01", "type": "message", "role": "assistant", "model": model, "content": content,
+        "stop_reason": stop, "stop_sequence": null,
+        "usage": {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0}
+    }))
+    .unwrap()
+}
+
+/// An Anthropic event stream: text deltas, or a tool_use with input_json_delta fragments.
+pub fn anthropic_stream(model: &str, tool: Option<&str>) -> Vec<u8> {
+    let mut events: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {"id": "msg_fake02", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 11, "output_tokens": 1, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}}),
+        ),
+        (
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ("ping", serde_json::json!({"type": "ping"})),
+        (
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Bonjour "}}),
+        ),
+        (
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "from fake Claude"}}),
+        ),
+        (
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 0}),
+        ),
+    ];
+    let stop = if let Some(name) = tool {
+        events.push((
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_02", "name": name, "input": {}}}),
+        ));
+        events.push(("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"location\": "}})));
+        events.push(("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}})));
+        events.push((
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 1}),
+        ));
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    events.push(("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 9}})));
+    events.push(("message_stop", serde_json::json!({"type": "message_stop"})));
+    events
+        .iter()
+        .flat_map(|(e, d)| format!("event: {e}\ndata: {d}\n\n").into_bytes())
+        .collect()
+}
+
+/// An OpenAI chat completion that calls `tool`.
+pub fn openai_tool_message(model: &str, tool: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": "chatcmpl-tool", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": tool, "arguments": "{\"location\": \"Paris\"}"}}]},
+            "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+    }))
+    .unwrap()
+}
+
+/// An OpenAI chunk stream with text, then a tool call in two argument fragments, then usage.
+pub fn openai_tool_stream(model: &str, tool: &str) -> Vec<u8> {
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        serde_json::json!({"id": "chatcmpl-ts", "object": "chat.completion.chunk",
+        "created": 1, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let events = vec![
+        chunk(
+            serde_json::json!({"role": "assistant", "content": "Checking"}),
+            serde_json::Value::Null,
+        ),
+        chunk(
+            serde_json::json!({"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": {"name": tool, "arguments": ""}}]}),
+            serde_json::Value::Null,
+        ),
+        chunk(
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"location\":"}}]}),
+            serde_json::Value::Null,
+        ),
+        chunk(
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": " \"Paris\"}"}}]}),
+            serde_json::Value::Null,
+        ),
+        chunk(serde_json::json!({}), serde_json::json!("tool_calls")),
+        serde_json::json!({"id": "chatcmpl-ts", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
+                           "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}}),
+    ];
+    let mut out: Vec<u8> = events
+        .iter()
+        .flat_map(|e| format!("data: {e}\n\n").into_bytes())
+        .collect();
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    out
+}
+
+/// The usage-only chunk an OpenAI server sends last when `stream_options.include_usage` is set.
+pub fn usage_chunk(events: usize) -> Vec<u8> {
+    let usage = serde_json::json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+        "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": events, "total_tokens": 5 + events}});
+    format!("data: {usage}\n\n").into_bytes()
+}
+
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
@@ -178,6 +304,65 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
             .ok()
             .and_then(|v| v["model"].as_str().map(str::to_string))
             .unwrap_or_default();
+        let anthropic = req.path.starts_with("/v1/messages");
+        let tool = serde_json::from_slice::<serde_json::Value>(&req.body)
+            .ok()
+            .and_then(|v| {
+                v["tools"][0]
+                    .get("name")
+                    .or_else(|| v["tools"][0]["function"].get("name"))
+                    .and_then(|n| n.as_str().map(str::to_string))
+            });
+        if req.path == "/v1/messages/count_tokens" && mode == "json" {
+            let body = br#"{"input_tokens":42}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            if out
+                .write_all(head.as_bytes())
+                .and_then(|_| out.write_all(body))
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        if (anthropic || tool.is_some()) && (mode == "json" || mode == "sse") {
+            let wants_stream = mode == "sse"
+                || serde_json::from_slice::<serde_json::Value>(&req.body)
+                    .is_ok_and(|v| v["stream"] == true);
+            let (ctype, body) = match (anthropic, wants_stream) {
+                (true, false) => (
+                    "application/json",
+                    anthropic_message(&model, tool.as_deref()),
+                ),
+                (true, true) => (
+                    "text/event-stream",
+                    anthropic_stream(&model, tool.as_deref()),
+                ),
+                (false, false) => (
+                    "application/json",
+                    openai_tool_message(&model, tool.as_deref().unwrap_or("f")),
+                ),
+                (false, true) => (
+                    "text/event-stream",
+                    openai_tool_stream(&model, tool.as_deref().unwrap_or("f")),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            if out
+                .write_all(head.as_bytes())
+                .and_then(|_| out.write_all(&body))
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         match mode.as_str() {
             "json" | "raw" | "garbage" => {
                 let body = match mode.as_str() {
@@ -208,7 +393,15 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                 }
             }
             "sse" | "reset-mid-stream" => {
-                let payload = sse_payload(events, mode == "sse");
+                let mut payload = sse_payload(events, false);
+                let include_usage = serde_json::from_slice::<serde_json::Value>(&req.body)
+                    .is_ok_and(|v| v["stream_options"]["include_usage"] == true);
+                if include_usage {
+                    payload.extend_from_slice(&usage_chunk(events));
+                }
+                if mode == "sse" {
+                    payload.extend_from_slice(b"data: [DONE]\n\n");
+                }
                 let head = format!("HTTP/1.1 {status} OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
                 if out.write_all(head.as_bytes()).is_err() {
                     return;
