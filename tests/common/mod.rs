@@ -197,7 +197,7 @@ pub fn openai_tool_stream(model: &str, tool: &str) -> Vec<u8> {
         serde_json::json!({"id": "chatcmpl-ts", "object": "chat.completion.chunk",
         "created": 1, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let events = vec![
+    let events = [
         chunk(
             serde_json::json!({"role": "assistant", "content": "Checking"}),
             serde_json::Value::Null,
