@@ -31,6 +31,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub limits: Vec<crate::ratelimit::LimitConfig>,
+    #[serde(default)]
+    pub ratelimit: crate::ratelimit::RateLimitConfig,
 }
 
 fn default_listen() -> String {
@@ -119,6 +123,14 @@ pub struct BackendConfig {
     /// `max_tokens` sent to Anthropic when an OpenAI client gave none (Anthropic requires it).
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// Ask OpenAI-compatible streams for usage (`stream_options.include_usage`) when the client did
+    /// not, and hide the extra usage chunk from the client. Turn off for servers that reject the field.
+    #[serde(default = "yes")]
+    pub stream_usage: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -217,10 +229,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigError { path: path.into(), message: message.into() }
 }
 
 /// A secret string: never printed by `Debug`.
@@ -261,6 +270,7 @@ pub struct Backend {
     pub mock_chunk_delay: Duration,
     pub anthropic_version: String,
     pub default_max_tokens: u32,
+    pub stream_usage: bool,
 }
 
 /// A client allowed to call the gateway.
@@ -288,6 +298,9 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     /// One HTTP agent per backend (same index), attached by `upstream::attach_agents`; `None` for mock.
     pub agents: Vec<Option<ureq::Agent>>,
+    pub limits: Vec<crate::ratelimit::Limit>,
+    /// The shared store, when `ratelimit.redis` is set (attached by `runtime::build_snapshot`).
+    pub redis: Option<std::sync::Arc<crate::redis::RedisClient>>,
 }
 
 impl Snapshot {
@@ -306,36 +319,28 @@ pub fn process_env(name: &str) -> Option<String> {
 impl Config {
     /// Parses and checks a config file's text. Errors name the field path.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| err("", format!("invalid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| err("", format!("invalid JSON: {e}")))?;
         let Value::Object(mut top) = value else {
             return Err(err("", "the config must be a JSON object"));
         };
         // Arrays are decoded element by element so that errors carry `backends[2]`-style paths.
         let mut sections: Vec<(&str, Vec<Value>)> = Vec::new();
-        for key in ["backends", "routes", "clients"] {
+        for key in ["backends", "routes", "clients", "limits"] {
             match top.remove(key) {
                 None => sections.push((key, Vec::new())),
                 Some(Value::Array(items)) => sections.push((key, items)),
                 Some(_) => return Err(err(key, "must be an array")),
             }
         }
-        let mut config: Config =
-            serde_json::from_value(Value::Object(top)).map_err(|e| err("", e.to_string()))?;
+        let mut config: Config = serde_json::from_value(Value::Object(top)).map_err(|e| err("", e.to_string()))?;
         for (key, items) in sections {
             for (i, item) in items.into_iter().enumerate() {
                 let path = format!("{key}[{i}]");
                 let de = |e: serde_json::Error| err(path.clone(), e.to_string());
                 match key {
-                    "backends" => config
-                        .backends
-                        .push(serde_json::from_value(item).map_err(de)?),
-                    "routes" => config
-                        .routes
-                        .push(serde_json::from_value(item).map_err(de)?),
-                    _ => config
-                        .clients
-                        .push(serde_json::from_value(item).map_err(de)?),
+                    "backends" => config.backends.push(serde_json::from_value(item).map_err(de)?),
+                    "routes" => config.routes.push(serde_json::from_value(item).map_err(de)?),
+                    _ => config.clients.push(serde_json::from_value(item).map_err(de)?),
                 }
             }
         }
@@ -343,8 +348,7 @@ impl Config {
     }
 
     pub fn load(path: &str) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err("", format!("cannot read {path}: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read {path}: {e}")))?;
         Config::parse(&text)
     }
 
@@ -352,17 +356,10 @@ impl Config {
     pub fn into_snapshot(self, env: EnvLookup) -> Result<Snapshot, ConfigError> {
         let mut warnings = Vec::new();
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err(
-                "listen",
-                format!("\"{}\" is not an address like 127.0.0.1:8080", self.listen),
-            ));
+            return Err(err("listen", format!("\"{}\" is not an address like 127.0.0.1:8080", self.listen)));
         }
         let s = &self.server;
-        if s.max_headers == 0
-            || s.max_head_bytes < 256
-            || s.max_connections == 0
-            || s.stack_kib < 32
-        {
+        if s.max_headers == 0 || s.max_head_bytes < 256 || s.max_connections == 0 || s.stack_kib < 32 {
             return Err(err(
                 "server",
                 "max_headers and max_connections must be positive, max_head_bytes at least 256, stack_kib at least 32",
@@ -375,10 +372,7 @@ impl Config {
                 return Err(err(format!("{path}.name"), "must not be empty"));
             }
             if backends.iter().any(|x: &Backend| x.name == b.name) {
-                return Err(err(
-                    format!("{path}.name"),
-                    format!("duplicate backend name \"{}\"", b.name),
-                ));
+                return Err(err(format!("{path}.name"), format!("duplicate backend name \"{}\"", b.name)));
             }
             backends.push(resolve_backend(b, &path, env)?);
         }
@@ -397,32 +391,23 @@ impl Config {
                         continue;
                     }
                 },
-                _ => {
-                    return Err(err(
-                        path,
-                        "set exactly one of \"key\" (non-empty) or \"key_env\"",
-                    ))
-                }
+                _ => return Err(err(path, "set exactly one of \"key\" (non-empty) or \"key_env\"")),
             };
             if clients.iter().any(|x: &Client| x.key.0 == key) {
                 return Err(err(path, "two clients share the same key"));
             }
             let models = c.models.iter().map(|m| ModelPattern::new(m)).collect();
-            clients.push(Client {
-                name: c.name.clone(),
-                key: Secret(key),
-                models,
-            });
+            clients.push(Client { name: c.name.clone(), key: Secret(key), models });
         }
         let router = Router::build(&self.routes, &backends)?;
-        Ok(Snapshot {
-            config: self,
-            backends,
-            router,
-            clients,
-            warnings,
-            agents: Vec::new(),
-        })
+        let limits = crate::ratelimit::compile(&self.limits)?;
+        if let Some(url) = &self.ratelimit.redis {
+            crate::redis::RedisUrl::parse(url).map_err(|e| err("ratelimit.redis", e))?;
+        }
+        if self.ratelimit.redis_timeout_ms == 0 {
+            return Err(err("ratelimit.redis_timeout_ms", "must be at least 1"));
+        }
+        Ok(Snapshot { config: self, backends, router, clients, warnings, agents: Vec::new(), limits, redis: None })
     }
 }
 
@@ -433,16 +418,10 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
         (Schema::Anthropic, None) => String::from(crate::providers::anthropic::DEFAULT_BASE_URL),
         (_, Some(url)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(err(
-                    format!("{path}.base_url"),
-                    "must start with http:// or https://",
-                ));
+                return Err(err(format!("{path}.base_url"), "must start with http:// or https://"));
             }
             if url.parse::<ureq::http::Uri>().is_err() {
-                return Err(err(
-                    format!("{path}.base_url"),
-                    format!("\"{url}\" is not a valid URL"),
-                ));
+                return Err(err(format!("{path}.base_url"), format!("\"{url}\" is not a valid URL")));
             }
             url.trim_end_matches('/').to_string()
         }
@@ -453,42 +432,25 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
             let header = match (a.kind, &a.name) {
                 (AuthKind::Bearer, None) => String::from("authorization"),
                 (AuthKind::Bearer, Some(_)) => {
-                    return Err(err(
-                        format!("{path}.auth.name"),
-                        "only for \"type\": \"header\"",
-                    ))
+                    return Err(err(format!("{path}.auth.name"), "only for \"type\": \"header\""))
                 }
                 (AuthKind::Header, Some(n)) if valid_header_name(n) => n.to_ascii_lowercase(),
-                (AuthKind::Header, None) if b.schema == Schema::Anthropic => {
-                    String::from("x-api-key")
-                }
+                (AuthKind::Header, None) if b.schema == Schema::Anthropic => String::from("x-api-key"),
                 (AuthKind::Header, _) => {
-                    return Err(err(
-                        format!("{path}.auth.name"),
-                        "a valid header name is required",
-                    ))
+                    return Err(err(format!("{path}.auth.name"), "a valid header name is required"))
                 }
             };
             let secret = match (&a.key, &a.key_env) {
                 (Some(k), None) => Some(k.clone()),
                 (None, Some(var)) => env(var),
-                _ => {
-                    return Err(err(
-                        format!("{path}.auth"),
-                        "set exactly one of \"key\" or \"key_env\"",
-                    ))
-                }
+                _ => return Err(err(format!("{path}.auth"), "set exactly one of \"key\" or \"key_env\"")),
             };
             match secret {
-                None => Credential::Missing {
-                    key_env: a.key_env.clone().unwrap_or_default(),
-                },
+                None => Credential::Missing { key_env: a.key_env.clone().unwrap_or_default() },
                 Some(s) if s.contains(['\r', '\n']) => {
                     return Err(err(format!("{path}.auth"), "the key contains a line break"))
                 }
-                Some(s) if a.kind == AuthKind::Bearer => {
-                    Credential::Header(header, Secret(format!("Bearer {s}")))
-                }
+                Some(s) if a.kind == AuthKind::Bearer => Credential::Header(header, Secret(format!("Bearer {s}"))),
                 Some(s) => Credential::Header(header, Secret(s)),
             }
         }
@@ -499,22 +461,13 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
         }
     }
     if b.mock_chunk_delay_ms.is_some() && b.schema != Schema::Mock {
-        return Err(err(
-            format!("{path}.mock_chunk_delay_ms"),
-            "only for \"schema\": \"mock\"",
-        ));
+        return Err(err(format!("{path}.mock_chunk_delay_ms"), "only for \"schema\": \"mock\""));
     }
     if b.anthropic_version.is_some() && b.schema != Schema::Anthropic {
-        return Err(err(
-            format!("{path}.anthropic_version"),
-            "only for \"schema\": \"anthropic\"",
-        ));
+        return Err(err(format!("{path}.anthropic_version"), "only for \"schema\": \"anthropic\""));
     }
     if b.default_max_tokens == Some(0) {
-        return Err(err(
-            format!("{path}.default_max_tokens"),
-            "must be at least 1",
-        ));
+        return Err(err(format!("{path}.default_max_tokens"), "must be at least 1"));
     }
     if let Some(ca) = &b.ca_file {
         if !std::path::Path::new(ca).is_file() {
@@ -526,11 +479,7 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
         schema: b.schema,
         base_url,
         credential,
-        headers: b
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect(),
+        headers: b.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         connect_timeout: Duration::from_millis(b.connect_timeout_ms.max(1)),
         response_timeout: Duration::from_millis(b.response_timeout_ms.max(1)),
         idle_timeout: Duration::from_millis(b.idle_timeout_ms.max(1)),
@@ -541,14 +490,12 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
             .clone()
             .unwrap_or_else(|| crate::providers::anthropic::DEFAULT_VERSION.to_string()),
         default_max_tokens: b.default_max_tokens.unwrap_or(4096),
+        stream_usage: b.stream_usage,
     })
 }
 
 fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 // ---- The published snapshot: one writer (start-up, reload), many lock-free readers. ----
@@ -575,10 +522,7 @@ pub fn current() -> Arc<Snapshot> {
         if cached.0 != generation || cached.1.is_none() {
             *cached = (generation, CURRENT.read().clone());
         }
-        cached
-            .1
-            .clone()
-            .expect("a snapshot is published before serving")
+        cached.1.clone().expect("a snapshot is published before serving")
     })
 }
 
@@ -596,8 +540,7 @@ mod tests {
 
     #[test]
     fn shipped_config_is_valid_without_any_key() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.json")).unwrap();
         let s = snapshot(&text).unwrap();
         assert!(s.backends.iter().any(|b| b.schema == Schema::Mock));
     }
@@ -611,16 +554,12 @@ mod tests {
                           {"model":"c","backends":[{"backend":"opnai"}]}]}"#,
         )
         .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "routes[2].backends[0].backend: no backend named \"opnai\""
-        );
+        assert_eq!(e.to_string(), "routes[2].backends[0].backend: no backend named \"opnai\"");
     }
 
     #[test]
     fn unknown_keys_are_errors_with_their_path() {
-        let e =
-            snapshot(r#"{"backends":[{"name":"x","schema":"mock","colour":"red"}]}"#).unwrap_err();
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"mock","colour":"red"}]}"#).unwrap_err();
         assert_eq!(e.path, "backends[0]");
         assert!(e.message.contains("colour"), "{e}");
         let e = snapshot(r#"{"lisen":"127.0.0.1:1"}"#).unwrap_err();
@@ -634,9 +573,7 @@ mod tests {
                             {"name":"p","schema":"openai","auth":{"type":"header","name":"api-key","key":"sk-secret"}}]}"#,
         )
         .unwrap();
-        assert!(
-            matches!(&s.backends[0].credential, Credential::Missing { key_env } if key_env == "NOPE_KEY")
-        );
+        assert!(matches!(&s.backends[0].credential, Credential::Missing { key_env } if key_env == "NOPE_KEY"));
         let debug = format!("{:?}", s.backends[1]);
         assert!(!debug.contains("sk-secret"), "{debug}");
         assert!(matches!(&s.backends[1].credential, Credential::Header(h, _) if h == "api-key"));
@@ -645,12 +582,10 @@ mod tests {
     #[test]
     fn client_key_from_env_and_missing_variable_is_a_warning() {
         let env = |n: &str| (n == "K1").then(|| "abc".to_string());
-        let s = Config::parse(
-            r#"{"clients":[{"name":"a","key_env":"K1"},{"name":"b","key_env":"K2"}]}"#,
-        )
-        .unwrap()
-        .into_snapshot(&env)
-        .unwrap();
+        let s = Config::parse(r#"{"clients":[{"name":"a","key_env":"K1"},{"name":"b","key_env":"K2"}]}"#)
+            .unwrap()
+            .into_snapshot(&env)
+            .unwrap();
         assert_eq!(s.clients.len(), 1);
         assert_eq!(s.warnings.len(), 1);
         assert!(s.warnings[0].contains("K2"));

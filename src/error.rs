@@ -33,6 +33,13 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     /// The gateway is shutting down or over capacity (503).
     Overloaded(String),
+    /// A configured rate limit or quota is exhausted (429, with `Retry-After`).
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+        /// `x-ratelimit-*` headers describing the exhausted limit.
+        headers: Vec<(String, String)>,
+    },
 }
 
 impl GatewayError {
@@ -46,6 +53,20 @@ impl GatewayError {
             GatewayError::BackendUnavailable(_) | GatewayError::Overloaded(_) => 503,
             GatewayError::UpstreamUnreachable(_) => 502,
             GatewayError::UpstreamTimeout(_) => 504,
+            GatewayError::RateLimited { .. } => 429,
+        }
+    }
+
+    /// Response headers the error carries besides its body (`Retry-After`, `x-ratelimit-*`).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        match self {
+            GatewayError::RateLimited { retry_after_secs, headers, .. } => {
+                let mut out = vec![("retry-after".to_string(), retry_after_secs.to_string())];
+                out.extend(headers.iter().cloned());
+                out
+            }
+            GatewayError::Overloaded(_) => vec![("retry-after".to_string(), "1".to_string())],
+            _ => Vec::new(),
         }
     }
 
@@ -70,6 +91,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable(_) => Some("upstream_unreachable"),
             GatewayError::UpstreamTimeout(_) => Some("upstream_timeout"),
             GatewayError::Overloaded(_) => Some("overloaded"),
+            GatewayError::RateLimited { .. } => Some("rate_limit_exceeded"),
             _ => None,
         }
     }
@@ -118,6 +140,7 @@ impl fmt::Display for GatewayError {
             | GatewayError::UpstreamUnreachable(m)
             | GatewayError::UpstreamTimeout(m)
             | GatewayError::Overloaded(m) => write!(f, "{m}"),
+            GatewayError::RateLimited { message, .. } => write!(f, "{message}"),
         }
     }
 }
@@ -141,13 +164,12 @@ mod tests {
             GatewayError::UpstreamUnreachable("u".into()),
             GatewayError::UpstreamTimeout("t".into()),
             GatewayError::Overloaded("o".into()),
+            GatewayError::RateLimited { message: "r".into(), retry_after_secs: 3, headers: Vec::new() },
         ];
         for e in &all {
-            let v: serde_json::Value =
-                serde_json::from_slice(&e.body(ClientSchema::OpenAi)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&e.body(ClientSchema::OpenAi)).unwrap();
             assert_eq!(v["error"]["message"], e.to_string());
-            let v: serde_json::Value =
-                serde_json::from_slice(&e.body(ClientSchema::Anthropic)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&e.body(ClientSchema::Anthropic)).unwrap();
             assert_eq!(v["type"], "error");
             assert!((400..600).contains(&e.status()));
         }

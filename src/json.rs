@@ -5,16 +5,26 @@ use std::ops::Range;
 
 /// The body with its top-level `model` replaced by `new` (borrowed unchanged when `new == old`).
 /// The body must already be valid JSON.
-pub fn with_model<'a>(
-    body: &'a [u8],
-    old: &str,
-    new: &str,
-) -> Result<Cow<'a, [u8]>, serde_json::Error> {
+pub fn with_model<'a>(body: &'a [u8], old: &str, new: &str) -> Result<Cow<'a, [u8]>, serde_json::Error> {
     if old == new {
         return Ok(Cow::Borrowed(body));
     }
     let value = serde_json::to_vec(new)?;
     Ok(Cow::Owned(set_top_level(body, "model", &value)?))
+}
+
+/// The body with `stream_options.include_usage` set to true, other `stream_options` fields kept.
+pub fn with_stream_usage(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let options = match top_level_value(body, "stream_options") {
+        Some(span) => {
+            let mut map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&body[span]).unwrap_or_default();
+            map.insert("include_usage".into(), serde_json::Value::Bool(true));
+            serde_json::to_vec(&map)?
+        }
+        None => br#"{"include_usage":true}"#.to_vec(),
+    };
+    set_top_level(body, "stream_options", &options)
 }
 
 /// Replaces (or adds) a top-level key's value with `value` (serialized JSON).
@@ -29,8 +39,7 @@ pub fn set_top_level(body: &[u8], key: &str, value: &[u8]) -> Result<Vec<u8>, se
         }
         None => {
             // The key is absent (or spelled with escapes): edit a parsed tree instead.
-            let mut tree: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_slice(body)?;
+            let mut tree: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
             tree.insert(key.to_string(), serde_json::from_slice(value)?);
             serde_json::to_vec(&tree)
         }
@@ -118,8 +127,7 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
         }
         _ => {
             let mut j = i;
-            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            {
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
                 j += 1;
             }
             (j > i).then_some(j)
@@ -133,7 +141,8 @@ mod tests {
 
     #[test]
     fn finds_top_level_values_not_nested_ones() {
-        let body = br#" { "messages": [{"model": "inner", "x": "a\"}b"}], "n": 1, "model" : "gpt-4o" , "z": {"model": 2} }"#;
+        let body =
+            br#" { "messages": [{"model": "inner", "x": "a\"}b"}], "n": 1, "model" : "gpt-4o" , "z": {"model": 2} }"#;
         let span = top_level_value(body, "model").unwrap();
         assert_eq!(&body[span], br#""gpt-4o""#);
         assert_eq!(&body[top_level_value(body, "n").unwrap()], b"1");
@@ -148,10 +157,16 @@ mod tests {
             &out[..],
             &br#"{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}],"unknown_field":{"a":[1,2]}}"#[..]
         );
-        assert!(matches!(
-            with_model(body, "alias", "alias").unwrap(),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(with_model(body, "alias", "alias").unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn stream_usage_is_added_or_merged() {
+        let out = with_stream_usage(br#"{"model":"m","stream":true}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let out = with_stream_usage(br#"{"stream_options":{"include_usage":false,"x":1},"model":"m"}"#).unwrap();
+        assert_eq!(&out[..], &br#"{"stream_options":{"include_usage":true,"x":1},"model":"m"}"#[..]);
     }
 
     #[test]

@@ -11,11 +11,7 @@ pub const DEBUG: u8 = 4;
 static LEVEL: AtomicU8 = AtomicU8::new(INFO);
 
 pub fn init_from_env() {
-    let level = match std::env::var("SWITCHYARD_LOG")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let level = match std::env::var("SWITCHYARD_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
         "error" => ERROR,
         "warn" => WARN,
         "debug" => DEBUG,

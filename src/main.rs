@@ -70,13 +70,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    info!(
-        "listening on {bound} with {workers} worker(s); config {}",
-        args.config
-    );
+    info!("listening on {bound} with {workers} worker(s); config {}", args.config);
     runtime::watch_config(args.config.clone(), listen, args.listen.is_some());
-    runtime::wait_for_shutdown(
-        accepts,
-        Duration::from_millis(server_config.drain_timeout_ms),
-    );
+    runtime::wait_for_shutdown(accepts, Duration::from_millis(server_config.drain_timeout_ms));
 }

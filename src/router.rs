@@ -13,14 +13,8 @@ pub struct ModelPattern {
 impl ModelPattern {
     pub fn new(pattern: &str) -> ModelPattern {
         match pattern.strip_suffix('*') {
-            Some(prefix) => ModelPattern {
-                text: prefix.to_string(),
-                prefix: true,
-            },
-            None => ModelPattern {
-                text: pattern.to_string(),
-                prefix: false,
-            },
+            Some(prefix) => ModelPattern { text: prefix.to_string(), prefix: true },
+            None => ModelPattern { text: pattern.to_string(), prefix: false },
         }
     }
 
@@ -93,40 +87,20 @@ impl Router {
                         message: "must be at least 1".into(),
                     });
                 }
-                targets.push(Target {
-                    backend,
-                    model: t.model.clone(),
-                    weight: t.weight,
-                    priority: t.priority,
-                });
+                targets.push(Target { backend, model: t.model.clone(), weight: t.weight, priority: t.priority });
             }
             targets.sort_by_key(|t| t.priority);
-            let headers = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect();
-            out.push(Route {
-                model: ModelPattern::new(&r.model),
-                headers,
-                targets,
-            });
+            let headers = r.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+            out.push(Route { model: ModelPattern::new(&r.model), headers, targets });
         }
         Ok(Router { routes: out })
     }
 
     /// The first route whose model pattern and headers match. `header` looks a request header up by
     /// its lower-case name.
-    pub fn find<'a>(
-        &self,
-        model: &str,
-        header: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<&Route> {
+    pub fn find<'a>(&self, model: &str, header: impl Fn(&str) -> Option<&'a str>) -> Option<&Route> {
         self.routes.iter().find(|r| {
-            r.model.matches(model)
-                && r.headers
-                    .iter()
-                    .all(|(name, value)| header(name) == Some(value.as_str()))
+            r.model.matches(model) && r.headers.iter().all(|(name, value)| header(name) == Some(value.as_str()))
         })
     }
 }
@@ -139,11 +113,7 @@ impl Route {
         let mut start = 0;
         while start < self.targets.len() {
             let priority = self.targets[start].priority;
-            let end = start
-                + self.targets[start..]
-                    .iter()
-                    .take_while(|t| t.priority == priority)
-                    .count();
+            let end = start + self.targets[start..].iter().take_while(|t| t.priority == priority).count();
             let mut group: Vec<&Target> = self.targets[start..end].iter().collect();
             while !group.is_empty() {
                 let total: u64 = group.iter().map(|t| u64::from(t.weight)).sum();
@@ -194,11 +164,7 @@ mod tests {
     use crate::config::Config;
 
     fn router(json: &str) -> Router {
-        Config::parse(json)
-            .unwrap()
-            .into_snapshot(&|_| None)
-            .unwrap()
-            .router
+        Config::parse(json).unwrap().into_snapshot(&|_| None).unwrap().router
     }
 
     const TWO: &str = r#"{"backends":[{"name":"a","schema":"mock"},{"name":"b","schema":"mock"},{"name":"c","schema":"mock"}],
@@ -211,18 +177,9 @@ mod tests {
         let r = router(TWO);
         let none = |_: &str| None;
         assert_eq!(r.find("gpt-4o", none).unwrap().targets.len(), 3);
-        assert_eq!(
-            r.find("gpt-4o", |h| (h == "x-tier").then_some("gold"))
-                .unwrap()
-                .targets
-                .len(),
-            1
-        );
+        assert_eq!(r.find("gpt-4o", |h| (h == "x-tier").then_some("gold")).unwrap().targets.len(), 1);
         assert_eq!(r.find("gpt-4o-mini", none).unwrap().targets.len(), 3);
-        assert_eq!(
-            r.find("llama", none).unwrap().targets[0].model.as_deref(),
-            Some("fallback")
-        );
+        assert_eq!(r.find("llama", none).unwrap().targets[0].model.as_deref(), Some("fallback"));
     }
 
     #[test]
@@ -238,9 +195,6 @@ mod tests {
                 first_a += 1;
             }
         }
-        assert!(
-            (2700..3300).contains(&first_a),
-            "weight 3:1 gave {first_a}/4000"
-        );
+        assert!((2700..3300).contains(&first_a), "weight 3:1 gave {first_a}/4000");
     }
 }

@@ -10,11 +10,8 @@ use crate::server;
 
 /// Builds a snapshot from a parsed config: validation, secrets, upstream agents.
 pub fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
-    let mut snapshot = config
-        .into_snapshot(&config::process_env)
-        .map_err(|e| e.to_string())?;
-    crate::upstream::attach_agents(&mut snapshot, previous)
-        .map_err(|e| format!("backend TLS setup: {e}"))?;
+    let mut snapshot = config.into_snapshot(&config::process_env).map_err(|e| e.to_string())?;
+    crate::upstream::attach_agents(&mut snapshot, previous).map_err(|e| format!("backend TLS setup: {e}"))?;
     Ok(snapshot)
 }
 
@@ -28,7 +25,10 @@ pub fn report(snapshot: &Snapshot) {
     }
     for b in &snapshot.backends {
         if let config::Credential::Missing { key_env } = &b.credential {
-            warn!("backend \"{}\": environment variable {key_env} is unset; its requests answer 503 until it is set", b.name);
+            warn!(
+                "backend \"{}\": environment variable {key_env} is unset; its requests answer 503 until it is set",
+                b.name
+            );
         }
     }
 }
@@ -46,17 +46,10 @@ pub fn describe(snapshot: &Snapshot) -> String {
 
 /// Sets the coroutine runtime up: scheduler threads and default stack. Must run before any spawn.
 pub fn configure_may(workers: usize, stack_kib: usize) -> usize {
-    let workers = if workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        workers
-    };
+    let workers =
+        if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
     // may counts stack sizes in machine words, not bytes.
-    may::config()
-        .set_workers(workers)
-        .set_stack_size(stack_kib * 1024 / std::mem::size_of::<usize>());
+    may::config().set_workers(workers).set_stack_size(stack_kib * 1024 / std::mem::size_of::<usize>());
     workers
 }
 
@@ -111,10 +104,7 @@ pub fn wait_for_shutdown(accepts: Vec<may::coroutine::JoinHandle<()>>, drain: Du
         let _ = tx.send(());
     });
     let _ = rx.recv();
-    info!(
-        "shutting down: no new connections, draining in-flight requests (up to {} ms)",
-        drain.as_millis()
-    );
+    info!("shutting down: no new connections, draining in-flight requests (up to {} ms)", drain.as_millis());
     server::SHUTTING_DOWN.store(true, Ordering::SeqCst);
     for accept in &accepts {
         // SAFETY: cancelling a coroutine blocked in accept unwinds only that accept loop.

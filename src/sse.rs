@@ -116,10 +116,7 @@ impl SseDecoder {
         let event = self.event.take();
         if self.has_data {
             self.has_data = false;
-            out.push(SseEvent {
-                event,
-                data: std::mem::take(&mut self.data),
-            });
+            out.push(SseEvent { event, data: std::mem::take(&mut self.data) });
         }
     }
 }
@@ -136,21 +133,14 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
     // each starts a new `data:` line.
     let mut rest = data;
     loop {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&rest[..end]);
         out.push(b'\n');
         if end == rest.len() {
             break;
         }
-        let skip = if rest[end..].starts_with(b"\r\n") {
-            2
-        } else {
-            1
-        };
+        let skip = if rest[end..].starts_with(b"\r\n") { 2 } else { 1 };
         rest = &rest[end + skip..];
     }
     out.push(b'\n');
@@ -171,10 +161,7 @@ mod tests {
     }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_string),
-            data: data.to_string(),
-        }
+        SseEvent { event: event.map(str::to_string), data: data.to_string() }
     }
 
     #[test]
@@ -247,33 +234,18 @@ mod tests {
     #[test]
     fn finish_flushes_event_without_trailing_blank_line() {
         assert_eq!(decode_chunks(&[b"data: a\n"]), vec![ev(None, "a")]);
-        assert_eq!(
-            decode_chunks(&[b"event: e\ndata: a"]),
-            vec![ev(Some("e"), "a")]
-        );
+        assert_eq!(decode_chunks(&[b"event: e\ndata: a"]), vec![ev(Some("e"), "a")]);
         assert_eq!(decode_chunks(&[b"data: a\r"]), vec![ev(None, "a")]);
         assert!(decode_chunks(&[b"event: e\n"]).is_empty());
     }
 
     #[test]
     fn event_split_at_every_byte_gives_same_events() {
-        let input =
-            "event: message\r\ndata: {\"t\":\"héllo 🌍 世界\"}\r\n\r\n: c\ndata: 2\rdata: 3\n\n"
-                .as_bytes();
+        let input = "event: message\r\ndata: {\"t\":\"héllo 🌍 世界\"}\r\n\r\n: c\ndata: 2\rdata: 3\n\n".as_bytes();
         let whole = decode_chunks(&[input]);
-        assert_eq!(
-            whole,
-            vec![
-                ev(Some("message"), "{\"t\":\"héllo 🌍 世界\"}"),
-                ev(None, "2\n3")
-            ]
-        );
+        assert_eq!(whole, vec![ev(Some("message"), "{\"t\":\"héllo 🌍 世界\"}"), ev(None, "2\n3")]);
         for i in 0..=input.len() {
-            assert_eq!(
-                decode_chunks(&[&input[..i], &input[i..]]),
-                whole,
-                "split at {i}"
-            );
+            assert_eq!(decode_chunks(&[&input[..i], &input[i..]]), whole, "split at {i}");
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(decode_chunks(&bytes), whole);
@@ -296,26 +268,16 @@ mod tests {
     #[test]
     fn write_event_with_and_without_event_name() {
         let mut out = Vec::new();
-        write_event(
-            &mut out,
-            Some("message_stop"),
-            b"{\"type\":\"message_stop\"}",
-        );
+        write_event(&mut out, Some("message_stop"), b"{\"type\":\"message_stop\"}");
         write_event(&mut out, None, b"[DONE]");
-        assert_eq!(
-            out,
-            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\ndata: [DONE]\n\n"
-        );
+        assert_eq!(out, b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\ndata: [DONE]\n\n");
     }
 
     #[test]
     fn write_event_splits_multiline_data_and_round_trips() {
         let mut out = Vec::new();
         write_event(&mut out, Some("x"), b"a\nb\r\nc\rd\n");
-        assert_eq!(
-            out,
-            b"event: x\ndata: a\ndata: b\ndata: c\ndata: d\ndata: \n\n"
-        );
+        assert_eq!(out, b"event: x\ndata: a\ndata: b\ndata: c\ndata: d\ndata: \n\n");
         assert_eq!(decode_chunks(&[&out]), vec![ev(Some("x"), "a\nb\nc\nd\n")]);
     }
 }

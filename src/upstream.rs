@@ -39,10 +39,7 @@ pub fn agent_for(backend: &Backend) -> io::Result<Agent> {
             })
             .collect();
         if certs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("no certificate in {path}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no certificate in {path}")));
         }
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
@@ -61,10 +58,7 @@ pub fn agent_for(backend: &Backend) -> io::Result<Agent> {
         .timeout_resolve(Some(backend.connect_timeout))
         .tls_config(tls.build())
         .build();
-    let connector = MayTcpConnector {
-        idle: backend.idle_timeout,
-    }
-    .chain(RustlsConnector::default());
+    let connector = MayTcpConnector { idle: backend.idle_timeout }.chain(RustlsConnector::default());
     Ok(Agent::with_parts(config, connector, MayResolver::default()))
 }
 
@@ -122,10 +116,9 @@ pub fn set_current_cancel(cancel: &Arc<Cancel>) {
 
 fn register_current(stream: &Arc<std::net::TcpStream>) -> Result<(), ureq::Error> {
     CURRENT_CANCEL.with(|c| match &*c.borrow() {
-        Some(cancel) if cancel.is_cancelled() => Err(ureq::Error::Io(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "client went away",
-        ))),
+        Some(cancel) if cancel.is_cancelled() => {
+            Err(ureq::Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away")))
+        }
         Some(cancel) => {
             cancel.register(stream);
             Ok(())
@@ -145,16 +138,8 @@ struct MayTcpConnector {
 impl Connector<()> for MayTcpConnector {
     type Out = MayTcpTransport;
 
-    fn connect(
-        &self,
-        details: &ConnectionDetails,
-        _chained: Option<()>,
-    ) -> Result<Option<Self::Out>, ureq::Error> {
-        let timeout = details
-            .timeout
-            .not_zero()
-            .map(|d| *d)
-            .unwrap_or(Duration::from_secs(30));
+    fn connect(&self, details: &ConnectionDetails, _chained: Option<()>) -> Result<Option<Self::Out>, ureq::Error> {
+        let timeout = details.timeout.not_zero().map(|d| *d).unwrap_or(Duration::from_secs(30));
         let mut last = None;
         for addr in details.addrs.iter() {
             match TcpStream::connect_timeout(addr, timeout) {
@@ -172,9 +157,7 @@ impl Connector<()> for MayTcpConnector {
                     register_current(&transport.handle)?;
                     return Ok(Some(transport));
                 }
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    last = Some(ureq::Error::Timeout(Timeout::Connect))
-                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => last = Some(ureq::Error::Timeout(Timeout::Connect)),
                 Err(e) => last = Some(ureq::Error::Io(e)),
             }
         }
@@ -194,9 +177,7 @@ struct MayTcpTransport {
 
 impl fmt::Debug for MayTcpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MayTcpTransport")
-            .field("peer", &self.stream.peer_addr().ok())
-            .finish()
+        f.debug_struct("MayTcpTransport").field("peer", &self.stream.peer_addr().ok()).finish()
     }
 }
 
@@ -205,9 +186,7 @@ impl MayTcpTransport {
     fn timeout(&self, next: NextTimeout) -> (Duration, Timeout) {
         match next.not_zero() {
             Some(d) if *d < self.idle => (*d, next.reason),
-            Some(_) if !next.after.is_not_happening() && next.reason != Timeout::RecvBody => {
-                (*next.after, next.reason)
-            }
+            Some(_) if !next.after.is_not_happening() && next.reason != Timeout::RecvBody => (*next.after, next.reason),
             _ => (self.idle, Timeout::RecvBody),
         }
     }
@@ -283,28 +262,16 @@ impl Resolver for MayResolver {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let authority = uri.authority().ok_or(ureq::Error::HostNotFound)?;
-        let default_port = if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        };
+        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
         let port = authority.port_u16().unwrap_or(default_port);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let mut out = self.empty();
         if let Ok(ip) = host.parse::<IpAddr>() {
             out.push(SocketAddr::new(ip, port));
             return Ok(out);
         }
         let key = format!("{host}:{port}");
-        let cached = self
-            .cache
-            .lock()
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < DNS_TTL)
-            .map(|(a, _)| a.clone());
+        let cached = self.cache.lock().get(&key).filter(|(_, at)| at.elapsed() < DNS_TTL).map(|(a, _)| a.clone());
         let addrs = match cached {
             Some(a) => a,
             None => {
@@ -316,18 +283,13 @@ impl Resolver for MayResolver {
                         let _ = tx.send(lookup.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
                     })
                     .map_err(ureq::Error::Io)?;
-                let wait = timeout
-                    .not_zero()
-                    .map(|d| *d)
-                    .unwrap_or(Duration::from_secs(10));
+                let wait = timeout.not_zero().map(|d| *d).unwrap_or(Duration::from_secs(10));
                 let addrs = match rx.recv_timeout(wait) {
                     Ok(Ok(a)) if !a.is_empty() => a,
                     Ok(_) => return Err(ureq::Error::HostNotFound),
                     Err(_) => return Err(ureq::Error::Timeout(Timeout::Resolve)),
                 };
-                self.cache
-                    .lock()
-                    .insert(key, (addrs.clone(), Instant::now()));
+                self.cache.lock().insert(key, (addrs.clone(), Instant::now()));
                 addrs
             }
         };
@@ -344,18 +306,8 @@ pub fn attach_agents(
     snapshot: &mut crate::config::Snapshot,
     previous: Option<&crate::config::Snapshot>,
 ) -> io::Result<()> {
-    let fingerprint = |b: &Backend| {
-        format!(
-            "{:?}",
-            (
-                &b.base_url,
-                b.connect_timeout,
-                b.response_timeout,
-                b.idle_timeout,
-                &b.ca_file
-            )
-        )
-    };
+    let fingerprint =
+        |b: &Backend| format!("{:?}", (&b.base_url, b.connect_timeout, b.response_timeout, b.idle_timeout, &b.ca_file));
     let mut agents = Vec::with_capacity(snapshot.backends.len());
     for backend in &snapshot.backends {
         if backend.schema == crate::config::Schema::Mock {
@@ -365,9 +317,7 @@ pub fn attach_agents(
         let reused = previous.and_then(|p| {
             p.backends
                 .iter()
-                .position(|old| {
-                    old.name == backend.name && fingerprint(old) == fingerprint(backend)
-                })
+                .position(|old| old.name == backend.name && fingerprint(old) == fingerprint(backend))
                 .and_then(|i| p.agent(i).cloned())
         });
         agents.push(Some(match reused {

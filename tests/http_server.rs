@@ -28,16 +28,10 @@ fn status_of(response: &str) -> u16 {
 fn oversized_body_is_413_before_the_body_is_sent() {
     let gw = demo_gateway(json!({"max_body_bytes": 1000}));
     let mut s = connect(gw.addr);
-    s.write_all(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5000000\r\n\r\n",
-    )
-    .unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5000000\r\n\r\n").unwrap();
     let r = read_response(&mut BufReader::new(s));
     assert_eq!(r.status, 413);
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("exceeds the limit"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("exceeds the limit"));
 }
 
 #[test]
@@ -51,10 +45,7 @@ fn oversized_chunked_body_is_413() {
 #[test]
 fn anthropic_paths_get_anthropic_error_shape_from_the_server_layer() {
     let gw = demo_gateway(json!({"max_body_bytes": 10}));
-    let out = raw_exchange(
-        gw.addr,
-        b"POST /v1/messages HTTP/1.1\r\ncontent-length: 50\r\n\r\n",
-    );
+    let out = raw_exchange(gw.addr, b"POST /v1/messages HTTP/1.1\r\ncontent-length: 50\r\n\r\n");
     assert_eq!(status_of(&out), 413);
     assert!(out.contains(r#""type":"error""#), "{out}");
 }
@@ -63,17 +54,8 @@ fn anthropic_paths_get_anthropic_error_shape_from_the_server_layer() {
 fn too_many_or_too_large_headers_are_431_and_long_request_line_is_414() {
     let gw = demo_gateway(json!({"max_headers": 20, "max_head_bytes": 4096}));
     let many: String = (0..30).map(|i| format!("x-h{i}: v\r\n")).collect();
-    assert_eq!(
-        status_of(&raw_exchange(
-            gw.addr,
-            format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes()
-        )),
-        431
-    );
-    let big = format!(
-        "GET /health HTTP/1.1\r\nx-big: {}\r\n\r\n",
-        "a".repeat(5000)
-    );
+    assert_eq!(status_of(&raw_exchange(gw.addr, format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes())), 431);
+    let big = format!("GET /health HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(5000));
     assert_eq!(status_of(&raw_exchange(gw.addr, big.as_bytes())), 431);
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(5000));
     assert_eq!(status_of(&raw_exchange(gw.addr, long.as_bytes())), 414);
@@ -83,13 +65,8 @@ fn too_many_or_too_large_headers_are_431_and_long_request_line_is_414() {
 fn official_sdk_header_counts_are_accepted() {
     // may_minihttp dropped the 17th header: the OpenAI SDK sends 17, Anthropic's 19.
     let gw = demo_gateway(json!({}));
-    let headers: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("x-stainless-{i}"), "v".to_string()))
-        .collect();
-    let refs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let headers: Vec<(String, String)> = (0..40).map(|i| (format!("x-stainless-{i}"), "v".to_string())).collect();
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let r = post(gw.addr, "/v1/chat/completions", &refs, &chat("demo"));
     assert_eq!(r.status, 200);
 }
@@ -108,10 +85,7 @@ fn malformed_framing_is_400_and_closes() {
         assert_eq!(status_of(&out), 400, "{req:?} → {out}");
         assert!(out.contains("connection: close"), "{out}");
     }
-    let out = raw_exchange(
-        gw.addr,
-        b"POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
-    );
+    let out = raw_exchange(gw.addr, b"POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n");
     assert_eq!(status_of(&out), 501);
 }
 
@@ -131,8 +105,7 @@ fn slow_head_gets_408() {
 fn idle_keep_alive_connection_is_closed_after_timeout() {
     let gw = demo_gateway(json!({"keepalive_timeout_ms": 300}));
     let mut s = connect(gw.addr);
-    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     let mut reader = BufReader::new(s);
     assert_eq!(read_response(&mut reader).status, 200);
     let start = Instant::now();
@@ -151,13 +124,7 @@ fn connections_over_the_limit_get_503() {
     let out = raw_exchange(gw.addr, b"GET /health HTTP/1.1\r\n\r\n");
     assert_eq!(status_of(&out), 503, "{out}");
     drop((a, b));
-    assert!(eventually(Duration::from_secs(3), || get(
-        gw.addr,
-        "/health",
-        &[]
-    )
-    .status
-        == 200));
+    assert!(eventually(Duration::from_secs(3), || get(gw.addr, "/health", &[]).status == 200));
 }
 
 #[test]
@@ -166,21 +133,14 @@ fn pipelined_requests_are_answered_in_order() {
     let body = serde_json::to_vec(&chat("demo")).unwrap();
     let mut batch = Vec::new();
     batch.extend_from_slice(
-        format!(
-            "POST /v1/chat/completions HTTP/1.1\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
+        format!("POST /v1/chat/completions HTTP/1.1\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
     );
     batch.extend_from_slice(&body);
     batch.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\nGET /v1/models HTTP/1.1\r\n\r\n");
     let mut s = connect(gw.addr);
     s.write_all(&batch).unwrap();
     let mut reader = BufReader::new(s);
-    assert_eq!(
-        read_response(&mut reader).json()["object"],
-        "chat.completion"
-    );
+    assert_eq!(read_response(&mut reader).json()["object"], "chat.completion");
     assert_eq!(read_response(&mut reader).json()["status"], "ok");
     assert_eq!(read_response(&mut reader).json()["object"], "list");
 }
@@ -191,15 +151,14 @@ fn chunked_request_body_and_expect_continue_are_supported() {
     let body = serde_json::to_vec(&chat("demo")).unwrap();
     let (a, b) = body.split_at(7);
     let mut s = connect(gw.addr);
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n")
+        .unwrap();
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 100);
-    s.write_all(format!("{:x}\r\n", a.len()).as_bytes())
-        .unwrap();
+    s.write_all(format!("{:x}\r\n", a.len()).as_bytes()).unwrap();
     s.write_all(a).unwrap();
-    s.write_all(format!("\r\n{:x}\r\n", b.len()).as_bytes())
-        .unwrap();
+    s.write_all(format!("\r\n{:x}\r\n", b.len()).as_bytes()).unwrap();
     s.write_all(b).unwrap();
     s.write_all(b"\r\n0\r\n\r\n").unwrap();
     let r = read_response(&mut reader);
@@ -210,10 +169,7 @@ fn chunked_request_body_and_expect_continue_are_supported() {
 #[test]
 fn connection_close_is_honoured() {
     let gw = demo_gateway(json!({}));
-    let out = raw_exchange(
-        gw.addr,
-        b"GET /health HTTP/1.1\r\nconnection: close\r\n\r\n",
-    );
+    let out = raw_exchange(gw.addr, b"GET /health HTTP/1.1\r\nconnection: close\r\n\r\n");
     assert!(out.contains("connection: close"));
     assert!(out.ends_with(r#"{"status":"ok"}"#));
 }

@@ -18,10 +18,8 @@ fn fixture(name: &str) -> String {
 
 /// A TLS fake upstream: answers JSON, or SSE when the request asks for `stream: true`.
 fn start_tls_upstream() -> std::net::SocketAddr {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(fixture("server.pem"))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixture("server.pem")).unwrap().map(Result::unwrap).collect();
     let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = Arc::new(
@@ -63,17 +61,23 @@ fn start_tls_upstream() -> std::net::SocketAddr {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let stream = serde_json::from_slice::<serde_json::Value>(&body).unwrap()
-                        ["stream"]
-                        == true;
+                    let stream = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["stream"] == true;
                     let out = reader.get_mut();
                     if stream {
                         let payload = sse_payload(3, true);
-                        let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n", payload.len());
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                            payload.len()
+                        );
                         let _ = out.write_all(&payload);
                     } else {
                         let b = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"over tls"},"finish_reason":"stop"}]}"#;
-                        let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", b.len());
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            b.len()
+                        );
                         let _ = out.write_all(b);
                     }
                     let _ = out.flush();
@@ -97,12 +101,7 @@ fn https_upstream_with_private_ca_works_streaming_and_not() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["choices"][0]["message"]["content"], "over tls");
     }
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[],
-        &json!({"model": "m", "stream": true, "messages": []}),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &[], &json!({"model": "m", "stream": true, "messages": []}));
     assert_eq!(r.body, sse_payload(3, true));
     // Concurrent handshakes, each in its own coroutine.
     let handles: Vec<_> = (0..16)

@@ -19,49 +19,28 @@ fn check_flag_validates_and_names_the_offending_field() {
     let dir = TempDir::new("check");
     let good = dir.0.join("good.json");
     std::fs::write(&good, demo_config().to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["--check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["--check", "--config"]).arg(&good).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
     let bad = dir.0.join("bad.json");
     let mut cfg = demo_config();
-    cfg["routes"] = json!([{"model": "a", "backends": [{"backend": "demo"}]}, {"model": "b", "backends": [{"backend": "dmeo"}]}]);
+    cfg["routes"] =
+        json!([{"model": "a", "backends": [{"backend": "demo"}]}, {"model": "b", "backends": [{"backend": "dmeo"}]}]);
     std::fs::write(&bad, cfg.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["--check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["--check", "--config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("routes[1].backends[0].backend: no backend named \"dmeo\""),
-        "{err}"
-    );
+    assert!(err.contains("routes[1].backends[0].backend: no backend named \"dmeo\""), "{err}");
 }
 
 #[test]
 fn shipped_config_checks_ok_and_version_prints() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "--check",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.json"),
-        ])
+        .args(["--check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.json")])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--version")
-        .output()
-        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("switchyard "));
 }
 
@@ -91,55 +70,24 @@ fn refuses_to_start_on_an_address_another_process_serves() {
 fn valid_config_change_is_applied_live_and_invalid_one_is_rejected() {
     let gw = Gateway::start(&demo_config());
     let mut keep_alive = connect(gw.addr);
-    post_raw(
-        &mut keep_alive,
-        "/v1/chat/completions",
-        &[],
-        &serde_json::to_vec(&chat("demo")).unwrap(),
-    );
+    post_raw(&mut keep_alive, "/v1/chat/completions", &[], &serde_json::to_vec(&chat("demo")).unwrap());
     let mut reader = BufReader::new(keep_alive.try_clone().unwrap());
     assert_eq!(read_response(&mut reader).status, 200);
-    assert_eq!(
-        post(gw.addr, "/v1/chat/completions", &[], &chat("renamed")).status,
-        404
-    );
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("renamed")).status, 404);
 
     let mut cfg = demo_config();
     cfg["routes"] = json!([{"model": "renamed", "backends": [{"backend": "demo"}]}]);
     std::fs::write(&gw.config_path, cfg.to_string()).unwrap();
-    assert!(eventually(Duration::from_secs(5), || post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[],
-        &chat("renamed")
-    )
-    .status
+    assert!(eventually(Duration::from_secs(5), || post(gw.addr, "/v1/chat/completions", &[], &chat("renamed")).status
         == 200));
-    assert_eq!(
-        post(gw.addr, "/v1/chat/completions", &[], &chat("demo")).status,
-        404
-    );
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("demo")).status, 404);
 
-    std::fs::write(
-        &gw.config_path,
-        r#"{"routes": [{"model": "x", "backends": [{"backend": "nope"}]}]}"#,
-    )
-    .unwrap();
-    assert!(eventually(Duration::from_secs(5), || gw
-        .log()
-        .contains("rejected")));
-    assert_eq!(
-        post(gw.addr, "/v1/chat/completions", &[], &chat("renamed")).status,
-        200
-    );
+    std::fs::write(&gw.config_path, r#"{"routes": [{"model": "x", "backends": [{"backend": "nope"}]}]}"#).unwrap();
+    assert!(eventually(Duration::from_secs(5), || gw.log().contains("rejected")));
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("renamed")).status, 200);
 
     // The connection opened before both reloads still works.
-    post_raw(
-        &mut keep_alive,
-        "/v1/chat/completions",
-        &[],
-        &serde_json::to_vec(&chat("renamed")).unwrap(),
-    );
+    post_raw(&mut keep_alive, "/v1/chat/completions", &[], &serde_json::to_vec(&chat("renamed")).unwrap());
     assert_eq!(read_response(&mut reader).status, 200);
 }
 
@@ -149,7 +97,15 @@ fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     cfg["backends"][0]["mock_chunk_delay_ms"] = json!(100);
     let mut gw = Gateway::start(&cfg);
     let mut s = connect(gw.addr);
-    post_raw(&mut s, "/v1/chat/completions", &[], &serde_json::to_vec(&json!({"model": "demo", "stream": true, "messages": [{"role": "user", "content": "one two three"}]})).unwrap());
+    post_raw(
+        &mut s,
+        "/v1/chat/completions",
+        &[],
+        &serde_json::to_vec(
+            &json!({"model": "demo", "stream": true, "messages": [{"role": "user", "content": "one two three"}]}),
+        )
+        .unwrap(),
+    );
     let mut reader = BufReader::new(s);
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 200);
@@ -165,15 +121,9 @@ fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
         if let Some(st) = gw.child.try_wait().unwrap() {
             break st;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "did not exit after draining"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "did not exit after draining");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
-    assert!(
-        std::net::TcpStream::connect(gw.addr).is_err(),
-        "still accepting after shutdown"
-    );
+    assert!(std::net::TcpStream::connect(gw.addr).is_err(), "still accepting after shutdown");
 }

@@ -16,34 +16,19 @@ fn chat_is_forwarded_with_backend_credential_and_without_client_credential() {
     let r = post(
         gw.addr,
         "/v1/chat/completions",
-        &[
-            ("authorization", "Bearer client-key-1"),
-            ("x-custom", "yes"),
-            ("connection", "keep-alive"),
-        ],
+        &[("authorization", "Bearer client-key-1"), ("x-custom", "yes"), ("connection", "keep-alive")],
         &body,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["choices"][0]["message"]["content"], "fake reply");
-    assert!(r
-        .headers
-        .get("x-request-id")
-        .is_some_and(|id| id.len() >= 16));
-    assert_eq!(
-        r.headers
-            .get("x-ratelimit-remaining-requests")
-            .map(String::as_str),
-        Some("99")
-    );
+    assert!(r.headers.get("x-request-id").is_some_and(|id| id.len() >= 16));
+    assert_eq!(r.headers.get("x-ratelimit-remaining-requests").map(String::as_str), Some("99"));
     let got = up.last();
     assert_eq!(got.path, "/v1/chat/completions");
     assert_eq!(got.headers["authorization"], "Bearer sk-upstream-secret");
     assert_eq!(got.headers["x-custom"], "yes");
     assert_eq!(got.json(), body, "the body passes through unchanged");
-    assert!(
-        !got.headers.values().any(|v| v.contains("client-key-1")),
-        "client key leaked upstream"
-    );
+    assert!(!got.headers.values().any(|v| v.contains("client-key-1")), "client key leaked upstream");
     assert!(!gw.log().contains("sk-upstream-secret"));
 }
 
@@ -53,12 +38,7 @@ fn x_api_key_authenticates_and_is_not_forwarded() {
     let mut cfg = config_for(&up);
     cfg["clients"] = json!([{"name": "dev", "key": "client-key-2"}]);
     let gw = Gateway::start(&cfg);
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[("x-api-key", "client-key-2")],
-        &chat("fake-1"),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &[("x-api-key", "client-key-2")], &chat("fake-1"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!up.last().headers.contains_key("x-api-key"));
 }
@@ -67,12 +47,7 @@ fn x_api_key_authenticates_and_is_not_forwarded() {
 fn request_id_from_client_is_kept() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[("x-request-id", "abc-123")],
-        &chat("fake-1"),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &[("x-request-id", "abc-123")], &chat("fake-1"));
     assert_eq!(r.headers["x-request-id"], "abc-123");
 }
 
@@ -93,20 +68,10 @@ fn route_model_override_rewrites_only_the_model() {
 fn completions_and_embeddings_go_to_their_paths() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let r = post(
-        gw.addr,
-        "/v1/completions",
-        &[],
-        &json!({"model": "fake-1", "prompt": "once"}),
-    );
+    let r = post(gw.addr, "/v1/completions", &[], &json!({"model": "fake-1", "prompt": "once"}));
     assert_eq!(r.status, 200);
     assert_eq!(up.last().path, "/v1/completions");
-    let r = post(
-        gw.addr,
-        "/v1/embeddings",
-        &[],
-        &json!({"model": "fake-1", "input": "x"}),
-    );
+    let r = post(gw.addr, "/v1/embeddings", &[], &json!({"model": "fake-1", "input": "x"}));
     assert_eq!(r.status, 200);
     assert_eq!(up.last().path, "/v1/embeddings");
 }
@@ -117,16 +82,8 @@ fn demo_mock_model_answers_chat_completions_embeddings_and_models() {
                                     "routes": [{"model": "demo", "backends": [{"backend": "demo"}]}]}));
     let r = post(gw.addr, "/v1/chat/completions", &[], &chat("demo"));
     assert_eq!(r.status, 200);
-    assert!(r.json()["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("You said: hi"));
-    let r = post(
-        gw.addr,
-        "/v1/embeddings",
-        &[],
-        &json!({"model": "demo", "input": ["a", "b"]}),
-    );
+    assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().contains("You said: hi"));
+    let r = post(gw.addr, "/v1/embeddings", &[], &json!({"model": "demo", "input": ["a", "b"]}));
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
     let r = get(gw.addr, "/v1/models", &[]);
     assert_eq!(r.json()["data"][0]["id"], "demo");
@@ -141,76 +98,31 @@ fn client_errors_have_openai_shape_and_status() {
     let gw = Gateway::start(&cfg);
     let auth = [("authorization", "Bearer k-narrow")];
     let cases: Vec<(Response, u16, Option<&str>)> = vec![
+        (post(gw.addr, "/v1/chat/completions", &[], &chat("demo")), 401, Some("invalid_api_key")),
         (
-            post(gw.addr, "/v1/chat/completions", &[], &chat("demo")),
+            post(gw.addr, "/v1/chat/completions", &[("authorization", "Bearer wrong")], &chat("demo")),
             401,
             Some("invalid_api_key"),
         ),
-        (
-            post(
-                gw.addr,
-                "/v1/chat/completions",
-                &[("authorization", "Bearer wrong")],
-                &chat("demo"),
-            ),
-            401,
-            Some("invalid_api_key"),
-        ),
-        (
-            post(gw.addr, "/v1/chat/completions", &auth, &chat("fake-1")),
-            403,
-            Some("model_not_allowed"),
-        ),
-        (
-            post(
-                gw.addr,
-                "/v1/chat/completions",
-                &auth,
-                &json!({"messages": []}),
-            ),
-            400,
-            None,
-        ),
-        (
-            post(
-                gw.addr,
-                "/v1/chat/completions",
-                &auth,
-                &json!({"model": "demo"}),
-            ),
-            400,
-            None,
-        ),
-        (
-            post(gw.addr, "/v1/nope", &auth, &chat("demo")),
-            404,
-            Some("unknown_url"),
-        ),
+        (post(gw.addr, "/v1/chat/completions", &auth, &chat("fake-1")), 403, Some("model_not_allowed")),
+        (post(gw.addr, "/v1/chat/completions", &auth, &json!({"messages": []})), 400, None),
+        (post(gw.addr, "/v1/chat/completions", &auth, &json!({"model": "demo"})), 400, None),
+        (post(gw.addr, "/v1/nope", &auth, &chat("demo")), 404, Some("unknown_url")),
     ];
     for (r, status, code) in cases {
         assert_eq!(r.status, status, "{}", r.text());
         let v = r.json();
-        assert!(v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
         assert!(v["error"]["type"].is_string());
         if let Some(code) = code {
             assert_eq!(v["error"]["code"], code);
         }
     }
     let mut s = connect(gw.addr);
-    post_raw(
-        &mut s,
-        "/v1/chat/completions",
-        &auth,
-        b"{\"model\": \"demo\", \"messages\": [",
-    );
+    post_raw(&mut s, "/v1/chat/completions", &auth, b"{\"model\": \"demo\", \"messages\": [");
     let r = read_response(&mut std::io::BufReader::new(s));
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("invalid JSON"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("invalid JSON"));
 }
 
 #[test]
@@ -226,31 +138,21 @@ fn unknown_model_is_404_model_not_found() {
 fn upstream_errors_keep_status_json_passes_and_non_json_is_wrapped() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let upstream_error = r#"{"error":{"message":"You exceeded your quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+    let upstream_error =
+        r#"{"error":{"message":"You exceeded your quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
     let r = post(
         gw.addr,
         "/v1/chat/completions",
-        &[
-            ("x-fake-mode", "raw"),
-            ("x-fake-status", "429"),
-            ("x-fake-body", upstream_error),
-        ],
+        &[("x-fake-mode", "raw"), ("x-fake-status", "429"), ("x-fake-body", upstream_error)],
         &chat("fake-1"),
     );
     assert_eq!(r.status, 429);
     assert_eq!(r.text(), upstream_error);
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "garbage"), ("x-fake-status", "500")],
-        &chat("fake-1"),
-    );
+    let r =
+        post(gw.addr, "/v1/chat/completions", &[("x-fake-mode", "garbage"), ("x-fake-status", "500")], &chat("fake-1"));
     assert_eq!(r.status, 500);
     let v = r.json();
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("upstream exploded"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("upstream exploded"));
 }
 
 #[test]
@@ -271,12 +173,7 @@ fn unreachable_upstream_is_502_and_stalled_upstream_is_504() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
     let start = std::time::Instant::now();
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "stall")],
-        &chat("slow"),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &[("x-fake-mode", "stall")], &chat("slow"));
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
@@ -307,12 +204,7 @@ fn key_from_environment_and_header_auth_type() {
         }),
         &[("SY_TEST_AZ_KEY", "az-secret")],
     );
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[("api-key", "client-sent-this")],
-        &chat("m"),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &[("api-key", "client-sent-this")], &chat("m"));
     assert_eq!(r.status, 200);
     assert_eq!(up.last().headers["api-key"], "az-secret");
 }
@@ -346,12 +238,7 @@ fn header_match_selects_route() {
     let r = post(gw.addr, "/v1/chat/completions", &[], &chat("m"));
     assert_eq!(r.json()["system_fingerprint"], "switchyard-mock");
     assert!(up.requests().is_empty());
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &[("x-tier", "premium")],
-        &chat("m"),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &[("x-tier", "premium")], &chat("m"));
     assert_eq!(r.json()["choices"][0]["message"]["content"], "fake reply");
 }
 
@@ -359,23 +246,13 @@ fn header_match_selects_route() {
 fn models_lists_only_what_the_client_may_use() {
     let up = FakeUpstream::start();
     let mut cfg = config_for(&up);
-    cfg["clients"] =
-        json!([{"name": "a", "key": "ka", "models": ["demo"]}, {"name": "b", "key": "kb"}]);
+    cfg["clients"] = json!([{"name": "a", "key": "ka", "models": ["demo"]}, {"name": "b", "key": "kb"}]);
     let gw = Gateway::start(&cfg);
     let ids = |key: &str| -> Vec<String> {
-        let r = get(
-            gw.addr,
-            "/v1/models",
-            &[("authorization", &format!("Bearer {key}"))],
-        );
+        let r = get(gw.addr, "/v1/models", &[("authorization", &format!("Bearer {key}"))]);
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["object"], "list");
-        r.json()["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_string())
-            .collect()
+        r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
     };
     assert_eq!(ids("ka"), vec!["demo"]);
     assert_eq!(ids("kb"), vec!["demo", "aliased"]);

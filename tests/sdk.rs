@@ -18,22 +18,11 @@ pub fn sdk_python() -> PathBuf {
     let requirements = root.join("tests/sdk/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for SDK tests");
+        let status =
+            Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed for SDK tests");
         assert!(status.success(), "python3 -m venv failed");
         let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&requirements)
             .status()
             .unwrap();
@@ -47,22 +36,14 @@ fn run_script(script: &str, gw: &Gateway, key: &str, env: &[(&str, &str)]) {
     let python = sdk_python();
     let out = Command::new(python)
         .envs(env.iter().copied())
-        .arg(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/sdk")
-                .join(script),
-        )
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
         .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
         .env("SWITCHYARD_KEY", key)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
-        gw.log()
-    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
@@ -73,10 +54,7 @@ fn openai_python_sdk_chat_completions_embeddings_models_and_errors() {
     cfg["clients"] = json!([{"name": "sdk", "key": "sdk-test-key"}]);
     let gw = Gateway::start(&cfg);
     run_script("openai_sdk.py", &gw, "sdk-test-key", &[]);
-    assert!(!up
-        .requests()
-        .iter()
-        .any(|r| r.headers.values().any(|v| v.contains("sdk-test-key"))));
+    assert!(!up.requests().iter().any(|r| r.headers.values().any(|v| v.contains("sdk-test-key"))));
 }
 
 /// Both backend kinds behind one gateway: an Anthropic one (`claude*`) and an OpenAI-compatible one.
@@ -86,10 +64,7 @@ fn two_kind_gateway(up: &FakeUpstream) -> Gateway {
         "name": "claude", "schema": "anthropic", "base_url": format!("http://{}", up.addr),
         "auth": {"type": "header", "key": "sk-ant-upstream-secret"}
     }));
-    cfg["routes"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"model": "claude*", "backends": [{"backend": "claude"}]}));
+    cfg["routes"].as_array_mut().unwrap().push(json!({"model": "claude*", "backends": [{"backend": "claude"}]}));
     cfg["clients"] = json!([{"name": "sdk", "key": "sdk-test-key"}]);
     Gateway::start(&cfg)
 }
@@ -102,49 +77,30 @@ fn anthropic_python_sdk_against_anthropic_backend() {
         "anthropic_sdk.py",
         &gw,
         "sdk-test-key",
-        &[
-            ("SWITCHYARD_MODEL", "claude-fake"),
-            ("BACKEND_KIND", "anthropic"),
-        ],
+        &[("SWITCHYARD_MODEL", "claude-fake"), ("BACKEND_KIND", "anthropic")],
     );
     let sent = up.requests();
     assert!(sent.iter().all(|r| r.path.starts_with("/v1/messages")));
     assert!(sent
         .iter()
-        .all(|r| r.headers["x-api-key"] == "sk-ant-upstream-secret"
-            && r.headers.contains_key("anthropic-version")));
+        .all(|r| r.headers["x-api-key"] == "sk-ant-upstream-secret" && r.headers.contains_key("anthropic-version")));
 }
 
 #[test]
 fn anthropic_python_sdk_against_openai_compatible_backend() {
     let up = FakeUpstream::start();
     let gw = two_kind_gateway(&up);
-    run_script(
-        "anthropic_sdk.py",
-        &gw,
-        "sdk-test-key",
-        &[("SWITCHYARD_MODEL", "fake-1"), ("BACKEND_KIND", "openai")],
-    );
+    run_script("anthropic_sdk.py", &gw, "sdk-test-key", &[("SWITCHYARD_MODEL", "fake-1"), ("BACKEND_KIND", "openai")]);
     let sent = up.requests();
-    assert!(
-        sent.iter().all(|r| r.path == "/v1/chat/completions"),
-        "{sent:?}"
-    );
-    assert!(sent
-        .iter()
-        .all(|r| r.headers["authorization"] == "Bearer sk-upstream-secret"));
+    assert!(sent.iter().all(|r| r.path == "/v1/chat/completions"), "{sent:?}");
+    assert!(sent.iter().all(|r| r.headers["authorization"] == "Bearer sk-upstream-secret"));
 }
 
 #[test]
 fn openai_python_sdk_against_anthropic_backend() {
     let up = FakeUpstream::start();
     let gw = two_kind_gateway(&up);
-    run_script(
-        "openai_sdk_to_anthropic.py",
-        &gw,
-        "sdk-test-key",
-        &[("SWITCHYARD_MODEL", "claude-fake")],
-    );
+    run_script("openai_sdk_to_anthropic.py", &gw, "sdk-test-key", &[("SWITCHYARD_MODEL", "claude-fake")]);
     let first = up.requests().into_iter().next().unwrap();
     assert_eq!(first.path, "/v1/messages");
     assert_eq!(first.json()["system"], "Be brief.");

@@ -21,11 +21,7 @@ fn events_arrive_incrementally_before_the_upstream_sends_the_last() {
     post_raw(
         &mut s,
         "/v1/chat/completions",
-        &[
-            ("x-fake-mode", "sse"),
-            ("x-fake-events", "5"),
-            ("x-fake-delay-ms", "150"),
-        ],
+        &[("x-fake-mode", "sse"), ("x-fake-events", "5"), ("x-fake-delay-ms", "150")],
         &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
     );
     let mut reader = BufReader::new(s);
@@ -43,10 +39,7 @@ fn events_arrive_incrementally_before_the_upstream_sends_the_last() {
     let total = start.elapsed();
     // The upstream spends 6 × 150 ms between its first and last write.
     assert!(total >= Duration::from_millis(800), "{total:?}");
-    assert!(
-        first_at + Duration::from_millis(600) < total,
-        "first event at {first_at:?}, end at {total:?}"
-    );
+    assert!(first_at + Duration::from_millis(600) < total, "first event at {first_at:?}, end at {total:?}");
     assert_eq!(all, sse_payload(5, true));
 }
 
@@ -57,11 +50,7 @@ fn stream_split_at_every_byte_relays_identically() {
     let r = post(
         gw.addr,
         "/v1/chat/completions",
-        &[
-            ("x-fake-mode", "sse"),
-            ("x-fake-split", "1"),
-            ("x-fake-events", "4"),
-        ],
+        &[("x-fake-mode", "sse"), ("x-fake-split", "1"), ("x-fake-events", "4")],
         &stream_body("fake-1"),
     );
     assert_eq!(r.status, 200);
@@ -84,15 +73,8 @@ fn upstream_reset_mid_stream_sends_error_event_and_ends_properly_without_done() 
     assert!(text.starts_with("data: {"), "{text}");
     assert!(!text.contains("[DONE]"), "a fabricated [DONE]: {text}");
     let last = text.trim_end().rsplit("\n\n").next().unwrap();
-    let err: serde_json::Value =
-        serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
-    assert!(
-        err["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("interrupted"),
-        "{last}"
-    );
+    let err: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("interrupted"), "{last}");
 }
 
 #[test]
@@ -103,22 +85,14 @@ fn upstream_idle_timeout_mid_stream_sends_error_event() {
     let r = post(
         gw.addr,
         "/v1/chat/completions",
-        &[
-            ("x-fake-mode", "sse"),
-            ("x-fake-events", "3"),
-            ("x-fake-delay-ms", "2500"),
-        ],
+        &[("x-fake-mode", "sse"), ("x-fake-events", "3"), ("x-fake-delay-ms", "2500")],
         &stream_body("fake-1"),
     );
     assert_eq!(r.status, 200);
     let text = r.text();
     assert!(!text.contains("[DONE]"));
     assert!(text.contains("\"error\""), "{text}");
-    assert!(
-        start.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
 }
 
 #[test]
@@ -135,15 +109,8 @@ fn client_disconnect_while_waiting_for_first_byte_cancels_upstream() {
     assert!(eventually(Duration::from_secs(3), || up.requests().len() == 1));
     let closed_at = Instant::now();
     drop(s);
-    assert!(eventually(Duration::from_secs(2), || up
-        .peer_closed
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 1));
-    assert!(
-        closed_at.elapsed() < Duration::from_millis(1500),
-        "upstream dropped after {:?}",
-        closed_at.elapsed()
-    );
+    assert!(eventually(Duration::from_secs(2), || up.peer_closed.load(std::sync::atomic::Ordering::SeqCst) == 1));
+    assert!(closed_at.elapsed() < Duration::from_millis(1500), "upstream dropped after {:?}", closed_at.elapsed());
 }
 
 #[test]
@@ -154,11 +121,7 @@ fn client_disconnect_mid_stream_cancels_upstream() {
     post_raw(
         &mut s,
         "/v1/chat/completions",
-        &[
-            ("x-fake-mode", "sse"),
-            ("x-fake-events", "200"),
-            ("x-fake-delay-ms", "50"),
-        ],
+        &[("x-fake-mode", "sse"), ("x-fake-events", "200"), ("x-fake-delay-ms", "50")],
         &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
     );
     let mut reader = BufReader::new(s);
@@ -166,15 +129,8 @@ fn client_disconnect_mid_stream_cancels_upstream() {
     let _ = read_chunk(&mut reader).unwrap();
     drop(reader);
     let closed_at = Instant::now();
-    assert!(eventually(Duration::from_secs(3), || up
-        .peer_closed
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 1));
-    assert!(
-        closed_at.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        closed_at.elapsed()
-    );
+    assert!(eventually(Duration::from_secs(3), || up.peer_closed.load(std::sync::atomic::Ordering::SeqCst) == 1));
+    assert!(closed_at.elapsed() < Duration::from_millis(1500), "{:?}", closed_at.elapsed());
 }
 
 #[test]
@@ -192,11 +148,9 @@ fn http10_client_gets_a_close_delimited_stream() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
     let body = serde_json::to_vec(&stream_body("fake-1")).unwrap();
-    let mut req = format!(
-        "POST /v1/chat/completions HTTP/1.0\r\nx-fake-mode: sse\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut req =
+        format!("POST /v1/chat/completions HTTP/1.0\r\nx-fake-mode: sse\r\ncontent-length: {}\r\n\r\n", body.len())
+            .into_bytes();
     req.extend_from_slice(&body);
     let out = raw_exchange(gw.addr, &req);
     assert!(out.starts_with("HTTP/1.0 200"), "{out}");
@@ -217,11 +171,7 @@ fn many_concurrent_slow_streams_all_complete() {
                 post_raw(
                     &mut s,
                     "/v1/chat/completions",
-                    &[
-                        ("x-fake-mode", "sse"),
-                        ("x-fake-events", "10"),
-                        ("x-fake-delay-ms", "30"),
-                    ],
+                    &[("x-fake-mode", "sse"), ("x-fake-events", "10"), ("x-fake-delay-ms", "30")],
                     &serde_json::to_vec(&stream_body(model)).unwrap(),
                 );
                 let r = read_response(&mut BufReader::new(s));
@@ -229,11 +179,7 @@ fn many_concurrent_slow_streams_all_complete() {
             })
         })
         .collect();
-    let ok = handles
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .filter(|ok| *ok)
-        .count();
+    let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
     assert_eq!(ok, 120);
 }
 
@@ -251,15 +197,10 @@ fn keep_alive_connection_serves_a_stream_then_another_request() {
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let r = read_response(&mut reader);
     assert!(r.text().ends_with("[DONE]\n\n"));
-    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     let r = read_response(&mut reader);
     assert_eq!(r.status, 200);
     let mut rest = [0u8; 1];
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    assert!(
-        reader.get_mut().read(&mut rest).is_err(),
-        "connection stays open, nothing extra sent"
-    );
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    assert!(reader.get_mut().read(&mut rest).is_err(), "connection stays open, nothing extra sent");
 }

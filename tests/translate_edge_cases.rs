@@ -3,30 +3,22 @@
 
 use serde_json::{json, Value};
 use switchyard::schema::{anthropic as an, openai as oa};
-use switchyard::translate::{
-    anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions, TranslateError,
-};
+use switchyard::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions, TranslateError};
 
 fn opts() -> RequestOptions {
-    RequestOptions {
-        model: None,
-        default_max_tokens: 1024,
-    }
+    RequestOptions { model: None, default_max_tokens: 1024 }
 }
 
 fn oa_request(v: Value) -> Result<Value, TranslateError> {
-    openai_anthropic::request(v.to_string().as_bytes(), &opts())
-        .map(|b| serde_json::from_slice(&b).unwrap())
+    openai_anthropic::request(v.to_string().as_bytes(), &opts()).map(|b| serde_json::from_slice(&b).unwrap())
 }
 
 fn an_request(v: Value) -> Result<Value, TranslateError> {
-    anthropic_openai::request(v.to_string().as_bytes(), &opts())
-        .map(|b| serde_json::from_slice(&b).unwrap())
+    anthropic_openai::request(v.to_string().as_bytes(), &opts()).map(|b| serde_json::from_slice(&b).unwrap())
 }
 
 fn pos(hay: &str, needle: &str) -> usize {
-    hay.find(needle)
-        .unwrap_or_else(|| panic!("{needle} not in {hay}"))
+    hay.find(needle).unwrap_or_else(|| panic!("{needle} not in {hay}"))
 }
 
 #[test]
@@ -34,14 +26,12 @@ fn tool_schemas_keep_their_key_order_both_ways() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
         "tools":[{"type":"function","function":{"name":"f","parameters":
         {"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"string"}}}}}]}"#;
-    let out =
-        String::from_utf8(openai_anthropic::request(body.as_bytes(), &opts()).unwrap()).unwrap();
+    let out = String::from_utf8(openai_anthropic::request(body.as_bytes(), &opts()).unwrap()).unwrap();
     assert!(pos(&out, "zeta") < pos(&out, "alpha"), "{out}");
 
     let body = r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],
         "tools":[{"name":"f","input_schema":{"type":"object","properties":{"zeta":{},"alpha":{}}}}]}"#;
-    let out =
-        String::from_utf8(anthropic_openai::request(body.as_bytes(), &opts()).unwrap()).unwrap();
+    let out = String::from_utf8(anthropic_openai::request(body.as_bytes(), &opts()).unwrap()).unwrap();
     assert!(pos(&out, "zeta") < pos(&out, "alpha"), "{out}");
 }
 
@@ -58,14 +48,10 @@ fn json_schema_response_format_keeps_schema_and_answer_key_order() {
     let resp = r#"{"id":"msg_1","content":[{"type":"tool_use","id":"t","name":"out",
         "input":{"reasoning":"because","answer":"42"}}],"stop_reason":"tool_use",
         "usage":{"input_tokens":1,"output_tokens":2}}"#;
-    let v: Value = serde_json::from_slice(
-        &openai_anthropic::response(resp.as_bytes(), "gpt-4o", &t.response_options(7)).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        r#"{"reasoning":"because","answer":"42"}"#
-    );
+    let v: Value =
+        serde_json::from_slice(&openai_anthropic::response(resp.as_bytes(), "gpt-4o", &t.response_options(7)).unwrap())
+            .unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], r#"{"reasoning":"because","answer":"42"}"#);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["created"], 7);
 }
@@ -74,22 +60,16 @@ fn json_schema_response_format_keeps_schema_and_answer_key_order() {
 fn tool_arguments_keep_the_models_key_order_both_ways() {
     let resp = r#"{"id":"msg_1","content":[{"type":"tool_use","id":"t","name":"f",
         "input":{"zeta":1,"alpha":2}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}}"#;
-    let v: Value = serde_json::from_slice(
-        &openai_anthropic::response(resp.as_bytes(), "m", &ResponseOptions::default()).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
-        r#"{"zeta":1,"alpha":2}"#
-    );
+    let v: Value =
+        serde_json::from_slice(&openai_anthropic::response(resp.as_bytes(), "m", &ResponseOptions::default()).unwrap())
+            .unwrap();
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], r#"{"zeta":1,"alpha":2}"#);
 
     let resp = r#"{"id":"chatcmpl-1","choices":[{"index":0,"message":{"role":"assistant",
         "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"zeta\": 1, \"alpha\": 2}"}}]},
         "finish_reason":"tool_calls"}]}"#;
-    let out = String::from_utf8(
-        anthropic_openai::response(resp.as_bytes(), "m", &ResponseOptions::default()).unwrap(),
-    )
-    .unwrap();
+    let out = String::from_utf8(anthropic_openai::response(resp.as_bytes(), "m", &ResponseOptions::default()).unwrap())
+        .unwrap();
     assert!(out.contains(r#""input":{"zeta": 1, "alpha": 2}"#), "{out}");
 }
 
@@ -123,14 +103,8 @@ fn json_object_response_format_forces_a_generic_object_tool() {
     )
     .unwrap();
     let v: Value = serde_json::from_slice(&t.body).unwrap();
-    assert_eq!(
-        t.forced_json_tool.as_deref(),
-        Some(openai_anthropic::JSON_OBJECT_TOOL)
-    );
-    assert_eq!(
-        v["tool_choice"],
-        json!({"type": "tool", "name": "json_response"})
-    );
+    assert_eq!(t.forced_json_tool.as_deref(), Some(openai_anthropic::JSON_OBJECT_TOOL));
+    assert_eq!(v["tool_choice"], json!({"type": "tool", "name": "json_response"}));
     assert_eq!(v["tools"][0]["input_schema"], json!({"type": "object"}));
 }
 
@@ -142,27 +116,18 @@ fn json_schema_with_client_tools_lets_the_model_pick_a_tool_or_answer() {
     let t = openai_anthropic::request_full(req.to_string().as_bytes(), &opts()).unwrap();
     let v: Value = serde_json::from_slice(&t.body).unwrap();
     assert_eq!(v["tool_choice"], json!({"type": "any"}));
-    let names: Vec<&str> = v["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = v["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["search", "answer"]);
 
     // A real tool call stays a tool call.
     let resp = json!({"id": "msg_2", "content": [{"type": "tool_use", "id": "t1", "name": "search", "input": {"q": "x"}}],
                       "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1}});
     let out: Value = serde_json::from_slice(
-        &openai_anthropic::response(resp.to_string().as_bytes(), "m", &t.response_options(0))
-            .unwrap(),
+        &openai_anthropic::response(resp.to_string().as_bytes(), "m", &t.response_options(0)).unwrap(),
     )
     .unwrap();
     assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
-    assert_eq!(
-        out["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
-        "search"
-    );
+    assert_eq!(out["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "search");
 
     // tool_choice "none" keeps only the JSON tool, forced.
     let mut req2 = req.clone();
@@ -174,15 +139,10 @@ fn json_schema_with_client_tools_lets_the_model_pick_a_tool_or_answer() {
 
 #[test]
 fn parallel_tool_calls_false_without_tool_choice_disables_parallel_use_on_auto() {
-    let v = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": false}),
-    )
+    let v = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": false}))
     .unwrap();
-    assert_eq!(
-        v["tool_choice"],
-        json!({"type": "auto", "disable_parallel_tool_use": true})
-    );
+    assert_eq!(v["tool_choice"], json!({"type": "auto", "disable_parallel_tool_use": true}));
     let v = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
         "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none", "parallel_tool_calls": false}))
     .unwrap();
@@ -191,46 +151,33 @@ fn parallel_tool_calls_false_without_tool_choice_disables_parallel_use_on_auto()
 
 #[test]
 fn reasoning_effort_raises_max_tokens_above_budget_and_drops_sampling() {
-    let v = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "reasoning_effort": "high", "max_completion_tokens": 100, "temperature": 1, "top_p": 0.5}),
-    )
+    let v = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "high", "max_completion_tokens": 100, "temperature": 1, "top_p": 0.5}))
     .unwrap();
-    assert_eq!(
-        v["thinking"],
-        json!({"type": "enabled", "budget_tokens": 16384})
-    );
+    assert_eq!(v["thinking"], json!({"type": "enabled", "budget_tokens": 16384}));
     assert_eq!(v["max_tokens"], 16484);
     assert!(v.get("temperature").is_none() && v.get("top_p").is_none());
 
-    let v = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "reasoning_effort": "low", "max_tokens": 8000}),
-    )
+    let v = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "low", "max_tokens": 8000}))
     .unwrap();
     assert_eq!(v["max_tokens"], 8000);
     assert_eq!(v["thinking"]["budget_tokens"], 1024);
 
-    let v = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "reasoning_effort": "minimal"}),
-    )
+    let v = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "minimal"}))
     .unwrap();
     assert!(v.get("thinking").is_none());
 
     // Forced tool choice and thinking cannot be combined upstream.
-    let v = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+    let v = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
         "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required",
-        "reasoning_effort": "medium"}),
-    )
+        "reasoning_effort": "medium"}))
     .unwrap();
     assert!(v.get("thinking").is_none());
 
-    let e = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "reasoning_effort": "extreme"}),
-    )
+    let e = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "extreme"}))
     .unwrap_err();
     assert_eq!(e.field(), Some("reasoning_effort"));
 }
@@ -249,37 +196,26 @@ fn request_translation_reports_stream_usage_flag_and_dropped_fields() {
     assert!(t.stream && t.include_usage);
     let mut dropped = t.dropped.clone();
     dropped.sort();
-    assert_eq!(
-        dropped,
-        vec!["logit_bias", "seed", "stream_options", "x_custom"]
-    );
+    assert_eq!(dropped, vec!["logit_bias", "seed", "stream_options", "x_custom"]);
     for f in ["seed", "logit_bias", "stream_options"] {
         assert!(openai_anthropic::DROPPED_FIELDS.contains(&f));
     }
     let v: Value = serde_json::from_slice(&t.body).unwrap();
-    assert!(
-        v.get("seed").is_none() && v.get("x_custom").is_none() && v.get("stream_options").is_none()
-    );
+    assert!(v.get("seed").is_none() && v.get("x_custom").is_none() && v.get("stream_options").is_none());
 }
 
 #[test]
 fn model_override_and_default_max_tokens_apply() {
-    let o = RequestOptions {
-        model: Some("claude-x".into()),
-        default_max_tokens: 77,
-    };
+    let o = RequestOptions { model: Some("claude-x".into()), default_max_tokens: 77 };
     let out = openai_anthropic::request(
-        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
-            .to_string()
-            .as_bytes(),
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string().as_bytes(),
         &o,
     )
     .unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["model"], "claude-x");
     assert_eq!(v["max_tokens"], 77);
-    let e = openai_anthropic::request(br#"{"messages":[{"role":"user","content":"hi"}]}"#, &opts())
-        .unwrap_err();
+    let e = openai_anthropic::request(br#"{"messages":[{"role":"user","content":"hi"}]}"#, &opts()).unwrap_err();
     assert_eq!(e.field(), Some("model"));
 }
 
@@ -292,52 +228,31 @@ fn rejected_and_invalid_openai_requests_name_the_field() {
         }
         oa_request(v).unwrap_err()
     };
-    assert_eq!(
-        base(json!({"functions": [{"name": "f"}]})).field(),
-        Some("functions")
-    );
-    assert_eq!(
-        base(json!({"modalities": ["text", "audio"]})).field(),
-        Some("modalities")
-    );
+    assert_eq!(base(json!({"functions": [{"name": "f"}]})).field(), Some("functions"));
+    assert_eq!(base(json!({"modalities": ["text", "audio"]})).field(), Some("modalities"));
     assert_eq!(base(json!({"stop": 5})).field(), Some("stop"));
+    assert_eq!(base(json!({"tool_choice": "sometimes"})).field(), Some("tool_choice"));
+    assert_eq!(base(json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]})).field(), Some("tools[0].type"));
     assert_eq!(
-        base(json!({"tool_choice": "sometimes"})).field(),
-        Some("tool_choice")
-    );
-    assert_eq!(
-        base(json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]})).field(),
-        Some("tools[0].type")
-    );
-    assert_eq!(
-        base(json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}))
-            .field(),
+        base(json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}})).field(),
         Some("response_format.json_schema.name")
     );
-    assert!(matches!(
-        base(json!({"n": 2})),
-        TranslateError::Unsupported { .. }
-    ));
+    assert!(matches!(base(json!({"n": 2})), TranslateError::Unsupported { .. }));
     // n = 1 and logprobs = false are fine.
-    assert!(oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 1, "logprobs": false})).is_ok());
-    let e = oa_request(
-        json!({"model": "m", "messages": [{"role": "system", "content": "only system"}]}),
+    assert!(oa_request(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 1, "logprobs": false})
     )
-    .unwrap_err();
+    .is_ok());
+    let e = oa_request(json!({"model": "m", "messages": [{"role": "system", "content": "only system"}]})).unwrap_err();
     assert_eq!(e.field(), Some("messages"));
-    let e = oa_request(
-        json!({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
-    )
+    let e = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}))
     .unwrap_err();
     assert_eq!(e.field(), Some("messages[0].content[0].image_url.url"));
     let e = oa_request(json!({"model": "m", "messages": [{"role": "user", "content": "x"},
         {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}))
     .unwrap_err();
-    assert_eq!(
-        e.field(),
-        Some("messages[1].tool_calls[0].function.arguments")
-    );
+    assert_eq!(e.field(), Some("messages[1].tool_calls[0].function.arguments"));
 }
 
 #[test]
@@ -346,10 +261,7 @@ fn assistant_prefill_is_trimmed_and_empty_parts_are_skipped() {
         {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "Q"}]},
         {"role": "assistant", "content": "A:  \n"}]}))
     .unwrap();
-    assert_eq!(
-        v["messages"],
-        json!([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A:"}])
-    );
+    assert_eq!(v["messages"], json!([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A:"}]));
 }
 
 #[test]
@@ -374,20 +286,15 @@ fn pdf_file_part_becomes_document_block_and_back() {
 fn anthropic_tool_choice_variants_map_to_openai() {
     let tools = json!([{"name": "f", "input_schema": {"type": "object"}}]);
     let choice = |tc: Value| {
-        an_request(
-            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-            "tools": tools, "tool_choice": tc}),
-        )
+        an_request(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "tools": tools, "tool_choice": tc}))
         .unwrap()["tool_choice"]
             .clone()
     };
     assert_eq!(choice(json!({"type": "auto"})), json!("auto"));
     assert_eq!(choice(json!({"type": "any"})), json!("required"));
     assert_eq!(choice(json!({"type": "none"})), json!("none"));
-    assert_eq!(
-        choice(json!({"type": "tool", "name": "f"})),
-        json!({"type": "function", "function": {"name": "f"}})
-    );
+    assert_eq!(choice(json!({"type": "tool", "name": "f"})), json!({"type": "function", "function": {"name": "f"}}));
 }
 
 #[test]
@@ -402,10 +309,8 @@ fn anthropic_thinking_budget_is_bucketed_into_reasoning_effort() {
     assert_eq!(effort(4095), "low");
     assert_eq!(effort(4096), "medium");
     assert_eq!(effort(16384), "high");
-    let v = an_request(
-        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-        "thinking": {"type": "disabled"}}),
-    )
+    let v = an_request(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+        "thinking": {"type": "disabled"}}))
     .unwrap();
     assert!(v.get("reasoning_effort").is_none());
 }
@@ -421,20 +326,14 @@ fn anthropic_client_without_stream_gets_no_stream_options_and_reports_dropped() 
     .unwrap();
     let v: Value = serde_json::from_slice(&t.body).unwrap();
     assert!(!t.stream);
-    assert!(
-        v.get("stream").is_none() && v.get("stream_options").is_none() && v.get("top_k").is_none()
-    );
+    assert!(v.get("stream").is_none() && v.get("stream_options").is_none() && v.get("top_k").is_none());
     assert_eq!(t.dropped, vec!["top_k"]);
 }
 
 #[test]
 fn error_bodies_that_are_not_json_keep_their_text() {
-    let v: Value =
-        serde_json::from_slice(&anthropic_openai::error(503, b"upstream connect error")).unwrap();
-    assert_eq!(
-        v,
-        json!({"type": "error", "error": {"type": "api_error", "message": "upstream connect error"}})
-    );
+    let v: Value = serde_json::from_slice(&anthropic_openai::error(503, b"upstream connect error")).unwrap();
+    assert_eq!(v, json!({"type": "error", "error": {"type": "api_error", "message": "upstream connect error"}}));
     let v: Value = serde_json::from_slice(&openai_anthropic::error(401, b"")).unwrap();
     assert_eq!(v["error"]["message"], "upstream returned HTTP 401");
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -450,8 +349,5 @@ fn thinking_is_not_enabled_when_continuing_a_tool_loop() {
         "tools": [{"type": "function", "function": {"name": "w"}}]}))
     .unwrap();
     assert!(v.get("thinking").is_none());
-    assert_eq!(
-        v["messages"][2]["content"],
-        json!([{"type": "tool_result", "tool_use_id": "c1"}])
-    );
+    assert_eq!(v["messages"][2]["content"], json!([{"type": "tool_result", "tool_use_id": "c1"}]));
 }

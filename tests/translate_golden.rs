@@ -18,9 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use switchyard::translate::{
-    anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions, TranslateError,
-};
+use switchyard::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions, TranslateError};
 
 struct CaseOptions {
     request: RequestOptions,
@@ -39,10 +37,7 @@ fn case_options(dir: &Path, case: &str) -> CaseOptions {
             default_max_tokens: v["default_max_tokens"].as_u64().unwrap_or(1024) as u32,
         },
         created: v["created"].as_u64().unwrap_or(1_700_000_000),
-        response_model: v["response_model"]
-            .as_str()
-            .unwrap_or("test-model")
-            .to_string(),
+        response_model: v["response_model"].as_str().unwrap_or("test-model").to_string(),
     }
 }
 
@@ -54,9 +49,7 @@ fn read_json(p: &Path) -> Value {
 /// Compare `actual` with the expected file; record a failure or bless.
 fn check(expected: &Path, actual: &Value, failures: &mut Vec<String>) {
     let bless = std::env::var_os("BLESS").is_some();
-    let existing: Option<Value> = fs::read(expected)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let existing: Option<Value> = fs::read(expected).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if existing.as_ref() == Some(actual) {
         return;
     }
@@ -69,9 +62,7 @@ fn check(expected: &Path, actual: &Value, failures: &mut Vec<String>) {
     failures.push(format!(
         "{}:\n  expected: {}\n  actual:   {}",
         expected.display(),
-        existing
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "<missing>".into()),
+        existing.map(|v| v.to_string()).unwrap_or_else(|| "<missing>".into()),
         actual
     ));
 }
@@ -86,18 +77,13 @@ fn rejection_json(e: &TranslateError) -> Value {
 }
 
 fn bytes_to_json(b: &[u8], what: &Path) -> Value {
-    serde_json::from_slice(b)
-        .unwrap_or_else(|e| panic!("{}: output is not JSON: {e}", what.display()))
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("{}: output is not JSON: {e}", what.display()))
 }
 
 fn run_pair(pair: &str) -> usize {
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(pair);
-    let mut names: Vec<String> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(pair);
+    let mut names: Vec<String> =
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     let mut failures = vec![];
     let mut checked = 0;
@@ -119,21 +105,14 @@ fn run_pair(pair: &str) -> usize {
             let out = match pair {
                 "openai_anthropic" => {
                     let ropts = match fs::read(dir.join(format!("{case}.request.json"))) {
-                        Ok(req) => openai_anthropic::request_full(&req, &o.request)
-                            .unwrap()
-                            .response_options(o.created),
-                        Err(_) => ResponseOptions {
-                            created: o.created,
-                            ..Default::default()
-                        },
+                        Ok(req) => {
+                            openai_anthropic::request_full(&req, &o.request).unwrap().response_options(o.created)
+                        }
+                        Err(_) => ResponseOptions { created: o.created, ..Default::default() },
                     };
                     openai_anthropic::response(&body, &o.response_model, &ropts)
                 }
-                _ => anthropic_openai::response(
-                    &body,
-                    &o.response_model,
-                    &ResponseOptions::default(),
-                ),
+                _ => anthropic_openai::response(&body, &o.response_model, &ResponseOptions::default()),
             }
             .unwrap_or_else(|e| panic!("{pair}/{case}: response rejected: {e}"));
             let expected = dir.join(format!("{case}.response.json"));
@@ -161,26 +140,14 @@ fn run_pair(pair: &str) -> usize {
                 _ => anthropic_openai::request(&body, &o.request),
             };
             let err = match res {
-                Ok(out) => panic!(
-                    "{pair}/{case}: expected a rejection, got {}",
-                    String::from_utf8_lossy(&out)
-                ),
+                Ok(out) => panic!("{pair}/{case}: expected a rejection, got {}", String::from_utf8_lossy(&out)),
                 Err(e) => e,
             };
-            check(
-                &dir.join(format!("{case}.rejection.json")),
-                &rejection_json(&err),
-                &mut failures,
-            );
+            check(&dir.join(format!("{case}.rejection.json")), &rejection_json(&err), &mut failures);
             checked += 1;
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} golden mismatches (BLESS=1 to rewrite):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} golden mismatches (BLESS=1 to rewrite):\n{}", failures.len(), failures.join("\n"));
     checked
 }
 

@@ -13,9 +13,7 @@ use switchyard::translate::{anthropic_openai, openai_anthropic, ResponseOptions,
 const CREATED: u64 = 1_700_000_000;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/streams")
-        .join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/streams").join(name);
     fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -57,11 +55,7 @@ fn to_openai(opts: &ResponseOptions) -> impl Fn() -> openai_anthropic::StreamTra
 }
 
 fn to_anthropic() -> anthropic_openai::StreamTranslator {
-    anthropic_openai::StreamTranslator::new(
-        "claude-sonnet-4-5",
-        CREATED,
-        &ResponseOptions::default(),
-    )
+    anthropic_openai::StreamTranslator::new("claude-sonnet-4-5", CREATED, &ResponseOptions::default())
 }
 
 /// Whole, byte-at-a-time and every two-way split must give the same bytes.
@@ -86,18 +80,11 @@ fn events(out: &[u8]) -> Vec<SseEvent> {
 }
 
 fn data_json(evs: &[SseEvent]) -> Vec<Value> {
-    evs.iter()
-        .filter(|e| e.data != "[DONE]")
-        .map(|e| serde_json::from_str(&e.data).unwrap())
-        .collect()
+    evs.iter().filter(|e| e.data != "[DONE]").map(|e| serde_json::from_str(&e.data).unwrap()).collect()
 }
 
 fn with_usage() -> ResponseOptions {
-    ResponseOptions {
-        created: CREATED,
-        forced_json_tool: None,
-        include_usage: true,
-    }
+    ResponseOptions { created: CREATED, forced_json_tool: None, include_usage: true }
 }
 
 #[test]
@@ -114,15 +101,9 @@ fn stream_split_at_every_byte_gives_same_output() {
 #[test]
 fn anthropic_stream_becomes_openai_chunks_with_tool_call_and_usage() {
     let opts = with_usage();
-    let out = run(
-        to_openai(&opts)(),
-        &[&fixture("anthropic_text_tool_use.sse")],
-    );
+    let out = run(to_openai(&opts)(), &[&fixture("anthropic_text_tool_use.sse")]);
     let evs = events(&out);
-    assert!(
-        evs.iter().all(|e| e.event.is_none()),
-        "OpenAI chunks carry no event names"
-    );
+    assert!(evs.iter().all(|e| e.event.is_none()), "OpenAI chunks carry no event names");
     assert_eq!(evs.last().unwrap().data, "[DONE]");
     let chunks = data_json(&evs);
     for c in &chunks {
@@ -131,30 +112,18 @@ fn anthropic_stream_becomes_openai_chunks_with_tool_call_and_usage() {
         assert_eq!(c["created"], CREATED);
         assert_eq!(c["model"], "gpt-4o");
     }
-    assert_eq!(
-        chunks[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": ""})
-    );
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "Okay, let's check the weather for San Francisco, CA:");
 
-    let calls: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
-        .collect();
+    let calls: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
     assert_eq!(
         calls[0],
         &json!({"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
                 "function": {"name": "get_weather", "arguments": ""}})
     );
     assert!(calls.iter().all(|c| c["index"] == 0));
-    let args: String = calls
-        .iter()
-        .filter_map(|c| c["function"]["arguments"].as_str())
-        .collect();
+    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
     assert_eq!(
         serde_json::from_str::<Value>(&args).unwrap(),
         json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
@@ -177,10 +146,7 @@ fn anthropic_stream_becomes_openai_chunks_with_tool_call_and_usage() {
 
 #[test]
 fn anthropic_stream_without_include_usage_has_no_usage_chunk_but_reports_usage() {
-    let opts = ResponseOptions {
-        created: CREATED,
-        ..Default::default()
-    };
+    let opts = ResponseOptions { created: CREATED, ..Default::default() };
     let mut t = openai_anthropic::StreamTranslator::new("gpt-4o", CREATED, &opts);
     let mut out = Vec::new();
     t.push(&fixture("anthropic_text_tool_use.sse"), &mut out);
@@ -188,33 +154,18 @@ fn anthropic_stream_without_include_usage_has_no_usage_chunk_but_reports_usage()
     let evs = events(&out);
     assert_eq!(evs.last().unwrap().data, "[DONE]");
     assert!(data_json(&evs).iter().all(|c| c.get("usage").is_none()));
-    assert_eq!(
-        t.usage(),
-        Some(Usage {
-            input_tokens: 472,
-            output_tokens: 89,
-            ..Default::default()
-        })
-    );
+    assert_eq!(t.usage(), Some(Usage { input_tokens: 472, output_tokens: 89, ..Default::default() }));
 }
 
 #[test]
 fn anthropic_thinking_becomes_reasoning_content_and_cache_counts_in_prompt() {
     let opts = with_usage();
-    let out = run(
-        to_openai(&opts)(),
-        &[&fixture("anthropic_thinking_crlf.sse")],
-    );
+    let out = run(to_openai(&opts)(), &[&fixture("anthropic_thinking_crlf.sse")]);
     let chunks = data_json(&events(&out));
-    let reasoning: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
-        .collect();
+    let reasoning: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str()).collect();
     assert!(reasoning.starts_with("Let me solve this step by step:\n\n1."));
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "27 * 453 = 12,231 — café ☕");
     assert!(!out.windows(9).any(|w| w == b"signature"));
     let last = chunks.last().unwrap();
@@ -277,28 +228,13 @@ fn forced_json_tool_stream_is_returned_as_content_with_stop() {
         "event: message_stop\n",
         "data: {\"type\":\"message_stop\"}\n\n",
     );
-    let opts = ResponseOptions {
-        created: CREATED,
-        forced_json_tool: Some("person".into()),
-        include_usage: false,
-    };
+    let opts = ResponseOptions { created: CREATED, forced_json_tool: Some("person".into()), include_usage: false };
     let out = assert_split_invariant(to_openai(&opts), input.as_bytes());
     let chunks = data_json(&events(&out));
-    assert!(chunks
-        .iter()
-        .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(
-        serde_json::from_str::<Value>(&text).unwrap(),
-        json!({"name": "Alice"})
-    );
-    assert_eq!(
-        chunks.last().unwrap()["choices"][0]["finish_reason"],
-        "stop"
-    );
+    assert!(chunks.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json!({"name": "Alice"}));
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
 }
 
 #[test]
@@ -307,20 +243,12 @@ fn openai_stream_becomes_anthropic_events_with_increasing_block_indices() {
     let evs = events(&out);
     let data = data_json(&evs);
     for (e, d) in evs.iter().zip(&data) {
-        assert_eq!(
-            e.event.as_deref(),
-            d["type"].as_str(),
-            "event name matches type"
-        );
+        assert_eq!(e.event.as_deref(), d["type"].as_str(), "event name matches type");
     }
     let summary: Vec<String> = data
         .iter()
         .map(|d| match d["type"].as_str().unwrap() {
-            "content_block_start" => format!(
-                "start {} {}",
-                d["index"],
-                d["content_block"]["type"].as_str().unwrap()
-            ),
+            "content_block_start" => format!("start {} {}", d["index"], d["content_block"]["type"].as_str().unwrap()),
             "content_block_delta" => format!("delta {}", d["index"]),
             "content_block_stop" => format!("stop {}", d["index"]),
             other => other.to_string(),
@@ -349,14 +277,8 @@ fn openai_stream_becomes_anthropic_events_with_increasing_block_indices() {
     assert_eq!(data[0]["message"]["id"], "msg_BNbTqS9xyz");
     assert_eq!(data[0]["message"]["model"], "claude-sonnet-4-5");
     assert_eq!(data[0]["message"]["usage"]["input_tokens"], 0);
-    assert_eq!(
-        data[1]["content_block"],
-        json!({"type": "text", "text": ""})
-    );
-    assert_eq!(
-        data[2]["delta"],
-        json!({"type": "text_delta", "text": "Let me check both."})
-    );
+    assert_eq!(data[1]["content_block"], json!({"type": "text", "text": ""}));
+    assert_eq!(data[2]["delta"], json!({"type": "text_delta", "text": "Let me check both."}));
     assert_eq!(
         data[4]["content_block"],
         json!({"type": "tool_use", "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA", "name": "get_weather", "input": {}})
@@ -401,15 +323,7 @@ fn openai_stream_without_finish_reason_ends_with_error_not_message_stop() {
     let out = run(to_anthropic(), &[&fixture("openai_text_no_done.sse")]);
     let evs = events(&out);
     let names: Vec<&str> = evs.iter().map(|e| e.event.as_deref().unwrap()).collect();
-    assert_eq!(
-        names,
-        vec![
-            "message_start",
-            "content_block_start",
-            "content_block_delta",
-            "error"
-        ]
-    );
+    assert_eq!(names, vec!["message_start", "content_block_start", "content_block_delta", "error"]);
     let err: Value = serde_json::from_str(&evs[3].data).unwrap();
     assert_eq!(err["type"], "error");
     assert_eq!(err["error"]["type"], "api_error");
@@ -417,13 +331,12 @@ fn openai_stream_without_finish_reason_ends_with_error_not_message_stop() {
 
 #[test]
 fn openai_done_before_finish_reason_is_an_error() {
-    let input = "data: {\"id\":\"chatcmpl-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+    let input =
+        "data: {\"id\":\"chatcmpl-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
     let out = run(to_anthropic(), &[input.as_bytes()]);
     let evs = events(&out);
     assert_eq!(evs.last().unwrap().event.as_deref(), Some("error"));
-    assert!(evs
-        .iter()
-        .all(|e| e.event.as_deref() != Some("message_stop")));
+    assert!(evs.iter().all(|e| e.event.as_deref() != Some("message_stop")));
 }
 
 #[test]
@@ -457,10 +370,7 @@ fn openai_error_chunk_becomes_anthropic_error_event() {
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].event.as_deref(), Some("error"));
     let v: Value = serde_json::from_str(&evs[0].data).unwrap();
-    assert_eq!(
-        v,
-        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}})
-    );
+    assert_eq!(v, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}}));
 }
 
 #[test]
@@ -476,19 +386,11 @@ fn openai_text_after_tool_call_opens_a_new_block() {
     let starts: Vec<(u64, &str)> = data
         .iter()
         .filter(|d| d["type"] == "content_block_start")
-        .map(|d| {
-            (
-                d["index"].as_u64().unwrap(),
-                d["content_block"]["type"].as_str().unwrap(),
-            )
-        })
+        .map(|d| (d["index"].as_u64().unwrap(), d["content_block"]["type"].as_str().unwrap()))
         .collect();
     assert_eq!(starts, vec![(0, "tool_use"), (1, "text")]);
-    let stops: Vec<u64> = data
-        .iter()
-        .filter(|d| d["type"] == "content_block_stop")
-        .map(|d| d["index"].as_u64().unwrap())
-        .collect();
+    let stops: Vec<u64> =
+        data.iter().filter(|d| d["type"] == "content_block_stop").map(|d| d["index"].as_u64().unwrap()).collect();
     assert_eq!(stops, vec![0, 1]);
     assert_eq!(data.last().unwrap()["type"], "message_stop");
 }

@@ -3,15 +3,18 @@
 //! 1. [`parse`]: endpoint from method and path; `model`, `stream` and required fields from the body.
 //! 2. [`authenticate`]: the client from `Authorization: Bearer` or `x-api-key`.
 //! 3. [`route`]: the route for the model (and headers), the client's permission, the backend plan.
-//! 4. [`prepare`]: the upstream request body for one backend: passthrough (model rename only) or a
+//! 4. [`admit::admit`]: rate limits and quotas, charged all or nothing (settled after the response).
+//! 5. [`prepare`]: the upstream request body for one backend: passthrough (model rename only) or a
 //!    translation between the client's schema and the backend's.
-//! 5. [`send`]: the upstream request, trying the plan's backends in order; falling back only on
+//! 6. [`send`]: the upstream request, trying the plan's backends in order; falling back only on
 //!    failures that happen before any byte reaches the client.
-//! 6. [`relay`]: the upstream response to the client, streamed event by event or whole, translated
-//!    back into the client's schema where the schemas differ.
+//! 7. [`relay`]: the upstream response to the client, streamed event by event or whole, translated
+//!    back into the client's schema where the schemas differ; it reports the usage it saw.
+//! 8. record: the admission is settled with that usage and the usage is counted in [`metrics`].
 //!
 //! Each phase is a function; the order lives in [`serve`].
 
+pub mod admit;
 mod relay;
 
 use std::borrow::Cow;
@@ -23,13 +26,15 @@ use serde_json::Value;
 
 use crate::config::{Backend, Client, Credential, Schema, Snapshot};
 use crate::error::{ClientSchema, GatewayError};
+use crate::metrics;
 use crate::providers::{anthropic, mock, openai, Endpoint};
 use crate::router::{random_draw, Target};
 use crate::server::{Request, Responder};
 use crate::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions};
 use crate::upstream::Cancel;
+use crate::usage::Wire;
 
-pub use relay::relay;
+pub use relay::{relay, Outcome};
 
 /// Serves one request end to end.
 pub fn handle(req: &Request, resp: &mut Responder) {
@@ -44,25 +49,21 @@ pub fn handle(req: &Request, resp: &mut Responder) {
     }
 }
 
-fn serve(
-    snapshot: &Snapshot,
-    req: &Request,
-    resp: &mut Responder,
-    ids: &[(&str, &str)],
-) -> Result<(), GatewayError> {
+fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str, &str)]) -> Result<(), GatewayError> {
     match parse_operation(req)? {
         Operation::Health => {
-            let _ = resp.send(
-                200,
-                &[("content-type", "application/json"), ids[0]],
-                br#"{"status":"ok"}"#,
-            );
+            let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], br#"{"status":"ok"}"#);
+            Ok(())
+        }
+        Operation::Metrics => {
+            let body = metrics::render();
+            let _ = resp.send(200, &[("content-type", "text/plain; version=0.0.4"), ids[0]], body.as_bytes());
             Ok(())
         }
         Operation::Models => {
             let client = authenticate(snapshot, req)?;
-            let anthropic_shape = req.head.header("anthropic-version").is_some()
-                || req.head.path().starts_with("/anthropic/");
+            let anthropic_shape =
+                req.head.header("anthropic-version").is_some() || req.head.path().starts_with("/anthropic/");
             let body = list_models(snapshot, client, anthropic_shape);
             let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], &body);
             Ok(())
@@ -71,17 +72,50 @@ fn serve(
             let peek = parse(endpoint, &req.body)?;
             let client = authenticate(snapshot, req)?;
             let plan = route(snapshot, req, client, &peek.model)?;
+            let client_name = client.map_or("anonymous", |c| c.name.as_str());
+            let header = |name: &str| req.head.header(name);
+            let admission = admit::admit(
+                snapshot,
+                &admit::Request {
+                    client: client_name,
+                    model: &peek.model,
+                    backend: &snapshot.backends[plan[0].backend].name,
+                    header: &header,
+                    body_len: req.body.len(),
+                    max_output: if endpoint == Endpoint::Embeddings { Some(0) } else { peek.max_output },
+                },
+            )?;
+            let mut headers: Vec<(&str, &str)> = ids.to_vec();
+            headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let cancel = resp.watch_client();
-            if let Some(exchange) = send(snapshot, req, endpoint, &peek, &plan, &cancel)? {
-                relay(exchange, endpoint.client_schema(), &peek.model, resp, ids);
+            match send(snapshot, req, endpoint, &peek, &plan, &cancel) {
+                Ok(Some(exchange)) => {
+                    let backend = exchange.backend;
+                    let outcome = relay(exchange, endpoint.client_schema(), &peek.model, resp, &headers);
+                    admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
+                    let estimated = crate::ratelimit::estimate_input_tokens(req.body.len()) + outcome.estimated_output;
+                    metrics::record(
+                        client_name,
+                        &peek.model,
+                        &snapshot.backends[backend].name,
+                        outcome.usage.as_ref(),
+                        estimated,
+                    );
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    let _ = send_error(resp, endpoint.client_schema(), &e, &headers);
+                    Ok(())
+                }
             }
-            Ok(())
         }
     }
 }
 
 enum Operation {
     Health,
+    Metrics,
     Models,
     Proxy(Endpoint),
 }
@@ -89,17 +123,12 @@ enum Operation {
 fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
     let method = req.head.method();
     let path = req.head.path();
-    let path = path
-        .strip_prefix("/anthropic")
-        .filter(|p| p.starts_with("/v1/"))
-        .unwrap_or(path);
+    let path = path.strip_prefix("/anthropic").filter(|p| p.starts_with("/v1/")).unwrap_or(path);
     let (op, allowed) = match path {
         "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
+        "/metrics" => (Operation::Metrics, method == "GET"),
         "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
-        "/v1/chat/completions" => (
-            Operation::Proxy(Endpoint::ChatCompletions),
-            method == "POST",
-        ),
+        "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), method == "POST"),
         "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
         "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), method == "POST"),
         "/v1/messages" => (Operation::Proxy(Endpoint::Messages), method == "POST"),
@@ -118,6 +147,10 @@ fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
 pub struct RequestPeek {
     pub model: String,
     pub stream: bool,
+    /// `max_completion_tokens` or `max_tokens`, when set.
+    pub max_output: Option<u64>,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -128,59 +161,52 @@ struct PeekFields<'a> {
     messages: Option<serde::de::IgnoredAny>,
     prompt: Option<serde::de::IgnoredAny>,
     input: Option<serde::de::IgnoredAny>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    stream_options: Option<StreamOptionsPeek>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsPeek {
+    include_usage: Option<bool>,
 }
 
 /// Phase 1: validates the body as JSON and reads `model` and `stream` without building a tree.
 pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayError> {
     if body.is_empty() {
-        return Err(GatewayError::BadRequest(
-            "the request body is empty: a JSON object is required".into(),
-        ));
+        return Err(GatewayError::BadRequest("the request body is empty: a JSON object is required".into()));
     }
-    let fields: PeekFields = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let fields: PeekFields =
+        serde_json::from_slice(body).map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
     let present = match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => {
-            fields.messages.is_some()
-        }
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => fields.messages.is_some(),
         Endpoint::Completions => fields.prompt.is_some(),
         Endpoint::Embeddings => fields.input.is_some(),
     };
     let model = match fields.model {
         Some(m) if !m.is_empty() => m.into_owned(),
-        _ => {
-            return Err(GatewayError::BadRequest(
-                "missing required parameter: 'model'".into(),
-            ))
-        }
+        _ => return Err(GatewayError::BadRequest("missing required parameter: 'model'".into())),
     };
     if !present {
-        return Err(GatewayError::BadRequest(format!(
-            "missing required parameter: '{}'",
-            endpoint.required_field()
-        )));
+        return Err(GatewayError::BadRequest(format!("missing required parameter: '{}'", endpoint.required_field())));
     }
     Ok(RequestPeek {
         model,
         stream: fields.stream.unwrap_or(false),
+        max_output: fields.max_completion_tokens.or(fields.max_tokens),
+        include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
 }
 
 /// Phase 2: the client whose key the request carries. With no clients configured the gateway is open.
-pub fn authenticate<'s>(
-    snapshot: &'s Snapshot,
-    req: &Request,
-) -> Result<Option<&'s Client>, GatewayError> {
+pub fn authenticate<'s>(snapshot: &'s Snapshot, req: &Request) -> Result<Option<&'s Client>, GatewayError> {
     if snapshot.clients.is_empty() {
         return Ok(None);
     }
     let key = req
         .head
         .header("authorization")
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| req.head.header("x-api-key"))
         .map(str::trim)
         .ok_or(GatewayError::Unauthorized)?;
@@ -238,6 +264,8 @@ pub struct Prepared<'a> {
     pub endpoint: Endpoint,
     pub body: Cow<'a, [u8]>,
     pub translation: Translation,
+    /// The gateway asked the upstream for stream usage the client did not ask for: hide that chunk.
+    pub strip_usage: bool,
 }
 
 /// Phase 4: the body to send to `backend`, renamed or translated.
@@ -258,61 +286,53 @@ pub fn prepare<'a>(
         ))
     };
     let same = |endpoint| -> Result<Prepared<'a>, GatewayError> {
-        let body = crate::json::with_model(body, &peek.model, model)
-            .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
-        Ok(Prepared {
-            endpoint,
-            body,
-            translation: Translation::Passthrough,
-        })
+        let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
+        let mut body = crate::json::with_model(body, &peek.model, model).map_err(invalid)?;
+        // Usage is needed for accounting and limits: ask OpenAI-compatible streams for it.
+        let strip_usage = peek.stream
+            && !peek.include_usage
+            && backend.stream_usage
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+        if strip_usage {
+            body = Cow::Owned(crate::json::with_stream_usage(&body).map_err(invalid)?);
+        }
+        Ok(Prepared { endpoint, body, translation: Translation::Passthrough, strip_usage })
     };
-    let options = RequestOptions {
-        model: Some(model.to_string()),
-        default_max_tokens: backend.default_max_tokens,
-    };
+    let options = RequestOptions { model: Some(model.to_string()), default_max_tokens: backend.default_max_tokens };
     match (endpoint, backend.schema) {
-        (
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings,
-            Schema::Openai | Schema::Mock,
-        ) => same(endpoint),
+        (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, Schema::Openai | Schema::Mock) => {
+            same(endpoint)
+        }
         (Endpoint::Messages | Endpoint::CountTokens, Schema::Anthropic) => same(endpoint),
         (Endpoint::ChatCompletions, Schema::Anthropic) => {
             let t = openai_anthropic::request_full(body, &options).map_err(bad)?;
             if !t.dropped.is_empty() {
-                crate::debug!(
-                    "dropped for backend \"{}\": {}",
-                    backend.name,
-                    t.dropped.join(", ")
-                );
+                crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));
             }
             let opts = t.response_options(unix_now());
             Ok(Prepared {
                 endpoint: Endpoint::Messages,
                 body: Cow::Owned(t.body),
                 translation: Translation::OpenAiAnthropic(opts),
+                strip_usage: false,
             })
         }
         (Endpoint::Messages, Schema::Openai | Schema::Mock) => {
             let t = anthropic_openai::request_full(body, &options).map_err(bad)?;
             if !t.dropped.is_empty() {
-                crate::debug!(
-                    "dropped for backend \"{}\": {}",
-                    backend.name,
-                    t.dropped.join(", ")
-                );
+                crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));
             }
-            let opts = ResponseOptions {
-                created: unix_now(),
-                ..ResponseOptions::default()
-            };
+            let opts = ResponseOptions { created: unix_now(), ..ResponseOptions::default() };
             Ok(Prepared {
                 endpoint: Endpoint::ChatCompletions,
                 body: Cow::Owned(t.body),
                 translation: Translation::AnthropicOpenAi(opts),
+                strip_usage: false,
             })
         }
-        (Endpoint::CountTokens, _)
-        | (Endpoint::Completions | Endpoint::Embeddings, Schema::Anthropic) => Err(unsupported()),
+        (Endpoint::CountTokens, _) | (Endpoint::Completions | Endpoint::Embeddings, Schema::Anthropic) => {
+            Err(unsupported())
+        }
     }
 }
 
@@ -324,6 +344,11 @@ pub struct Exchange {
     pub passthrough: Vec<(String, String)>,
     pub body: Box<dyn Read>,
     pub translation: Translation,
+    /// The wire family of the upstream's bytes.
+    pub wire: Wire,
+    pub strip_usage: bool,
+    /// Index of the backend that answered.
+    pub backend: usize,
 }
 
 /// Request headers that are never forwarded: hop-by-hop, framing, and the client's own credentials.
@@ -374,21 +399,15 @@ fn send(
         let model = target.model.as_deref().unwrap_or(&peek.model);
         let prepared = prepare(endpoint, backend, &req.body, peek, model)?;
         let result = match backend.schema {
-            Schema::Mock => Ok(send_mock(backend, prepared, model)?),
-            Schema::Openai | Schema::Anthropic => {
-                send_http(snapshot, backend, target.backend, req, prepared)
-            }
+            Schema::Mock => Ok(send_mock(backend, target.backend, prepared, model)?),
+            Schema::Openai | Schema::Anthropic => send_http(snapshot, backend, target.backend, req, prepared),
         };
         if cancel.is_cancelled() {
             return Ok(None);
         }
         match result {
             Ok(up) if (up.status == 429 || up.status >= 500) && !last => {
-                crate::warn!(
-                    "backend \"{}\" answered {}; falling back",
-                    backend.name,
-                    up.status
-                );
+                crate::warn!("backend \"{}\" answered {}; falling back", backend.name, up.status);
             }
             Ok(up) => return Ok(Some(up)),
             Err(e) if e.may_fall_back() && !last => {
@@ -398,11 +417,10 @@ fn send(
             Err(e) => return Err(e),
         }
     }
-    Err(last_error
-        .unwrap_or_else(|| GatewayError::UpstreamUnreachable("no backend could be reached".into())))
+    Err(last_error.unwrap_or_else(|| GatewayError::UpstreamUnreachable("no backend could be reached".into())))
 }
 
-fn send_mock(backend: &Backend, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
+fn send_mock(backend: &Backend, index: usize, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
     let body: Value = serde_json::from_slice(&prepared.body)
         .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
     let reply = mock::respond(prepared.endpoint, &body, model);
@@ -412,6 +430,9 @@ fn send_mock(backend: &Backend, prepared: Prepared, model: &str) -> Result<Excha
         passthrough: Vec::new(),
         body: Box::new(mock::MockBody::new(reply.chunks, backend.mock_chunk_delay)),
         translation: prepared.translation,
+        wire: Wire::OpenAi,
+        strip_usage: prepared.strip_usage,
+        backend: index,
     })
 }
 
@@ -432,9 +453,9 @@ fn send_http(
         Credential::Header(name, value) => Some((name.as_str(), value.0.as_str())),
         Credential::None => None,
     };
-    let agent = snapshot.agent(index).ok_or_else(|| {
-        GatewayError::BackendUnavailable(format!("backend \"{}\" is not ready", backend.name))
-    })?;
+    let agent = snapshot
+        .agent(index)
+        .ok_or_else(|| GatewayError::BackendUnavailable(format!("backend \"{}\" is not ready", backend.name)))?;
     let url = match backend.schema {
         Schema::Anthropic => anthropic::url(backend, prepared.endpoint),
         _ => openai::url(backend, prepared.endpoint),
@@ -463,16 +484,10 @@ fn send_http(
     if req.head.header("content-type").is_none() {
         builder = builder.header("content-type", "application/json");
     }
-    let response = builder
-        .send(&prepared.body[..])
-        .map_err(|e| upstream_error(backend, e))?;
+    let response = builder.send(&prepared.body[..]).map_err(|e| upstream_error(backend, e))?;
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    let content_type = parts
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     let passthrough = parts
         .headers
         .iter()
@@ -480,12 +495,16 @@ fn send_http(
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let body = body.into_with_config().limit(u64::MAX).reader();
+    let wire = if backend.schema == Schema::Anthropic { Wire::Anthropic } else { Wire::OpenAi };
     Ok(Exchange {
         status,
         content_type,
         passthrough,
         body: Box::new(body),
         translation: prepared.translation,
+        wire,
+        strip_usage: prepared.strip_usage,
+        backend: index,
     })
 }
 
@@ -497,10 +516,7 @@ fn upstream_error(backend: &Backend, e: ureq::Error) -> GatewayError {
         ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
             GatewayError::UpstreamTimeout(format!("backend \"{}\" timed out", backend.name))
         }
-        other => GatewayError::UpstreamUnreachable(format!(
-            "backend \"{}\" unreachable: {other}",
-            backend.name
-        )),
+        other => GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {other}", backend.name)),
     }
 }
 
@@ -510,8 +526,10 @@ pub(crate) fn send_error(
     e: &GatewayError,
     ids: &[(&str, &str)],
 ) -> std::io::Result<()> {
+    let own = e.headers();
     let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    headers.extend_from_slice(ids);
+    headers.extend(ids.iter().filter(|(n, _)| !own.iter().any(|(o, _)| o == n)));
+    headers.extend(own.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     resp.send(e.status(), &headers, &e.body(schema))
 }
 
@@ -543,20 +561,13 @@ fn list_models(snapshot: &Snapshot, client: Option<&Client>, anthropic: bool) ->
 /// The client's `x-request-id` when it is a sane token, else a fresh one.
 fn request_id(req: &Request) -> String {
     match req.head.header("x-request-id") {
-        Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            id.to_string()
-        }
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
         _ => format!("{:016x}{:016x}", random_draw(), random_draw()),
     }
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -565,26 +576,15 @@ mod tests {
 
     #[test]
     fn parse_reads_model_and_stream_and_requires_fields() {
-        let p = parse(
-            Endpoint::ChatCompletions,
-            br#"{"model":"m","messages":[],"stream":true,"x":{"y":[1,2]}}"#,
-        )
-        .unwrap();
+        let p =
+            parse(Endpoint::ChatCompletions, br#"{"model":"m","messages":[],"stream":true,"x":{"y":[1,2]}}"#).unwrap();
         assert_eq!((p.model.as_str(), p.stream), ("m", true));
         let e = parse(Endpoint::ChatCompletions, br#"{"messages":[]}"#).unwrap_err();
         assert!(e.to_string().contains("'model'"));
         let e = parse(Endpoint::Messages, br#"{"model":"m"}"#).unwrap_err();
         assert!(e.to_string().contains("'messages'"));
-        assert_eq!(
-            parse(Endpoint::Embeddings, b"{not json")
-                .unwrap_err()
-                .status(),
-            400
-        );
-        assert_eq!(
-            parse(Endpoint::Embeddings, b"[1]").unwrap_err().status(),
-            400
-        );
+        assert_eq!(parse(Endpoint::Embeddings, b"{not json").unwrap_err().status(), 400);
+        assert_eq!(parse(Endpoint::Embeddings, b"[1]").unwrap_err().status(), 400);
         let p = parse(Endpoint::Embeddings, br#"{"model":"m\u0041","input":"x"}"#).unwrap();
         assert_eq!(p.model, "mA");
     }

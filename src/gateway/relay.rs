@@ -5,7 +5,17 @@ use std::io::Read;
 use super::{Exchange, Translation};
 use crate::error::{error_body, ClientSchema, GatewayError};
 use crate::server::Responder;
-use crate::translate::{anthropic_openai, openai_anthropic};
+use crate::translate::{anthropic_openai, openai_anthropic, Usage};
+use crate::usage::{self, StreamUsage};
+
+/// What the response used, as far as the gateway could see.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Usage the upstream reported; `None` when it did not (the stream was cut, or never says).
+    pub usage: Option<Usage>,
+    /// Output tokens estimated from relayed content, for when `usage` is `None`.
+    pub estimated_output: u64,
+}
 
 /// Largest non-streamed upstream body the gateway buffers.
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
@@ -40,20 +50,27 @@ pub fn relay(
     model: &str,
     resp: &mut Responder,
     ids: &[(&str, &str)],
-) {
-    let is_sse = up
-        .content_type
-        .as_deref()
-        .is_some_and(|c| c.starts_with("text/event-stream"));
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + 3);
-    headers.extend(up.passthrough.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+) -> Outcome {
+    let is_sse = up.content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + ids.len() + 2);
+    // The gateway's own limits, when any applied, speak for x-ratelimit-*.
+    let own_limits = ids.iter().any(|(n, _)| n.starts_with("x-ratelimit-"));
+    headers.extend(
+        up.passthrough
+            .iter()
+            .filter(|(n, _)| !(own_limits && n.starts_with("x-ratelimit-")))
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     headers.extend_from_slice(ids);
     if is_sse && up.status < 300 {
         let mut translator = StreamTranslation::new(&up.translation, model);
         headers.push(("content-type", "text/event-stream"));
         headers.push(("cache-control", "no-cache"));
+        let mut tap = StreamUsage::new(up.wire, up.strip_usage);
+        let outcome =
+            |tap: &StreamUsage| Outcome { usage: tap.usage().cloned(), estimated_output: tap.content_events() };
         if resp.start(up.status, &headers).is_err() {
-            return;
+            return Outcome::default();
         }
         let mut buf = vec![0u8; 16 * 1024];
         let mut out = Vec::new();
@@ -62,29 +79,39 @@ pub fn relay(
             match up.body.read(&mut buf) {
                 Ok(0) => {
                     match &mut translator {
-                        StreamTranslation::Passthrough => {}
+                        StreamTranslation::Passthrough => tap.finish(&mut out),
                         StreamTranslation::OpenAiAnthropic(t) => t.finish(&mut out),
                         StreamTranslation::AnthropicOpenAi(t) => t.finish(&mut out),
                     }
                     if resp.chunk(&out).is_ok() {
                         let _ = resp.finish();
                     }
-                    return;
+                    return outcome(&tap);
                 }
                 Ok(n) => {
                     let data = match &mut translator {
-                        StreamTranslation::Passthrough => &buf[..n],
+                        StreamTranslation::Passthrough if tap.filters() => {
+                            tap.filter(&buf[..n], &mut out);
+                            &out[..]
+                        }
+                        StreamTranslation::Passthrough => {
+                            tap.observe(&buf[..n]);
+                            &buf[..n]
+                        }
                         StreamTranslation::OpenAiAnthropic(t) => {
+                            tap.observe(&buf[..n]);
                             t.push(&buf[..n], &mut out);
                             &out[..]
                         }
                         StreamTranslation::AnthropicOpenAi(t) => {
+                            tap.observe(&buf[..n]);
                             t.push(&buf[..n], &mut out);
                             &out[..]
                         }
                     };
                     if resp.chunk(data).is_err() {
-                        return;
+                        // The client went away: it is charged for what was generated until now.
+                        return outcome(&tap);
                     }
                 }
                 Err(e) => {
@@ -93,24 +120,24 @@ pub fn relay(
                     if resp.chunk(&stream_error_event(client, &message)).is_ok() {
                         let _ = resp.finish();
                     }
-                    return;
+                    return outcome(&tap);
                 }
             }
         }
     }
     let mut body = Vec::new();
-    if let Err(e) = (&mut up.body)
-        .take(MAX_UPSTREAM_BODY)
-        .read_to_end(&mut body)
-    {
+    if let Err(e) = (&mut up.body).take(MAX_UPSTREAM_BODY).read_to_end(&mut body) {
         let err = if e.kind() == std::io::ErrorKind::TimedOut {
             GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
         } else {
             GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}"))
         };
         let _ = super::send_error(resp, client, &err, ids);
-        return;
+        return Outcome::default();
     }
+    let usage = if up.status < 400 { usage::from_body(up.wire, &body) } else { Some(Usage::default()) };
+    let estimated_output = if usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
+    let outcome = Outcome { usage, estimated_output };
     headers.push(("content-type", "application/json"));
     let out = if up.status >= 400 {
         match &up.translation {
@@ -119,9 +146,7 @@ pub fn relay(
                     body
                 } else {
                     // A non-JSON error (an HTML page from a proxy, say) is wrapped in the client's shape.
-                    let text = String::from_utf8_lossy(&body[..body.len().min(512)])
-                        .trim()
-                        .to_string();
+                    let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
                     let message = format!("upstream returned {}: {text}", up.status);
                     error_body(client, up.status, &message, Some("upstream_error"))
                 }
@@ -136,7 +161,7 @@ pub fn relay(
                 let last = headers.len() - 1;
                 headers[last] = ("content-type", ctype);
                 let _ = resp.send(up.status, &headers, &body);
-                return;
+                return outcome;
             }
             Translation::OpenAiAnthropic(o) => openai_anthropic::response(&body, model, o),
             Translation::AnthropicOpenAi(o) => anthropic_openai::response(&body, model, o),
@@ -144,25 +169,21 @@ pub fn relay(
         match translated {
             Ok(b) => b,
             Err(e) => {
-                let err = GatewayError::UpstreamUnreachable(format!(
-                    "the upstream response could not be translated: {e}"
-                ));
+                let err =
+                    GatewayError::UpstreamUnreachable(format!("the upstream response could not be translated: {e}"));
                 let _ = super::send_error(resp, client, &err, ids);
-                return;
+                return outcome;
             }
         }
     };
     let _ = resp.send(up.status, &headers, &out);
+    outcome
 }
 
 /// An SSE error event in the client's schema.
 pub fn stream_error_event(client: ClientSchema, message: &str) -> Vec<u8> {
     let body = error_body(client, 502, message, Some("upstream_stream_error"));
     let mut out = Vec::with_capacity(body.len() + 24);
-    crate::sse::write_event(
-        &mut out,
-        (client == ClientSchema::Anthropic).then_some("error"),
-        &body,
-    );
+    crate::sse::write_event(&mut out, (client == ClientSchema::Anthropic).then_some("error"), &body);
     out
 }

@@ -34,10 +34,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
         Endpoint::Messages | Endpoint::CountTokens => {
             let error = json!({"error": {"message": "the mock backend speaks the OpenAI schema only",
                                          "type": "invalid_request_error", "code": null}});
-            return MockReply {
-                status: 400,
-                ..json_reply(error)
-            };
+            return MockReply { status: 400, ..json_reply(error) };
         }
     };
     let words = reply_words(&prompt_text(endpoint, body));
@@ -67,10 +64,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
                    "usage": usage})
         });
     }
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let chunk = |delta: Value, finish: Value| -> Value {
         let mut c = if chat {
             json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": model,
@@ -87,10 +81,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
     };
     let mut events = Vec::with_capacity(words.len() + 3);
     if chat {
-        events.push(chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        ));
+        events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
     }
     for w in words {
         events.push(chunk(json!({"content": w}), Value::Null));
@@ -102,16 +93,9 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
         last["usage"] = usage;
         events.push(last);
     }
-    let mut chunks: Vec<Vec<u8>> = events
-        .iter()
-        .map(|e| format!("data: {e}\n\n").into_bytes())
-        .collect();
+    let mut chunks: Vec<Vec<u8>> = events.iter().map(|e| format!("data: {e}\n\n").into_bytes()).collect();
     chunks.push(b"data: [DONE]\n\n".to_vec());
-    MockReply {
-        status: 200,
-        content_type: "text/event-stream",
-        chunks,
-    }
+    MockReply { status: 200, content_type: "text/event-stream", chunks }
 }
 
 /// A mock reply as a body to read, pausing `delay` before every chunk but the first (the coroutine
@@ -126,12 +110,7 @@ pub struct MockBody {
 
 impl MockBody {
     pub fn new(chunks: Vec<Vec<u8>>, delay: Duration) -> MockBody {
-        MockBody {
-            chunks: chunks.into(),
-            delay,
-            current: None,
-            started: false,
-        }
+        MockBody { chunks: chunks.into(), delay, current: None, started: false }
     }
 }
 
@@ -166,9 +145,7 @@ fn prompt_text(endpoint: Endpoint, body: &Value) -> String {
             Value::Array(items) => items
                 .iter()
                 .filter_map(|i| {
-                    i.as_str()
-                        .map(str::to_string)
-                        .or_else(|| i.get("text").and_then(Value::as_str).map(str::to_string))
+                    i.as_str().map(str::to_string).or_else(|| i.get("text").and_then(Value::as_str).map(str::to_string))
                 })
                 .collect::<Vec<_>>()
                 .join(" "),
@@ -179,11 +156,7 @@ fn prompt_text(endpoint: Endpoint, body: &Value) -> String {
         Endpoint::ChatCompletions => body
             .get("messages")
             .and_then(Value::as_array)
-            .and_then(|m| {
-                m.iter()
-                    .rev()
-                    .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-            })
+            .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
             .and_then(|m| m.get("content"))
             .map(flatten)
             .unwrap_or_default(),
@@ -195,11 +168,7 @@ fn prompt_text(endpoint: Endpoint, body: &Value) -> String {
 
 /// The reply, split into the pieces a stream sends (each piece counts as one token).
 fn reply_words(prompt: &str) -> Vec<String> {
-    let echo: String = prompt
-        .split_whitespace()
-        .take(12)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let echo: String = prompt.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
     let text = if echo.is_empty() {
         "Hello from the Switchyard mock backend!".to_string()
     } else {
@@ -207,11 +176,7 @@ fn reply_words(prompt: &str) -> Vec<String> {
     };
     let mut words = Vec::new();
     for (i, w) in text.split(' ').enumerate() {
-        words.push(if i == 0 {
-            w.to_string()
-        } else {
-            format!(" {w}")
-        });
+        words.push(if i == 0 { w.to_string() } else { format!(" {w}") });
     }
     words
 }
@@ -226,11 +191,7 @@ fn embeddings(body: &Value, model: &str, prompt_tokens: u64) -> Value {
         Some(v) => vec![v.to_string()],
         None => Vec::new(),
     };
-    let dims = body
-        .get("dimensions")
-        .and_then(Value::as_u64)
-        .unwrap_or(16)
-        .clamp(1, 4096) as usize;
+    let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(16).clamp(1, 4096) as usize;
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let data: Vec<Value> = inputs
         .iter()
@@ -245,12 +206,7 @@ fn embeddings(body: &Value, model: &str, prompt_tokens: u64) -> Value {
                     (seed % 2001) as f32 / 1000.0 - 1.0
                 })
                 .collect();
-            let norm = v
-                .iter()
-                .map(|x| x * x)
-                .sum::<f32>()
-                .sqrt()
-                .max(f32::EPSILON);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
             v.iter_mut().for_each(|x| *x /= norm);
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -284,16 +240,11 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -312,8 +263,6 @@ mod tests {
     #[test]
     fn reply_is_deterministic_and_echoes_the_prompt() {
         assert_eq!(reply_words("hi there"), reply_words("hi there"));
-        assert!(reply_words("hi there")
-            .concat()
-            .ends_with("You said: hi there"));
+        assert!(reply_words("hi there").concat().ends_with("You said: hi there"));
     }
 }

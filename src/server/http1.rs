@@ -50,9 +50,7 @@ impl HeadError {
             HeadError::Malformed(m) => m,
             HeadError::UriTooLong => "request line too long",
             HeadError::HeadersTooLarge => "request headers too large",
-            HeadError::UnsupportedTransferEncoding => {
-                "only the chunked transfer coding is supported"
-            }
+            HeadError::UnsupportedTransferEncoding => "only the chunked transfer coding is supported",
         }
     }
 }
@@ -85,11 +83,7 @@ pub fn parse_head(
     let len = match status {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial if window.len() >= max_head_bytes => {
-            return Err(if memchr_newline(window) {
-                HeadError::HeadersTooLarge
-            } else {
-                HeadError::UriTooLong
-            });
+            return Err(if memchr_newline(window) { HeadError::HeadersTooLarge } else { HeadError::UriTooLong });
         }
         httparse::Status::Partial => return Ok(None),
     };
@@ -101,21 +95,8 @@ pub fn parse_head(
     let method = range(req.method.unwrap_or("").as_bytes());
     let path = range(req.path.unwrap_or("").as_bytes());
     let minor_version = req.version.unwrap_or(1);
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| (range(h.name.as_bytes()), range(h.value)))
-        .collect();
-    Ok(Some((
-        RequestHead {
-            raw: buf[..len].to_vec(),
-            method,
-            path,
-            minor_version,
-            headers,
-        },
-        len,
-    )))
+    let headers = req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
+    Ok(Some((RequestHead { raw: buf[..len].to_vec(), method, path, minor_version, headers }, len)))
 }
 
 fn memchr_newline(b: &[u8]) -> bool {
@@ -139,12 +120,9 @@ impl RequestHead {
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| {
-            (
-                std::str::from_utf8(&self.raw[n.clone()]).unwrap_or(""),
-                &self.raw[v.clone()],
-            )
-        })
+        self.headers
+            .iter()
+            .map(|(n, v)| (std::str::from_utf8(&self.raw[n.clone()]).unwrap_or(""), &self.raw[v.clone()]))
     }
 
     /// The first header with this name (case-insensitive), as text when it is valid UTF-8.
@@ -156,19 +134,14 @@ impl RequestHead {
     }
 
     fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// Whether the connection stays open after this request, per HTTP/1.0 and 1.1 rules.
     pub fn keep_alive(&self) -> bool {
         let tokens = |v: &[u8]| -> (bool, bool) {
             let s = String::from_utf8_lossy(v).to_ascii_lowercase();
-            (
-                s.split(',').any(|t| t.trim() == "close"),
-                s.split(',').any(|t| t.trim() == "keep-alive"),
-            )
+            (s.split(',').any(|t| t.trim() == "close"), s.split(',').any(|t| t.trim() == "keep-alive"))
         };
         let (mut close, mut keep) = (false, false);
         for v in self.header_values("connection") {
@@ -184,10 +157,7 @@ impl RequestHead {
     }
 
     pub fn expects_continue(&self) -> bool {
-        self.minor_version == 1
-            && self
-                .header("expect")
-                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        self.minor_version == 1 && self.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     }
 
     /// The body framing, refusing ambiguous or invalid combinations (request smuggling vectors).
@@ -196,16 +166,13 @@ impl RequestHead {
         let has_te = te.peek().is_some();
         let mut length: Option<u64> = None;
         for v in self.header_values("content-length") {
-            let s = std::str::from_utf8(v)
-                .map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
+            let s = std::str::from_utf8(v).map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
             for part in s.split(',') {
                 let part = part.trim();
                 if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 19 {
                     return Err(HeadError::Malformed("invalid Content-Length"));
                 }
-                let n: u64 = part
-                    .parse()
-                    .map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
+                let n: u64 = part.parse().map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(HeadError::Malformed("conflicting Content-Length headers"));
                 }
@@ -214,21 +181,14 @@ impl RequestHead {
         }
         if has_te {
             if length.is_some() {
-                return Err(HeadError::Malformed(
-                    "both Content-Length and Transfer-Encoding",
-                ));
+                return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
             }
             if self.minor_version == 0 {
-                return Err(HeadError::Malformed(
-                    "Transfer-Encoding in an HTTP/1.0 request",
-                ));
+                return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
             }
             let codings: Vec<String> = te
                 .flat_map(|v| {
-                    String::from_utf8_lossy(v)
-                        .split(',')
-                        .map(|t| t.trim().to_ascii_lowercase())
-                        .collect::<Vec<_>>()
+                    String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>()
                 })
                 .filter(|t| !t.is_empty())
                 .collect();
@@ -274,11 +234,7 @@ enum ChunkState {
 impl ChunkedDecoder {
     /// Appends decoded data from `input` to `out`. Returns how many input bytes were consumed and whether
     /// the body is complete (bytes after the end belong to the next request).
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(usize, bool), &'static str> {
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), &'static str> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -289,12 +245,9 @@ impl ChunkedDecoder {
                         if self.size_digits > 15 {
                             return Err("chunk size too large");
                         }
-                        self.remaining =
-                            self.remaining * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
+                        self.remaining = self.remaining * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
                     }
-                    b';' | b' ' | b'\t' if self.size_digits > 0 => {
-                        self.state = ChunkState::SizeExtension
-                    }
+                    b';' | b' ' | b'\t' if self.size_digits > 0 => self.state = ChunkState::SizeExtension,
                     b'\r' if self.size_digits > 0 => self.state = ChunkState::SizeLf,
                     _ => return Err("invalid chunk size"),
                 },
@@ -313,11 +266,7 @@ impl ChunkedDecoder {
                     }
                     self.size_digits = 0;
                     self.line_len = 0;
-                    self.state = if self.remaining == 0 {
-                        ChunkState::Trailer
-                    } else {
-                        ChunkState::Data
-                    };
+                    self.state = if self.remaining == 0 { ChunkState::Trailer } else { ChunkState::Data };
                 }
                 ChunkState::Data => {
                     let take = (input.len() - i).min(self.remaining as usize);
@@ -342,11 +291,7 @@ impl ChunkedDecoder {
                     self.state = ChunkState::Size;
                 }
                 ChunkState::Trailer => {
-                    self.state = if b == b'\r' {
-                        ChunkState::TrailerLf
-                    } else {
-                        ChunkState::TrailerLine
-                    };
+                    self.state = if b == b'\r' { ChunkState::TrailerLf } else { ChunkState::TrailerLine };
                 }
                 ChunkState::TrailerLine => {
                     self.line_len += 1;
@@ -420,20 +365,11 @@ mod tests {
     fn incomplete_head_asks_for_more_until_the_limit() {
         assert!(head("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
         let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
-        assert_eq!(
-            parse_head(long_line.as_bytes(), 256, 100).unwrap_err(),
-            HeadError::UriTooLong
-        );
+        assert_eq!(parse_head(long_line.as_bytes(), 256, 100).unwrap_err(), HeadError::UriTooLong);
         let many = format!("GET / HTTP/1.1\r\n{}", "X-Y: z\r\n".repeat(60));
-        assert_eq!(
-            parse_head(many.as_bytes(), 256, 100).unwrap_err(),
-            HeadError::HeadersTooLarge
-        );
+        assert_eq!(parse_head(many.as_bytes(), 256, 100).unwrap_err(), HeadError::HeadersTooLarge);
         let count = format!("GET / HTTP/1.1\r\n{}\r\n", "X-Y: z\r\n".repeat(11));
-        assert_eq!(
-            parse_head(count.as_bytes(), 4096, 10).unwrap_err(),
-            HeadError::HeadersTooLarge
-        );
+        assert_eq!(parse_head(count.as_bytes(), 4096, 10).unwrap_err(), HeadError::HeadersTooLarge);
     }
 
     #[test]
@@ -449,37 +385,24 @@ mod tests {
             let (h, _) = head(raw).unwrap().unwrap();
             assert_eq!(h.body_framing().unwrap_err().status(), 400, "{raw}");
         }
-        let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.body_framing().unwrap_err().status(), 501);
-        assert_eq!(
-            head("GET / HTTP/1.1\r\nX-A: b\r\n c\r\n\r\n")
-                .unwrap_err()
-                .status(),
-            400,
-            "obs-fold"
-        );
+        assert_eq!(head("GET / HTTP/1.1\r\nX-A: b\r\n c\r\n\r\n").unwrap_err().status(), 400, "obs-fold");
     }
 
     #[test]
     fn http10_closes_unless_keep_alive() {
         let (h, _) = head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive());
-        let (h, _) = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (h, _) = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
         assert!(h.keep_alive());
-        let (h, _) = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (h, _) = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive());
     }
 
     #[test]
     fn chunked_decoder_split_at_every_byte_gives_same_body() {
-        let wire =
-            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let wire = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: x\r\n\r\nNEXT";
         let mut whole = Vec::new();
         let (used, done) = ChunkedDecoder::default().decode(wire, &mut whole).unwrap();
         assert!(done);
@@ -503,14 +426,8 @@ mod tests {
 
     #[test]
     fn chunked_decoder_refuses_garbage() {
-        assert!(ChunkedDecoder::default()
-            .decode(b"zz\r\n", &mut Vec::new())
-            .is_err());
-        assert!(ChunkedDecoder::default()
-            .decode(b"3\r\nabcX", &mut Vec::new())
-            .is_err());
-        assert!(ChunkedDecoder::default()
-            .decode(b"ffffffffffffffff\r\n", &mut Vec::new())
-            .is_err());
+        assert!(ChunkedDecoder::default().decode(b"zz\r\n", &mut Vec::new()).is_err());
+        assert!(ChunkedDecoder::default().decode(b"3\r\nabcX", &mut Vec::new()).is_err());
+        assert!(ChunkedDecoder::default().decode(b"ffffffffffffffff\r\n", &mut Vec::new()).is_err());
     }
 }

@@ -109,13 +109,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
                     let mut stream = stream;
-                    let _ = write_error(
-                        &mut stream,
-                        ClientSchema::OpenAi,
-                        503,
-                        "too many connections",
-                        false,
-                    );
+                    let _ = write_error(&mut stream, ClientSchema::OpenAi, 503, "too many connections", false);
                     return;
                 }
                 serve_connection(stream, peer, &handler, &cfg);
@@ -160,14 +154,7 @@ fn write_error(
 ) -> io::Result<()> {
     let body = error_body(schema, status, message, None);
     let mut out = Vec::with_capacity(160 + body.len());
-    write_head(
-        &mut out,
-        1,
-        status,
-        keep_alive,
-        &[("content-type", "application/json")],
-        Some(body.len()),
-    );
+    write_head(&mut out, 1, status, keep_alive, &[("content-type", "application/json")], Some(body.len()));
     out.extend_from_slice(&body);
     stream.write_all(&out)
 }
@@ -180,11 +167,7 @@ fn write_head(
     headers: &[(&str, &str)],
     length: Option<usize>,
 ) {
-    out.extend_from_slice(if minor == 0 {
-        b"HTTP/1.0 "
-    } else {
-        b"HTTP/1.1 "
-    });
+    out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     out.extend_from_slice(itoa_u16(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(http1::reason(status).as_bytes());
@@ -260,10 +243,7 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, cfg: &ServerConfig) -> R
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
+    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
 /// Reads what is available (up to 16 KiB) and appends it to `buf`.
@@ -323,16 +303,9 @@ fn read_body(
     }
 }
 
-fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    handler: &Handler,
-    cfg: &ServerConfig,
-) {
+fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, cfg: &ServerConfig) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(
-        cfg.keepalive_timeout_ms.max(10_000),
-    )));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut watch = ClientWatch::new();
     loop {
@@ -358,10 +331,7 @@ fn serve_connection(
         };
         if let BodyFraming::Length(n) = framing {
             if n > cfg.max_body_bytes {
-                let message = format!(
-                    "request body of {n} bytes exceeds the limit of {} bytes",
-                    cfg.max_body_bytes
-                );
+                let message = format!("request body of {n} bytes exceeds the limit of {} bytes", cfg.max_body_bytes);
                 let _ = write_error(&mut stream, schema, 413, &message, false);
                 return;
             }
@@ -371,10 +341,7 @@ fn serve_connection(
             BodyFraming::Length(n) => (buf.len() as u64) < n,
             BodyFraming::Chunked => true,
         };
-        if body_pending
-            && head.expects_continue()
-            && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
-        {
+        if body_pending && head.expects_continue() && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             return;
         }
         let body = match read_body(&mut stream, &mut buf, framing, cfg) {
@@ -405,13 +372,7 @@ fn serve_connection(
         match state {
             ResponseState::Done => {}
             ResponseState::Fresh => {
-                let _ = write_error(
-                    &mut stream,
-                    schema,
-                    500,
-                    "the gateway produced no response",
-                    false,
-                );
+                let _ = write_error(&mut stream, schema, 500, "the gateway produced no response", false);
                 return;
             }
             // A response cut short cannot be framed any more: closing is the only honest end.
@@ -448,24 +409,13 @@ impl Responder<'_> {
         debug_assert_eq!(self.state, ResponseState::Fresh);
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        write_head(
-            &mut out,
-            self.minor,
-            status,
-            self.keep_alive,
-            headers,
-            Some(body.len()),
-        );
+        write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
         if !self.head_only {
             out.extend_from_slice(body);
         }
         let result = self.stream.write_all(&out);
         self.scratch = out;
-        self.state = if result.is_ok() {
-            ResponseState::Done
-        } else {
-            ResponseState::Broken
-        };
+        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
         result
     }
 
@@ -480,11 +430,7 @@ impl Responder<'_> {
         write_head(&mut out, self.minor, status, self.keep_alive, headers, None);
         let result = self.stream.write_all(&out);
         self.scratch = out;
-        self.state = if result.is_ok() {
-            ResponseState::Streaming
-        } else {
-            ResponseState::Broken
-        };
+        self.state = if result.is_ok() { ResponseState::Streaming } else { ResponseState::Broken };
         result
     }
 
@@ -516,16 +462,8 @@ impl Responder<'_> {
         if self.state != ResponseState::Streaming {
             return Ok(());
         }
-        let result = if self.minor == 0 || self.head_only {
-            Ok(())
-        } else {
-            self.stream.write_all(b"0\r\n\r\n")
-        };
-        self.state = if result.is_ok() {
-            ResponseState::Done
-        } else {
-            ResponseState::Broken
-        };
+        let result = if self.minor == 0 || self.head_only { Ok(()) } else { self.stream.write_all(b"0\r\n\r\n") };
+        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
         result
     }
 
@@ -560,10 +498,7 @@ struct WatchShared {
 
 impl ClientWatch {
     fn new() -> ClientWatch {
-        ClientWatch {
-            cancel: Arc::new(Cancel::default()),
-            shared: None,
-        }
+        ClientWatch { cancel: Arc::new(Cancel::default()), shared: None }
     }
 
     fn start(&mut self, stream: &TcpStream) -> Arc<Cancel> {
@@ -578,8 +513,7 @@ impl ClientWatch {
                 wake: may::sync::Semphore::new(0),
             });
             let (s, cancel) = (shared.clone(), self.cancel.clone());
-            let builder =
-                may::coroutine::Builder::new().stack_size(32 * 1024 / std::mem::size_of::<usize>());
+            let builder = may::coroutine::Builder::new().stack_size(32 * 1024 / std::mem::size_of::<usize>());
             // SAFETY: no thread-local state is held across yields.
             if unsafe { builder.spawn(move || watch_loop(clone, &s, &cancel)) }.is_err() {
                 return self.cancel.clone();

@@ -41,8 +41,8 @@ use serde_json::{json, Map, Value};
 
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
-    anthropic_error_type, fallback_message, obj, parse_json, to_bytes, usage_from_openai,
-    RequestOptions, ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, fallback_message, obj, parse_json, to_bytes, usage_from_openai, RequestOptions,
+    ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
 use crate::sse::{write_event, SseDecoder, SseEvent};
@@ -69,10 +69,7 @@ pub fn request(body: &[u8], opts: &RequestOptions) -> Result<Vec<u8>, TranslateE
 }
 
 /// [`request`], also reporting what was dropped.
-pub fn request_full(
-    body: &[u8],
-    opts: &RequestOptions,
-) -> Result<RequestTranslation, TranslateError> {
+pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
     let req: an::MessagesRequest = parse_json(body)?;
     // Order-sensitive fragments (schemas, tool inputs) are carried verbatim.
     let raw: RawAnthropicRequest = serde_json::from_slice(body).unwrap_or_default();
@@ -83,11 +80,7 @@ pub fn request_full(
         }
     }
     let dropped: Vec<String> = req.rest.keys().cloned().collect();
-    let model = opts
-        .model
-        .clone()
-        .or(req.model.clone())
-        .ok_or_else(|| TranslateError::invalid("model", "missing"))?;
+    let model = opts.model.clone().or(req.model.clone()).ok_or_else(|| TranslateError::invalid("model", "missing"))?;
 
     let mut messages: Vec<Value> = vec![];
     match &req.system {
@@ -110,31 +103,19 @@ pub fn request_full(
                 messages.push(json!({"role": "system", "content": joined}));
             }
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                "system",
-                "must be a string or an array",
-            ))
-        }
+        Some(_) => return Err(TranslateError::invalid("system", "must be a string or an array")),
     }
 
     for (i, m) in req.messages.iter().enumerate() {
         match m.role.as_str() {
             "user" => convert_user(m, i, &mut messages)?,
             "assistant" => {
-                let raw_inputs = raw
-                    .messages
-                    .as_ref()
-                    .and_then(|ms| ms.get(i))
-                    .map(|m| m.block_inputs())
-                    .unwrap_or_default();
+                let raw_inputs =
+                    raw.messages.as_ref().and_then(|ms| ms.get(i)).map(|m| m.block_inputs()).unwrap_or_default();
                 messages.push(convert_assistant(m, i, &raw_inputs)?)
             }
             other => {
-                return Err(TranslateError::invalid(
-                    format!("messages[{i}].role"),
-                    format!("unknown role `{other}`"),
-                ))
+                return Err(TranslateError::invalid(format!("messages[{i}].role"), format!("unknown role `{other}`")))
             }
         }
     }
@@ -142,10 +123,7 @@ pub fn request_full(
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model));
     out.insert("messages".into(), Value::Array(messages));
-    out.insert(
-        "max_tokens".into(),
-        json!(req.max_tokens.unwrap_or(u64::from(opts.default_max_tokens))),
-    );
+    out.insert("max_tokens".into(), json!(req.max_tokens.unwrap_or(u64::from(opts.default_max_tokens))));
     if let Some(t) = req.temperature {
         out.insert("temperature".into(), json!(t));
     }
@@ -175,11 +153,7 @@ pub fn request_full(
         if let Some(d) = &t.description {
             f.insert("description".into(), json!(d));
         }
-        let raw_schema = raw
-            .tools
-            .as_ref()
-            .and_then(|ts| ts.get(i))
-            .and_then(|t| t.input_schema.as_deref());
+        let raw_schema = raw.tools.as_ref().and_then(|ts| ts.get(i)).and_then(|t| t.input_schema.as_deref());
         let schema = match (raw_schema, &t.input_schema) {
             (Some(r), Some(p)) if p.is_object() => slots.slot(r.get(), p.clone()),
             (_, Some(p)) if !p.is_null() => p.clone(),
@@ -196,18 +170,11 @@ pub fn request_full(
                 "any" => json!("required"),
                 "none" => json!("none"),
                 "tool" => {
-                    let name = tc
-                        .name
-                        .as_ref()
-                        .ok_or_else(|| TranslateError::invalid("tool_choice.name", "missing"))?;
+                    let name =
+                        tc.name.as_ref().ok_or_else(|| TranslateError::invalid("tool_choice.name", "missing"))?;
                     json!({"type": "function", "function": {"name": name}})
                 }
-                other => {
-                    return Err(TranslateError::invalid(
-                        "tool_choice.type",
-                        format!("unknown value `{other}`"),
-                    ))
-                }
+                other => return Err(TranslateError::invalid("tool_choice.type", format!("unknown value `{other}`"))),
             };
             out.insert("tool_choice".into(), choice);
             if tc.disable_parallel_tool_use == Some(true) {
@@ -230,11 +197,7 @@ pub fn request_full(
         }
     }
 
-    Ok(RequestTranslation {
-        body: slots.render(Value::Object(out)),
-        stream,
-        dropped,
-    })
+    Ok(RequestTranslation { body: slots.render(Value::Object(out)), stream, dropped })
 }
 
 fn image_part(b: &Value, field: &str) -> Result<Value, TranslateError> {
@@ -260,21 +223,12 @@ fn tool_result_text(b: &Value, field: &str) -> Result<String, TranslateError> {
             for (k, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => texts.push(p["text"].as_str().unwrap_or("").to_string()),
-                    _ => {
-                        return Err(TranslateError::unsupported(format!(
-                            "{field}.content[{k}].type"
-                        )))
-                    }
+                    _ => return Err(TranslateError::unsupported(format!("{field}.content[{k}].type"))),
                 }
             }
             texts.join("\n")
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                format!("{field}.content"),
-                "must be a string or an array",
-            ))
-        }
+        Some(_) => return Err(TranslateError::invalid(format!("{field}.content"), "must be a string or an array")),
     };
     if b.get("is_error").and_then(Value::as_bool) == Some(true) {
         Ok(format!("Error: {text}"))
@@ -290,20 +244,13 @@ fn convert_user(m: &an::Message, i: usize, out: &mut Vec<Value>) -> Result<(), T
             return Ok(());
         }
         Value::Array(b) => b,
-        _ => {
-            return Err(TranslateError::invalid(
-                format!("messages[{i}].content"),
-                "must be a string or an array",
-            ))
-        }
+        _ => return Err(TranslateError::invalid(format!("messages[{i}].content"), "must be a string or an array")),
     };
     let mut parts = vec![];
     for (j, b) in blocks.iter().enumerate() {
         let field = format!("messages[{i}].content[{j}]");
         match b.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                parts.push(json!({"type": "text", "text": b["text"].as_str().unwrap_or("")}))
-            }
+            Some("text") => parts.push(json!({"type": "text", "text": b["text"].as_str().unwrap_or("")})),
             Some("image") => parts.push(image_part(b, &field)?),
             Some("document") => {
                 let src = b.get("source").unwrap_or(&Value::Null);
@@ -320,9 +267,7 @@ fn convert_user(m: &an::Message, i: usize, out: &mut Vec<Value>) -> Result<(), T
                 let id = b
                     .get("tool_use_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        TranslateError::invalid(format!("{field}.tool_use_id"), "missing")
-                    })?;
+                    .ok_or_else(|| TranslateError::invalid(format!("{field}.tool_use_id"), "missing"))?;
                 out.push(json!({
                     "role": "tool",
                     "tool_call_id": id,
@@ -367,31 +312,15 @@ fn convert_assistant(
                             "function": {"name": b["name"], "arguments": arguments},
                         }));
                     }
-                    _ => {
-                        return Err(TranslateError::unsupported(format!(
-                            "messages[{i}].content[{j}].type"
-                        )))
-                    }
+                    _ => return Err(TranslateError::unsupported(format!("messages[{i}].content[{j}].type"))),
                 }
             }
         }
-        _ => {
-            return Err(TranslateError::invalid(
-                format!("messages[{i}].content"),
-                "must be a string or an array",
-            ))
-        }
+        _ => return Err(TranslateError::invalid(format!("messages[{i}].content"), "must be a string or an array")),
     }
     let mut msg = Map::new();
     msg.insert("role".into(), json!("assistant"));
-    msg.insert(
-        "content".into(),
-        if text.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        },
-    );
+    msg.insert("content".into(), if text.is_empty() { Value::Null } else { Value::String(text) });
     if !tool_calls.is_empty() {
         msg.insert("tool_calls".into(), Value::Array(tool_calls));
     }
@@ -420,36 +349,25 @@ fn tool_input(args: &str, slots: &mut RawSlots) -> Value {
 }
 
 fn message_id(openai_id: &str) -> String {
-    format!(
-        "msg_{}",
-        openai_id.strip_prefix("chatcmpl-").unwrap_or(openai_id)
-    )
+    format!("msg_{}", openai_id.strip_prefix("chatcmpl-").unwrap_or(openai_id))
 }
 
 /// Translate an OpenAI `chat.completion` into an Anthropic `message`.
 /// `model` is the name reported to the client. `opts` is not read (OpenAI
 /// responses need no request-side context here); it keeps both directions'
 /// signatures alike.
-pub fn response(
-    body: &[u8],
-    model: &str,
-    _opts: &ResponseOptions,
-) -> Result<Vec<u8>, TranslateError> {
+pub fn response(body: &[u8], model: &str, _opts: &ResponseOptions) -> Result<Vec<u8>, TranslateError> {
     let resp: oa::ChatCompletion = parse_json(body)?;
-    let choice = resp
-        .choices
-        .first()
-        .ok_or_else(|| TranslateError::invalid("choices", "upstream response has no choices"))?;
+    let choice =
+        resp.choices.first().ok_or_else(|| TranslateError::invalid("choices", "upstream response has no choices"))?;
     let m = &choice.message;
     let mut slots = RawSlots::new();
     let mut content = vec![];
     let text = match &m.content {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("")
+        }
         _ => String::new(),
     };
     let refused = text.is_empty() && m.refusal.as_deref().is_some_and(|r| !r.is_empty());
@@ -471,16 +389,8 @@ pub fn response(
             "input": input,
         }));
     }
-    let stop = if refused {
-        "refusal"
-    } else {
-        stop_reason(choice.finish_reason.as_deref())
-    };
-    let usage = resp
-        .usage
-        .as_ref()
-        .and_then(usage_from_openai)
-        .unwrap_or_default();
+    let stop = if refused { "refusal" } else { stop_reason(choice.finish_reason.as_deref()) };
+    let usage = resp.usage.as_ref().and_then(usage_from_openai).unwrap_or_default();
     let out = obj(vec![
         ("id", json!(message_id(&resp.id))),
         ("type", json!("message")),
@@ -506,10 +416,7 @@ pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
         .map(|e| e.error.message)
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| fallback_message(status, body));
-    to_bytes(&anthropic_error_value(
-        anthropic_error_type(status),
-        &message,
-    ))
+    to_bytes(&anthropic_error_value(anthropic_error_type(status), &message))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,11 +485,7 @@ impl StreamTranslator {
         if self.finish_reason.is_some() {
             self.complete(out);
         } else {
-            self.fail(
-                "api_error",
-                "upstream stream ended before finish_reason",
-                out,
-            );
+            self.fail("api_error", "upstream stream ended before finish_reason", out);
         }
     }
 
@@ -672,11 +575,7 @@ impl StreamTranslator {
     }
 
     fn tool_call(&mut self, tc: &oa::ChunkToolCall, out: &mut Vec<u8>) {
-        let args = tc
-            .function
-            .as_ref()
-            .and_then(|f| f.arguments.as_deref())
-            .unwrap_or("");
+        let args = tc.function.as_ref().and_then(|f| f.arguments.as_deref()).unwrap_or("");
         let index = match self.tool_blocks.get(&tc.index) {
             // Arguments for a call that is already known. OpenAI never
             // interleaves calls; if a server does, the fragment still goes
@@ -688,15 +587,8 @@ impl StreamTranslator {
                 self.next_index += 1;
                 self.tool_blocks.insert(tc.index, i);
                 self.open = Some(Open::Tool(i));
-                let id = tc
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("toolu_{}_{}", self.id, tc.index));
-                let name = tc
-                    .function
-                    .as_ref()
-                    .and_then(|f| f.name.clone())
-                    .unwrap_or_default();
+                let id = tc.id.clone().unwrap_or_else(|| format!("toolu_{}_{}", self.id, tc.index));
+                let name = tc.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
                 Self::emit(
                     out,
                     &json!({"type": "content_block_start", "index": i,
@@ -745,11 +637,7 @@ impl StreamTranslator {
             if self.finish_reason.is_some() {
                 self.complete(out);
             } else {
-                self.fail(
-                    "api_error",
-                    "upstream stream ended before finish_reason",
-                    out,
-                );
+                self.fail("api_error", "upstream stream ended before finish_reason", out);
             }
             return;
         }
@@ -762,11 +650,7 @@ impl StreamTranslator {
             }
         };
         if let Some(err) = &chunk.error {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error")
-                .to_string();
+            let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string();
             let kind = match err.get("code").and_then(Value::as_str) {
                 Some("rate_limit_exceeded") => "rate_limit_error",
                 _ => match err.get("type").and_then(Value::as_str) {

@@ -36,10 +36,9 @@ impl fmt::Display for TranslateError {
             TranslateError::Invalid { field, message } => {
                 write!(f, "invalid value for `{field}`: {message}")
             }
-            TranslateError::Unsupported { field } => write!(
-                f,
-                "`{field}` is not supported when this model is served by the upstream provider"
-            ),
+            TranslateError::Unsupported { field } => {
+                write!(f, "`{field}` is not supported when this model is served by the upstream provider")
+            }
         }
     }
 }
@@ -51,23 +50,16 @@ impl TranslateError {
     pub fn field(&self) -> Option<&str> {
         match self {
             TranslateError::InvalidJson(_) => None,
-            TranslateError::Invalid { field, .. } | TranslateError::Unsupported { field } => {
-                Some(field)
-            }
+            TranslateError::Invalid { field, .. } | TranslateError::Unsupported { field } => Some(field),
         }
     }
 
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        TranslateError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        TranslateError::Invalid { field: field.into(), message: message.into() }
     }
 
     pub(crate) fn unsupported(field: impl Into<String>) -> Self {
-        TranslateError::Unsupported {
-            field: field.into(),
-        }
+        TranslateError::Unsupported { field: field.into() }
     }
 }
 
@@ -83,10 +75,7 @@ pub struct RequestOptions {
 
 impl Default for RequestOptions {
     fn default() -> Self {
-        RequestOptions {
-            model: None,
-            default_max_tokens: 4096,
-        }
+        RequestOptions { model: None, default_max_tokens: 4096 }
     }
 }
 
@@ -147,7 +136,7 @@ impl Usage {
 
     /// Overwrite the fields present in an Anthropic usage object (streaming
     /// usage is cumulative, so later values replace earlier ones).
-    pub(crate) fn merge_anthropic(&mut self, v: &Value) {
+    pub fn merge_anthropic(&mut self, v: &Value) {
         let set = |slot: &mut u64, key: &str| {
             if let Some(n) = v.get(key).and_then(Value::as_u64) {
                 *slot = n;
@@ -156,10 +145,7 @@ impl Usage {
         set(&mut self.input_tokens, "input_tokens");
         set(&mut self.output_tokens, "output_tokens");
         set(&mut self.cache_read_input_tokens, "cache_read_input_tokens");
-        set(
-            &mut self.cache_creation_input_tokens,
-            "cache_creation_input_tokens",
-        );
+        set(&mut self.cache_creation_input_tokens, "cache_creation_input_tokens");
     }
 }
 
@@ -176,20 +162,13 @@ pub fn usage_from_openai(v: &Value) -> Option<Usage> {
         return None;
     }
     let prompt = prompt.unwrap_or(0);
-    let cached = u
-        .pointer("/prompt_tokens_details/cached_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-        .min(prompt);
+    let cached = u.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0).min(prompt);
     Some(Usage {
         input_tokens: prompt - cached,
         output_tokens: completion.unwrap_or(0),
         cache_read_input_tokens: cached,
         cache_creation_input_tokens: 0,
-        reasoning_tokens: u
-            .pointer("/completion_tokens_details/reasoning_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
+        reasoning_tokens: u.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0),
     })
 }
 
@@ -264,9 +243,7 @@ pub fn openai_error_code(status: u16) -> Option<&'static str> {
     }
 }
 
-pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
-    body: &'a [u8],
-) -> Result<T, TranslateError> {
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, TranslateError> {
     serde_json::from_slice(body).map_err(|e| TranslateError::InvalidJson(e.to_string()))
 }
 
@@ -330,10 +307,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(u.prompt_tokens(), 117);
-        assert_eq!(
-            u.to_openai_json()["prompt_tokens_details"]["cached_tokens"],
-            100
-        );
+        assert_eq!(u.to_openai_json()["prompt_tokens_details"]["cached_tokens"], 100);
         assert_eq!(u.to_openai_json()["total_tokens"], 120);
         assert_eq!(usage_from_anthropic(&json!(null)), None);
     }

@@ -59,8 +59,7 @@ use serde_json::{json, Map, Value};
 use super::raw::{RawAnthropicResponse, RawOpenAiRequest, RawSlots};
 use super::{
     anthropic_error_type, fallback_message, obj, openai_error_code, openai_error_type, parse_json,
-    status_from_anthropic_error_type, to_bytes, RequestOptions, ResponseOptions, TranslateError,
-    Usage,
+    status_from_anthropic_error_type, to_bytes, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
 use crate::sse::{write_event, SseDecoder, SseEvent};
@@ -97,10 +96,7 @@ fn thinking_budget(effort: &str) -> Result<Option<u64>, TranslateError> {
         "low" => Ok(Some(1024)),
         "medium" => Ok(Some(4096)),
         "high" => Ok(Some(16384)),
-        other => Err(TranslateError::invalid(
-            "reasoning_effort",
-            format!("unknown value `{other}`"),
-        )),
+        other => Err(TranslateError::invalid("reasoning_effort", format!("unknown value `{other}`"))),
     }
 }
 
@@ -122,11 +118,7 @@ pub struct RequestTranslation {
 impl RequestTranslation {
     /// Response options matching this request.
     pub fn response_options(&self, created: u64) -> ResponseOptions {
-        ResponseOptions {
-            created,
-            forced_json_tool: self.forced_json_tool.clone(),
-            include_usage: self.include_usage,
-        }
+        ResponseOptions { created, forced_json_tool: self.forced_json_tool.clone(), include_usage: self.include_usage }
     }
 }
 
@@ -136,10 +128,7 @@ pub fn request(body: &[u8], opts: &RequestOptions) -> Result<Vec<u8>, TranslateE
 }
 
 /// [`request`], also returning what the response side needs to know.
-pub fn request_full(
-    body: &[u8],
-    opts: &RequestOptions,
-) -> Result<RequestTranslation, TranslateError> {
+pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
     let req: oa::ChatRequest = parse_json(body)?;
     // Order-sensitive fragments (schemas) are carried verbatim.
     let raw: RawOpenAiRequest = serde_json::from_slice(body).unwrap_or_default();
@@ -161,28 +150,16 @@ pub fn request_full(
             return Err(TranslateError::unsupported("modalities"));
         }
     }
-    let mut dropped: Vec<String> = req
-        .rest
-        .keys()
-        .filter(|k| k.as_str() != "modalities")
-        .cloned()
-        .collect();
+    let mut dropped: Vec<String> = req.rest.keys().filter(|k| k.as_str() != "modalities").cloned().collect();
     if req.stream_options.is_some() {
         dropped.push("stream_options".into());
     }
 
-    let model = opts
-        .model
-        .clone()
-        .or(req.model.clone())
-        .ok_or_else(|| TranslateError::invalid("model", "missing"))?;
+    let model = opts.model.clone().or(req.model.clone()).ok_or_else(|| TranslateError::invalid("model", "missing"))?;
 
     let (system, messages) = convert_messages(&req.messages, &mut slots)?;
     if messages.is_empty() {
-        return Err(TranslateError::invalid(
-            "messages",
-            "at least one non-system message is required",
-        ));
+        return Err(TranslateError::invalid("messages", "at least one non-system message is required"));
     }
 
     let mut out = Map::new();
@@ -192,10 +169,7 @@ pub fn request_full(
     }
     out.insert("messages".into(), Value::Array(messages));
 
-    let mut max_tokens = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(u64::from(opts.default_max_tokens));
+    let mut max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(u64::from(opts.default_max_tokens));
 
     if let Some(stop) = &req.stop {
         let seqs: Vec<Value> = match stop {
@@ -203,19 +177,11 @@ pub fn request_full(
             Value::String(s) => vec![Value::String(s.clone())],
             Value::Array(a) => {
                 if a.iter().any(|v| !v.is_string()) {
-                    return Err(TranslateError::invalid(
-                        "stop",
-                        "must be a string or an array of strings",
-                    ));
+                    return Err(TranslateError::invalid("stop", "must be a string or an array of strings"));
                 }
                 a.clone()
             }
-            _ => {
-                return Err(TranslateError::invalid(
-                    "stop",
-                    "must be a string or an array of strings",
-                ))
-            }
+            _ => return Err(TranslateError::invalid("stop", "must be a string or an array of strings")),
         };
         if !seqs.is_empty() {
             out.insert("stop_sequences".into(), Value::Array(seqs));
@@ -235,10 +201,8 @@ pub fn request_full(
         if t.kind != "function" {
             return Err(TranslateError::unsupported(format!("tools[{i}].type")));
         }
-        let f = t
-            .function
-            .as_ref()
-            .ok_or_else(|| TranslateError::invalid(format!("tools[{i}].function"), "missing"))?;
+        let f =
+            t.function.as_ref().ok_or_else(|| TranslateError::invalid(format!("tools[{i}].function"), "missing"))?;
         let mut tool = Map::new();
         tool.insert("name".into(), Value::String(f.name.clone()));
         if let Some(d) = &f.description {
@@ -266,12 +230,7 @@ pub fn request_full(
             "auto" => Some(json!({"type": "auto"})),
             "none" => Some(json!({"type": "none"})),
             "required" => Some(json!({"type": "any"})),
-            other => {
-                return Err(TranslateError::invalid(
-                    "tool_choice",
-                    format!("unknown value `{other}`"),
-                ))
-            }
+            other => return Err(TranslateError::invalid("tool_choice", format!("unknown value `{other}`"))),
         },
         Some(v @ Value::Object(_)) => {
             let name = v
@@ -280,12 +239,7 @@ pub fn request_full(
                 .ok_or_else(|| TranslateError::invalid("tool_choice.function.name", "missing"))?;
             Some(json!({"type": "tool", "name": name}))
         }
-        Some(_) => {
-            return Err(TranslateError::invalid(
-                "tool_choice",
-                "must be a string or an object",
-            ))
-        }
+        Some(_) => return Err(TranslateError::invalid("tool_choice", "must be a string or an object")),
     };
 
     // response_format emulation.
@@ -300,36 +254,27 @@ pub fn request_full(
                 Some(json!({"type": "object"})),
             ),
             "json_schema" => {
-                let js = rf.get("json_schema").ok_or_else(|| {
-                    TranslateError::invalid("response_format.json_schema", "missing")
-                })?;
-                let name = js.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    TranslateError::invalid("response_format.json_schema.name", "missing")
-                })?;
+                let js = rf
+                    .get("json_schema")
+                    .ok_or_else(|| TranslateError::invalid("response_format.json_schema", "missing"))?;
+                let name = js
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| TranslateError::invalid("response_format.json_schema.name", "missing"))?;
                 let desc = js
                     .get("description")
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .unwrap_or_else(|| {
-                        "Respond with a JSON object that matches this schema.".to_string()
-                    });
-                let raw_schema = raw
-                    .response_format
-                    .as_ref()
-                    .and_then(|r| r.json_schema.as_ref())
-                    .and_then(|j| j.schema.as_deref());
+                    .unwrap_or_else(|| "Respond with a JSON object that matches this schema.".to_string());
+                let raw_schema =
+                    raw.response_format.as_ref().and_then(|r| r.json_schema.as_ref()).and_then(|j| j.schema.as_deref());
                 let schema = match (raw_schema, js.get("schema")) {
                     (Some(r), Some(p)) if p.is_object() => slots.slot(r.get(), p.clone()),
                     _ => json!({"type": "object"}),
                 };
                 (Some(name.to_string()), Some(desc), Some(schema))
             }
-            other => {
-                return Err(TranslateError::invalid(
-                    "response_format.type",
-                    format!("unknown value `{other}`"),
-                ))
-            }
+            other => return Err(TranslateError::invalid("response_format.type", format!("unknown value `{other}`"))),
         };
         if let (Some(name), Some(desc), Some(schema)) = (name, description, schema) {
             tools.push(json!({"name": name, "description": desc, "input_schema": schema}));
@@ -366,9 +311,7 @@ pub fn request_full(
     }
 
     // Thinking.
-    let forced_choice = tool_choice
-        .as_ref()
-        .is_some_and(|c| c["type"] == "any" || c["type"] == "tool");
+    let forced_choice = tool_choice.as_ref().is_some_and(|c| c["type"] == "any" || c["type"] == "tool");
     let in_tool_loop = continues_tool_use(out.get("messages"));
     let mut thinking = false;
     if let Some(effort) = &req.reasoning_effort {
@@ -378,10 +321,7 @@ pub fn request_full(
                 if max_tokens <= budget {
                     max_tokens += budget;
                 }
-                out.insert(
-                    "thinking".into(),
-                    json!({"type": "enabled", "budget_tokens": budget}),
-                );
+                out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
             }
         }
     }
@@ -398,11 +338,7 @@ pub fn request_full(
     Ok(RequestTranslation {
         body: slots.render(Value::Object(out)),
         stream,
-        include_usage: req
-            .stream_options
-            .as_ref()
-            .and_then(|s| s.include_usage)
-            .unwrap_or(false),
+        include_usage: req.stream_options.as_ref().and_then(|s| s.include_usage).unwrap_or(false),
         forced_json_tool,
         dropped,
     })
@@ -415,11 +351,7 @@ fn continues_tool_use(messages: Option<&Value>) -> bool {
     let Some(msgs) = messages.and_then(Value::as_array) else {
         return false;
     };
-    let has = |m: &Value, kind: &str| {
-        m["content"]
-            .as_array()
-            .is_some_and(|b| b.iter().any(|b| b["type"] == kind))
-    };
+    let has = |m: &Value, kind: &str| m["content"].as_array().is_some_and(|b| b.iter().any(|b| b["type"] == kind));
     match msgs.as_slice() {
         [.., a, u] => a["role"] == "assistant" && has(a, "tool_use") && has(u, "tool_result"),
         _ => false,
@@ -434,19 +366,16 @@ fn text_block(text: &str) -> Value {
 fn text_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
     match content {
         None | Some(Value::Null) => Ok(vec![]),
-        Some(Value::String(s)) => Ok(if s.is_empty() {
-            vec![]
-        } else {
-            vec![text_block(s)]
-        }),
+        Some(Value::String(s)) => Ok(if s.is_empty() { vec![] } else { vec![text_block(s)] }),
         Some(Value::Array(parts)) => {
             let mut out = vec![];
             for (j, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        let t = p.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            TranslateError::invalid(format!("{field}[{j}].text"), "missing")
-                        })?;
+                        let t = p
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| TranslateError::invalid(format!("{field}[{j}].text"), "missing"))?;
                         if !t.is_empty() {
                             out.push(text_block(t));
                         }
@@ -456,10 +385,7 @@ fn text_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, Transl
             }
             Ok(out)
         }
-        Some(_) => Err(TranslateError::invalid(
-            field,
-            "must be a string or an array",
-        )),
+        Some(_) => Err(TranslateError::invalid(field, "must be a string or an array")),
     }
 }
 
@@ -498,19 +424,13 @@ fn user_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, Transl
                 let uf = format!("{pf}.image_url.url");
                 let source = if url.starts_with("data:") {
                     let (media_type, data) = parse_data_url(url).ok_or_else(|| {
-                        TranslateError::invalid(
-                            &uf,
-                            "data URL must be `data:<media type>;base64,<data>`",
-                        )
+                        TranslateError::invalid(&uf, "data URL must be `data:<media type>;base64,<data>`")
                     })?;
                     json!({"type": "base64", "media_type": media_type, "data": data})
                 } else if url.starts_with("https://") || url.starts_with("http://") {
                     json!({"type": "url", "url": url})
                 } else {
-                    return Err(TranslateError::invalid(
-                        uf,
-                        "must be an http(s) or data URL",
-                    ));
+                    return Err(TranslateError::invalid(uf, "must be an http(s) or data URL"));
                 };
                 out.push(json!({"type": "image", "source": source}));
             }
@@ -530,11 +450,7 @@ fn user_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, Transl
     Ok(out)
 }
 
-fn assistant_blocks(
-    m: &oa::ChatMessage,
-    i: usize,
-    slots: &mut RawSlots,
-) -> Result<Vec<Value>, TranslateError> {
+fn assistant_blocks(m: &oa::ChatMessage, i: usize, slots: &mut RawSlots) -> Result<Vec<Value>, TranslateError> {
     let field = format!("messages[{i}].content");
     let mut out = match &m.content {
         Some(Value::Array(parts)) => {
@@ -599,9 +515,10 @@ fn convert_messages(
             "user" => ("user", user_parts(&m.content, &field)?),
             "assistant" => ("assistant", assistant_blocks(m, i, slots)?),
             "tool" => {
-                let id = m.tool_call_id.clone().ok_or_else(|| {
-                    TranslateError::invalid(format!("messages[{i}].tool_call_id"), "missing")
-                })?;
+                let id = m
+                    .tool_call_id
+                    .clone()
+                    .ok_or_else(|| TranslateError::invalid(format!("messages[{i}].tool_call_id"), "missing"))?;
                 let parts = text_parts(&m.content, &field)?;
                 let mut block = json!({"type": "tool_result", "tool_use_id": id});
                 match parts.as_slice() {
@@ -613,10 +530,7 @@ fn convert_messages(
             }
             "function" => return Err(TranslateError::unsupported(format!("messages[{i}].role"))),
             other => {
-                return Err(TranslateError::invalid(
-                    format!("messages[{i}].role"),
-                    format!("unknown role `{other}`"),
-                ))
+                return Err(TranslateError::invalid(format!("messages[{i}].role"), format!("unknown role `{other}`")))
             }
         };
         if blocks.is_empty() {
@@ -647,9 +561,7 @@ fn convert_messages(
         .into_iter()
         .map(|(role, blocks)| {
             let content = match blocks.as_slice() {
-                [b] if b["type"] == "text" && b.as_object().is_some_and(|o| o.len() == 2) => {
-                    b["text"].clone()
-                }
+                [b] if b["type"] == "text" && b.as_object().is_some_and(|o| o.len() == 2) => b["text"].clone(),
                 _ => Value::Array(blocks),
             };
             json!({"role": role, "content": content})
@@ -680,11 +592,7 @@ fn finish_reason(stop_reason: Option<&str>, real_tool_calls: bool) -> Value {
 /// `chat.completion`. `model` is the name reported to the client.
 ///
 /// Reads `opts.created` and `opts.forced_json_tool`.
-pub fn response(
-    body: &[u8],
-    model: &str,
-    opts: &ResponseOptions,
-) -> Result<Vec<u8>, TranslateError> {
+pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<u8>, TranslateError> {
     let msg: an::MessageResponse = parse_json(body)?;
     let raw: RawAnthropicResponse = serde_json::from_slice(body).unwrap_or_default();
     let raw_blocks = raw.content.unwrap_or_default();
@@ -718,14 +626,7 @@ pub fn response(
     let has_tools = !tool_calls.is_empty();
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
-    message.insert(
-        "content".into(),
-        if text.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        },
-    );
+    message.insert("content".into(), if text.is_empty() { Value::Null } else { Value::String(text) });
     message.insert("refusal".into(), Value::Null);
     if !reasoning.is_empty() {
         message.insert("reasoning_content".into(), Value::String(reasoning));
@@ -733,11 +634,7 @@ pub fn response(
     if has_tools {
         message.insert("tool_calls".into(), Value::Array(tool_calls));
     }
-    let usage = msg
-        .usage
-        .as_ref()
-        .and_then(super::usage_from_anthropic)
-        .unwrap_or_default();
+    let usage = msg.usage.as_ref().and_then(super::usage_from_anthropic).unwrap_or_default();
     let out = obj(vec![
         ("id", json!(format!("chatcmpl-{}", msg.id))),
         ("object", json!("chat.completion")),
@@ -759,9 +656,7 @@ pub fn response(
 
 /// OpenAI `{"error":{…}}` object for an Anthropic error type and message.
 fn openai_error_value(status: u16, anthropic_type: &str, message: &str) -> Value {
-    let code = openai_error_code(status)
-        .map(str::to_string)
-        .unwrap_or_else(|| anthropic_type.to_string());
+    let code = openai_error_code(status).map(str::to_string).unwrap_or_else(|| anthropic_type.to_string());
     json!({"error": {
         "message": message,
         "type": openai_error_type(status),
@@ -779,17 +674,10 @@ pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
         .filter(|e| !e.error.message.is_empty() || !e.error.kind.is_empty());
     let (kind, message) = match parsed {
         Some(e) => {
-            let kind = if e.error.kind.is_empty() {
-                anthropic_error_type(status).to_string()
-            } else {
-                e.error.kind
-            };
+            let kind = if e.error.kind.is_empty() { anthropic_error_type(status).to_string() } else { e.error.kind };
             (kind, e.error.message)
         }
-        None => (
-            anthropic_error_type(status).to_string(),
-            fallback_message(status, body),
-        ),
+        None => (anthropic_error_type(status).to_string(), fallback_message(status, body)),
     };
     to_bytes(&openai_error_value(status, &kind, &message))
 }
@@ -893,21 +781,14 @@ impl StreamTranslator {
             ("object", json!("chat.completion.chunk")),
             ("created", json!(self.opts.created)),
             ("model", json!(self.model)),
-            (
-                "choices",
-                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
-            ),
+            ("choices", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])),
         ]);
         write_event(out, None, &to_bytes(&c));
     }
 
     fn fail(&mut self, status: u16, kind: &str, message: &str, out: &mut Vec<u8>) {
         self.done = true;
-        write_event(
-            out,
-            None,
-            &to_bytes(&openai_error_value(status, kind, message)),
-        );
+        write_event(out, None, &to_bytes(&openai_error_value(status, kind, message)));
     }
 
     fn handle(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
@@ -926,27 +807,17 @@ impl StreamTranslator {
                         self.id = format!("chatcmpl-{}", m.id);
                     }
                     if let Some(u) = &m.usage {
-                        self.usage
-                            .get_or_insert_with(Usage::default)
-                            .merge_anthropic(u);
+                        self.usage.get_or_insert_with(Usage::default).merge_anthropic(u);
                     }
                 }
-                self.chunk(
-                    json!({"role": "assistant", "content": ""}),
-                    Value::Null,
-                    out,
-                );
+                self.chunk(json!({"role": "assistant", "content": ""}), Value::Null, out);
             }
             "content_block_start" => {
                 let index = e.index.unwrap_or(0);
                 let cb = e.content_block.unwrap_or(Value::Null);
                 let block = match cb.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        if let Some(t) = cb
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .filter(|t| !t.is_empty())
-                        {
+                        if let Some(t) = cb.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                             self.chunk(json!({"content": t}), Value::Null, out);
                         }
                         Block::Text
@@ -982,20 +853,12 @@ impl StreamTranslator {
                 let block = self.blocks.get(&index).copied().unwrap_or(Block::Other);
                 match (d.get("type").and_then(Value::as_str), block) {
                     (Some("text_delta"), _) => {
-                        if let Some(t) = d
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .filter(|t| !t.is_empty())
-                        {
+                        if let Some(t) = d.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                             self.chunk(json!({"content": t}), Value::Null, out);
                         }
                     }
                     (Some("input_json_delta"), Block::Tool(ordinal)) => {
-                        if let Some(p) = d
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .filter(|p| !p.is_empty())
-                        {
+                        if let Some(p) = d.get("partial_json").and_then(Value::as_str).filter(|p| !p.is_empty()) {
                             self.chunk(
                                 json!({"tool_calls": [{"index": ordinal, "function": {"arguments": p}}]}),
                                 Value::Null,
@@ -1004,20 +867,12 @@ impl StreamTranslator {
                         }
                     }
                     (Some("input_json_delta"), Block::ForcedJson) => {
-                        if let Some(p) = d
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .filter(|p| !p.is_empty())
-                        {
+                        if let Some(p) = d.get("partial_json").and_then(Value::as_str).filter(|p| !p.is_empty()) {
                             self.chunk(json!({"content": p}), Value::Null, out);
                         }
                     }
                     (Some("thinking_delta"), _) => {
-                        if let Some(t) = d
-                            .get("thinking")
-                            .and_then(Value::as_str)
-                            .filter(|t| !t.is_empty())
-                        {
+                        if let Some(t) = d.get("thinking").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                             self.chunk(json!({"reasoning_content": t}), Value::Null, out);
                         }
                     }
@@ -1026,15 +881,9 @@ impl StreamTranslator {
             }
             "message_delta" => {
                 if let Some(u) = &e.usage {
-                    self.usage
-                        .get_or_insert_with(Usage::default)
-                        .merge_anthropic(u);
+                    self.usage.get_or_insert_with(Usage::default).merge_anthropic(u);
                 }
-                let stop = e
-                    .delta
-                    .as_ref()
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str);
+                let stop = e.delta.as_ref().and_then(|d| d.get("stop_reason")).and_then(Value::as_str);
                 if stop.is_some() {
                     let fr = finish_reason(stop, self.tool_calls > 0);
                     self.chunk(json!({}), fr, out);
@@ -1048,10 +897,7 @@ impl StreamTranslator {
                         ("created", json!(self.opts.created)),
                         ("model", json!(self.model)),
                         ("choices", json!([])),
-                        (
-                            "usage",
-                            self.usage.clone().unwrap_or_default().to_openai_json(),
-                        ),
+                        ("usage", self.usage.clone().unwrap_or_default().to_openai_json()),
                     ]);
                     write_event(out, None, &to_bytes(&c));
                 }

@@ -201,10 +201,7 @@ mod tests {
         let raw = r#"{"z": 1, "a": {"y": 2, "b": 3}}"#;
         let p = slots.slot(raw, serde_json::from_str(raw).unwrap());
         let out = slots.render(json!({"schema": p, "k": "v"}));
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"k":"v","schema":{"z": 1, "a": {"y": 2, "b": 3}}}"#
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"k":"v","schema":{"z": 1, "a": {"y": 2, "b": 3}}}"#);
     }
 
     #[test]

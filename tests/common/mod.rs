@@ -63,12 +63,7 @@ impl FakeUpstream {
                 thread::spawn(move || fake_connection(stream, &r, &p));
             }
         });
-        FakeUpstream {
-            addr,
-            received,
-            peer_closed,
-            connections,
-        }
+        FakeUpstream { addr, received, peer_closed, connections }
     }
 
     pub fn base_url(&self) -> String {
@@ -80,9 +75,7 @@ impl FakeUpstream {
     }
 
     pub fn last(&self) -> Received {
-        self.requests()
-            .pop()
-            .expect("the upstream received a request")
+        self.requests().pop().expect("the upstream received a request")
     }
 }
 
@@ -115,10 +108,7 @@ pub fn anthropic_message(model: &str, tool: Option<&str>) -> Vec<u8> {
                                           {"type": "tool_use", "id": "toolu_01", "name": name, "input": {"location": "Paris"}}]),
             "tool_use",
         ),
-        None => (
-            serde_json::json!([{"type": "text", "text": "Bonjour from fake Claude"}]),
-            "end_turn",
-        ),
+        None => (serde_json::json!([{"type": "text", "text": "Bonjour from fake Claude"}]), "end_turn"),
     };
     serde_json::to_vec(&serde_json::json!({
         "id": "msg_fake01", "type": "message", "role": "assistant", "model": model, "content": content,
@@ -150,10 +140,7 @@ pub fn anthropic_stream(model: &str, tool: Option<&str>) -> Vec<u8> {
             "content_block_delta",
             serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "from fake Claude"}}),
         ),
-        (
-            "content_block_stop",
-            serde_json::json!({"type": "content_block_stop", "index": 0}),
-        ),
+        ("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": 0})),
     ];
     let stop = if let Some(name) = tool {
         events.push((
@@ -163,20 +150,14 @@ pub fn anthropic_stream(model: &str, tool: Option<&str>) -> Vec<u8> {
         ));
         events.push(("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"location\": "}})));
         events.push(("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}})));
-        events.push((
-            "content_block_stop",
-            serde_json::json!({"type": "content_block_stop", "index": 1}),
-        ));
+        events.push(("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": 1})));
         "tool_use"
     } else {
         "end_turn"
     };
     events.push(("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 9}})));
     events.push(("message_stop", serde_json::json!({"type": "message_stop"})));
-    events
-        .iter()
-        .flat_map(|(e, d)| format!("event: {e}\ndata: {d}\n\n").into_bytes())
-        .collect()
+    events.iter().flat_map(|(e, d)| format!("event: {e}\ndata: {d}\n\n").into_bytes()).collect()
 }
 
 /// An OpenAI chat completion that calls `tool`.
@@ -198,10 +179,7 @@ pub fn openai_tool_stream(model: &str, tool: &str) -> Vec<u8> {
         "created": 1, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let events = [
-        chunk(
-            serde_json::json!({"role": "assistant", "content": "Checking"}),
-            serde_json::Value::Null,
-        ),
+        chunk(serde_json::json!({"role": "assistant", "content": "Checking"}), serde_json::Value::Null),
         chunk(
             serde_json::json!({"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": {"name": tool, "arguments": ""}}]}),
             serde_json::Value::Null,
@@ -218,10 +196,7 @@ pub fn openai_tool_stream(model: &str, tool: &str) -> Vec<u8> {
         serde_json::json!({"id": "chatcmpl-ts", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
                            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}}),
     ];
-    let mut out: Vec<u8> = events
-        .iter()
-        .flat_map(|e| format!("data: {e}\n\n").into_bytes())
-        .collect();
+    let mut out: Vec<u8> = events.iter().flat_map(|e| format!("data: {e}\n\n").into_bytes()).collect();
     out.extend_from_slice(b"data: [DONE]\n\n");
     out
 }
@@ -256,10 +231,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
     if let Some(len) = headers.get("content-length") {
         body.resize(len.parse().ok()?, 0);
         reader.read_exact(&mut body).ok()?;
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.contains("chunked"))
-    {
+    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
         loop {
             let mut size = String::new();
             reader.read_line(&mut size).ok()?;
@@ -272,12 +244,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
             body.extend_from_slice(&chunk[..n]);
         }
     }
-    Some(Received {
-        method,
-        path,
-        headers,
-        body,
-    })
+    Some(Received { method, path, headers, body })
 }
 
 fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_closed: &AtomicUsize) {
@@ -287,78 +254,43 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
     while let Some(req) = read_request(&mut reader) {
         received.lock().unwrap().push(req.clone());
         let h = |name: &str| req.headers.get(name).cloned();
-        let status: u16 = h("x-fake-status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(200);
+        let status: u16 = h("x-fake-status").and_then(|s| s.parse().ok()).unwrap_or(200);
         let mode = h("x-fake-mode").unwrap_or_else(|| "json".into());
         let events: usize = h("x-fake-events").and_then(|s| s.parse().ok()).unwrap_or(3);
-        let delay = Duration::from_millis(
-            h("x-fake-delay-ms")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-        );
-        let split: usize = h("x-fake-split")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(usize::MAX);
+        let delay = Duration::from_millis(h("x-fake-delay-ms").and_then(|s| s.parse().ok()).unwrap_or(0));
+        let split: usize = h("x-fake-split").and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
         let model = serde_json::from_slice::<serde_json::Value>(&req.body)
             .ok()
             .and_then(|v| v["model"].as_str().map(str::to_string))
             .unwrap_or_default();
         let anthropic = req.path.starts_with("/v1/messages");
-        let tool = serde_json::from_slice::<serde_json::Value>(&req.body)
-            .ok()
-            .and_then(|v| {
-                v["tools"][0]
-                    .get("name")
-                    .or_else(|| v["tools"][0]["function"].get("name"))
-                    .and_then(|n| n.as_str().map(str::to_string))
-            });
+        let tool = serde_json::from_slice::<serde_json::Value>(&req.body).ok().and_then(|v| {
+            v["tools"][0]
+                .get("name")
+                .or_else(|| v["tools"][0]["function"].get("name"))
+                .and_then(|n| n.as_str().map(str::to_string))
+        });
         if req.path == "/v1/messages/count_tokens" && mode == "json" {
             let body = br#"{"input_tokens":42}"#;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            if out
-                .write_all(head.as_bytes())
-                .and_then(|_| out.write_all(body))
-                .is_err()
-            {
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            if out.write_all(head.as_bytes()).and_then(|_| out.write_all(body)).is_err() {
                 return;
             }
             continue;
         }
         if (anthropic || tool.is_some()) && (mode == "json" || mode == "sse") {
             let wants_stream = mode == "sse"
-                || serde_json::from_slice::<serde_json::Value>(&req.body)
-                    .is_ok_and(|v| v["stream"] == true);
+                || serde_json::from_slice::<serde_json::Value>(&req.body).is_ok_and(|v| v["stream"] == true);
             let (ctype, body) = match (anthropic, wants_stream) {
-                (true, false) => (
-                    "application/json",
-                    anthropic_message(&model, tool.as_deref()),
-                ),
-                (true, true) => (
-                    "text/event-stream",
-                    anthropic_stream(&model, tool.as_deref()),
-                ),
-                (false, false) => (
-                    "application/json",
-                    openai_tool_message(&model, tool.as_deref().unwrap_or("f")),
-                ),
-                (false, true) => (
-                    "text/event-stream",
-                    openai_tool_stream(&model, tool.as_deref().unwrap_or("f")),
-                ),
+                (true, false) => ("application/json", anthropic_message(&model, tool.as_deref())),
+                (true, true) => ("text/event-stream", anthropic_stream(&model, tool.as_deref())),
+                (false, false) => ("application/json", openai_tool_message(&model, tool.as_deref().unwrap_or("f"))),
+                (false, true) => ("text/event-stream", openai_tool_stream(&model, tool.as_deref().unwrap_or("f"))),
             };
-            let head = format!(
-                "HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            if out
-                .write_all(head.as_bytes())
-                .and_then(|_| out.write_all(&body))
-                .is_err()
-            {
+            let head =
+                format!("HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n", body.len());
+            if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body)).is_err() {
                 return;
             }
             continue;
@@ -375,20 +307,12 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     }))
                     .unwrap(),
                 };
-                let ctype = if mode == "garbage" {
-                    "text/html"
-                } else {
-                    "application/json"
-                };
+                let ctype = if mode == "garbage" { "text/html" } else { "application/json" };
                 let head = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-ratelimit-remaining-requests: 99\r\n\r\n",
                     body.len()
                 );
-                if out
-                    .write_all(head.as_bytes())
-                    .and_then(|_| out.write_all(&body))
-                    .is_err()
-                {
+                if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body)).is_err() {
                     return;
                 }
             }
@@ -402,7 +326,9 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                 if mode == "sse" {
                     payload.extend_from_slice(b"data: [DONE]\n\n");
                 }
-                let head = format!("HTTP/1.1 {status} OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+                let head = format!(
+                    "HTTP/1.1 {status} OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
                 if out.write_all(head.as_bytes()).is_err() {
                     return;
                 }
@@ -420,14 +346,9 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                 } else {
                     payload.chunks(split).collect()
                 };
-                let cut = if mode == "reset-mid-stream" {
-                    pieces.len() / 2
-                } else {
-                    pieces.len()
-                };
+                let cut = if mode == "reset-mid-stream" { pieces.len() / 2 } else { pieces.len() };
                 for piece in &pieces[..cut] {
-                    let chunk =
-                        [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
+                    let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
                     if out.write_all(&chunk).is_err() {
                         peer_closed.fetch_add(1, Ordering::SeqCst);
                         return;
@@ -448,9 +369,7 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
             "stall" => {
                 // Never answer; notice when the gateway gives up on us.
                 let mut buf = [0u8; 1];
-                let _ = reader
-                    .get_mut()
-                    .set_read_timeout(Some(Duration::from_secs(30)));
+                let _ = reader.get_mut().set_read_timeout(Some(Duration::from_secs(30)));
                 match reader.get_mut().read(&mut buf) {
                     Ok(0) | Err(_) => {
                         peer_closed.fetch_add(1, Ordering::SeqCst);
@@ -510,10 +429,7 @@ impl Gateway {
         let config_path = dir.0.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.arg("--config")
-            .arg(&config_path)
-            .arg("--listen")
-            .arg("127.0.0.1:0");
+        cmd.arg("--config").arg(&config_path).arg("--listen").arg("127.0.0.1:0");
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -537,13 +453,7 @@ impl Gateway {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("gateway did not start: {}", log.lock().unwrap()));
-        Gateway {
-            addr: addr.parse().unwrap(),
-            child,
-            config_path,
-            log,
-            _dir: dir,
-        }
+        Gateway { addr: addr.parse().unwrap(), child, config_path, log, _dir: dir }
     }
 
     pub fn log(&self) -> String {
@@ -556,10 +466,7 @@ impl Gateway {
 
     /// Sends SIGTERM (by PID, to our own child only).
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
     }
 }
 
@@ -616,7 +523,10 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Writes a POST of `body` with the given extra headers.
 pub fn post_raw(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)], body: &[u8]) {
-    let mut req = format!("POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len());
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -629,12 +539,7 @@ pub fn post_raw(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)], bo
 pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, HashMap<String, String>) {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("bad status line {line:?}"))
-        .parse()
-        .unwrap();
+    let status = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("bad status line {line:?}")).parse().unwrap();
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
@@ -653,8 +558,7 @@ pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, HashMap<String, Str
 pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     let mut size = String::new();
     reader.read_line(&mut size).unwrap();
-    let n = usize::from_str_radix(size.trim(), 16)
-        .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+    let n = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
     let mut data = vec![0; n + 2];
     reader.read_exact(&mut data).unwrap();
     assert_eq!(&data[n..], b"\r\n");
@@ -668,30 +572,18 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> Response {
     if let Some(len) = headers.get("content-length") {
         body.resize(len.parse().unwrap(), 0);
         reader.read_exact(&mut body).unwrap();
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t == "chunked")
-    {
+    } else if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
         while let Some(chunk) = read_chunk(reader) {
             body.extend_from_slice(&chunk);
         }
     } else {
         reader.read_to_end(&mut body).unwrap();
     }
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response { status, headers, body }
 }
 
 /// One request on a fresh connection.
-pub fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &serde_json::Value,
-) -> Response {
+pub fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Response {
     let mut s = connect(addr);
     post_raw(&mut s, path, headers, &serde_json::to_vec(body).unwrap());
     read_response(&mut BufReader::new(s))

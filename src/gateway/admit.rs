@@ -1,0 +1,199 @@
+//! Phase: admit. Rate limits and quotas are charged before the upstream is called, all or nothing,
+//! and settled with the real usage when the response ends, fails or is cut.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+use crate::config::Snapshot;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::ratelimit::{self, Charge, Facts, FailurePolicy, Held, LocalStore, Verdict};
+use crate::redis::{RedisClient, Resp};
+use crate::translate::Usage;
+
+/// Counters of this process (used when no Redis is configured). They outlive config reloads.
+static LOCAL: LazyLock<LocalStore> = LazyLock::new(LocalStore::default);
+
+/// Keys in Redis start with this.
+const REDIS_PREFIX: &str = "switchyard:";
+
+/// Applies corrections only to counters that still exist (an expired window stays expired).
+const REDIS_SETTLE_SCRIPT: &str = r#"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
+end
+return 1
+"#;
+
+enum Store<'s> {
+    Local,
+    Redis(&'s RedisClient),
+}
+
+/// What a request was charged, and where. Settles (refunding reservations) on drop if the request
+/// ended before `settle` was called.
+pub struct Admission<'s> {
+    store: Store<'s>,
+    held: Held,
+    /// `x-ratelimit-*` response headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Everything admission reads from the request.
+pub struct Request<'a> {
+    pub client: &'a str,
+    pub model: &'a str,
+    pub backend: &'a str,
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    pub body_len: usize,
+    /// `max_tokens` (or the like) when the client set it.
+    pub max_output: Option<u64>,
+}
+
+pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, GatewayError> {
+    let store = match &snapshot.redis {
+        Some(redis) => Store::Redis(redis),
+        None => Store::Local,
+    };
+    let mut admission = Admission { store, held: Held::default(), headers: Vec::new() };
+    if snapshot.limits.is_empty() {
+        return Ok(admission);
+    }
+    let est_input = ratelimit::estimate_input_tokens(r.body_len);
+    let facts = Facts {
+        client: r.client,
+        model: r.model,
+        backend: r.backend,
+        header: r.header,
+        est_input,
+        max_output: r.max_output.unwrap_or(snapshot.config.ratelimit.default_output_tokens),
+    };
+    let charges = ratelimit::charges(&snapshot.limits, &facts);
+    if charges.is_empty() {
+        return Ok(admission);
+    }
+    let verdict = match admission.store {
+        Store::Local => LOCAL.admit(&charges, unix_ms()),
+        Store::Redis(redis) => match redis_admit(redis, &charges) {
+            Ok(v) => v,
+            Err(message) => {
+                redis_failed(&message);
+                return match snapshot.config.ratelimit.on_redis_error {
+                    FailurePolicy::Allow => Ok(admission),
+                    FailurePolicy::Deny => {
+                        Err(GatewayError::Overloaded("rate limiting is unavailable; try again shortly".into()))
+                    }
+                };
+            }
+        },
+    };
+    match verdict {
+        Verdict::Admit(granted) => {
+            admission.headers = ratelimit::headers(&snapshot.limits, &charges, &granted);
+            admission.held = Held {
+                entries: charges
+                    .iter()
+                    .zip(granted)
+                    .map(|(c, g)| (g.key, snapshot.limits[c.limit].kind.clone(), c.cost))
+                    .collect(),
+                est_input,
+            };
+            Ok(admission)
+        }
+        Verdict::Deny { charge, used, retry_after_ms } => {
+            metrics::RATE_LIMITED.fetch_add(1, Ordering::Relaxed);
+            let c = &charges[charge];
+            let limit = &snapshot.limits[c.limit];
+            let what = match limit.kind {
+                ratelimit::Kind::Requests { .. } => "requests",
+                ratelimit::Kind::Tokens { .. } => "tokens",
+                ratelimit::Kind::Concurrent { .. } => "concurrent requests",
+            };
+            let suffix = if what == "tokens" { "tokens" } else { "requests" };
+            let headers = if what == "concurrent requests" {
+                Vec::new()
+            } else {
+                vec![
+                    (format!("x-ratelimit-limit-{suffix}"), c.max.to_string()),
+                    (format!("x-ratelimit-remaining-{suffix}"), c.max.saturating_sub(used).to_string()),
+                    (format!("x-ratelimit-reset-{suffix}"), ratelimit::format_reset(retry_after_ms)),
+                ]
+            };
+            Err(GatewayError::RateLimited {
+                message: format!(
+                    "rate limit \"{}\" exceeded: {used} of {} {what} used{}",
+                    limit.name,
+                    c.max,
+                    if c.cost > 1 { format!(", this request needs {}", c.cost) } else { String::new() }
+                ),
+                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
+                headers,
+            })
+        }
+    }
+}
+
+fn redis_admit(redis: &RedisClient, charges: &[Charge]) -> Result<Verdict, String> {
+    let args = ratelimit::redis_admit_args(REDIS_PREFIX, charges);
+    match redis.eval(ratelimit::REDIS_ADMIT_SCRIPT, &args) {
+        Ok(Resp::Error(e)) => Err(e),
+        Ok(reply) => reply
+            .items()
+            .and_then(|items| ratelimit::parse_redis_admit(&items))
+            .ok_or_else(|| format!("unexpected reply {reply:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Counts a Redis failure and logs it at most once a second.
+fn redis_failed(message: &str) {
+    static LAST_LOG: AtomicU64 = AtomicU64::new(0);
+    metrics::REDIS_ERRORS.fetch_add(1, Ordering::Relaxed);
+    let now = unix_ms() / 1000;
+    if LAST_LOG.swap(now, Ordering::Relaxed) != now {
+        crate::warn!("rate limiting: {message}; applying on_redis_error");
+    }
+}
+
+impl Admission<'_> {
+    /// Reconciles reservations with what the response really used (`None`: unknown, estimated).
+    pub fn settle(mut self, usage: Option<&Usage>, estimated_output: u64) {
+        self.apply(usage, estimated_output);
+    }
+
+    fn apply(&mut self, usage: Option<&Usage>, estimated_output: u64) {
+        let corrections = self.held.settlement(usage, estimated_output);
+        self.held.entries.clear();
+        if corrections.is_empty() {
+            return;
+        }
+        match self.store {
+            Store::Local => {
+                for (key, delta) in corrections {
+                    LOCAL.adjust(&key, delta);
+                }
+            }
+            Store::Redis(redis) => {
+                let mut args: Vec<Vec<u8>> = vec![corrections.len().to_string().into_bytes()];
+                args.extend(corrections.iter().map(|(k, _)| k.clone().into_bytes()));
+                args.extend(corrections.iter().map(|(_, d)| d.to_string().into_bytes()));
+                if let Err(e) = redis.eval(REDIS_SETTLE_SCRIPT, &args) {
+                    redis_failed(&e.to_string());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.held.entries.is_empty() {
+            // Ended without a response (error, cancellation): nothing was generated.
+            self.apply(Some(&Usage::default()), 0);
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

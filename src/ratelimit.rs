@@ -1,0 +1,683 @@
+//! Rate limits and quotas without IO: configuration, keys, fixed-window arithmetic, the in-process
+//! store, and the Redis script's arguments and replies. The clock is always passed in.
+//!
+//! Every limit is a counter per key and window: requests per interval, tokens per interval (input,
+//! output, total or weighted), long budgets (the same with a long `per`), and concurrent requests.
+//! Admission checks *all* applicable limits and charges them together or not at all.
+//!
+//! Token limits reserve an estimate at admission — input tokens estimated from the body
+//! (`bytes / 4`, rounded up) plus `max_tokens` (or `default_output_tokens`) for output — and
+//! reconcile with the real usage when the response ends, fails or is cut. The sum of reservations of
+//! admitted requests never exceeds the limit, so the only overshoot comes from requests whose real
+//! usage exceeds their reservation: overshoot ≤ Σ over requests in flight together of
+//! max(0, actual − reserved). With `max_tokens` set by the client, output can never exceed its
+//! reservation, so the overshoot is bounded by the input-estimate error of the requests in flight.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::router::ModelPattern;
+use crate::translate::Usage;
+
+/// One entry of `limits` in config.json.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub name: String,
+    /// Any of `client`, `model`, `backend`, `header:<name>`.
+    pub key: Vec<String>,
+    /// Model patterns the limit applies to (default: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub requests: Option<u64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// For `tokens`: `input`, `output`, `total` (default) or `weighted` (with `weights`).
+    #[serde(default)]
+    pub count: Option<String>,
+    #[serde(default)]
+    pub weights: Option<Weights>,
+    /// Window length: a number and a unit, `s`, `m`, `h` or `d` (`10s`, `1m`, `30d`).
+    #[serde(default)]
+    pub per: Option<String>,
+    #[serde(default)]
+    pub concurrent: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    #[serde(default = "one")]
+    pub input: f64,
+    #[serde(default = "one")]
+    pub output: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `ratelimit` in config.json.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `redis://[:password@]host:port[/db]`: limits shared by every instance using this Redis.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// What to do when Redis cannot answer in time: `allow` (fail open) or `deny` (fail closed, 503).
+    #[serde(default)]
+    pub on_redis_error: FailurePolicy,
+    /// Longest wait for Redis per call.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// Output tokens reserved when a request has no `max_tokens`.
+    #[serde(default = "default_output_tokens")]
+    pub default_output_tokens: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            redis: None,
+            on_redis_error: FailurePolicy::Allow,
+            redis_timeout_ms: default_redis_timeout_ms(),
+            default_output_tokens: default_output_tokens(),
+        }
+    }
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    200
+}
+fn default_output_tokens() -> u64 {
+    1024
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyPart {
+    Client,
+    Model,
+    Backend,
+    Header(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Count {
+    Input,
+    Output,
+    Total,
+    Weighted(Weights),
+}
+
+impl Count {
+    pub fn of(&self, input: u64, output: u64) -> u64 {
+        match self {
+            Count::Input => input,
+            Count::Output => output,
+            Count::Total => input + output,
+            Count::Weighted(w) => (w.input * input as f64 + w.output * output as f64).ceil() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Requests { max: u64, window_ms: u64 },
+    Tokens { max: u64, window_ms: u64, count: Count },
+    Concurrent { max: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub name: String,
+    pub key: Vec<KeyPart>,
+    pub models: Vec<ModelPattern>,
+    pub kind: Kind,
+}
+
+/// Parses `10s`, `1m`, `2h`, `30d` into milliseconds.
+pub fn parse_period(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
+}
+
+/// Validates and compiles the `limits` section.
+pub fn compile(limits: &[LimitConfig]) -> Result<Vec<Limit>, ConfigError> {
+    let mut out: Vec<Limit> = Vec::with_capacity(limits.len());
+    for (i, l) in limits.iter().enumerate() {
+        let err = |field: &str, message: String| ConfigError { path: format!("limits[{i}]{field}"), message };
+        if l.name.is_empty() || l.name.contains(['|', '@']) {
+            return Err(err(".name", "a non-empty name without `|` or `@`".into()));
+        }
+        if out.iter().any(|o| o.name == l.name) {
+            return Err(err(".name", format!("duplicate limit name \"{}\"", l.name)));
+        }
+        let mut key = Vec::with_capacity(l.key.len());
+        for (j, part) in l.key.iter().enumerate() {
+            key.push(match part.as_str() {
+                "client" => KeyPart::Client,
+                "model" => KeyPart::Model,
+                "backend" => KeyPart::Backend,
+                p => match p.strip_prefix("header:") {
+                    Some(h) if !h.is_empty() => KeyPart::Header(h.to_ascii_lowercase()),
+                    _ => {
+                        return Err(err(
+                            &format!(".key[{j}]"),
+                            format!("\"{p}\": use client, model, backend or header:<name>"),
+                        ))
+                    }
+                },
+            });
+        }
+        let per = || -> Result<u64, ConfigError> {
+            let p = l.per.as_deref().ok_or_else(|| err(".per", "required (e.g. \"1m\")".into()))?;
+            parse_period(p).ok_or_else(|| err(".per", format!("\"{p}\" is not a period like 10s, 1m, 1h or 30d")))
+        };
+        let kind = match (l.requests, l.tokens, l.concurrent) {
+            (Some(max), None, None) => Kind::Requests { max, window_ms: per()? },
+            (None, Some(max), None) => {
+                let count = match (l.count.as_deref().unwrap_or("total"), l.weights) {
+                    ("input", None) => Count::Input,
+                    ("output", None) => Count::Output,
+                    ("total", None) => Count::Total,
+                    ("weighted", Some(w)) if w.input >= 0.0 && w.output >= 0.0 => Count::Weighted(w),
+                    (c, _) => {
+                        return Err(err(
+                            ".count",
+                            format!("\"{c}\": use input, output, total, or weighted with \"weights\""),
+                        ))
+                    }
+                };
+                Kind::Tokens { max, window_ms: per()?, count }
+            }
+            (None, None, Some(max)) => {
+                if l.per.is_some() {
+                    return Err(err(".per", "not used with \"concurrent\"".into()));
+                }
+                Kind::Concurrent { max }
+            }
+            _ => return Err(err("", "set exactly one of \"requests\", \"tokens\" or \"concurrent\"".into())),
+        };
+        if l.count.is_some() && !matches!(kind, Kind::Tokens { .. }) {
+            return Err(err(".count", "only with \"tokens\"".into()));
+        }
+        let models = l.models.iter().map(|m| ModelPattern::new(m)).collect();
+        out.push(Limit { name: l.name.clone(), key, models, kind });
+    }
+    Ok(out)
+}
+
+/// What admission knows about a request.
+pub struct Facts<'a> {
+    pub client: &'a str,
+    pub model: &'a str,
+    pub backend: &'a str,
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    pub est_input: u64,
+    pub max_output: u64,
+}
+
+/// Input tokens estimated from a request body's size.
+pub fn estimate_input_tokens(body_len: usize) -> u64 {
+    (body_len as u64).div_ceil(4)
+}
+
+/// One counter a request must be charged on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charge {
+    /// Index into the limits.
+    pub limit: usize,
+    /// `name|part|part…` (the window is appended by the store).
+    pub key: String,
+    pub max: u64,
+    /// 0 for concurrency counters (no window).
+    pub window_ms: u64,
+    pub cost: u64,
+}
+
+/// The charges that apply to a request: limits whose models match and whose key parts all resolve
+/// (a limit keyed on a header the request lacks does not apply).
+pub fn charges(limits: &[Limit], facts: &Facts) -> Vec<Charge> {
+    let mut out = Vec::new();
+    'limits: for (i, limit) in limits.iter().enumerate() {
+        if !limit.models.is_empty() && !limit.models.iter().any(|m| m.matches(facts.model)) {
+            continue;
+        }
+        let mut key = limit.name.clone();
+        for part in &limit.key {
+            let value = match part {
+                KeyPart::Client => facts.client,
+                KeyPart::Model => facts.model,
+                KeyPart::Backend => facts.backend,
+                KeyPart::Header(h) => match (facts.header)(h) {
+                    Some(v) => v,
+                    None => continue 'limits,
+                },
+            };
+            key.push('|');
+            // `|` and `@` separate parts and windows: escape them so values cannot collide.
+            for c in value.chars() {
+                match c {
+                    '|' => key.push_str("%7C"),
+                    '@' => key.push_str("%40"),
+                    '%' => key.push_str("%25"),
+                    c => key.push(c),
+                }
+            }
+        }
+        let (max, window_ms, cost) = match &limit.kind {
+            Kind::Requests { max, window_ms } => (*max, *window_ms, 1),
+            Kind::Tokens { max, window_ms, count } => (*max, *window_ms, count.of(facts.est_input, facts.max_output)),
+            Kind::Concurrent { max } => (*max, 0, 1),
+        };
+        out.push(Charge { limit: i, key, max, window_ms, cost });
+    }
+    out
+}
+
+/// A charge that was made: the counter's full key (with its window), its value after the charge and
+/// the time until its window resets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Granted {
+    pub key: String,
+    pub used: u64,
+    pub reset_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// One `Granted` per charge, in order.
+    Admit(Vec<Granted>),
+    /// The charge at this index would exceed its limit; nothing was charged.
+    Deny { charge: usize, used: u64, retry_after_ms: u64 },
+}
+
+/// The full key of a windowed counter, and the time left in its window.
+pub fn window_key(key: &str, window_ms: u64, now_ms: u64) -> (String, u64) {
+    if window_ms == 0 {
+        return (key.to_string(), 0);
+    }
+    let start = now_ms - now_ms % window_ms;
+    (format!("{key}@{start}"), start + window_ms - now_ms)
+}
+
+/// Counters of one process. One short critical section per admission (no IO under the lock), so
+/// limits are exact across every worker thread and every connection.
+#[derive(Default)]
+pub struct LocalStore {
+    counters: Mutex<HashMap<String, Counter>>,
+}
+
+#[derive(Debug)]
+struct Counter {
+    used: u64,
+    /// When the window ends (`u64::MAX` for concurrency counters).
+    expires_ms: u64,
+}
+
+impl LocalStore {
+    pub fn admit(&self, charges: &[Charge], now_ms: u64) -> Verdict {
+        let keys: Vec<(String, u64)> = charges.iter().map(|c| window_key(&c.key, c.window_ms, now_ms)).collect();
+        let mut counters = self.counters.lock();
+        for (i, (c, (key, reset))) in charges.iter().zip(&keys).enumerate() {
+            let used = counters.get(key).filter(|k| k.expires_ms > now_ms).map_or(0, |k| k.used);
+            if used + c.cost > c.max {
+                let retry_after_ms = if c.window_ms == 0 { 1000 } else { *reset };
+                return Verdict::Deny { charge: i, used, retry_after_ms };
+            }
+        }
+        let mut granted = Vec::with_capacity(charges.len());
+        for (c, (key, reset)) in charges.iter().zip(keys) {
+            let expires_ms = if c.window_ms == 0 { u64::MAX } else { now_ms + reset };
+            let counter = counters.entry(key.clone()).or_insert(Counter { used: 0, expires_ms });
+            if counter.expires_ms <= now_ms {
+                *counter = Counter { used: 0, expires_ms };
+            }
+            counter.used += c.cost;
+            granted.push(Granted { key, used: counter.used, reset_ms: reset });
+        }
+        if counters.len() > 4096 {
+            counters.retain(|_, c| c.expires_ms > now_ms && (c.expires_ms != u64::MAX || c.used > 0));
+        }
+        Verdict::Admit(granted)
+    }
+
+    /// Adds `delta` (negative to refund or release) to a counter made by `admit`.
+    pub fn adjust(&self, key: &str, delta: i64) {
+        if let Some(c) = self.counters.lock().get_mut(key) {
+            c.used = c.used.saturating_add_signed(delta);
+        }
+    }
+}
+
+/// The Redis script that admits atomically: computes windows from the server's clock, checks every
+/// counter, then charges all or none. KEYS are base keys; ARGV holds max, window_ms, cost per key.
+/// Reply: `{1, full_key, used, reset_ms, …}` or `{0, index (1-based), used, retry_after_ms}`.
+pub const REDIS_ADMIT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local full, reset = {}, {}
+for i = 1, #KEYS do
+  local max, win, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local k, r = KEYS[i], 0
+  if win > 0 then
+    local start = now - (now % win)
+    k = k .. '@' .. start
+    r = start + win - now
+  end
+  full[i], reset[i] = k, r
+  local used = tonumber(redis.call('GET', k) or '0')
+  if used + cost > max then
+    if win == 0 then r = 1000 end
+    return {0, i, used, r}
+  end
+end
+local out = {1}
+for i = 1, #KEYS do
+  local win, cost = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local used = redis.call('INCRBY', full[i], cost)
+  if win > 0 then redis.call('PEXPIRE', full[i], reset[i] + 60000) else redis.call('EXPIRE', full[i], 3600) end
+  out[#out+1] = full[i]
+  out[#out+1] = used
+  out[#out+1] = reset[i]
+end
+return out
+"#;
+
+/// Arguments of [`REDIS_ADMIT_SCRIPT`] for `charges`, after the script's SHA: numkeys, keys, argv.
+pub fn redis_admit_args(prefix: &str, charges: &[Charge]) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(1 + charges.len() * 4);
+    args.push(charges.len().to_string().into_bytes());
+    for c in charges {
+        args.push(format!("{prefix}{}", c.key).into_bytes());
+    }
+    for c in charges {
+        args.push(c.max.to_string().into_bytes());
+        args.push(c.window_ms.to_string().into_bytes());
+        args.push(c.cost.to_string().into_bytes());
+    }
+    args
+}
+
+/// Reads the script's reply (flattened to integers and strings).
+pub fn parse_redis_admit(reply: &[ReplyItem]) -> Option<Verdict> {
+    match reply.first()? {
+        ReplyItem::Int(1) => {
+            let mut granted = Vec::new();
+            for triple in reply[1..].chunks(3) {
+                match triple {
+                    [ReplyItem::Text(key), ReplyItem::Int(used), ReplyItem::Int(reset)] => granted.push(Granted {
+                        key: key.clone(),
+                        used: (*used).max(0) as u64,
+                        reset_ms: (*reset).max(0) as u64,
+                    }),
+                    _ => return None,
+                }
+            }
+            Some(Verdict::Admit(granted))
+        }
+        ReplyItem::Int(0) => match reply.get(1..4)? {
+            [ReplyItem::Int(i), ReplyItem::Int(used), ReplyItem::Int(retry)] => Some(Verdict::Deny {
+                charge: (*i as usize).checked_sub(1)?,
+                used: (*used).max(0) as u64,
+                retry_after_ms: (*retry).max(0) as u64,
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A scalar of a Redis reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyItem {
+    Int(i64),
+    Text(String),
+}
+
+/// What admission charged, to be settled when the response ends.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Counters to reconcile: full key, the limit's kind, what was reserved.
+    pub entries: Vec<(String, Kind, u64)>,
+    pub est_input: u64,
+}
+
+impl Held {
+    /// The corrections to apply once the real usage is known (or not: `None` charges the input
+    /// estimate and `estimated_output`). Concurrency counters are released.
+    pub fn settlement(&self, usage: Option<&Usage>, estimated_output: u64) -> Vec<(String, i64)> {
+        let (input, output) = match usage {
+            Some(u) => (u.prompt_tokens(), u.output_tokens),
+            None => (self.est_input, estimated_output),
+        };
+        self.entries
+            .iter()
+            .filter_map(|(key, kind, reserved)| match kind {
+                Kind::Tokens { count, .. } => {
+                    let actual = count.of(input, output);
+                    (actual != *reserved).then(|| (key.clone(), actual as i64 - *reserved as i64))
+                }
+                Kind::Concurrent { .. } => Some((key.clone(), -1)),
+                Kind::Requests { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// OpenAI-style `x-ratelimit-*` headers for the most constrained request and token limits.
+pub fn headers(limits: &[Limit], charges: &[Charge], granted: &[Granted]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (suffix, want_tokens) in [("requests", false), ("tokens", true)] {
+        let tightest = charges
+            .iter()
+            .zip(granted)
+            .filter(|(c, _)| match limits[c.limit].kind {
+                Kind::Requests { .. } => !want_tokens,
+                Kind::Tokens { .. } => want_tokens,
+                Kind::Concurrent { .. } => false,
+            })
+            .min_by_key(|(c, g)| c.max.saturating_sub(g.used));
+        if let Some((c, g)) = tightest {
+            out.push((format!("x-ratelimit-limit-{suffix}"), c.max.to_string()));
+            out.push((format!("x-ratelimit-remaining-{suffix}"), c.max.saturating_sub(g.used).to_string()));
+            out.push((format!("x-ratelimit-reset-{suffix}"), format_reset(g.reset_ms)));
+        }
+    }
+    out
+}
+
+/// `1m30s`, `12s`, `250ms`: the format OpenAI uses in `x-ratelimit-reset-*`.
+pub fn format_reset(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = ms.div_ceil(1000);
+    let (d, h, m, s) = (secs / 86400, secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if d > 0 {
+        let _ = write!(out, "{d}d");
+    }
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    if s > 0 || out.is_empty() {
+        let _ = write!(out, "{s}s");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(json: &str) -> Vec<Limit> {
+        compile(&serde_json::from_str::<Vec<LimitConfig>>(json).unwrap()).unwrap()
+    }
+
+    fn facts<'a>(header: &'a dyn Fn(&str) -> Option<&'a str>) -> Facts<'a> {
+        Facts { client: "c1", model: "gpt-4o", backend: "b", header, est_input: 10, max_output: 20 }
+    }
+
+    #[test]
+    fn periods_parse() {
+        assert_eq!(parse_period("10s"), Some(10_000));
+        assert_eq!(parse_period("1m"), Some(60_000));
+        assert_eq!(parse_period("30d"), Some(30 * 86_400_000));
+        assert_eq!(parse_period("0s"), None);
+        assert_eq!(parse_period("m"), None);
+        assert_eq!(parse_period("5y"), None);
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let bad =
+            |json: &str| compile(&serde_json::from_str::<Vec<LimitConfig>>(json).unwrap()).unwrap_err().to_string();
+        assert!(bad(r#"[{"name":"a","key":["client"],"requests":5}]"#).starts_with("limits[0].per"));
+        assert!(bad(r#"[{"name":"a","key":["colour"],"requests":5,"per":"1m"}]"#).starts_with("limits[0].key[0]"));
+        assert!(bad(r#"[{"name":"a","key":[],"requests":5,"tokens":3,"per":"1m"}]"#).contains("exactly one"));
+        assert!(
+            bad(r#"[{"name":"a","key":[],"tokens":5,"per":"1m","count":"weighted"}]"#).starts_with("limits[0].count")
+        );
+    }
+
+    #[test]
+    fn window_boundaries_reset_counts_with_an_injected_clock() {
+        let ls = limits(r#"[{"name":"rpm","key":["client"],"requests":2,"per":"1m"}]"#);
+        let none = |_: &str| None;
+        let cs = charges(&ls, &facts(&none));
+        let store = LocalStore::default();
+        let t0 = 120_000; // a window start
+        assert!(matches!(store.admit(&cs, t0), Verdict::Admit(_)));
+        assert!(
+            matches!(store.admit(&cs, t0 + 59_000), Verdict::Admit(ref g) if g[0].used == 2 && g[0].reset_ms == 1_000)
+        );
+        assert_eq!(store.admit(&cs, t0 + 59_999), Verdict::Deny { charge: 0, used: 2, retry_after_ms: 1 });
+        assert!(matches!(store.admit(&cs, t0 + 60_000), Verdict::Admit(ref g) if g[0].used == 1));
+    }
+
+    #[test]
+    fn admission_is_all_or_nothing() {
+        let ls = limits(
+            r#"[{"name":"a","key":["client"],"requests":10,"per":"1m"},
+                {"name":"b","key":["client"],"tokens":50,"per":"1m"}]"#,
+        );
+        let none = |_: &str| None;
+        let cs = charges(&ls, &facts(&none));
+        assert_eq!(cs[1].cost, 30);
+        let store = LocalStore::default();
+        assert!(matches!(store.admit(&cs, 0), Verdict::Admit(_)));
+        assert!(matches!(store.admit(&cs, 1), Verdict::Deny { charge: 1, used: 30, .. }));
+        // The denied attempt did not charge the request counter.
+        assert!(matches!(store.admit(&cs[..1], 2), Verdict::Admit(ref g) if g[0].used == 2));
+    }
+
+    #[test]
+    fn header_keys_apply_only_when_present_and_models_filter() {
+        let ls = limits(
+            r#"[{"name":"user","key":["client","header:X-User-Id"],"requests":1,"per":"1m"},
+                {"name":"claude","key":["client"],"models":["claude*"],"requests":1,"per":"1m"}]"#,
+        );
+        let none = |_: &str| None;
+        assert!(charges(&ls, &facts(&none)).is_empty());
+        let alice = |h: &str| (h == "x-user-id").then_some("alice|x");
+        let cs = charges(&ls, &facts(&alice));
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].key, "user|c1|alice%7Cx");
+    }
+
+    #[test]
+    fn settlement_reconciles_tokens_and_releases_concurrency() {
+        let ls = limits(
+            r#"[{"name":"t","key":["client"],"tokens":1000,"per":"1h","count":"output"},
+                {"name":"w","key":["client"],"tokens":1000,"per":"1h","count":"weighted","weights":{"input":1,"output":3}},
+                {"name":"c","key":["client"],"concurrent":2}]"#,
+        );
+        let none = |_: &str| None;
+        let cs = charges(&ls, &facts(&none));
+        assert_eq!(cs.iter().map(|c| c.cost).collect::<Vec<_>>(), vec![20, 70, 1]);
+        let held = Held {
+            entries: cs.iter().map(|c| (c.key.clone(), ls[c.limit].kind.clone(), c.cost)).collect(),
+            est_input: 10,
+        };
+        let usage = Usage { input_tokens: 12, output_tokens: 5, ..Usage::default() };
+        assert_eq!(
+            held.settlement(Some(&usage), 0),
+            vec![("t|c1".into(), -15), ("w|c1".into(), -43), ("c|c1".into(), -1)]
+        );
+        // Unknown usage: charged the input estimate and the estimated output, never zero.
+        assert_eq!(held.settlement(None, 7), vec![("t|c1".into(), -13), ("w|c1".into(), -39), ("c|c1".into(), -1)]);
+    }
+
+    #[test]
+    fn concurrency_counter_admits_up_to_max_until_released() {
+        let ls = limits(r#"[{"name":"c","key":["client"],"concurrent":2}]"#);
+        let none = |_: &str| None;
+        let cs = charges(&ls, &facts(&none));
+        let store = LocalStore::default();
+        assert!(matches!(store.admit(&cs, 0), Verdict::Admit(_)));
+        assert!(matches!(store.admit(&cs, 0), Verdict::Admit(_)));
+        assert!(matches!(store.admit(&cs, 0), Verdict::Deny { retry_after_ms: 1000, .. }));
+        store.adjust("c|c1", -1);
+        assert!(matches!(store.admit(&cs, 0), Verdict::Admit(_)));
+    }
+
+    #[test]
+    fn headers_report_the_tightest_limit_and_reset_format() {
+        let ls = limits(
+            r#"[{"name":"a","key":["client"],"requests":10,"per":"1m"},
+                {"name":"b","key":["model"],"requests":3,"per":"1h"}]"#,
+        );
+        let none = |_: &str| None;
+        let cs = charges(&ls, &facts(&none));
+        let granted = vec![
+            Granted { key: "a".into(), used: 1, reset_ms: 30_000 },
+            Granted { key: "b".into(), used: 1, reset_ms: 3_000_000 },
+        ];
+        let h = headers(&ls, &cs, &granted);
+        assert_eq!(h[0], ("x-ratelimit-limit-requests".into(), "3".into()));
+        assert_eq!(h[1], ("x-ratelimit-remaining-requests".into(), "2".into()));
+        assert_eq!(h[2], ("x-ratelimit-reset-requests".into(), "50m".into()));
+        assert_eq!(format_reset(90_500), "1m31s");
+        assert_eq!(format_reset(0), "0ms");
+    }
+
+    #[test]
+    fn redis_reply_parsing() {
+        let ok = [ReplyItem::Int(1), ReplyItem::Text("k@0".into()), ReplyItem::Int(3), ReplyItem::Int(500)];
+        assert_eq!(
+            parse_redis_admit(&ok),
+            Some(Verdict::Admit(vec![Granted { key: "k@0".into(), used: 3, reset_ms: 500 }]))
+        );
+        let deny = [ReplyItem::Int(0), ReplyItem::Int(2), ReplyItem::Int(9), ReplyItem::Int(100)];
+        assert_eq!(parse_redis_admit(&deny), Some(Verdict::Deny { charge: 1, used: 9, retry_after_ms: 100 }));
+        assert_eq!(parse_redis_admit(&[ReplyItem::Text("x".into())]), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! Token usage from upstream responses, streamed or not, without IO.
+//!
+//! For streams, [`StreamUsage`] watches the upstream's SSE events: it reads usage where the schema puts
+//! it (OpenAI's usage chunk; Anthropic's `message_start` and cumulative `message_delta`), counts content
+//! events so a stream that ends without usage can be estimated rather than counted as zero, and can
+//! remove the usage-only chunk the gateway asked for on the client's behalf.
+
+use serde_json::Value;
+
+use crate::translate::{usage_from_anthropic, usage_from_openai, Usage};
+
+/// The wire family an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+/// Usage in a complete (non-streamed) response body.
+pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    match wire {
+        Wire::OpenAi => usage_from_openai(v.get("usage")?),
+        Wire::Anthropic => usage_from_anthropic(v.get("usage")?),
+    }
+}
+
+/// Watches (and optionally filters) an upstream SSE stream, event by event, in any split.
+#[derive(Debug)]
+pub struct StreamUsage {
+    wire: Wire,
+    /// Remove OpenAI's usage-only chunk (the client did not ask for it; the gateway did).
+    strip_usage_chunk: bool,
+    /// Bytes of an event not yet complete.
+    pending: Vec<u8>,
+    usage: Option<Usage>,
+    content_events: u64,
+}
+
+impl StreamUsage {
+    pub fn new(wire: Wire, strip_usage_chunk: bool) -> StreamUsage {
+        StreamUsage { wire, strip_usage_chunk, pending: Vec::new(), usage: None, content_events: 0 }
+    }
+
+    /// Whether `filter` must be used (bytes change) rather than `observe` (bytes pass unchanged).
+    pub fn filters(&self) -> bool {
+        self.strip_usage_chunk
+    }
+
+    /// Reads usage from `input` without changing it.
+    pub fn observe(&mut self, input: &[u8]) {
+        self.pending.extend_from_slice(input);
+        let mut start = 0;
+        while let Some(len) = event_len(&self.pending[start..]) {
+            let end = start + len;
+            let event = self.pending[start..end].to_vec();
+            self.inspect(&event);
+            start = end;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// Appends to `out` every complete event of `input` except a usage-only chunk; an incomplete event
+    /// is held until its end arrives.
+    pub fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(input);
+        let mut start = 0;
+        while let Some(len) = event_len(&self.pending[start..]) {
+            let end = start + len;
+            let event = &self.pending[start..end];
+            let keep = !Self::inspect_event(
+                self.wire,
+                self.strip_usage_chunk,
+                event,
+                &mut self.usage,
+                &mut self.content_events,
+            );
+            if keep {
+                out.extend_from_slice(&self.pending[start..end]);
+            }
+            start = end;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// At the end of the stream: bytes of an unterminated last event (forwarded as they are).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            let drop = Self::inspect_event(
+                self.wire,
+                self.strip_usage_chunk,
+                &rest,
+                &mut self.usage,
+                &mut self.content_events,
+            );
+            if self.strip_usage_chunk && !drop {
+                out.extend_from_slice(&rest);
+            }
+        }
+    }
+
+    /// The usage the stream reported, if it did.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Content-bearing events seen: about one output token each (for streams that report no usage).
+    pub fn content_events(&self) -> u64 {
+        self.content_events
+    }
+
+    fn inspect(&mut self, event: &[u8]) {
+        Self::inspect_event(self.wire, false, event, &mut self.usage, &mut self.content_events);
+    }
+
+    /// Updates usage and counts from one event; returns whether it is a usage-only chunk to strip.
+    fn inspect_event(wire: Wire, strip: bool, event: &[u8], usage: &mut Option<Usage>, content: &mut u64) -> bool {
+        let Some(data) = event_data(event) else { return false };
+        if data.as_slice() == b"[DONE]" {
+            return false;
+        }
+        if !contains(&data, b"\"usage\"") {
+            *content += 1;
+            return false;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+            *content += 1;
+            return false;
+        };
+        match wire {
+            Wire::OpenAi => {
+                let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()).and_then(usage_from_openai) {
+                    *usage = Some(u);
+                }
+                if !usage_only {
+                    *content += 1;
+                }
+                strip && usage_only && v.get("usage").is_some_and(Value::is_object)
+            }
+            Wire::Anthropic => {
+                match v.get("type").and_then(Value::as_str) {
+                    Some("message_start") => {
+                        if let Some(u) = v.pointer("/message/usage").and_then(usage_from_anthropic) {
+                            *usage = Some(u);
+                        }
+                    }
+                    Some("message_delta") => {
+                        // Cumulative: fields present replace what message_start said.
+                        if let Some(u) = v.get("usage") {
+                            usage.get_or_insert_with(Usage::default).merge_anthropic(u);
+                        }
+                    }
+                    _ => *content += 1,
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Length of the first complete event (through its blank line) in `buf`, if there is one.
+fn event_len(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut line_start = 0;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' => {
+                if i == line_start {
+                    return Some(i + 1);
+                }
+                i += 1;
+                line_start = i;
+            }
+            b'\r' => {
+                // A CR at the very end may be the first half of a CRLF: wait for the next byte.
+                let next = *buf.get(i + 1)?;
+                let end = if next == b'\n' { i + 2 } else { i + 1 };
+                if i == line_start {
+                    return Some(end);
+                }
+                i = end;
+                line_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The joined `data` lines of one raw event (`None` when it has none).
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|b| *b == b'\n' || *b == b'\r') {
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                }
+                None => data = Some(rest.to_vec()),
+            }
+        }
+    }
+    data
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENAI: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":null}\r\n\r\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn strips_the_usage_only_chunk_in_any_split_and_reads_it() {
+        let expected = OPENAI.replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n",
+            "",
+        );
+        for split in 0..OPENAI.len() {
+            let mut s = StreamUsage::new(Wire::OpenAi, true);
+            let mut out = Vec::new();
+            s.filter(&OPENAI.as_bytes()[..split], &mut out);
+            s.filter(&OPENAI.as_bytes()[split..], &mut out);
+            s.finish(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "split {split}");
+            assert_eq!(s.usage().unwrap().output_tokens, 2);
+            assert_eq!(s.usage().unwrap().prompt_tokens(), 5);
+            assert_eq!(s.content_events(), 2);
+        }
+    }
+
+    #[test]
+    fn observing_keeps_bytes_and_counts_when_no_usage_arrives() {
+        let mut s = StreamUsage::new(Wire::OpenAi, false);
+        let no_usage = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"delta\":{}}]}\n\ndata: [DONE]\n\n";
+        for b in no_usage.as_bytes() {
+            s.observe(std::slice::from_ref(b));
+        }
+        assert!(s.usage().is_none());
+        assert_eq!(s.content_events(), 2);
+    }
+
+    #[test]
+    fn anthropic_usage_is_set_from_message_start_then_replaced_by_cumulative_deltas() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":10}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n",
+        );
+        let mut s = StreamUsage::new(Wire::Anthropic, false);
+        s.observe(stream.as_bytes());
+        let u = s.usage().unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens), (25, 15));
+    }
+
+    #[test]
+    fn body_usage_per_wire() {
+        let u = from_body(Wire::OpenAi, br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#).unwrap();
+        assert_eq!(u.output_tokens, 4);
+        let u = from_body(Wire::Anthropic, br#"{"usage":{"input_tokens":3,"output_tokens":4}}"#).unwrap();
+        assert_eq!(u.prompt_tokens(), 3);
+        assert!(from_body(Wire::OpenAi, b"{}").is_none());
+    }
+}
