@@ -340,6 +340,7 @@ impl Config {
                 match key {
                     "backends" => config.backends.push(serde_json::from_value(item).map_err(de)?),
                     "routes" => config.routes.push(serde_json::from_value(item).map_err(de)?),
+                    "limits" => config.limits.push(serde_json::from_value(item).map_err(de)?),
                     _ => config.clients.push(serde_json::from_value(item).map_err(de)?),
                 }
             }

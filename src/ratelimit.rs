@@ -511,7 +511,7 @@ pub fn headers(limits: &[Limit], charges: &[Charge], granted: &[Granted]) -> Vec
     out
 }
 
-/// `1m30s`, `12s`, `250ms`: the format OpenAI uses in `x-ratelimit-reset-*`.
+/// `1m30s`, `6m0s`, `12s`, `250ms`: the format OpenAI uses in `x-ratelimit-reset-*`.
 pub fn format_reset(ms: u64) -> String {
     if ms < 1000 {
         return format!("{ms}ms");
@@ -528,9 +528,7 @@ pub fn format_reset(ms: u64) -> String {
     if m > 0 {
         let _ = write!(out, "{m}m");
     }
-    if s > 0 || out.is_empty() {
-        let _ = write!(out, "{s}s");
-    }
+    let _ = write!(out, "{s}s");
     out
 }
 
@@ -664,7 +662,7 @@ mod tests {
         let h = headers(&ls, &cs, &granted);
         assert_eq!(h[0], ("x-ratelimit-limit-requests".into(), "3".into()));
         assert_eq!(h[1], ("x-ratelimit-remaining-requests".into(), "2".into()));
-        assert_eq!(h[2], ("x-ratelimit-reset-requests".into(), "50m".into()));
+        assert_eq!(h[2], ("x-ratelimit-reset-requests".into(), "50m0s".into()));
         assert_eq!(format_reset(90_500), "1m31s");
         assert_eq!(format_reset(0), "0ms");
     }

@@ -12,6 +12,20 @@ use crate::server;
 pub fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
     let mut snapshot = config.into_snapshot(&config::process_env).map_err(|e| e.to_string())?;
     crate::upstream::attach_agents(&mut snapshot, previous).map_err(|e| format!("backend TLS setup: {e}"))?;
+    if let Some(url) = snapshot.config.ratelimit.redis.clone() {
+        let timeout = Duration::from_millis(snapshot.config.ratelimit.redis_timeout_ms);
+        let parsed = crate::redis::RedisUrl::parse(&url).ok();
+        // Keep the previous client (and its pool) when Redis settings did not change.
+        let reused = previous
+            .and_then(|p| p.redis.clone())
+            .filter(|r| parsed.as_ref() == Some(&r.url) && r.timeout() == timeout);
+        snapshot.redis = Some(match reused {
+            Some(r) => r,
+            None => {
+                Arc::new(crate::redis::RedisClient::new(&url, timeout).map_err(|e| format!("ratelimit.redis: {e}"))?)
+            }
+        });
+    }
     Ok(snapshot)
 }
 

@@ -91,7 +91,7 @@ impl Cancel {
         let mut slot = self.socket.lock();
         if self.cancelled.load(Ordering::Acquire) {
             let _ = stream.shutdown(Shutdown::Both);
-        } else if !slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, stream)) {
+        } else {
             *slot = Some(stream.clone());
         }
     }
@@ -114,16 +114,28 @@ pub fn set_current_cancel(cancel: &Arc<Cancel>) {
     });
 }
 
-fn register_current(stream: &Arc<std::net::TcpStream>) -> Result<(), ureq::Error> {
+/// Registration of a socket for the duration of one blocking read or write: a cancel shuts down only
+/// sockets that are in use for this request, never one that went back to the pool.
+struct InFlightIo(Option<Arc<Cancel>>);
+
+impl Drop for InFlightIo {
+    fn drop(&mut self) {
+        if let Some(cancel) = &self.0 {
+            cancel.socket.lock().take();
+        }
+    }
+}
+
+fn register_current(stream: &Arc<std::net::TcpStream>) -> Result<InFlightIo, ureq::Error> {
     CURRENT_CANCEL.with(|c| match &*c.borrow() {
         Some(cancel) if cancel.is_cancelled() => {
             Err(ureq::Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away")))
         }
         Some(cancel) => {
             cancel.register(stream);
-            Ok(())
+            Ok(InFlightIo(Some(cancel.clone())))
         }
-        None => Ok(()),
+        None => Ok(InFlightIo(None)),
     })
 }
 
@@ -154,7 +166,7 @@ impl Connector<()> for MayTcpConnector {
                         read_timeout: None,
                         write_timeout: None,
                     };
-                    register_current(&transport.handle)?;
+                    drop(register_current(&transport.handle)?);
                     return Ok(Some(transport));
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => last = Some(ureq::Error::Timeout(Timeout::Connect)),
@@ -205,7 +217,7 @@ impl Transport for MayTcpTransport {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        register_current(&self.handle)?;
+        let _in_flight = register_current(&self.handle)?;
         let (t, reason) = self.timeout(timeout.for_write());
         if self.write_timeout != Some(t) {
             let _ = self.stream.set_write_timeout(Some(t));
@@ -216,7 +228,7 @@ impl Transport for MayTcpTransport {
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        register_current(&self.handle)?;
+        let _in_flight = register_current(&self.handle)?;
         let (t, reason) = self.timeout(timeout.for_read());
         if self.read_timeout != Some(t) {
             let _ = self.stream.set_read_timeout(Some(t));
