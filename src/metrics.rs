@@ -24,14 +24,25 @@ pub struct Totals {
     pub estimated_tokens: u64,
 }
 
-static USAGE: Mutex<BTreeMap<(String, String, String), Totals>> = Mutex::new(BTreeMap::new());
+/// Totals by client, then model, then backend: nested so that recording looks up by `&str` and
+/// allocates only the first time a combination is seen.
+type UsageMap = BTreeMap<String, BTreeMap<String, BTreeMap<String, Totals>>>;
+
+static USAGE: Mutex<UsageMap> = Mutex::new(BTreeMap::new());
+
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
 pub static RATE_LIMITED: AtomicU64 = AtomicU64::new(0);
 pub static REDIS_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Records one finished request's usage (or its estimate when the response carried none).
 pub fn record(client: &str, model: &str, backend: &str, usage: Option<&Usage>, estimated: u64) {
     let mut map = USAGE.lock();
-    let t = map.entry((client.to_string(), model.to_string(), backend.to_string())).or_default();
+    let t = slot(slot(slot(&mut map, client), model), backend);
     t.requests += 1;
     match usage {
         Some(u) => {
@@ -50,7 +61,16 @@ pub fn record(client: &str, model: &str, backend: &str, usage: Option<&Usage>, e
 
 /// A copy of the totals, for tests and benchmarks.
 pub fn snapshot() -> BTreeMap<(String, String, String), Totals> {
-    USAGE.lock().clone()
+    let map = USAGE.lock();
+    let mut out = BTreeMap::new();
+    for (client, models) in map.iter() {
+        for (model, backends) in models {
+            for (backend, t) in backends {
+                out.insert((client.clone(), model.clone(), backend.clone()), t.clone());
+            }
+        }
+    }
+    out
 }
 
 fn escape(v: &str) -> String {

@@ -195,10 +195,16 @@ impl fmt::Debug for MayTcpTransport {
 
 impl MayTcpTransport {
     /// The timeout for the next IO: ureq's phase timeout when one applies, else the idle timeout.
+    /// Rounded up to whole seconds so the socket option (a syscall in may) rarely changes.
     fn timeout(&self, next: NextTimeout) -> (Duration, Timeout) {
+        let whole = |d: Duration| {
+            Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(Duration::from_secs(1))
+        };
         match next.not_zero() {
-            Some(d) if *d < self.idle => (*d, next.reason),
-            Some(_) if !next.after.is_not_happening() && next.reason != Timeout::RecvBody => (*next.after, next.reason),
+            Some(d) if *d < self.idle => (whole(*d), next.reason),
+            Some(_) if !next.after.is_not_happening() && next.reason != Timeout::RecvBody => {
+                (whole(*next.after), next.reason)
+            }
             _ => (self.idle, Timeout::RecvBody),
         }
     }

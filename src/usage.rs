@@ -16,12 +16,17 @@ pub enum Wire {
     Anthropic,
 }
 
-/// Usage in a complete (non-streamed) response body.
+/// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
+/// body is skipped without building a tree.
 pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        usage: Option<Value>,
+    }
+    let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
     match wire {
-        Wire::OpenAi => usage_from_openai(v.get("usage")?),
-        Wire::Anthropic => usage_from_anthropic(v.get("usage")?),
+        Wire::OpenAi => usage_from_openai(&usage),
+        Wire::Anthropic => usage_from_anthropic(&usage),
     }
 }
 

@@ -463,11 +463,12 @@ fn send_http(
     let mut builder = agent.post(url);
     let mut has_version = false;
     for (name, value) in req.head.headers() {
-        let lower = name.to_ascii_lowercase();
-        if NOT_FORWARDED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+        if NOT_FORWARDED.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+        {
             continue;
         }
-        has_version |= lower == "anthropic-version";
+        has_version |= name.eq_ignore_ascii_case("anthropic-version");
         if let Ok(v) = std::str::from_utf8(value) {
             builder = builder.header(name, v);
         }

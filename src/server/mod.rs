@@ -14,7 +14,7 @@ use may::net::{TcpListener, TcpStream};
 use crate::config::ServerConfig;
 use crate::error::{error_body, ClientSchema};
 use crate::upstream::Cancel;
-use http1::{BodyFraming, ChunkedDecoder, HeadError, RequestHead};
+use http1::{BodyFraming, ChunkedDecoder, RequestHead};
 
 /// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
 pub static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
@@ -206,38 +206,155 @@ enum ReadHead {
     Refused(u16, &'static str),
 }
 
-/// Reads one request head into `buf` (which may already hold pipelined bytes) and removes it from there.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, cfg: &ServerConfig) -> ReadHead {
-    let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
-    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + header_timeout);
-    loop {
-        if !buf.is_empty() {
-            match http1::parse_head(buf, cfg.max_head_bytes, cfg.max_headers) {
-                Ok(Some((head, len))) => {
-                    buf.drain(..len);
-                    return ReadHead::Head(head);
-                }
-                Ok(None) => {}
-                Err(e) => return ReadHead::Refused(e.status(), e.message()),
+/// The read side of a client connection: an initialised buffer with the unconsumed bytes at
+/// `start..end` (no zero-filling per read), and the socket's read timeout (set only when it changes:
+/// may makes it a syscall).
+struct Reader {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Option<Duration>,
+}
+
+/// Initial and resting size of a connection's read buffer.
+const READ_BUFFER: usize = 4096;
+
+impl Reader {
+    fn new() -> Reader {
+        Reader { data: vec![0; READ_BUFFER], start: 0, end: 0, timeout: None }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    fn set_timeout(&mut self, stream: &TcpStream, timeout: Duration) {
+        if self.timeout != Some(timeout) {
+            let _ = stream.set_read_timeout(Some(timeout));
+            self.timeout = Some(timeout);
+        }
+    }
+
+    /// Reads what is available, making room first (compacting, or growing up to `want` bytes free).
+    fn read_more(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.data.len() {
+                let grow = want.clamp(READ_BUFFER, 1 << 20);
+                self.data.resize(self.data.len() + grow, 0);
             }
         }
-        let timeout = match deadline {
-            None => Duration::from_millis(cfg.keepalive_timeout_ms),
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => left,
-                _ => return ReadHead::Refused(408, "request head not received in time"),
-            },
+        let n = stream.read(&mut self.data[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Between requests: give back a buffer a large body made big.
+    fn rest(&mut self) {
+        if self.data.len() > 64 * 1024 && self.end - self.start <= READ_BUFFER {
+            let mut small = vec![0; READ_BUFFER];
+            small[..self.end - self.start].copy_from_slice(self.pending());
+            self.end -= self.start;
+            self.start = 0;
+            self.data = small;
+        }
+    }
+
+    /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
+    fn read_head(&mut self, stream: &mut TcpStream, cfg: &ServerConfig) -> ReadHead {
+        let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
+        let mut deadline = (self.end > self.start).then(|| Instant::now() + header_timeout);
+        loop {
+            if self.end > self.start {
+                match http1::parse_head(self.pending(), cfg.max_head_bytes, cfg.max_headers) {
+                    Ok(Some((head, len))) => {
+                        self.consume(len);
+                        return ReadHead::Head(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return ReadHead::Refused(e.status(), e.message()),
+                }
+            }
+            match deadline {
+                None => self.set_timeout(stream, Duration::from_millis(cfg.keepalive_timeout_ms)),
+                Some(d) if Instant::now() >= d => return ReadHead::Refused(408, "request head not received in time"),
+                Some(_) => self.set_timeout(stream, header_timeout),
+            }
+            match self.read_more(stream, READ_BUFFER) {
+                Ok(0) => return ReadHead::Closed,
+                Ok(_) => {
+                    deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                }
+                Err(e) if is_timeout(&e) && deadline.is_some() => {
+                    return ReadHead::Refused(408, "request head not received in time")
+                }
+                Err(_) => return ReadHead::Closed,
+            }
+        }
+    }
+
+    /// Reads the request body per its framing. Bytes past it stay buffered for the next request.
+    fn read_body(
+        &mut self,
+        stream: &mut TcpStream,
+        framing: BodyFraming,
+        cfg: &ServerConfig,
+    ) -> Result<Vec<u8>, (u16, &'static str)> {
+        let fail = |e: io::Error| {
+            if is_timeout(&e) {
+                (408, "request body not received in time")
+            } else {
+                (400, "connection closed before the body was complete")
+            }
         };
-        let _ = stream.set_read_timeout(Some(timeout));
-        match read_more(stream, buf) {
-            Ok(0) => return ReadHead::Closed,
-            Ok(_) => {
-                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+        let closed = (400, "connection closed before the body was complete");
+        match framing {
+            BodyFraming::None => Ok(Vec::new()),
+            BodyFraming::Length(n) => {
+                let n = n as usize;
+                if self.end - self.start < n {
+                    self.set_timeout(stream, Duration::from_millis(cfg.header_timeout_ms));
+                }
+                while self.end - self.start < n {
+                    let missing = n - (self.end - self.start);
+                    if self.read_more(stream, missing).map_err(fail)? == 0 {
+                        return Err(closed);
+                    }
+                }
+                let body = self.pending()[..n].to_vec();
+                self.consume(n);
+                Ok(body)
             }
-            Err(e) if is_timeout(&e) && deadline.is_some() => {
-                return ReadHead::Refused(408, "request head not received in time")
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::default();
+                let mut body = Vec::new();
+                loop {
+                    let (used, done) = decoder.decode(self.pending(), &mut body).map_err(|m| (400, m))?;
+                    self.consume(used);
+                    if body.len() as u64 > cfg.max_body_bytes {
+                        return Err((413, "request body too large"));
+                    }
+                    if done {
+                        return Ok(body);
+                    }
+                    self.set_timeout(stream, Duration::from_millis(cfg.header_timeout_ms));
+                    if self.read_more(stream, READ_BUFFER).map_err(fail)? == 0 {
+                        return Err(closed);
+                    }
+                }
             }
-            Err(_) => return ReadHead::Closed,
         }
     }
 }
@@ -246,70 +363,14 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
-/// Reads what is available (up to 16 KiB) and appends it to `buf`.
-fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let len = buf.len();
-    buf.resize(len + 16 * 1024, 0);
-    let result = stream.read(&mut buf[len..]);
-    buf.truncate(len + *result.as_ref().unwrap_or(&0));
-    result
-}
-
-/// Reads the request body per its framing. Bytes past it stay in `buf` for the next request.
-fn read_body(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    framing: BodyFraming,
-    cfg: &ServerConfig,
-) -> Result<Vec<u8>, (u16, &'static str)> {
-    let timeout = Duration::from_millis(cfg.header_timeout_ms);
-    let _ = stream.set_read_timeout(Some(timeout));
-    let fail = |e: io::Error| {
-        if is_timeout(&e) {
-            (408, "request body not received in time")
-        } else {
-            (400, "connection closed before the body was complete")
-        }
-    };
-    match framing {
-        BodyFraming::None => Ok(Vec::new()),
-        BodyFraming::Length(n) => {
-            let n = n as usize;
-            while buf.len() < n {
-                if read_more(stream, buf).map_err(fail)? == 0 {
-                    return Err((400, "connection closed before the body was complete"));
-                }
-            }
-            let rest = buf.split_off(n);
-            Ok(std::mem::replace(buf, rest))
-        }
-        BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::default();
-            let mut body = Vec::new();
-            loop {
-                let (used, done) = decoder.decode(buf, &mut body).map_err(|m| (400, m))?;
-                buf.drain(..used);
-                if body.len() as u64 > cfg.max_body_bytes {
-                    return Err((413, "request body too large"));
-                }
-                if done {
-                    return Ok(body);
-                }
-                if read_more(stream, buf).map_err(fail)? == 0 {
-                    return Err((400, "connection closed before the body was complete"));
-                }
-            }
-        }
-    }
-}
-
 fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, cfg: &ServerConfig) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut reader = Reader::new();
     let mut watch = ClientWatch::new();
     loop {
-        let head = match read_head(&mut stream, &mut buf, cfg) {
+        reader.rest();
+        let head = match reader.read_head(&mut stream, cfg) {
             ReadHead::Head(h) => h,
             ReadHead::Closed => return,
             ReadHead::Refused(status, message) => {
@@ -320,10 +381,6 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let schema = schema_for_path(head.path());
         let framing = match head.body_framing() {
             Ok(f) => f,
-            Err(e @ HeadError::Malformed(_)) | Err(e @ HeadError::UnsupportedTransferEncoding) => {
-                let _ = write_error(&mut stream, schema, e.status(), e.message(), false);
-                return;
-            }
             Err(e) => {
                 let _ = write_error(&mut stream, schema, e.status(), e.message(), false);
                 return;
@@ -338,13 +395,13 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         }
         let body_pending = match framing {
             BodyFraming::None => false,
-            BodyFraming::Length(n) => (buf.len() as u64) < n,
+            BodyFraming::Length(n) => (reader.pending().len() as u64) < n,
             BodyFraming::Chunked => true,
         };
         if body_pending && head.expects_continue() && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             return;
         }
-        let body = match read_body(&mut stream, &mut buf, framing, cfg) {
+        let body = match reader.read_body(&mut stream, framing, cfg) {
             Ok(b) => b,
             Err((status, message)) => {
                 let _ = write_error(&mut stream, schema, status, message, false);
@@ -484,7 +541,8 @@ impl Responder<'_> {
 }
 
 /// Per connection: a watcher coroutine, started on the first proxied request, that notices the client
-/// closing while the request is in flight and cancels the upstream call.
+/// closing while a request is in flight and cancels the upstream call. It looks only at requests still
+/// in flight after a short grace period, so quick requests cost two atomic stores and no wake-up.
 struct ClientWatch {
     cancel: Arc<Cancel>,
     shared: Option<Arc<WatchShared>>,
@@ -492,9 +550,24 @@ struct ClientWatch {
 
 struct WatchShared {
     inflight: AtomicBool,
+    /// The watcher is (about to be) waiting on `wake`; whoever swaps this to false must post.
+    parked: AtomicBool,
     closed: AtomicBool,
     wake: may::sync::Semphore,
 }
+
+impl WatchShared {
+    fn wake_watcher(&self) {
+        if self.parked.swap(false, Ordering::SeqCst) {
+            self.wake.post();
+        }
+    }
+}
+
+/// How long a request runs before the watcher starts looking at its client socket.
+const WATCH_GRACE: Duration = Duration::from_millis(100);
+/// How often the watcher re-checks whether the request it watches has ended.
+const WATCH_POLL: Duration = Duration::from_millis(400);
 
 impl ClientWatch {
     fn new() -> ClientWatch {
@@ -504,11 +577,10 @@ impl ClientWatch {
     fn start(&mut self, stream: &TcpStream) -> Arc<Cancel> {
         crate::upstream::set_current_cancel(&self.cancel);
         if self.shared.is_none() {
-            let Ok(clone) = stream.try_clone() else {
-                return self.cancel.clone();
-            };
+            let Ok(clone) = stream.try_clone() else { return self.cancel.clone() };
             let shared = Arc::new(WatchShared {
                 inflight: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 wake: may::sync::Semphore::new(0),
             });
@@ -521,8 +593,8 @@ impl ClientWatch {
             self.shared = Some(shared);
         }
         if let Some(shared) = &self.shared {
-            shared.inflight.store(true, Ordering::Release);
-            shared.wake.post();
+            shared.inflight.store(true, Ordering::SeqCst);
+            shared.wake_watcher();
         }
         self.cancel.clone()
     }
@@ -530,7 +602,7 @@ impl ClientWatch {
     fn request_done(&mut self) {
         self.cancel.clear();
         if let Some(shared) = &self.shared {
-            shared.inflight.store(false, Ordering::Release);
+            shared.inflight.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -538,21 +610,36 @@ impl ClientWatch {
 impl Drop for ClientWatch {
     fn drop(&mut self) {
         if let Some(shared) = &self.shared {
-            shared.closed.store(true, Ordering::Release);
-            shared.wake.post();
+            shared.closed.store(true, Ordering::SeqCst);
+            shared.wake_watcher();
         }
     }
 }
 
 fn watch_loop(stream: TcpStream, shared: &WatchShared, cancel: &Cancel) {
     let mut byte = [0u8; 1];
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_read_timeout(Some(WATCH_POLL));
     loop {
-        shared.wake.wait();
-        while shared.inflight.load(Ordering::Acquire) {
-            if shared.closed.load(Ordering::Acquire) {
+        // Park until a request is in flight (or the connection ends).
+        loop {
+            if shared.closed.load(Ordering::SeqCst) {
                 return;
             }
+            if shared.inflight.load(Ordering::SeqCst) {
+                break;
+            }
+            shared.parked.store(true, Ordering::SeqCst);
+            if shared.inflight.load(Ordering::SeqCst) || shared.closed.load(Ordering::SeqCst) {
+                // Un-park ourselves, unless a waker already did and posted: then take its post.
+                if !shared.parked.swap(false, Ordering::SeqCst) {
+                    shared.wake.wait();
+                }
+                continue;
+            }
+            shared.wake.wait();
+        }
+        may::coroutine::sleep(WATCH_GRACE);
+        while shared.inflight.load(Ordering::SeqCst) && !shared.closed.load(Ordering::SeqCst) {
             match stream.peek(&mut byte) {
                 Ok(0) => {
                     cancel.cancel();
@@ -566,9 +653,6 @@ fn watch_loop(stream: TcpStream, shared: &WatchShared, cancel: &Cancel) {
                     return;
                 }
             }
-        }
-        if shared.closed.load(Ordering::Acquire) {
-            return;
         }
     }
 }

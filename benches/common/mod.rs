@@ -1,0 +1,411 @@
+//! Bench support: an in-process upstream and load generator on may coroutines, the gateway (and
+//! optionally nginx) as child processes, and /proc readings. Loopback only; everything stops itself.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use may::net::{TcpListener, TcpStream};
+
+pub const CHAT_REPLY: &[u8] = br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#;
+
+/// Sets may up for a bench process: 2 scheduler threads, a stack big enough for the client side.
+pub fn init_may() {
+    may::config().set_workers(2).set_stack_size(0x4000);
+}
+
+/// A minimal keep-alive upstream. A request whose body has `"stream":true` gets `x-bench-events` SSE
+/// events (default 20), `x-bench-delay-ms` apart; any other gets a fixed chat completion.
+pub fn start_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    may::go!(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            may::go!(move || upstream_connection(stream));
+        }
+    });
+    addr
+}
+
+fn upstream_connection(mut s: TcpStream) {
+    let _ = s.set_nodelay(true);
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let Some((head_len, body_len, events, delay)) = read_request_head(&mut s, &mut buf) else { return };
+        while buf.len() < head_len + body_len {
+            if read_some(&mut s, &mut buf) == 0 {
+                return;
+            }
+        }
+        let body = &buf[head_len..head_len + body_len];
+        let stream = body.windows(13).any(|w| w == b"\"stream\":true");
+        buf.drain(..head_len + body_len);
+        if !stream {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                CHAT_REPLY.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(CHAT_REPLY);
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            continue;
+        }
+        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+        for i in 0..events {
+            if i > 0 && !delay.is_zero() {
+                may::coroutine::sleep(delay);
+            }
+            let event = format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n");
+            let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+            if s.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let done = "data: [DONE]\n\n";
+        if s.write_all(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 16384];
+    match s.read(&mut chunk) {
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            n
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Head length, content length, and the bench headers of the request at the start of `buf`.
+fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, usize, Duration)> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = req.parse(buf) {
+            let find = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+            };
+            let body = find("content-length").unwrap_or(0);
+            let events = find("x-bench-events").unwrap_or(20);
+            let delay = Duration::from_millis(find("x-bench-delay-ms").unwrap_or(0) as u64);
+            return Some((len, body, events, delay));
+        }
+        if read_some(s, buf) == 0 {
+            return None;
+        }
+    }
+}
+
+/// A chat request of about `body_bytes` bytes (the user message is padded).
+pub fn chat_request(model: &str, body_bytes: usize, stream: bool, extra: &str) -> Vec<u8> {
+    let pad = "x".repeat(body_bytes.saturating_sub(120));
+    let body = format!(
+        r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello. {pad}"}}],"stream":{stream},"max_tokens":16}}"#
+    );
+    format!("POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\nauthorization: Bearer bench\r\n{extra}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// Reads one response; returns its status and, for chunked bodies, the time the first body chunk came.
+pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Option<Instant>)> {
+    let (status, head_len, length, chunked) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = resp.parse(buf) {
+            let find = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+            let length = find("content-length").and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok());
+            let chunked = find("transfer-encoding").is_some();
+            break (resp.code.unwrap_or(0), len, length, chunked);
+        }
+        if read_some(s, buf) == 0 {
+            return None;
+        }
+    };
+    buf.drain(..head_len);
+    if let Some(n) = length {
+        while buf.len() < n {
+            if read_some(s, buf) == 0 {
+                return None;
+            }
+        }
+        buf.drain(..n);
+        return Some((status, None));
+    }
+    if !chunked {
+        return None;
+    }
+    let mut first = None;
+    loop {
+        // size line
+        let line_end = loop {
+            if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+                break p;
+            }
+            if read_some(s, buf) == 0 {
+                return None;
+            }
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?.trim(), 16).ok()?;
+        while buf.len() < line_end + 2 + size + 2 {
+            if read_some(s, buf) == 0 {
+                return None;
+            }
+        }
+        if size > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        buf.drain(..line_end + 2 + size + 2);
+        if size == 0 {
+            return Some((status, first));
+        }
+    }
+}
+
+/// What a closed-loop run measured.
+#[derive(Debug, Default, Clone)]
+pub struct Run {
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    /// Latencies in microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+}
+
+impl Run {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    pub fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// `conns` keep-alive connections, each sending `request` again as soon as the last answer is in,
+/// for `duration` after a short warm-up.
+pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: Arc<Vec<u8>>) -> Run {
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let results = Arc::new(Mutex::new(Run::default()));
+    let handles: Vec<_> = (0..conns)
+        .map(|_| {
+            let (request, results) = (request.clone(), results.clone());
+            may::go!(move || {
+                let mut local = Run::default();
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    results.lock().unwrap().errors += 1;
+                    return;
+                };
+                let _ = s.set_nodelay(true);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::with_capacity(8192);
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    if s.write_all(&request).is_err() {
+                        local.errors += 1;
+                        break;
+                    }
+                    match read_response(&mut s, &mut buf) {
+                        Some((200, _)) if t0 >= measure_from => {
+                            local.requests += 1;
+                            local.latencies_us.push(t0.elapsed().as_micros() as u32);
+                        }
+                        Some((200, _)) => {}
+                        _ => {
+                            local.errors += 1;
+                            break;
+                        }
+                    }
+                }
+                let mut r = results.lock().unwrap();
+                r.requests += local.requests;
+                r.errors += local.errors;
+                r.latencies_us.extend(local.latencies_us);
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut run = Arc::try_unwrap(results).unwrap().into_inner().unwrap();
+    run.seconds = duration.as_secs_f64();
+    run.latencies_us.sort_unstable();
+    run
+}
+
+// ---- Child processes ----
+
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{addr} did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The release gateway with one OpenAI-compatible backend (`bench`) pointing at `upstream`, plus any
+/// extra top-level config.
+pub fn start_gateway(upstream: SocketAddr, extra: serde_json::Value) -> Proc {
+    let dir = scratch("gw");
+    let port = free_port();
+    let mut cfg = serde_json::json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "workers": 2,
+        "backends": [{"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")},
+                     {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 0}],
+        "routes": [{"model": "bench", "backends": [{"backend": "up"}]},
+                   {"model": "demo", "backends": [{"backend": "demo"}]}]
+    });
+    if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the gateway");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr);
+    Proc { child, addr, _dir: dir }
+}
+
+/// nginx `proxy_pass` to `upstream` with upstream keep-alive, when nginx is installed.
+pub fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let dir = scratch("nginx");
+    let port = free_port();
+    let conf = format!(
+        "worker_processes 2;\ndaemon off;\nerror_log {d}/error.log error;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+           keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 128; keepalive_requests 10000000; }}\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
+        d = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(nginx)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr);
+    Some(Proc { child, addr, _dir: dir })
+}
+
+// ---- /proc ----
+
+/// CPU seconds (user + system) a process and its threads have used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of a process and all its children (nginx's workers).
+pub fn cpu_seconds_tree(pid: u32) -> f64 {
+    let mut total = cpu_seconds(pid);
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            total += cpu_seconds(c);
+        }
+    }
+    total
+}
+
+/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM) or as a count (Threads).
+pub fn status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples a process's RSS every 50 ms until stopped; returns the peak in KiB.
+pub fn rss_sampler(pid: u32) -> (Arc<AtomicBool>, Arc<AtomicU64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let (s, p) = (stop.clone(), peak.clone());
+    std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            p.fetch_max(status_field(pid, "VmRSS:"), Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (stop, peak)
+}
+
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    format!("{} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))
+}
