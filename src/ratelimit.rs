@@ -127,7 +127,7 @@ impl Count {
         match self {
             Count::Input => input,
             Count::Output => output,
-            Count::Total => input + output,
+            Count::Total => input.saturating_add(output),
             Count::Weighted(w) => (w.input * input as f64 + w.output * output as f64).ceil() as u64,
         }
     }
@@ -330,6 +330,7 @@ pub fn window_key(key: &str, window_ms: u64, now_ms: u64) -> (String, u64) {
 #[derive(Default)]
 pub struct LocalStore {
     counters: Mutex<HashMap<String, Counter>>,
+    last_sweep_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -345,7 +346,7 @@ impl LocalStore {
         let mut counters = self.counters.lock();
         for (i, (c, (key, reset))) in charges.iter().zip(&keys).enumerate() {
             let used = counters.get(key).filter(|k| k.expires_ms > now_ms).map_or(0, |k| k.used);
-            if used + c.cost > c.max {
+            if used.saturating_add(c.cost) > c.max {
                 let retry_after_ms = if c.window_ms == 0 { 1000 } else { *reset };
                 return Verdict::Deny { charge: i, used, retry_after_ms };
             }
@@ -357,10 +358,14 @@ impl LocalStore {
             if counter.expires_ms <= now_ms {
                 *counter = Counter { used: 0, expires_ms };
             }
-            counter.used += c.cost;
+            counter.used = counter.used.saturating_add(c.cost);
             granted.push(Granted { key, used: counter.used, reset_ms: reset });
         }
-        if counters.len() > 4096 {
+        // Expired windows and idle concurrency counters go, at most once a second: never a scan per
+        // admission however many keys there are.
+        let last = self.last_sweep_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if now_ms >= last + 1000 {
+            self.last_sweep_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
             counters.retain(|_, c| c.expires_ms > now_ms && (c.expires_ms != u64::MAX || c.used > 0));
         }
         Verdict::Admit(granted)
@@ -375,22 +380,29 @@ impl LocalStore {
 }
 
 /// The Redis script that admits atomically: computes windows from the server's clock, checks every
-/// counter, then charges all or none. KEYS are base keys; ARGV holds max, window_ms, cost per key.
+/// counter, then charges all or none. KEYS are base keys. ARGV[1] is this request's id and ARGV[2]
+/// the concurrency lease (ms); then max, window_ms, cost per key. Windowed limits are counters
+/// (`key@window_start`, expiring after their window); concurrency limits are sorted sets of request ids
+/// scored by lease end, so a slot whose release was lost frees itself when its lease ends.
 /// Reply: `{1, full_key, used, reset_ms, …}` or `{0, index (1-based), used, retry_after_ms}`.
 pub const REDIS_ADMIT_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member, lease = ARGV[1], tonumber(ARGV[2])
 local full, reset = {}, {}
 for i = 1, #KEYS do
-  local max, win, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
-  local k, r = KEYS[i], 0
+  local max, win, cost = tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2])
+  local k, r, used = KEYS[i], 0, 0
   if win > 0 then
     local start = now - (now % win)
     k = k .. '@' .. start
     r = start + win - now
+    used = tonumber(redis.call('GET', k) or '0')
+  else
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    used = redis.call('ZCARD', k)
   end
   full[i], reset[i] = k, r
-  local used = tonumber(redis.call('GET', k) or '0')
   if used + cost > max then
     if win == 0 then r = 1000 end
     return {0, i, used, r}
@@ -398,9 +410,16 @@ for i = 1, #KEYS do
 end
 local out = {1}
 for i = 1, #KEYS do
-  local win, cost = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
-  local used = redis.call('INCRBY', full[i], cost)
-  if win > 0 then redis.call('PEXPIRE', full[i], reset[i] + 60000) else redis.call('EXPIRE', full[i], 3600) end
+  local win, cost = tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2])
+  local used
+  if win > 0 then
+    used = redis.call('INCRBY', full[i], cost)
+    redis.call('PEXPIRE', full[i], reset[i] + 60000)
+  else
+    redis.call('ZADD', full[i], now + lease, member)
+    redis.call('PEXPIRE', full[i], lease)
+    used = redis.call('ZCARD', full[i])
+  end
   out[#out+1] = full[i]
   out[#out+1] = used
   out[#out+1] = reset[i]
@@ -408,18 +427,49 @@ end
 return out
 "#;
 
+/// Corrections at settlement: ARGV[1] is the request id; then per key a delta, or `release` to take
+/// the request out of a concurrency set. An expired window stays expired.
+pub const REDIS_SETTLE_SCRIPT: &str = r#"
+for i = 1, #KEYS do
+  local a = ARGV[i + 1]
+  if a == 'release' then
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], a)
+  end
+end
+return 1
+"#;
+
+/// How long a request holds a Redis concurrency slot if its release is lost.
+pub const CONCURRENCY_LEASE_MS: u64 = 3_600_000;
+
 /// Arguments of [`REDIS_ADMIT_SCRIPT`] for `charges`, after the script's SHA: numkeys, keys, argv.
-pub fn redis_admit_args(prefix: &str, charges: &[Charge]) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(1 + charges.len() * 4);
+pub fn redis_admit_args(prefix: &str, member: &str, charges: &[Charge]) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(3 + charges.len() * 4);
     args.push(charges.len().to_string().into_bytes());
     for c in charges {
         args.push(format!("{prefix}{}", c.key).into_bytes());
     }
+    args.push(member.as_bytes().to_vec());
+    args.push(CONCURRENCY_LEASE_MS.to_string().into_bytes());
     for c in charges {
         args.push(c.max.to_string().into_bytes());
         args.push(c.window_ms.to_string().into_bytes());
         args.push(c.cost.to_string().into_bytes());
     }
+    args
+}
+
+/// Arguments of [`REDIS_SETTLE_SCRIPT`].
+pub fn redis_settle_args(member: &str, corrections: &[Correction]) -> Vec<Vec<u8>> {
+    let mut args = vec![corrections.len().to_string().into_bytes()];
+    args.extend(corrections.iter().map(|c| c.key().as_bytes().to_vec()));
+    args.push(member.as_bytes().to_vec());
+    args.extend(corrections.iter().map(|c| match c {
+        Correction::Add(_, delta) => delta.to_string().into_bytes(),
+        Correction::Release(_) => b"release".to_vec(),
+    }));
     args
 }
 
@@ -469,8 +519,8 @@ pub struct Held {
 
 impl Held {
     /// The corrections to apply once the real usage is known (or not: `None` charges the input
-    /// estimate and `estimated_output`). Concurrency counters are released.
-    pub fn settlement(&self, usage: Option<&Usage>, estimated_output: u64) -> Vec<(String, i64)> {
+    /// estimate and `estimated_output`). Concurrency slots are released.
+    pub fn settlement(&self, usage: Option<&Usage>, estimated_output: u64) -> Vec<Correction> {
         let (input, output) = match usage {
             Some(u) => (u.prompt_tokens(), u.output_tokens),
             None => (self.est_input, estimated_output),
@@ -480,12 +530,41 @@ impl Held {
             .filter_map(|(key, kind, reserved)| match kind {
                 Kind::Tokens { count, .. } => {
                     let actual = count.of(input, output);
-                    (actual != *reserved).then(|| (key.clone(), actual as i64 - *reserved as i64))
+                    let delta =
+                        (i128::from(actual) - i128::from(*reserved)).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+                    (delta != 0).then(|| Correction::Add(key.clone(), delta as i64))
                 }
-                Kind::Concurrent { .. } => Some((key.clone(), -1)),
+                Kind::Concurrent { .. } => Some(Correction::Release(key.clone())),
                 Kind::Requests { .. } => None,
             })
             .collect()
+    }
+
+    /// Settlement keeping every reservation as charged (the upstream may have generated it all):
+    /// only concurrency slots are released.
+    pub fn release_only(&self) -> Vec<Correction> {
+        self.entries
+            .iter()
+            .filter(|(_, kind, _)| matches!(kind, Kind::Concurrent { .. }))
+            .map(|(key, _, _)| Correction::Release(key.clone()))
+            .collect()
+    }
+}
+
+/// One change to a counter at settlement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Correction {
+    /// Add a (possibly negative) amount to a windowed counter.
+    Add(String, i64),
+    /// Free this request's concurrency slot.
+    Release(String),
+}
+
+impl Correction {
+    pub fn key(&self) -> &str {
+        match self {
+            Correction::Add(k, _) | Correction::Release(k) => k,
+        }
     }
 }
 
@@ -626,12 +705,17 @@ mod tests {
             est_input: 10,
         };
         let usage = Usage { input_tokens: 12, output_tokens: 5, ..Usage::default() };
+        use Correction::{Add, Release};
         assert_eq!(
             held.settlement(Some(&usage), 0),
-            vec![("t|c1".into(), -15), ("w|c1".into(), -43), ("c|c1".into(), -1)]
+            vec![Add("t|c1".into(), -15), Add("w|c1".into(), -43), Release("c|c1".into())]
         );
         // Unknown usage: charged the input estimate and the estimated output, never zero.
-        assert_eq!(held.settlement(None, 7), vec![("t|c1".into(), -13), ("w|c1".into(), -39), ("c|c1".into(), -1)]);
+        assert_eq!(
+            held.settlement(None, 7),
+            vec![Add("t|c1".into(), -13), Add("w|c1".into(), -39), Release("c|c1".into())]
+        );
+        assert_eq!(held.release_only(), vec![Release("c|c1".into())]);
     }
 
     #[test]

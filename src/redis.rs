@@ -204,10 +204,10 @@ impl RedisClient {
         stream.set_write_timeout(Some(self.timeout)).map_err(unavailable)?;
         let mut conn = Conn { stream, buf: Vec::with_capacity(512) };
         if let Some(p) = &self.url.password {
-            expect_ok(conn.call(&[b"AUTH", p.as_bytes()])?)?;
+            expect_ok(conn.call(&[b"AUTH", p.as_bytes()], self.timeout)?)?;
         }
         if self.url.db != 0 {
-            expect_ok(conn.call(&[b"SELECT", self.url.db.to_string().as_bytes()])?)?;
+            expect_ok(conn.call(&[b"SELECT", self.url.db.to_string().as_bytes()], self.timeout)?)?;
         }
         Ok(conn)
     }
@@ -217,12 +217,17 @@ impl RedisClient {
         if self.now_ms() < self.down_until_ms.load(Ordering::Relaxed) {
             return Err(RedisError::Unavailable("backing off after a failure".into()));
         }
+        self.call_now(args)
+    }
+
+    /// Runs one command even during the back-off (for work that must not be skipped).
+    fn call_now(&self, args: &[&[u8]]) -> Result<Resp, RedisError> {
         let pooled = self.idle.lock().pop();
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect().inspect_err(|_| self.mark_down())?,
         };
-        match conn.call(args) {
+        match conn.call(args, self.timeout) {
             Ok(reply) => {
                 let mut idle = self.idle.lock();
                 if idle.len() < 64 {
@@ -243,8 +248,16 @@ impl RedisClient {
     }
 
     /// Runs a Lua script by SHA, loading it first if this server does not have it (also after a
-    /// Redis restart).
+    /// Redis restart). Fails fast during the back-off after a failure.
     pub fn eval(&self, script: &'static str, args: &[Vec<u8>]) -> Result<Resp, RedisError> {
+        if self.now_ms() < self.down_until_ms.load(Ordering::Relaxed) {
+            return Err(RedisError::Unavailable("backing off after a failure".into()));
+        }
+        self.eval_now(script, args)
+    }
+
+    /// [`RedisClient::eval`] even during the back-off.
+    pub fn eval_now(&self, script: &'static str, args: &[Vec<u8>]) -> Result<Resp, RedisError> {
         let known = self.shas.lock().iter().find(|(s, _)| std::ptr::eq(*s, script)).map(|(_, sha)| sha.clone());
         let sha = match known {
             Some(sha) => sha,
@@ -253,7 +266,7 @@ impl RedisClient {
         let run = |sha: &str| {
             let mut all: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes()];
             all.extend(args.iter().map(Vec::as_slice));
-            self.call(&all)
+            self.call_now(&all)
         };
         match run(&sha)? {
             Resp::Error(e) if e.starts_with("NOSCRIPT") => {
@@ -265,7 +278,7 @@ impl RedisClient {
     }
 
     fn load(&self, script: &'static str) -> Result<String, RedisError> {
-        match self.call(&[b"SCRIPT", b"LOAD", script.as_bytes()])? {
+        match self.call_now(&[b"SCRIPT", b"LOAD", script.as_bytes()])? {
             Resp::Bulk(Some(sha)) => {
                 let sha = String::from_utf8_lossy(&sha).into_owned();
                 let mut shas = self.shas.lock();
@@ -287,19 +300,38 @@ fn expect_ok(reply: Resp) -> Result<(), RedisError> {
 }
 
 impl Conn {
-    fn call(&mut self, args: &[&[u8]]) -> Result<Resp, RedisError> {
+    /// One command and its reply, within `timeout` in all (a trickling server cannot stretch it).
+    fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Resp, RedisError> {
+        let deadline = Instant::now() + timeout;
         let unavailable = |e: io::Error| RedisError::Unavailable(e.to_string());
         let mut out = Vec::with_capacity(64);
         encode(args, &mut out);
         self.stream.write_all(&out).map_err(unavailable)?;
         self.buf.clear();
         let mut chunk = [0u8; 4096];
+        let mut first = true;
+        let mut shortened = false;
         loop {
             match parse(&self.buf) {
-                Ok(Some((reply, _))) => return Ok(reply),
+                Ok(Some((reply, _))) => {
+                    if shortened {
+                        self.stream.set_read_timeout(Some(timeout)).map_err(unavailable)?;
+                    }
+                    return Ok(reply);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(RedisError::Unavailable(e.into())),
             }
+            if !first {
+                // Later reads get only what is left (the socket's own timeout is the full one).
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(RedisError::Unavailable("timed out".into()));
+                }
+                self.stream.set_read_timeout(Some(left)).map_err(unavailable)?;
+                shortened = true;
+            }
+            first = false;
             let n = self.stream.read(&mut chunk).map_err(unavailable)?;
             if n == 0 {
                 return Err(RedisError::Unavailable("connection closed".into()));

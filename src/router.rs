@@ -26,6 +26,15 @@ impl ModelPattern {
         }
     }
 
+    /// The pattern as written in config (a bounded set: safe as a metric label).
+    pub fn label(&self) -> String {
+        if self.prefix {
+            format!("{}*", self.text)
+        } else {
+            self.text.clone()
+        }
+    }
+
     /// The name to list in `/v1/models`: only exact names are listable.
     pub fn exact_name(&self) -> Option<&str> {
         (!self.prefix).then_some(&self.text)
@@ -61,7 +70,7 @@ impl Router {
     pub fn build(routes: &[RouteConfig], backends: &[Backend]) -> Result<Router, ConfigError> {
         let mut out = Vec::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
-            if r.model.is_empty() || r.model[..r.model.len() - 1].contains('*') {
+            if r.model.is_empty() || r.model.trim_end_matches('*').contains('*') || r.model.ends_with("**") {
                 return Err(ConfigError {
                     path: format!("routes[{i}].model"),
                     message: "a model name, optionally ending in a single `*`".into(),
@@ -180,6 +189,17 @@ mod tests {
         assert_eq!(r.find("gpt-4o", |h| (h == "x-tier").then_some("gold")).unwrap().targets.len(), 1);
         assert_eq!(r.find("gpt-4o-mini", none).unwrap().targets.len(), 3);
         assert_eq!(r.find("llama", none).unwrap().targets[0].model.as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn odd_model_patterns_are_config_errors_not_panics() {
+        for model in ["gpt-ü", "ü*", "a*b", "**", "*"] {
+            let json = format!(
+                r#"{{"backends":[{{"name":"a","schema":"mock"}}],"routes":[{{"model":"{model}","backends":[{{"backend":"a"}}]}}]}}"#
+            );
+            let result = Config::parse(&json).unwrap().into_snapshot(&|_| None);
+            assert_eq!(result.is_ok(), ["gpt-ü", "ü*", "*"].contains(&model), "{model}");
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub fn agent_for(backend: &Backend) -> io::Result<Agent> {
     }
     let config: UreqConfig = Agent::config_builder()
         .http_status_as_error(false)
+        // Upstreams are reached directly: HTTP(S)_PROXY in the environment must not reroute them.
+        .proxy(None)
         .max_redirects(0)
         .user_agent("switchyard/0.1")
         .input_buffer_size(BUFFER_BYTES)

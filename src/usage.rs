@@ -47,11 +47,6 @@ impl StreamUsage {
         StreamUsage { wire, strip_usage_chunk, pending: Vec::new(), usage: None, content_events: 0 }
     }
 
-    /// Whether `filter` must be used (bytes change) rather than `observe` (bytes pass unchanged).
-    pub fn filters(&self) -> bool {
-        self.strip_usage_chunk
-    }
-
     /// Reads usage from `input` without changing it.
     pub fn observe(&mut self, input: &[u8]) {
         self.pending.extend_from_slice(input);
@@ -88,7 +83,7 @@ impl StreamUsage {
         self.pending.drain(..start);
     }
 
-    /// At the end of the stream: bytes of an unterminated last event (forwarded as they are).
+    /// At the end of a filtered stream: an unterminated last event.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
@@ -99,8 +94,10 @@ impl StreamUsage {
                 &mut self.usage,
                 &mut self.content_events,
             );
-            if self.strip_usage_chunk && !drop {
+            // Completed with its blank line, so the client's parser sees it.
+            if !drop {
                 out.extend_from_slice(&rest);
+                out.extend_from_slice(b"\n\n");
             }
         }
     }

@@ -362,3 +362,47 @@ fn redis_down_fails_closed_by_policy_with_503() {
     assert!(start.elapsed() < Duration::from_secs(2));
     assert_eq!(up.requests().len(), 1);
 }
+
+#[test]
+fn a_huge_max_tokens_cannot_overflow_a_token_limit() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&limited_config(
+        &up,
+        json!([{"name": "out", "key": ["client"], "tokens": 5000, "count": "output", "per": "1d"}]),
+    ));
+    let body = json!({"model": "fake-1", "max_tokens": u64::MAX, "messages": []});
+    let r = post(gw.addr, "/v1/chat/completions", &[A], &body);
+    assert_eq!(r.status, 429, "{}", r.text());
+    let body = json!({"model": "fake-1", "max_tokens": 100, "max_completion_tokens": 1, "messages": []});
+    let r = post(gw.addr, "/v1/chat/completions", &[A], &body);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn redis_concurrency_slots_are_shared_and_released() {
+    let redis = Redis::start();
+    let up = FakeUpstream::start();
+    let mut cfg = limited_config(&up, json!([{"name": "inflight", "key": ["client"], "concurrent": 2}]));
+    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port)});
+    let gw1 = Gateway::start(&cfg);
+    let gw2 = Gateway::start(&cfg);
+    let slow = |addr: std::net::SocketAddr| {
+        std::thread::spawn(move || {
+            post(
+                addr,
+                "/v1/chat/completions",
+                &[A, ("x-fake-mode", "sse"), ("x-fake-events", "6"), ("x-fake-delay-ms", "100")],
+                &json!({"model": "fake-1", "stream": true, "messages": []}),
+            )
+            .status
+        })
+    };
+    let held = [slow(gw1.addr), slow(gw2.addr)];
+    assert!(eventually(Duration::from_secs(3), || up.requests().len() == 2));
+    assert_eq!(post(gw1.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 429);
+    assert_eq!(post(gw2.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 429);
+    for h in held {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert_eq!(post(gw2.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 200);
+}

@@ -258,3 +258,77 @@ fn models_lists_only_what_the_client_may_use() {
     assert_eq!(ids("kb"), vec!["demo", "aliased"]);
     assert_eq!(get(gw.addr, "/v1/models", &[]).status, 401);
 }
+
+#[test]
+fn client_cannot_override_operator_headers_or_choose_the_provider_account() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&json!({
+        "backends": [{"name": "az", "schema": "openai", "base_url": up.base_url(),
+                      "auth": {"type": "header", "name": "ocp-apim-subscription-key", "key": "operator-secret"},
+                      "headers": {"x-tenant": "operator"}}],
+        "routes": [{"model": "m", "backends": [{"backend": "az"}]}]
+    }));
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[
+            ("ocp-apim-subscription-key", "client-guess"),
+            ("x-tenant", "client"),
+            ("openai-organization", "org-client"),
+            ("openai-project", "proj-client"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+        ],
+        &chat("m"),
+    );
+    assert_eq!(r.status, 200);
+    let got = up.last();
+    assert_eq!(got.headers["ocp-apim-subscription-key"], "operator-secret");
+    assert_eq!(got.headers["x-tenant"], "operator");
+    assert!(!got.headers.contains_key("openai-organization"));
+    assert!(!got.headers.contains_key("openai-project"));
+    assert!(!got.headers.contains_key("x-hop"), "a header named in Connection is hop-by-hop");
+}
+
+#[test]
+fn upstream_refusing_the_gateway_credential_does_not_echo_the_key() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let body = r#"{"error":{"message":"Incorrect API key provided: sk-upst****cret","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "raw"), ("x-fake-status", "401"), ("x-fake-body", body)],
+        &chat("fake-1"),
+    );
+    assert_eq!(r.status, 401);
+    assert!(!r.text().contains("sk-upst"), "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "backend_auth_failed");
+}
+
+#[test]
+fn proxy_variables_in_the_environment_do_not_reroute_upstream_calls() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start_with_env(
+        &config_for(&up),
+        &[
+            ("HTTP_PROXY", "http://127.0.0.1:9"),
+            ("http_proxy", "http://127.0.0.1:9"),
+            ("ALL_PROXY", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
+}
+
+#[test]
+fn fallback_skips_a_backend_that_cannot_serve_the_endpoint() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&json!({
+        "backends": [{"name": "claude", "schema": "anthropic", "base_url": format!("http://{}", up.addr)},
+                     {"name": "oai", "schema": "openai", "base_url": up.base_url()}],
+        "routes": [{"model": "m", "backends": [{"backend": "claude"}, {"backend": "oai", "priority": 1}]}]
+    }));
+    let r = post(gw.addr, "/v1/embeddings", &[], &json!({"model": "m", "input": "x"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().path, "/v1/embeddings");
+}

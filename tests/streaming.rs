@@ -204,3 +204,24 @@ fn keep_alive_connection_serves_a_stream_then_another_request() {
     s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     assert!(reader.get_mut().read(&mut rest).is_err(), "connection stays open, nothing extra sent");
 }
+
+#[test]
+fn upstream_reset_in_the_middle_of_an_event_still_gives_well_formed_events() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    // 7-byte pieces, cut halfway: the last piece ends inside an event.
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "reset-mid-stream"), ("x-fake-split", "7"), ("x-fake-events", "5")],
+        &stream_body("fake-1"),
+    );
+    let text = r.text();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(events.len() >= 2, "{text}");
+    for e in &events {
+        let data = e.strip_prefix("data: ").unwrap_or_else(|| panic!("not an event: {e:?}"));
+        serde_json::from_str::<serde_json::Value>(data).unwrap_or_else(|err| panic!("garbled event {data:?}: {err}"));
+    }
+    assert!(events.last().unwrap().contains("\"error\""));
+}

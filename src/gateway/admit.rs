@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::ratelimit::{self, Charge, Facts, FailurePolicy, Held, LocalStore, Verdict};
+use crate::ratelimit::{self, Charge, Correction, Facts, FailurePolicy, Held, LocalStore, Verdict};
 use crate::redis::{RedisClient, Resp};
 use crate::translate::Usage;
 
@@ -17,13 +17,8 @@ static LOCAL: LazyLock<LocalStore> = LazyLock::new(LocalStore::default);
 /// Keys in Redis start with this.
 const REDIS_PREFIX: &str = "switchyard:";
 
-/// Applies corrections only to counters that still exist (an expired window stays expired).
-const REDIS_SETTLE_SCRIPT: &str = r#"
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
-end
-return 1
-"#;
+/// Output tokens reserved at most for one request (a client-chosen `max_tokens` is clamped to this).
+const MAX_OUTPUT_RESERVATION: u64 = 10_000_000;
 
 enum Store<'s> {
     Local,
@@ -35,6 +30,8 @@ enum Store<'s> {
 pub struct Admission<'s> {
     store: Store<'s>,
     held: Held,
+    /// Identifies this request in Redis concurrency sets.
+    member: String,
     /// `x-ratelimit-*` response headers.
     pub headers: Vec<(String, String)>,
 }
@@ -50,12 +47,19 @@ pub struct Request<'a> {
     pub max_output: Option<u64>,
 }
 
+impl<'s> Admission<'s> {
+    /// An admission that charged nothing.
+    pub fn none(snapshot: &'s Snapshot) -> Admission<'s> {
+        let store = match &snapshot.redis {
+            Some(redis) => Store::Redis(redis),
+            None => Store::Local,
+        };
+        Admission { store, held: Held::default(), member: String::new(), headers: Vec::new() }
+    }
+}
+
 pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, GatewayError> {
-    let store = match &snapshot.redis {
-        Some(redis) => Store::Redis(redis),
-        None => Store::Local,
-    };
-    let mut admission = Admission { store, held: Held::default(), headers: Vec::new() };
+    let mut admission = Admission::none(snapshot);
     if snapshot.limits.is_empty() {
         return Ok(admission);
     }
@@ -66,7 +70,7 @@ pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, G
         backend: r.backend,
         header: r.header,
         est_input,
-        max_output: r.max_output.unwrap_or(snapshot.config.ratelimit.default_output_tokens),
+        max_output: r.max_output.unwrap_or(snapshot.config.ratelimit.default_output_tokens).min(MAX_OUTPUT_RESERVATION),
     };
     let charges = ratelimit::charges(&snapshot.limits, &facts);
     if charges.is_empty() {
@@ -74,7 +78,10 @@ pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, G
     }
     let verdict = match admission.store {
         Store::Local => LOCAL.admit(&charges, unix_ms()),
-        Store::Redis(redis) => match redis_admit(redis, &charges) {
+        Store::Redis(redis) => match {
+            admission.member = format!("{:016x}", crate::router::random_draw());
+            redis_admit(redis, &admission.member, &charges)
+        } {
             Ok(v) => v,
             Err(message) => {
                 redis_failed(&message);
@@ -133,8 +140,8 @@ pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, G
     }
 }
 
-fn redis_admit(redis: &RedisClient, charges: &[Charge]) -> Result<Verdict, String> {
-    let args = ratelimit::redis_admit_args(REDIS_PREFIX, charges);
+fn redis_admit(redis: &RedisClient, member: &str, charges: &[Charge]) -> Result<Verdict, String> {
+    let args = ratelimit::redis_admit_args(REDIS_PREFIX, member, charges);
     match redis.eval(ratelimit::REDIS_ADMIT_SCRIPT, &args) {
         Ok(Resp::Error(e)) => Err(e),
         Ok(reply) => reply
@@ -158,27 +165,40 @@ fn redis_failed(message: &str) {
 impl Admission<'_> {
     /// Reconciles reservations with what the response really used (`None`: unknown, estimated).
     pub fn settle(mut self, usage: Option<&Usage>, estimated_output: u64) {
-        self.apply(usage, estimated_output);
+        let corrections = self.held.settlement(usage, estimated_output);
+        self.apply(corrections);
     }
 
-    fn apply(&mut self, usage: Option<&Usage>, estimated_output: u64) {
-        let corrections = self.held.settlement(usage, estimated_output);
+    /// Keeps every reservation as charged: for a request cut after it reached the upstream, which
+    /// may have generated (and billed) everything it was allowed to.
+    pub fn settle_as_reserved(mut self) {
+        let corrections = self.held.release_only();
+        self.apply(corrections);
+    }
+
+    fn apply(&mut self, corrections: Vec<Correction>) {
         self.held.entries.clear();
         if corrections.is_empty() {
             return;
         }
         match self.store {
             Store::Local => {
-                for (key, delta) in corrections {
-                    LOCAL.adjust(&key, delta);
+                for c in corrections {
+                    match c {
+                        Correction::Add(key, delta) => LOCAL.adjust(&key, delta),
+                        Correction::Release(key) => LOCAL.adjust(&key, -1),
+                    }
                 }
             }
             Store::Redis(redis) => {
-                let mut args: Vec<Vec<u8>> = vec![corrections.len().to_string().into_bytes()];
-                args.extend(corrections.iter().map(|(k, _)| k.clone().into_bytes()));
-                args.extend(corrections.iter().map(|(_, d)| d.to_string().into_bytes()));
-                if let Err(e) = redis.eval(REDIS_SETTLE_SCRIPT, &args) {
-                    redis_failed(&e.to_string());
+                let args = ratelimit::redis_settle_args(&self.member, &corrections);
+                // Settling ignores the back-off and tries twice: a lost release would hold a
+                // concurrency slot until its lease ends.
+                let first = redis.eval_now(ratelimit::REDIS_SETTLE_SCRIPT, &args);
+                if first.is_err() {
+                    if let Err(e) = redis.eval_now(ratelimit::REDIS_SETTLE_SCRIPT, &args) {
+                        redis_failed(&format!("settling: {e}"));
+                    }
                 }
             }
         }
@@ -188,8 +208,9 @@ impl Admission<'_> {
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.held.entries.is_empty() {
-            // Ended without a response (error, cancellation): nothing was generated.
-            self.apply(Some(&Usage::default()), 0);
+            // Ended before reaching an upstream (error, cancellation): nothing was generated.
+            let corrections = self.held.settlement(Some(&Usage::default()), 0);
+            self.apply(corrections);
         }
     }
 }

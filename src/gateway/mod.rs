@@ -71,20 +71,26 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
         Operation::Proxy(endpoint) => {
             let peek = parse(endpoint, &req.body)?;
             let client = authenticate(snapshot, req)?;
-            let plan = route(snapshot, req, client, &peek.model)?;
+            let (route_label, plan) = route(snapshot, req, client, &peek.model)?;
             let client_name = client.map_or("anonymous", |c| c.name.as_str());
             let header = |name: &str| req.head.header(name);
-            let admission = admit::admit(
-                snapshot,
-                &admit::Request {
-                    client: client_name,
-                    model: &peek.model,
-                    backend: &snapshot.backends[plan[0].backend].name,
-                    header: &header,
-                    body_len: req.body.len(),
-                    max_output: if endpoint == Endpoint::Embeddings { Some(0) } else { peek.max_output },
-                },
-            )?;
+            let first = &snapshot.backends[plan[0].backend];
+            // Counting tokens is free upstream: it is not charged against limits.
+            let admission = if endpoint == Endpoint::CountTokens {
+                admit::Admission::none(snapshot)
+            } else {
+                admit::admit(
+                    snapshot,
+                    &admit::Request {
+                        client: client_name,
+                        model: &peek.model,
+                        backend: &first.name,
+                        header: &header,
+                        body_len: req.body.len(),
+                        max_output: reserved_output(endpoint, &peek, first),
+                    },
+                )?
+            };
             let mut headers: Vec<(&str, &str)> = ids.to_vec();
             headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let cancel = resp.watch_client();
@@ -94,22 +100,49 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                     let outcome = relay(exchange, endpoint.client_schema(), &peek.model, resp, &headers);
                     admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
                     let estimated = crate::ratelimit::estimate_input_tokens(req.body.len()) + outcome.estimated_output;
+                    // Metrics are labelled by the route's pattern: a bounded set, whatever clients send.
                     metrics::record(
                         client_name,
-                        &peek.model,
+                        &route_label,
                         &snapshot.backends[backend].name,
                         outcome.usage.as_ref(),
                         estimated,
                     );
                     Ok(())
                 }
-                Ok(None) => Ok(()),
+                // The client went away after the request may have reached the upstream, which may
+                // have generated everything it was allowed to: keep the reservation.
+                Ok(None) => {
+                    admission.settle_as_reserved();
+                    Ok(())
+                }
                 Err(e) => {
                     let _ = send_error(resp, endpoint.client_schema(), &e, &headers);
                     Ok(())
                 }
             }
         }
+    }
+}
+
+/// The output tokens a request may generate, as the backend will see it: the larger of the client's
+/// limits (a translator may use either), the backend's default where Anthropic requires one, plus a
+/// thinking budget the translation adds. `None`: unknown (the limiter's default applies).
+fn reserved_output(endpoint: Endpoint, peek: &RequestPeek, backend: &Backend) -> Option<u64> {
+    if endpoint == Endpoint::Embeddings {
+        return Some(0);
+    }
+    let to_anthropic = endpoint == Endpoint::ChatCompletions && backend.schema == Schema::Anthropic;
+    let thinking = match peek.reasoning_effort.as_deref() {
+        Some("low") if to_anthropic => 1024,
+        Some("medium") if to_anthropic => 4096,
+        Some("high") if to_anthropic => 16384,
+        _ => 0,
+    };
+    match peek.max_output {
+        Some(n) => Some(n.saturating_add(thinking)),
+        None if to_anthropic => Some(u64::from(backend.default_max_tokens).saturating_add(thinking)),
+        None => None,
     }
 }
 
@@ -147,8 +180,9 @@ fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
 pub struct RequestPeek {
     pub model: String,
     pub stream: bool,
-    /// `max_completion_tokens` or `max_tokens`, when set.
+    /// The larger of `max_completion_tokens` and `max_tokens`, when either is set.
     pub max_output: Option<u64>,
+    pub reasoning_effort: Option<String>,
     /// The client asked for `stream_options.include_usage`.
     pub include_usage: bool,
 }
@@ -164,6 +198,7 @@ struct PeekFields<'a> {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     stream_options: Option<StreamOptionsPeek>,
+    reasoning_effort: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,7 +228,11 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayErro
     Ok(RequestPeek {
         model,
         stream: fields.stream.unwrap_or(false),
-        max_output: fields.max_completion_tokens.or(fields.max_tokens),
+        max_output: match (fields.max_completion_tokens, fields.max_tokens) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        },
+        reasoning_effort: fields.reasoning_effort,
         include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
     })
 }
@@ -228,13 +267,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Phase 3: the ordered backends to try.
+/// Phase 3: the route's label (its model pattern) and the ordered backends to try.
 pub fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request,
     client: Option<&Client>,
     model: &str,
-) -> Result<Vec<&'s Target>, GatewayError> {
+) -> Result<(String, Vec<&'s Target>), GatewayError> {
     if let Some(c) = client {
         if !c.may_use(model) {
             return Err(GatewayError::ModelNotAllowed(model.to_string()));
@@ -244,7 +283,7 @@ pub fn route<'s>(
         .router
         .find(model, |name| req.head.header(name))
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
-    Ok(route.plan(random_draw()))
+    Ok((route.model.label(), route.plan(random_draw())))
 }
 
 /// How a response must be turned back into the client's schema.
@@ -372,12 +411,16 @@ const NOT_FORWARDED: &[&str] = &[
     "cookie",
     "x-request-id",
     "x-goog-api-key",
+    // The operator's provider account is not the client's to choose.
+    "openai-organization",
+    "openai-project",
 ];
 
 /// Upstream response headers relayed to the client.
 fn relayed_response_header(name: &str) -> bool {
     name.starts_with("x-ratelimit-")
-        || name.starts_with("openai-")
+        || name == "openai-processing-ms"
+        || name == "openai-version"
         || name.starts_with("anthropic-ratelimit-")
         || name == "retry-after"
         || name == "request-id"
@@ -397,7 +440,16 @@ fn send(
         let last = i + 1 == plan.len();
         let backend = &snapshot.backends[target.backend];
         let model = target.model.as_deref().unwrap_or(&peek.model);
-        let prepared = prepare(endpoint, backend, &req.body, peek, model)?;
+        let prepared = match prepare(endpoint, backend, &req.body, peek, model) {
+            Ok(p) => p,
+            // This backend cannot take the request; another one of the route may.
+            Err(e) if !last => {
+                crate::debug!("backend \"{}\" skipped: {e}", backend.name);
+                last_error = Some(e);
+                continue;
+            }
+            Err(e) => return Err(last_error.filter(|_| i > 0).unwrap_or(e)),
+        };
         let result = match backend.schema {
             Schema::Mock => Ok(send_mock(backend, target.backend, prepared, model)?),
             Schema::Openai | Schema::Anthropic => send_http(snapshot, backend, target.backend, req, prepared),
@@ -462,13 +514,20 @@ fn send_http(
     };
     let mut builder = agent.post(url);
     let mut has_version = false;
+    let connection_tokens = req.head.header("connection").unwrap_or("");
     for (name, value) in req.head.headers() {
-        if NOT_FORWARDED.iter().any(|n| n.eq_ignore_ascii_case(name))
+        let named = |n: &str| n.eq_ignore_ascii_case(name);
+        if NOT_FORWARDED.iter().any(|n| named(n))
             || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+            // Headers the operator sets: the client can neither override nor duplicate them.
+            || credential.is_some_and(|(n, _)| named(n))
+            || backend.headers.iter().any(|(n, _)| named(n))
+            // Hop-by-hop headers the client listed in `Connection`.
+            || connection_tokens.split(',').any(|t| named(t.trim()))
         {
             continue;
         }
-        has_version |= name.eq_ignore_ascii_case("anthropic-version");
+        has_version |= named("anthropic-version");
         if let Ok(v) = std::str::from_utf8(value) {
             builder = builder.header(name, v);
         }

@@ -90,13 +90,11 @@ pub fn relay(
                 }
                 Ok(n) => {
                     let data = match &mut translator {
-                        StreamTranslation::Passthrough if tap.filters() => {
+                        // Only complete events are forwarded, so a stream that fails mid-event still
+                        // ends with a well-formed error event.
+                        StreamTranslation::Passthrough => {
                             tap.filter(&buf[..n], &mut out);
                             &out[..]
-                        }
-                        StreamTranslation::Passthrough => {
-                            tap.observe(&buf[..n]);
-                            &buf[..n]
                         }
                         StreamTranslation::OpenAiAnthropic(t) => {
                             tap.observe(&buf[..n]);
@@ -126,7 +124,14 @@ pub fn relay(
         }
     }
     let mut body = Vec::new();
-    if let Err(e) = (&mut up.body).take(MAX_UPSTREAM_BODY).read_to_end(&mut body) {
+    let read = (&mut up.body).take(MAX_UPSTREAM_BODY).read_to_end(&mut body).and_then(|_| {
+        let mut probe = [0u8; 1];
+        match up.body.read(&mut probe)? {
+            0 => Ok(()),
+            _ => Err(std::io::Error::other(format!("the upstream body exceeds {MAX_UPSTREAM_BODY} bytes"))),
+        }
+    });
+    if let Err(e) = read {
         let err = if e.kind() == std::io::ErrorKind::TimedOut {
             GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
         } else {
@@ -139,7 +144,13 @@ pub fn relay(
     let estimated_output = if usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
     let outcome = Outcome { usage, estimated_output };
     headers.push(("content-type", "application/json"));
-    let out = if up.status >= 400 {
+    let out = if up.status == 401 || up.status == 403 {
+        // The upstream refused the gateway's own credential. Its message can quote part of the
+        // provider key ("Incorrect API key provided: sk-…abcd"): never relay it.
+        crate::warn!("a backend refused the gateway's credential (status {})", up.status);
+        let message = format!("the backend rejected the gateway's credentials (upstream status {})", up.status);
+        error_body(client, up.status, &message, Some("backend_auth_failed"))
+    } else if up.status >= 400 {
         match &up.translation {
             Translation::Passthrough => {
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {

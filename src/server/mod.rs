@@ -159,6 +159,26 @@ fn write_error(
     stream.write_all(&out)
 }
 
+/// Answers an early error and closes gracefully: a client still sending its request would otherwise
+/// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
+/// request is read and dropped for up to a second or 1 MiB.
+fn refuse(stream: &mut TcpStream, schema: ClientSchema, status: u16, message: &str) {
+    if write_error(stream, schema, status, message, false).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < (1 << 20) && Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
 fn write_head(
     out: &mut Vec<u8>,
     minor: u8,
@@ -374,7 +394,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             ReadHead::Head(h) => h,
             ReadHead::Closed => return,
             ReadHead::Refused(status, message) => {
-                let _ = write_error(&mut stream, ClientSchema::OpenAi, status, message, false);
+                refuse(&mut stream, ClientSchema::OpenAi, status, message);
                 return;
             }
         };
@@ -382,14 +402,14 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let framing = match head.body_framing() {
             Ok(f) => f,
             Err(e) => {
-                let _ = write_error(&mut stream, schema, e.status(), e.message(), false);
+                refuse(&mut stream, schema, e.status(), e.message());
                 return;
             }
         };
         if let BodyFraming::Length(n) = framing {
             if n > cfg.max_body_bytes {
                 let message = format!("request body of {n} bytes exceeds the limit of {} bytes", cfg.max_body_bytes);
-                let _ = write_error(&mut stream, schema, 413, &message, false);
+                refuse(&mut stream, schema, 413, &message);
                 return;
             }
         }
@@ -404,7 +424,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let body = match reader.read_body(&mut stream, framing, cfg) {
             Ok(b) => b,
             Err((status, message)) => {
-                let _ = write_error(&mut stream, schema, status, message, false);
+                refuse(&mut stream, schema, status, message);
                 return;
             }
         };
