@@ -78,21 +78,21 @@ pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, G
     }
     let verdict = match admission.store {
         Store::Local => LOCAL.admit(&charges, unix_ms()),
-        Store::Redis(redis) => match {
+        Store::Redis(redis) => {
             admission.member = format!("{:016x}", crate::router::random_draw());
-            redis_admit(redis, &admission.member, &charges)
-        } {
-            Ok(v) => v,
-            Err(message) => {
-                redis_failed(&message);
-                return match snapshot.config.ratelimit.on_redis_error {
-                    FailurePolicy::Allow => Ok(admission),
-                    FailurePolicy::Deny => {
-                        Err(GatewayError::Overloaded("rate limiting is unavailable; try again shortly".into()))
-                    }
-                };
+            match redis_admit(redis, &admission.member, &charges) {
+                Ok(v) => v,
+                Err(message) => {
+                    redis_failed(&message);
+                    return match snapshot.config.ratelimit.on_redis_error {
+                        FailurePolicy::Allow => Ok(admission),
+                        FailurePolicy::Deny => {
+                            Err(GatewayError::Overloaded("rate limiting is unavailable; try again shortly".into()))
+                        }
+                    };
+                }
             }
-        },
+        }
     };
     match verdict {
         Verdict::Admit(granted) => {
