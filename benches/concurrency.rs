@@ -1,0 +1,83 @@
+//! Concurrency: thousands of simultaneous slow streams through one gateway: completed, errors, RSS
+//! peak and per stream, OS threads.
+//!
+//! `cargo bench --bench concurrency` (env BENCH_STREAMS="1000,5000").
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use may::net::TcpStream;
+
+fn main() {
+    init_may();
+    let counts: Vec<usize> = std::env::var("BENCH_STREAMS")
+        .unwrap_or_else(|_| "1000,5000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let upstream = start_upstream();
+    let gateway = start_gateway(upstream, serde_json::json!({}));
+    let pid = gateway.child.id();
+    let addr = gateway.addr;
+    let idle_kib = status_field(pid, "VmRSS:");
+    println!("concurrency benchmark, {}; gateway idle RSS {idle_kib} KiB", machine());
+    println!(
+        "{:>7} {:>10} {:>7} {:>9} {:>14} {:>15} {:>8}",
+        "streams", "completed", "errors", "seconds", "peak RSS MiB", "KiB per stream", "threads"
+    );
+    for n in counts {
+        let (stop, peak) = rss_sampler(pid);
+        let request = Arc::new(chat_request("bench", 200, true, "x-bench-events: 10\r\nx-bench-delay-ms: 300\r\n"));
+        let completed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let max_threads = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (request, completed, errors) = (request.clone(), completed.clone(), errors.clone());
+                may::go!(move || {
+                    let ok = (|| {
+                        let mut s = TcpStream::connect(addr).ok()?;
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                        s.write_all(&request).ok()?;
+                        let mut buf = Vec::new();
+                        matches!(read_response(&mut s, &mut buf), Some((200, _))).then_some(())
+                    })();
+                    if ok.is_some() {
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let sampler_threads = max_threads.clone();
+        let watch = std::thread::spawn(move || {
+            for _ in 0..60 {
+                sampler_threads.fetch_max(status_field(pid, "Threads:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for h in handles {
+            let _ = h.join();
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let _ = watch.join();
+        let peak_kib = peak.load(Ordering::Relaxed);
+        println!(
+            "{n:>7} {:>10} {:>7} {seconds:>9.1} {:>14.1} {:>15.1} {:>8}",
+            completed.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed),
+            peak_kib as f64 / 1024.0,
+            peak_kib.saturating_sub(idle_kib) as f64 / n as f64,
+            max_threads.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
