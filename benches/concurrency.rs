@@ -21,7 +21,13 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let upstream = start_upstream();
-    let gateway = start_gateway(upstream, serde_json::json!({}));
+    // BENCH_SERVER: a JSON object of `server` settings to try (e.g. {"stack_kib": 64}).
+    let extra =
+        match std::env::var("BENCH_SERVER").ok().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()) {
+            Some(server) => serde_json::json!({ "server": server }),
+            None => serde_json::json!({}),
+        };
+    let gateway = start_gateway(upstream, extra);
     let pid = gateway.child.id();
     let addr = gateway.addr;
     let idle_kib = status_field(pid, "VmRSS:");
@@ -41,17 +47,26 @@ fn main() {
             .map(|_| {
                 let (request, completed, errors) = (request.clone(), completed.clone(), errors.clone());
                 may::go!(move || {
-                    let ok = (|| {
-                        let mut s = TcpStream::connect(addr).ok()?;
+                    let outcome = (|| {
+                        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
                         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                        s.write_all(&request).ok()?;
+                        s.write_all(&request).map_err(|e| format!("write: {e}"))?;
                         let mut buf = Vec::new();
-                        matches!(read_response(&mut s, &mut buf), Some((200, _))).then_some(())
+                        match read_response(&mut s, &mut buf) {
+                            Some((200, _)) => Ok(()),
+                            Some((status, _)) => Err(format!("status {status}: {}", String::from_utf8_lossy(&buf))),
+                            None => Err("response cut short".to_string()),
+                        }
                     })();
-                    if ok.is_some() {
-                        completed.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    match outcome {
+                        Ok(()) => {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("stream failed: {e}");
+                            }
+                        }
                     }
                 })
             })

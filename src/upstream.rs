@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,15 +17,17 @@ use ureq::config::Config as UreqConfig;
 use ureq::http::Uri;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, RustlsConnector, Transport,
-};
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, RustlsConnector, Transport};
 use ureq::{Agent, Timeout};
 
 use crate::config::Backend;
 
-/// Buffer per direction per upstream connection (ureq's default is 128 KiB: 339 MiB at 1000 streams).
-const BUFFER_BYTES: usize = 16 * 1024;
+/// Input buffer per upstream connection (ureq's default, 128 KiB in and 128 KiB out, cost 339 MiB at
+/// 1000 streams). It grows for a larger response head, up to `MAX_HEAD_BYTES`.
+const INPUT_BYTES: usize = 4 * 1024;
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Output buffer while a request is being written; released once the response is awaited.
+const OUTPUT_BYTES: usize = 8 * 1024;
 
 /// Builds the agent for one backend: its timeouts, its trusted roots, a pool sized for a gateway,
 /// no implicit gzip, and upstream 4xx/5xx returned as responses rather than errors.
@@ -49,12 +52,12 @@ pub fn agent_for(backend: &Backend) -> io::Result<Agent> {
         .proxy(None)
         .max_redirects(0)
         .user_agent("switchyard/0.1")
-        .input_buffer_size(BUFFER_BYTES)
-        .output_buffer_size(BUFFER_BYTES)
+        .input_buffer_size(INPUT_BYTES)
+        .output_buffer_size(OUTPUT_BYTES)
         .max_idle_connections(1024)
         .max_idle_connections_per_host(256)
         .max_idle_age(Duration::from_secs(50))
-        .max_response_header_size(64 * 1024)
+        .max_response_header_size(MAX_HEAD_BYTES)
         .timeout_connect(Some(backend.connect_timeout))
         .timeout_recv_response(Some(backend.response_timeout))
         .timeout_resolve(Some(backend.connect_timeout))
@@ -66,13 +69,25 @@ pub fn agent_for(backend: &Backend) -> io::Result<Agent> {
 
 // ---- Cancellation: a client that goes away shuts the upstream socket of its request. ----
 
-/// Shared between a request's coroutine (whose upstream sockets register here) and the coroutine
-/// watching its client connection (which calls `cancel`).
+/// Shared between a request's coroutine (whose upstream sockets register here) and the watcher of its
+/// client connection (which calls `cancel`).
 #[derive(Default)]
 pub struct Cancel {
     cancelled: AtomicBool,
-    /// A duplicate handle of the upstream socket in use (shutting it down stops the socket itself).
-    socket: Mutex<Option<Arc<std::net::TcpStream>>>,
+    /// The descriptor of the upstream socket while a read or write on it is in flight.
+    socket: Mutex<Option<RawFd>>,
+}
+
+/// Shuts a socket down by descriptor.
+///
+/// Sound only under `Cancel`'s lock for a registered descriptor: a descriptor is registered only for
+/// the duration of one read or write on it (the transport is borrowed then, so it cannot be closed)
+/// and unregistered under the same lock before that IO returns. The descriptor is never closed here.
+fn shutdown_fd(fd: RawFd) {
+    // SAFETY: `fd` is an open socket owned by a live transport (see above); ManuallyDrop keeps this
+    // borrowed handle from closing it.
+    let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let _ = socket.shutdown(Shutdown::Both);
 }
 
 impl Cancel {
@@ -80,8 +95,8 @@ impl Cancel {
     pub fn cancel(&self) {
         let mut slot = self.socket.lock();
         self.cancelled.store(true, Ordering::Release);
-        if let Some(s) = slot.take() {
-            let _ = s.shutdown(Shutdown::Both);
+        if let Some(fd) = slot.take() {
+            shutdown_fd(fd);
         }
     }
 
@@ -89,12 +104,12 @@ impl Cancel {
         self.cancelled.load(Ordering::Acquire)
     }
 
-    fn register(&self, stream: &Arc<std::net::TcpStream>) {
+    fn register(&self, fd: RawFd) {
         let mut slot = self.socket.lock();
         if self.cancelled.load(Ordering::Acquire) {
-            let _ = stream.shutdown(Shutdown::Both);
+            shutdown_fd(fd);
         } else {
-            *slot = Some(stream.clone());
+            *slot = Some(fd);
         }
     }
 
@@ -128,13 +143,13 @@ impl Drop for InFlightIo {
     }
 }
 
-fn register_current(stream: &Arc<std::net::TcpStream>) -> Result<InFlightIo, ureq::Error> {
+fn register_current(fd: RawFd) -> Result<InFlightIo, ureq::Error> {
     CURRENT_CANCEL.with(|c| match &*c.borrow() {
         Some(cancel) if cancel.is_cancelled() => {
             Err(ureq::Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away")))
         }
         Some(cancel) => {
-            cancel.register(stream);
+            cancel.register(fd);
             Ok(InFlightIo(Some(cancel.clone())))
         }
         None => Ok(InFlightIo(None)),
@@ -159,16 +174,16 @@ impl Connector<()> for MayTcpConnector {
             match TcpStream::connect_timeout(addr, timeout) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let handle = Arc::new(stream.inner().try_clone().map_err(ureq::Error::Io)?);
+                    let fd = stream.as_raw_fd();
                     let transport = MayTcpTransport {
                         stream,
-                        handle,
-                        buffers: LazyBuffers::new(BUFFER_BYTES, BUFFER_BYTES),
+                        fd,
+                        buffers: SlimBuffers::default(),
                         idle: self.idle,
                         read_timeout: None,
                         write_timeout: None,
                     };
-                    drop(register_current(&transport.handle)?);
+                    drop(register_current(transport.fd)?);
                     return Ok(Some(transport));
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => last = Some(ureq::Error::Timeout(Timeout::Connect)),
@@ -181,9 +196,9 @@ impl Connector<()> for MayTcpConnector {
 
 struct MayTcpTransport {
     stream: TcpStream,
-    /// For cancellation from another coroutine (may sockets are not shareable for IO).
-    handle: Arc<std::net::TcpStream>,
-    buffers: LazyBuffers,
+    /// The socket's descriptor, for cancellation from the client watcher.
+    fd: RawFd,
+    buffers: SlimBuffers,
     idle: Duration,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -225,7 +240,7 @@ impl Transport for MayTcpTransport {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        let _in_flight = register_current(&self.handle)?;
+        let _in_flight = register_current(self.fd)?;
         let (t, reason) = self.timeout(timeout.for_write());
         if self.write_timeout != Some(t) {
             let _ = self.stream.set_write_timeout(Some(t));
@@ -236,7 +251,9 @@ impl Transport for MayTcpTransport {
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        let _in_flight = register_current(&self.handle)?;
+        let _in_flight = register_current(self.fd)?;
+        // The request is written: a long stream should not keep its output buffer.
+        self.buffers.release_output();
         let (t, reason) = self.timeout(timeout.for_read());
         if self.read_timeout != Some(t) {
             let _ = self.stream.set_read_timeout(Some(t));
@@ -260,6 +277,91 @@ impl Transport for MayTcpTransport {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         }
+    }
+}
+
+// ---- Buffers: small, and released when not needed. ----
+
+/// ureq's buffers for one connection, sized for thousands of long streams: the output buffer exists
+/// only while a request is written, and the input buffer grows only for ureq's request-body scratch
+/// space and shrinks back when empty.
+#[derive(Debug, Default)]
+struct SlimBuffers {
+    input: Vec<u8>,
+    /// Unconsumed input is `input[start..end]`.
+    start: usize,
+    end: usize,
+    output: Vec<u8>,
+    progress: bool,
+}
+
+/// ureq reads request bodies through at least this much free input space.
+const MIN_TMP_BYTES: usize = 10 * 1024;
+
+impl SlimBuffers {
+    fn release_output(&mut self) {
+        if !self.output.is_empty() {
+            self.output = Vec::new();
+        }
+        if self.start == self.end && self.input.len() > INPUT_BYTES {
+            self.input = Vec::new();
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Makes at least `free` bytes writable after the unconsumed input.
+    fn reserve_input(&mut self, free: usize) {
+        if self.start > 0 && self.input.len() - self.end < free {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.input.len() - self.end < free {
+            self.input.resize(self.end + free, 0);
+        }
+    }
+}
+
+impl Buffers for SlimBuffers {
+    fn output(&mut self) -> &mut [u8] {
+        if self.output.is_empty() {
+            self.output = vec![0; OUTPUT_BYTES];
+        }
+        &mut self.output
+    }
+
+    fn input(&self) -> &[u8] {
+        &self.input[self.start..self.end]
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        let free = INPUT_BYTES.saturating_sub(self.end - self.start).max(1024);
+        self.reserve_input(free);
+        &mut self.input[self.end..]
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.end += amount;
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.progress = amount > 0;
+        self.start += amount;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        self.reserve_input(MIN_TMP_BYTES);
+        if self.output.is_empty() {
+            self.output = vec![0; OUTPUT_BYTES];
+        }
+        (&mut self.input[self.end..], &mut self.output)
+    }
+
+    fn can_use_input(&self) -> bool {
+        self.end > self.start && self.progress
     }
 }
 

@@ -30,6 +30,9 @@ pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
     }
 }
 
+/// Bytes read from the upstream at a time.
+const READ_CHUNK: usize = 1024;
+
 /// Watches (and optionally filters) an upstream SSE stream, event by event, in any split.
 #[derive(Debug)]
 pub struct StreamUsage {
@@ -47,36 +50,52 @@ impl StreamUsage {
         StreamUsage { wire, strip_usage_chunk, pending: Vec::new(), usage: None, content_events: 0 }
     }
 
+    /// Reads the next piece of the stream from `body` straight into the tap (no separate relay
+    /// buffer); returns how many bytes came (0 at the end). They are `fresh(n)` until `drain`.
+    pub fn read_from(&mut self, body: &mut dyn std::io::Read) -> std::io::Result<usize> {
+        let len = self.pending.len();
+        self.pending.resize(len + READ_CHUNK, 0);
+        let result = body.read(&mut self.pending[len..]);
+        self.pending.truncate(len + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// The last `n` bytes read.
+    pub fn fresh(&self, n: usize) -> &[u8] {
+        &self.pending[self.pending.len() - n..]
+    }
+
     /// Reads usage from `input` without changing it.
     pub fn observe(&mut self, input: &[u8]) {
         self.pending.extend_from_slice(input);
-        let mut start = 0;
-        while let Some(len) = event_len(&self.pending[start..]) {
-            let end = start + len;
-            let event = self.pending[start..end].to_vec();
-            self.inspect(&event);
-            start = end;
-        }
-        self.pending.drain(..start);
+        self.drain(None);
     }
 
     /// Appends to `out` every complete event of `input` except a usage-only chunk; an incomplete event
     /// is held until its end arrives.
     pub fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.pending.extend_from_slice(input);
+        self.drain(Some(out));
+    }
+
+    /// Takes every complete event out of the tap, reading its usage; with `out`, the events to relay
+    /// (all but a stripped usage-only chunk) are appended there.
+    pub fn drain(&mut self, mut out: Option<&mut Vec<u8>>) {
         let mut start = 0;
         while let Some(len) = event_len(&self.pending[start..]) {
             let end = start + len;
             let event = &self.pending[start..end];
-            let keep = !Self::inspect_event(
+            let strip = Self::inspect_event(
                 self.wire,
                 self.strip_usage_chunk,
                 event,
                 &mut self.usage,
                 &mut self.content_events,
             );
-            if keep {
-                out.extend_from_slice(&self.pending[start..end]);
+            if let Some(out) = out.as_deref_mut() {
+                if !strip {
+                    out.extend_from_slice(event);
+                }
             }
             start = end;
         }
@@ -110,10 +129,6 @@ impl StreamUsage {
     /// Content-bearing events seen: about one output token each (for streams that report no usage).
     pub fn content_events(&self) -> u64 {
         self.content_events
-    }
-
-    fn inspect(&mut self, event: &[u8]) {
-        Self::inspect_event(self.wire, false, event, &mut self.usage, &mut self.content_events);
     }
 
     /// Updates usage and counts from one event; returns whether it is a usage-only chunk to strip.

@@ -21,14 +21,21 @@ pub fn init_may() {
 /// A minimal keep-alive upstream. A request whose body has `"stream":true` gets `x-bench-events` SSE
 /// events (default 20), `x-bench-delay-ms` apart; any other gets a fixed chat completion.
 pub fn start_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    may::go!(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            may::go!(move || upstream_connection(stream));
-        }
-    });
+    // Several SO_REUSEPORT listeners: a burst of thousands of connects overflows one accept queue.
+    let first = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = first.local_addr().unwrap();
+    let mut listeners = vec![first];
+    for _ in 0..7 {
+        listeners.push(TcpListener::bind(addr).unwrap());
+    }
+    for listener in listeners {
+        may::go!(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                may::go!(move || upstream_connection(stream));
+            }
+        });
+    }
     addr
 }
 
@@ -143,6 +150,9 @@ pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Optio
             if read_some(s, buf) == 0 {
                 return None;
             }
+        }
+        if status >= 500 {
+            eprintln!("error body: {}", String::from_utf8_lossy(&buf[..n]));
         }
         buf.drain(..n);
         return Some((status, None));

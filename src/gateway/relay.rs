@@ -72,11 +72,10 @@ pub fn relay(
         if resp.start(up.status, &headers).is_err() {
             return Outcome::default();
         }
-        let mut buf = vec![0u8; 16 * 1024];
         let mut out = Vec::new();
         loop {
             out.clear();
-            match up.body.read(&mut buf) {
+            match tap.read_from(&mut up.body) {
                 Ok(0) => {
                     match &mut translator {
                         StreamTranslation::Passthrough => tap.finish(&mut out),
@@ -89,25 +88,20 @@ pub fn relay(
                     return outcome(&tap);
                 }
                 Ok(n) => {
-                    let data = match &mut translator {
+                    match &mut translator {
                         // Only complete events are forwarded, so a stream that fails mid-event still
                         // ends with a well-formed error event.
-                        StreamTranslation::Passthrough => {
-                            tap.filter(&buf[..n], &mut out);
-                            &out[..]
-                        }
+                        StreamTranslation::Passthrough => tap.drain(Some(&mut out)),
                         StreamTranslation::OpenAiAnthropic(t) => {
-                            tap.observe(&buf[..n]);
-                            t.push(&buf[..n], &mut out);
-                            &out[..]
+                            t.push(tap.fresh(n), &mut out);
+                            tap.drain(None);
                         }
                         StreamTranslation::AnthropicOpenAi(t) => {
-                            tap.observe(&buf[..n]);
-                            t.push(&buf[..n], &mut out);
-                            &out[..]
+                            t.push(tap.fresh(n), &mut out);
+                            tap.drain(None);
                         }
-                    };
-                    if resp.chunk(data).is_err() {
+                    }
+                    if resp.chunk(&out).is_err() {
                         // The client went away: it is charged for what was generated until now.
                         return outcome(&tap);
                     }

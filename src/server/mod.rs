@@ -2,6 +2,7 @@
 //! per connection, HTTP/1.1 with keep-alive, pipelining, chunked bodies in and out, and limits.
 
 pub mod http1;
+mod watch;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use crate::config::ServerConfig;
 use crate::error::{error_body, ClientSchema};
 use crate::upstream::Cancel;
 use http1::{BodyFraming, ChunkedDecoder, RequestHead};
+use watch::ClientWatch;
 
 /// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
 pub static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
@@ -265,6 +267,9 @@ impl Reader {
 
     /// Reads what is available, making room first (compacting, or growing up to `want` bytes free).
     fn read_more(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
+        if self.data.is_empty() {
+            self.data = vec![0; READ_BUFFER];
+        }
         if self.end == self.data.len() {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);
@@ -279,6 +284,15 @@ impl Reader {
         let n = stream.read(&mut self.data[self.end..])?;
         self.end += n;
         Ok(n)
+    }
+
+    /// While a request is handled: nothing buffered means nothing to keep (a long stream should not
+    /// hold a read buffer).
+    fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.data = Vec::new();
+            (self.start, self.end) = (0, 0);
+        }
     }
 
     /// Between requests: give back a buffer a large body made big.
@@ -428,6 +442,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
                 return;
             }
         };
+        reader.release_if_empty();
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";
@@ -557,122 +572,5 @@ impl Responder<'_> {
     /// request is blocked on upstream is shut down (through the returned `Cancel`).
     pub fn watch_client(&mut self) -> Arc<Cancel> {
         self.watch.start(self.stream)
-    }
-}
-
-/// Per connection: a watcher coroutine, started on the first proxied request, that notices the client
-/// closing while a request is in flight and cancels the upstream call. It looks only at requests still
-/// in flight after a short grace period, so quick requests cost two atomic stores and no wake-up.
-struct ClientWatch {
-    cancel: Arc<Cancel>,
-    shared: Option<Arc<WatchShared>>,
-}
-
-struct WatchShared {
-    inflight: AtomicBool,
-    /// The watcher is (about to be) waiting on `wake`; whoever swaps this to false must post.
-    parked: AtomicBool,
-    closed: AtomicBool,
-    wake: may::sync::Semphore,
-}
-
-impl WatchShared {
-    fn wake_watcher(&self) {
-        if self.parked.swap(false, Ordering::SeqCst) {
-            self.wake.post();
-        }
-    }
-}
-
-/// How long a request runs before the watcher starts looking at its client socket.
-const WATCH_GRACE: Duration = Duration::from_millis(100);
-/// How often the watcher re-checks whether the request it watches has ended.
-const WATCH_POLL: Duration = Duration::from_millis(400);
-
-impl ClientWatch {
-    fn new() -> ClientWatch {
-        ClientWatch { cancel: Arc::new(Cancel::default()), shared: None }
-    }
-
-    fn start(&mut self, stream: &TcpStream) -> Arc<Cancel> {
-        crate::upstream::set_current_cancel(&self.cancel);
-        if self.shared.is_none() {
-            let Ok(clone) = stream.try_clone() else { return self.cancel.clone() };
-            let shared = Arc::new(WatchShared {
-                inflight: AtomicBool::new(false),
-                parked: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                wake: may::sync::Semphore::new(0),
-            });
-            let (s, cancel) = (shared.clone(), self.cancel.clone());
-            let builder = may::coroutine::Builder::new().stack_size(32 * 1024 / std::mem::size_of::<usize>());
-            // SAFETY: no thread-local state is held across yields.
-            if unsafe { builder.spawn(move || watch_loop(clone, &s, &cancel)) }.is_err() {
-                return self.cancel.clone();
-            }
-            self.shared = Some(shared);
-        }
-        if let Some(shared) = &self.shared {
-            shared.inflight.store(true, Ordering::SeqCst);
-            shared.wake_watcher();
-        }
-        self.cancel.clone()
-    }
-
-    fn request_done(&mut self) {
-        self.cancel.clear();
-        if let Some(shared) = &self.shared {
-            shared.inflight.store(false, Ordering::SeqCst);
-        }
-    }
-}
-
-impl Drop for ClientWatch {
-    fn drop(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.closed.store(true, Ordering::SeqCst);
-            shared.wake_watcher();
-        }
-    }
-}
-
-fn watch_loop(stream: TcpStream, shared: &WatchShared, cancel: &Cancel) {
-    let mut byte = [0u8; 1];
-    let _ = stream.set_read_timeout(Some(WATCH_POLL));
-    loop {
-        // Park until a request is in flight (or the connection ends).
-        loop {
-            if shared.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            if shared.inflight.load(Ordering::SeqCst) {
-                break;
-            }
-            shared.parked.store(true, Ordering::SeqCst);
-            if shared.inflight.load(Ordering::SeqCst) || shared.closed.load(Ordering::SeqCst) {
-                // Un-park ourselves, unless a waker already did and posted: then take its post.
-                if !shared.parked.swap(false, Ordering::SeqCst) {
-                    shared.wake.wait();
-                }
-                continue;
-            }
-            shared.wake.wait();
-        }
-        may::coroutine::sleep(WATCH_GRACE);
-        while shared.inflight.load(Ordering::SeqCst) && !shared.closed.load(Ordering::SeqCst) {
-            match stream.peek(&mut byte) {
-                Ok(0) => {
-                    cancel.cancel();
-                    return;
-                }
-                // Pipelined bytes of a next request: the close cannot be seen behind them; look later.
-                Ok(_) => may::coroutine::sleep(Duration::from_millis(200)),
-                Err(e) if is_timeout(&e) => {}
-                Err(_) => {
-                    cancel.cancel();
-                    return;
-                }
-            }
-        }
     }
 }
