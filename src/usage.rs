@@ -134,10 +134,12 @@ impl StreamUsage {
     /// Updates usage and counts from one event; returns whether it is a usage-only chunk to strip.
     fn inspect_event(wire: Wire, strip: bool, event: &[u8], usage: &mut Option<Usage>, content: &mut u64) -> bool {
         let Some(data) = event_data(event) else { return false };
-        if data.as_slice() == b"[DONE]" {
+        if &data[..] == b"[DONE]" {
             return false;
         }
-        if !contains(&data, b"\"usage\"") {
+        // Only an event with a usage *object* is parsed (OpenAI puts `"usage":null` in every chunk
+        // once usage is requested).
+        if !has_usage_object(&data) {
             *content += 1;
             return false;
         }
@@ -207,25 +209,37 @@ fn event_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// The joined `data` lines of one raw event (`None` when it has none).
-fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
+fn event_data(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut data: Option<std::borrow::Cow<'_, [u8]>> = None;
     for line in event.split(|b| *b == b'\n' || *b == b'\r') {
         if let Some(rest) = line.strip_prefix(b"data:") {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
             match &mut data {
                 Some(d) => {
+                    let d = d.to_mut();
                     d.push(b'\n');
                     d.extend_from_slice(rest);
                 }
-                None => data = Some(rest.to_vec()),
+                None => data = Some(std::borrow::Cow::Borrowed(rest)),
             }
         }
     }
     data
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether `"usage"` appears followed by `:` and an object (not `null`).
+fn has_usage_object(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut from = 0;
+    while let Some(at) = data[from..].windows(KEY.len()).position(|w| w == KEY) {
+        let rest = &data[from + at + KEY.len()..];
+        let mut value = rest.iter().skip_while(|b| b.is_ascii_whitespace());
+        if value.next() == Some(&b':') && value.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+        from += at + KEY.len();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -279,6 +293,13 @@ data: [DONE]\n\n";
         s.observe(stream.as_bytes());
         let u = s.usage().unwrap();
         assert_eq!((u.input_tokens, u.output_tokens), (25, 15));
+    }
+
+    #[test]
+    fn only_usage_objects_count_as_usage() {
+        assert!(has_usage_object(br#"{"choices":[],"usage": {"prompt_tokens":1}}"#));
+        assert!(!has_usage_object(br#"{"choices":[{"delta":{}}],"usage":null}"#));
+        assert!(!has_usage_object(br#"{"content":"the word \"usage\" in text"}"#));
     }
 
     #[test]

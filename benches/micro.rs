@@ -1,0 +1,247 @@
+//! Hot-path micro benchmarks: each operation timed in this process next to a baseline it can be
+//! compared with, as nanoseconds per operation and the ratio to the baseline.
+//!
+//! `cargo bench --bench micro` (a Redis row is added when `redis-server` is installed).
+
+use std::hint::black_box;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard::config::{self, Config};
+use switchyard::gateway;
+use switchyard::providers::Endpoint;
+use switchyard::ratelimit::{self, Facts, LocalStore};
+use switchyard::server::http1;
+use switchyard::sse::SseDecoder;
+use switchyard::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions};
+use switchyard::usage::{StreamUsage, Wire};
+
+/// Median ns per call of `f` over 7 rounds of about 100 ms.
+fn time(mut f: impl FnMut()) -> f64 {
+    let mut iters = 1u64;
+    loop {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        if t.elapsed() > Duration::from_millis(20) {
+            break;
+        }
+        iters *= 2;
+    }
+    let iters = iters * 5;
+    let mut rounds: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / iters as f64
+        })
+        .collect();
+    rounds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rounds[3]
+}
+
+fn row(name: &str, ns: f64, baseline_name: &str, baseline: f64) {
+    println!("{name:<44} {ns:>10.1} ns   {baseline_name:<34} {baseline:>9.1} ns   {:>6.2}x", ns / baseline);
+}
+
+const HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:8080\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\nUser-Agent: OpenAI/Python 1.55.0\r\nX-Stainless-Lang: python\r\nX-Stainless-Package-Version: 1.55.0\r\nX-Stainless-OS: Linux\r\nX-Stainless-Arch: x64\r\nX-Stainless-Runtime: CPython\r\nX-Stainless-Runtime-Version: 3.11.7\r\nAuthorization: Bearer sk-switchyard-client-key\r\nX-Stainless-Async: false\r\nx-stainless-retry-count: 0\r\nContent-Length: 215\r\n\r\n";
+
+fn chat_body(pad: usize) -> Vec<u8> {
+    format!(
+        r#"{{"messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"Say hello {}"}}],"model":"gpt-4o-mini","temperature":0.2,"max_tokens":64,"stream":true}}"#,
+        "x".repeat(pad)
+    )
+    .into_bytes()
+}
+
+fn main() {
+    println!(
+        "micro benchmarks (median of 7 rounds), {} cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!("{:<44} {:>13}   {:<34} {:>12}   {:>7}", "operation", "time", "baseline", "time", "ratio");
+
+    // Request head parse vs raw httparse.
+    let ours = time(|| {
+        black_box(http1::parse_head(black_box(HEAD), 64 * 1024, 100).unwrap());
+    });
+    let raw = time(|| {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        black_box(req.parse(black_box(HEAD)).unwrap());
+    });
+    row("request head parse (16 headers)", ours, "httparse alone", raw);
+
+    // Model extraction vs a full JSON tree.
+    for pad in [0usize, 64 * 1024] {
+        let body = chat_body(pad);
+        let peek = time(|| {
+            black_box(gateway::parse(Endpoint::ChatCompletions, black_box(&body)).unwrap());
+        });
+        let tree = time(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap());
+        });
+        row(&format!("model + stream from a {} B body", body.len()), peek, "serde_json::Value parse", tree);
+    }
+
+    // Routing.
+    let cfg = Config::parse(
+        r#"{"backends":[{"name":"a","schema":"mock"},{"name":"b","schema":"mock"}],
+            "routes":[{"model":"claude*","backends":[{"backend":"a"}]},
+                      {"model":"gpt-4o","headers":{"x-tier":"gold"},"backends":[{"backend":"b"}]},
+                      {"model":"gpt-4o*","backends":[{"backend":"a","weight":3},{"backend":"b","weight":1},{"backend":"b","priority":1}]}]}"#,
+    )
+    .unwrap();
+    let snapshot = cfg.into_snapshot(&|_| None).unwrap();
+    let route = time(|| {
+        let r = snapshot.router.find(black_box("gpt-4o-mini"), |_| None).unwrap();
+        black_box(r.plan(black_box(12345)));
+    });
+    let cmp = time(|| {
+        black_box(black_box("gpt-4o-mini").starts_with(black_box("gpt-4o")));
+    });
+    row("route: find + weighted plan (3 routes)", route, "one prefix compare", cmp);
+
+    // Config snapshot read vs RwLock<Arc> + clone.
+    config::publish(Config::parse("{}").unwrap().into_snapshot(&|_| None).unwrap());
+    let snap = time(|| {
+        black_box(config::current());
+    });
+    let lock = parking_lot::RwLock::new(Arc::new(0u64));
+    let rw = time(|| {
+        black_box(lock.read().clone());
+    });
+    row("config snapshot read", snap, "parking_lot RwLock<Arc> + clone", rw);
+
+    // SSE: decode, and the relay's event tap (strip usage chunk) vs memcpy.
+    let stream =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/openai_tool_calls_usage.sse"))
+            .unwrap();
+    let events = stream.windows(2).filter(|w| w == b"\n\n").count().max(1) as f64;
+    let decode = time(|| {
+        let mut d = SseDecoder::new();
+        let mut out = Vec::new();
+        d.push(black_box(&stream), &mut out);
+        black_box(out);
+    }) / events;
+    let copy = time(|| {
+        black_box(black_box(&stream).to_vec());
+    }) / events;
+    row("SSE decode, per event", decode, "memcpy of the stream, per event", copy);
+    let tap = time(|| {
+        let mut t = StreamUsage::new(Wire::OpenAi, true);
+        let mut out = Vec::new();
+        t.filter(black_box(&stream), &mut out);
+        black_box(out);
+    }) / events;
+    row("relay tap (usage, strip chunk), per event", tap, "memcpy of the stream, per event", copy);
+
+    // Translators vs a JSON round trip of the same body.
+    let body = chat_body(200);
+    let opts = RequestOptions { model: Some("claude-sonnet".into()), default_max_tokens: 1024 };
+    let to_anthropic = time(|| {
+        black_box(openai_anthropic::request(black_box(&body), &opts).unwrap());
+    });
+    let round_trip = time(|| {
+        let v: serde_json::Value = serde_json::from_slice(black_box(&body)).unwrap();
+        black_box(serde_json::to_vec(&v).unwrap());
+    });
+    row("translate request OpenAI -> Anthropic", to_anthropic, "JSON parse + serialize", round_trip);
+    let anthropic_stream =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/anthropic_text_tool_use.sse"))
+            .unwrap();
+    let a_events = anthropic_stream.windows(2).filter(|w| w == b"\n\n").count().max(1) as f64;
+    let translate_stream = time(|| {
+        let mut t = openai_anthropic::StreamTranslator::new("m", 1, &ResponseOptions::default());
+        let mut out = Vec::new();
+        t.push(black_box(&anthropic_stream), &mut out);
+        t.finish(&mut out);
+        black_box(out);
+    }) / a_events;
+    let a_copy = time(|| {
+        black_box(black_box(&anthropic_stream).to_vec());
+    }) / a_events;
+    row("stream translate Anthropic -> OpenAI, /event", translate_stream, "memcpy of the stream, per event", a_copy);
+    let reverse = time(|| {
+        let mut t = anthropic_openai::StreamTranslator::new("m", 1, &ResponseOptions::default());
+        let mut out = Vec::new();
+        t.push(black_box(&stream), &mut out);
+        t.finish(&mut out);
+        black_box(out);
+    }) / events;
+    row("stream translate OpenAI -> Anthropic, /event", reverse, "memcpy of the stream, per event", copy);
+
+    // Limiter: in-process check (admit + settle) vs an uncontended mutex.
+    let limits = ratelimit::compile(
+        &serde_json::from_str::<Vec<ratelimit::LimitConfig>>(
+            r#"[{"name":"rpm","key":["client","header:x-user-id"],"requests":1000000000,"per":"1m"},
+                {"name":"tpm","key":["client"],"tokens":1000000000000,"per":"1m"}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let header = |h: &str| (h == "x-user-id").then_some("user-42");
+    let facts =
+        Facts { client: "team-a", model: "gpt-4o", backend: "openai", header: &header, est_input: 50, max_output: 100 };
+    let store = LocalStore::default();
+    let t0 = Instant::now();
+    let local = time(|| {
+        let charges = ratelimit::charges(&limits, &facts);
+        let now = t0.elapsed().as_millis() as u64;
+        if let ratelimit::Verdict::Admit(granted) = store.admit(&charges, now) {
+            store.adjust(&granted[1].key, -10);
+            black_box(granted);
+        }
+    });
+    let mutex = parking_lot::Mutex::new(0u64);
+    let lock_only = time(|| {
+        *mutex.lock() += 1;
+    });
+    row("limit check, local (2 limits, admit + settle)", local, "parking_lot mutex lock/unlock", lock_only);
+
+    if let Some(redis_row) = redis_limit_row(&limits, &facts) {
+        let (admit, ping) = redis_row;
+        row("limit check, Redis (admit script)", admit, "Redis PING round trip", ping);
+    } else {
+        println!("(redis-server not found: the Redis limit check row is skipped)");
+    }
+}
+
+/// Times the Redis admit script and a PING on a private redis-server, from a may coroutine.
+fn redis_limit_row(limits: &[ratelimit::Limit], facts: &Facts) -> Option<(f64, f64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = Arc::new(
+        switchyard::redis::RedisClient::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(1)).ok()?,
+    );
+    let charges = ratelimit::charges(limits, facts);
+    let args = ratelimit::redis_admit_args("bench:", "member", &charges);
+    let c = client.clone();
+    let result = may::go!(move || {
+        let admit = time(|| {
+            black_box(c.eval(ratelimit::REDIS_ADMIT_SCRIPT, &args).unwrap());
+        });
+        let ping = time(|| {
+            black_box(c.call(&[b"PING"]).unwrap());
+        });
+        (admit, ping)
+    })
+    .join()
+    .ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
