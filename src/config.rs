@@ -296,16 +296,16 @@ pub struct Snapshot {
     pub clients: Vec<Client>,
     /// Client keys whose variables are unset (reported at start-up).
     pub warnings: Vec<String>,
-    /// One HTTP agent per backend (same index), attached by `upstream::attach_agents`; `None` for mock.
-    pub agents: Vec<Option<ureq::Agent>>,
+    /// One HTTP client per backend (same index), attached by `upstream::attach_clients`; `None` for mock.
+    pub upstreams: Vec<Option<std::sync::Arc<crate::upstream::UpstreamClient>>>,
     pub limits: Vec<crate::ratelimit::Limit>,
     /// The shared store, when `ratelimit.redis` is set (attached by `runtime::build_snapshot`).
     pub redis: Option<std::sync::Arc<crate::redis::RedisClient>>,
 }
 
 impl Snapshot {
-    pub fn agent(&self, backend: usize) -> Option<&ureq::Agent> {
-        self.agents.get(backend).and_then(Option::as_ref)
+    pub fn upstream(&self, backend: usize) -> Option<&std::sync::Arc<crate::upstream::UpstreamClient>> {
+        self.upstreams.get(backend).and_then(Option::as_ref)
     }
 }
 
@@ -408,20 +408,21 @@ impl Config {
         if self.ratelimit.redis_timeout_ms == 0 {
             return Err(err("ratelimit.redis_timeout_ms", "must be at least 1"));
         }
-        Ok(Snapshot { config: self, backends, router, clients, warnings, agents: Vec::new(), limits, redis: None })
+        Ok(Snapshot { config: self, backends, router, clients, warnings, upstreams: Vec::new(), limits, redis: None })
     }
 }
 
 fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Backend, ConfigError> {
     let base_url = match (b.schema, &b.base_url) {
         (Schema::Mock, _) => String::from("mock://"),
-        (Schema::Openai, None) => String::from("https://api.openai.com/v1"),
+        (Schema::Openai, None) => String::from(crate::providers::openai::DEFAULT_BASE_URL),
         (Schema::Anthropic, None) => String::from(crate::providers::anthropic::DEFAULT_BASE_URL),
         (_, Some(url)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(err(format!("{path}.base_url"), "must start with http:// or https://"));
             }
-            if url.parse::<ureq::http::Uri>().is_err() {
+            let authority = url.split_once("://").map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+            if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
                 return Err(err(format!("{path}.base_url"), format!("\"{url}\" is not a valid URL")));
             }
             url.trim_end_matches('/').to_string()

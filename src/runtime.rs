@@ -11,7 +11,7 @@ use crate::server;
 /// Builds a snapshot from a parsed config: validation, secrets, upstream agents.
 pub fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
     let mut snapshot = config.into_snapshot(&config::process_env).map_err(|e| e.to_string())?;
-    crate::upstream::attach_agents(&mut snapshot, previous).map_err(|e| format!("backend TLS setup: {e}"))?;
+    crate::upstream::attach_clients(&mut snapshot, previous).map_err(|e| format!("backend setup: {e}"))?;
     if let Some(url) = snapshot.config.ratelimit.redis.clone() {
         let timeout = Duration::from_millis(snapshot.config.ratelimit.redis_timeout_ms);
         let parsed = crate::redis::RedisUrl::parse(&url).ok();

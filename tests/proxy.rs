@@ -332,3 +332,26 @@ fn fallback_skips_a_backend_that_cannot_serve_the_endpoint() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().path, "/v1/embeddings");
 }
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    for _ in 0..3 {
+        let r = post(gw.addr, "/v1/chat/completions", &[("x-fake-then-close", "1")], &chat("fake-1"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(up.requests().len(), 3);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 3, "one fresh connection per request");
+}
+
+#[test]
+fn keep_alive_upstream_connections_are_reused() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    for _ in 0..5 {
+        assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
+    }
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

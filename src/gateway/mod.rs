@@ -27,11 +27,11 @@ use serde_json::Value;
 use crate::config::{Backend, Client, Credential, Schema, Snapshot};
 use crate::error::{ClientSchema, GatewayError};
 use crate::metrics;
-use crate::providers::{anthropic, mock, openai, Endpoint};
+use crate::providers::{mock, Endpoint};
 use crate::router::{random_draw, Target};
 use crate::server::{Request, Responder};
 use crate::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions};
-use crate::upstream::Cancel;
+use crate::upstream::{Cancel, UpstreamError};
 use crate::usage::Wire;
 
 pub use relay::{relay, Outcome};
@@ -505,14 +505,10 @@ fn send_http(
         Credential::Header(name, value) => Some((name.as_str(), value.0.as_str())),
         Credential::None => None,
     };
-    let agent = snapshot
-        .agent(index)
+    let client = snapshot
+        .upstream(index)
         .ok_or_else(|| GatewayError::BackendUnavailable(format!("backend \"{}\" is not ready", backend.name)))?;
-    let url = match backend.schema {
-        Schema::Anthropic => anthropic::url(backend, prepared.endpoint),
-        _ => openai::url(backend, prepared.endpoint),
-    };
-    let mut builder = agent.post(url);
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(24);
     let mut has_version = false;
     let connection_tokens = req.head.header("connection").unwrap_or("");
     for (name, value) in req.head.headers() {
@@ -528,56 +524,40 @@ fn send_http(
             continue;
         }
         has_version |= named("anthropic-version");
+        // httparse admitted only visible ASCII and tabs in values: safe to write upstream as they are.
         if let Ok(v) = std::str::from_utf8(value) {
-            builder = builder.header(name, v);
+            headers.push((name, v));
         }
     }
     if backend.schema == Schema::Anthropic && !has_version {
-        builder = builder.header("anthropic-version", backend.anthropic_version.as_str());
+        headers.push(("anthropic-version", backend.anthropic_version.as_str()));
     }
-    for (name, value) in &backend.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    if let Some((name, value)) = credential {
-        builder = builder.header(name, value);
+    headers.extend(backend.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if let Some(credential) = credential {
+        headers.push(credential);
     }
     if req.head.header("content-type").is_none() {
-        builder = builder.header("content-type", "application/json");
+        headers.push(("content-type", "application/json"));
     }
-    let response = builder.send(&prepared.body[..]).map_err(|e| upstream_error(backend, e))?;
-    let status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
-    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let passthrough = parts
-        .headers
-        .iter()
-        .filter(|(n, _)| relayed_response_header(n.as_str()))
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let body = body.into_with_config().limit(u64::MAX).reader();
+    let response = client.send(prepared.endpoint.path(), &headers, &prepared.body).map_err(|e| match e {
+        UpstreamError::Timeout(m) => GatewayError::UpstreamTimeout(format!("backend \"{}\": {m}", backend.name)),
+        UpstreamError::Unreachable(m) => {
+            GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {m}", backend.name))
+        }
+    })?;
+    let content_type = response.header("content-type").map(str::to_string);
+    let passthrough = response.headers.iter().filter(|(n, _)| relayed_response_header(n)).cloned().collect();
     let wire = if backend.schema == Schema::Anthropic { Wire::Anthropic } else { Wire::OpenAi };
     Ok(Exchange {
-        status,
+        status: response.status,
         content_type,
         passthrough,
-        body: Box::new(body),
+        body: Box::new(response.body),
         translation: prepared.translation,
         wire,
         strip_usage: prepared.strip_usage,
         backend: index,
     })
-}
-
-fn upstream_error(backend: &Backend, e: ureq::Error) -> GatewayError {
-    match e {
-        ureq::Error::Timeout(t) => {
-            GatewayError::UpstreamTimeout(format!("backend \"{}\" timed out ({t})", backend.name))
-        }
-        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            GatewayError::UpstreamTimeout(format!("backend \"{}\" timed out", backend.name))
-        }
-        other => GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {other}", backend.name)),
-    }
 }
 
 pub(crate) fn send_error(

@@ -37,6 +37,7 @@ impl Received {
 /// - `x-fake-events`: number of SSE events (default 3); `x-fake-delay-ms`: pause between writes
 /// - `x-fake-split`: write the SSE payload in pieces of this many bytes
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
+/// - `x-fake-then-close`: close the connection after answering (without saying so)
 ///
 /// It records every request and counts open and closed connections.
 pub struct FakeUpstream {
@@ -313,6 +314,10 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     body.len()
                 );
                 if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body)).is_err() {
+                    return;
+                }
+                if h("x-fake-then-close").is_some() {
+                    // Close the kept-alive connection silently, as servers do with idle ones.
                     return;
                 }
             }
