@@ -195,7 +195,7 @@ impl UpstreamClient {
                 return Err(classify(e, "sending the request"));
             }
             match conn.read_head(self.response_timeout) {
-                Ok((status, headers, framing, keep_alive)) => {
+                Ok(ResponseHead { status, headers, framing, keep_alive }) => {
                     conn.set_read_timeout(self.idle_timeout).map_err(|e| classify(e, "reading the response"))?;
                     let body = Body {
                         conn: Some(conn),
@@ -299,6 +299,14 @@ struct Conn {
     read_timeout: Option<Duration>,
 }
 
+/// A parsed response head: status, lower-cased headers, body framing, whether the connection stays.
+struct ResponseHead {
+    status: u16,
+    headers: Vec<(String, String)>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
 enum HeadError {
     ClosedBeforeResponse,
     Io(io::Error),
@@ -385,7 +393,7 @@ impl Conn {
     }
 
     /// Reads and parses a response head (skipping `100 Continue`s).
-    fn read_head(&mut self, timeout: Duration) -> Result<(u16, Vec<(String, String)>, Framing, bool), HeadError> {
+    fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
         let deadline = Instant::now() + timeout;
         self.set_read_timeout(timeout).map_err(HeadError::Io)?;
         let mut received_any = false;
