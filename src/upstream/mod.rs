@@ -414,9 +414,8 @@ impl Conn {
                         if (100..200).contains(&status) {
                             continue;
                         }
-                        return framing(&headers, http10, status)
-                            .map_err(HeadError::Malformed)
-                            .map(|(f, keep)| (status, headers, f, keep));
+                        let (framing, keep_alive) = framing(&headers, http10, status).map_err(HeadError::Malformed)?;
+                        return Ok(ResponseHead { status, headers, framing, keep_alive });
                     }
                     Ok(httparse::Status::Partial) if self.end - self.start >= MAX_HEAD_BYTES => {
                         return Err(HeadError::Malformed(format!("response head over {MAX_HEAD_BYTES} bytes")))
