@@ -127,14 +127,15 @@ impl RequestHead {
 
     /// The first header with this name (case-insensitive), as text when it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .map(str::trim)
+        self.header_values(name).next().and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
     }
 
-    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    /// Values of the headers with this name, compared as bytes (no text conversion per header).
+    fn header_values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.raw[v.clone()])
     }
 
     /// Whether the connection stays open after this request, per HTTP/1.0 and 1.1 rules.

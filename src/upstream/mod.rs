@@ -49,6 +49,10 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+}
+
 fn classify(e: io::Error, what: &str) -> UpstreamError {
     match e.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => UpstreamError::Timeout(format!("{what} timed out")),
@@ -194,9 +198,8 @@ impl UpstreamClient {
                 }
                 return Err(classify(e, "sending the request"));
             }
-            match conn.read_head(self.response_timeout) {
+            match conn.read_head(self.read_timeout(), self.response_timeout) {
                 Ok(ResponseHead { status, headers, framing, keep_alive }) => {
-                    conn.set_read_timeout(self.idle_timeout).map_err(|e| classify(e, "reading the response"))?;
                     let body = Body {
                         conn: Some(conn),
                         client: self.clone(),
@@ -222,6 +225,13 @@ impl UpstreamClient {
             }
         }
         Err(UpstreamError::Unreachable("no usable connection".into()))
+    }
+
+    /// The socket's read timeout: one value for the whole exchange, so it is set once per connection
+    /// (may makes every change a syscall). The longer of the head and idle limits is enforced by
+    /// re-waiting until its own deadline.
+    fn read_timeout(&self) -> Duration {
+        self.response_timeout.min(self.idle_timeout)
     }
 
     fn checkout(&self) -> Option<Conn> {
@@ -393,9 +403,9 @@ impl Conn {
     }
 
     /// Reads and parses a response head (skipping `100 Continue`s).
-    fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
+    fn read_head(&mut self, per_read: Duration, timeout: Duration) -> Result<ResponseHead, HeadError> {
         let deadline = Instant::now() + timeout;
-        self.set_read_timeout(timeout).map_err(HeadError::Io)?;
+        self.set_read_timeout(per_read).map_err(HeadError::Io)?;
         let mut received_any = false;
         loop {
             if self.end > self.start {
@@ -499,6 +509,18 @@ pub struct Body {
 }
 
 impl Body {
+    /// Reads more of the body into the connection's buffer, waiting at most the idle timeout since the
+    /// last bytes came (re-waiting when the socket's per-read timeout is shorter).
+    fn fill(conn: &mut Conn, idle: Duration) -> io::Result<usize> {
+        let deadline = Instant::now() + idle;
+        loop {
+            match conn.fill() {
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                other => return other,
+            }
+        }
+    }
+
     fn finish(&mut self) {
         self.done = true;
         if let Some(mut conn) = self.conn.take() {
@@ -529,7 +551,7 @@ impl Read for Body {
                     return Ok(0);
                 }
                 Framing::Length(left) => {
-                    if conn.end == conn.start && conn.fill()? == 0 {
+                    if conn.end == conn.start && Body::fill(conn, self.client.idle_timeout)? == 0 {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
                     }
                     let n = out.len().min(conn.end - conn.start).min(*left as usize);
@@ -542,7 +564,7 @@ impl Read for Body {
                     return Ok(n);
                 }
                 Framing::Chunked(decoder) => {
-                    if conn.end == conn.start && conn.fill()? == 0 {
+                    if conn.end == conn.start && Body::fill(conn, self.client.idle_timeout)? == 0 {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
                     }
                     self.decoded.clear();
@@ -556,7 +578,7 @@ impl Read for Body {
                     }
                 }
                 Framing::Close => {
-                    if conn.end == conn.start && conn.fill()? == 0 {
+                    if conn.end == conn.start && Body::fill(conn, self.client.idle_timeout)? == 0 {
                         self.finish();
                         return Ok(0);
                     }
