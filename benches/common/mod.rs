@@ -342,7 +342,7 @@ pub fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
     let conf = format!(
         "worker_processes 2;\ndaemon off;\nerror_log {d}/error.log error;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; client_body_buffer_size 1m;\n\
            keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 128; keepalive_requests 10000000; }}\n\
            server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
              proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
