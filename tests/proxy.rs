@@ -355,3 +355,13 @@ fn keep_alive_upstream_connections_are_reused() {
     }
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn backends_named_by_host_name_are_resolved() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["backends"][0]["base_url"] = json!(format!("http://localhost:{}/v1", up.addr.port()));
+    let gw = Gateway::start(&cfg);
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
+    assert_eq!(up.last().headers["host"], format!("localhost:{}", up.addr.port()));
+}

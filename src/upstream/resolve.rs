@@ -1,19 +1,24 @@
 //! Name resolution that never blocks a worker: getaddrinfo runs on a helper thread while the coroutine
-//! waits on a may channel; answers are cached for a minute, and a stale answer is served if a refresh
-//! fails. IP literals skip all of it.
+//! waits on a may channel; one lookup per name at a time (others wait for its answer), answers cached
+//! for a minute, and a stale answer served if a refresh fails. IP literals skip all of it.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 const TTL: Duration = Duration::from_secs(60);
 
+type Answer = Result<Vec<SocketAddr>, String>;
+
 #[derive(Debug, Default)]
 pub struct Resolver {
     cache: Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>,
+    /// Names being looked up, with whoever waits for the answer (shared with the helper threads).
+    pending: Arc<Mutex<HashMap<String, Vec<may::sync::mpsc::Sender<Answer>>>>>,
 }
 
 impl Resolver {
@@ -29,14 +34,32 @@ impl Resolver {
             }
         }
         let (tx, rx) = may::sync::mpsc::channel();
-        let lookup = key.clone();
-        std::thread::Builder::new().name("switchyard-dns".into()).spawn(move || {
-            let _ = tx.send(lookup.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
-        })?;
+        let first = {
+            let mut pending = self.pending.lock();
+            let waiters = pending.entry(key.clone()).or_default();
+            waiters.push(tx);
+            waiters.len() == 1
+        };
+        if first {
+            // The helper thread answers everyone waiting for this name, then forgets them.
+            let lookup = key.clone();
+            let pending = self.pending.clone();
+            let spawned = std::thread::Builder::new().name("switchyard-dns".into()).spawn(move || {
+                let answer: Answer = lookup.to_socket_addrs().map(|a| a.collect()).map_err(|e| e.to_string());
+                let waiters = pending.lock().remove(&lookup).unwrap_or_default();
+                for w in waiters {
+                    let _ = w.send(answer.clone());
+                }
+            });
+            if let Err(e) = spawned {
+                self.pending.lock().remove(&key);
+                return Err(e);
+            }
+        }
         let fresh = match rx.recv_timeout(timeout) {
             Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
             Ok(Ok(_)) => Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}"))),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out"))),
         };
         match (fresh, cached) {
@@ -48,5 +71,30 @@ impl Resolver {
             (Err(_), Some((addrs, _))) => Ok(addrs),
             (Err(e), None) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_once_for_concurrent_callers_and_literals_skip_lookup() {
+        let resolver = Arc::new(Resolver::default());
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let r = resolver.clone();
+                may::go!(move || r.resolve("localhost", 8080, Duration::from_secs(5)))
+            })
+            .collect();
+        for h in handles {
+            let addrs = h.join().unwrap().unwrap();
+            assert!(addrs.iter().all(|a| a.port() == 8080 && a.ip().is_loopback()), "{addrs:?}");
+        }
+        assert!(resolver.pending.lock().is_empty(), "every waiter was answered");
+        assert_eq!(resolver.cache.lock().len(), 1);
+        let literal = resolver.resolve("127.0.0.1", 1, Duration::from_secs(1)).unwrap();
+        assert_eq!(literal, vec![SocketAddr::from(([127, 0, 0, 1], 1))]);
+        assert!(resolver.resolve("name.invalid", 1, Duration::from_secs(5)).is_err());
     }
 }
