@@ -127,3 +127,27 @@ fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     assert_eq!(status.code(), Some(0));
     assert!(std::net::TcpStream::connect(gw.addr).is_err(), "still accepting after shutdown");
 }
+
+#[test]
+fn workers_flag_sets_the_scheduler_threads() {
+    let dir = TempDir::new("workers");
+    let path = dir.0.join("c.json");
+    std::fs::write(&path, demo_config().to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let start = Instant::now();
+    while !line.contains("listening on") && start.elapsed() < Duration::from_secs(10) {
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("with 1 worker(s)"), "{line}");
+}

@@ -119,6 +119,7 @@ fn sixty_four_concurrent_clients_bursting_ten_times_the_limit_get_exactly_the_li
         json!([{"name": "burst", "key": ["client"], "requests": 30, "per": "1d"}]),
     ));
     let (admitted, rejected) = burst(gw.addr, 64, 300, &[A], chat("fake-1"));
+    eprintln!("one instance, limit 30, 64 clients x 300 attempts: admitted {admitted}, rejected {rejected}");
     assert_eq!(admitted, 30, "admitted {admitted}, rejected {rejected}");
     assert_eq!(rejected, 270);
 }
@@ -139,6 +140,7 @@ fn token_budget_under_a_burst_never_exceeds_the_written_bound() {
     let used = metric(&gw, "gen_ai_client_token_usage_input_total", "team-a")
         + metric(&gw, "gen_ai_client_token_usage_output_total", "team-a");
     assert_eq!(used, admitted as u64 * 7);
+    eprintln!("one instance, 1000-token budget, 64 clients x 640 attempts: admitted {admitted}, used {used} tokens");
     assert!(used <= 1000, "used {used} tokens of 1000");
     // Reservations were reconciled: far more requests fit than 1000 / (reservation ≈ 115) ≈ 8.
     assert!(admitted > 30, "admitted {admitted}");
@@ -283,6 +285,7 @@ fn two_instances_sharing_redis_admit_exactly_the_limit_together() {
     let t1 = std::thread::spawn(move || burst(a1, 32, 200, &[A], chat("fake-1")));
     let t2 = std::thread::spawn(move || burst(a2, 32, 200, &[A], chat("fake-1")));
     let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+    eprintln!("two instances + Redis, limit 40, 2 x 32 clients x 200 attempts: admitted {} + {}", r1.0, r2.0);
     assert_eq!(r1.0 + r2.0, 40, "instance 1 {r1:?}, instance 2 {r2:?}");
     assert!(r1.0 > 0 && r2.0 > 0, "both instances admitted some: {r1:?} {r2:?}");
     // The count survives a gateway restart: it lives in Redis.
@@ -304,6 +307,7 @@ fn redis_token_budget_reconciles_across_instances() {
     let t2 = std::thread::spawn(move || burst(a2, 16, 200, &[A], chat("fake-1")));
     let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
     let used = (r1.0 + r2.0) as u64 * 7;
+    eprintln!("two instances + Redis, 500-token budget: admitted {} + {}, used {used} tokens", r1.0, r2.0);
     assert!(used <= 500, "used {used} of 500");
     // Without refunds only 500 / (input estimate + 50) ≈ 7 requests would fit.
     assert!(r1.0 + r2.0 > 20, "reservations were refunded: admitted {}", r1.0 + r2.0);
