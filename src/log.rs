@@ -34,6 +34,24 @@ macro_rules! log_at {
     };
 }
 
+/// Whether a message from the call site owning `last` may be written now: at most one per second per
+/// site, so a flood of failures (logged from worker threads) cannot stall the workers on stderr.
+pub fn allow_once_a_second(last: &std::sync::atomic::AtomicU64) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    last.swap(now, Ordering::Relaxed) != now
+}
+
+/// `warn!`, throttled to one line per second per call site (for the request path).
+#[macro_export]
+macro_rules! warn_throttled {
+    ($($arg:tt)*) => {{
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if $crate::log::enabled($crate::log::WARN) && $crate::log::allow_once_a_second(&LAST) {
+            eprintln!("switchyard warn: {}", format_args!($($arg)*));
+        }
+    }};
+}
+
 #[macro_export]
 macro_rules! error { ($($arg:tt)*) => { $crate::log_at!($crate::log::ERROR, "error", $($arg)*) }; }
 #[macro_export]

@@ -1,7 +1,7 @@
 //! Phase: admit. Rate limits and quotas are charged before the upstream is called, all or nothing,
 //! and settled with the real usage when the response ends, fails or is cut.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
 use crate::config::Snapshot;
@@ -154,12 +154,8 @@ fn redis_admit(redis: &RedisClient, member: &str, charges: &[Charge]) -> Result<
 
 /// Counts a Redis failure and logs it at most once a second.
 fn redis_failed(message: &str) {
-    static LAST_LOG: AtomicU64 = AtomicU64::new(0);
     metrics::REDIS_ERRORS.fetch_add(1, Ordering::Relaxed);
-    let now = unix_ms() / 1000;
-    if LAST_LOG.swap(now, Ordering::Relaxed) != now {
-        crate::warn!("rate limiting: {message}; applying on_redis_error");
-    }
+    crate::warn_throttled!("rate limiting: {message}; applying on_redis_error");
 }
 
 impl Admission<'_> {

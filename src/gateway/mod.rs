@@ -459,11 +459,11 @@ fn send(
         }
         match result {
             Ok(up) if (up.status == 429 || up.status >= 500) && !last => {
-                crate::warn!("backend \"{}\" answered {}; falling back", backend.name, up.status);
+                crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status);
             }
             Ok(up) => return Ok(Some(up)),
             Err(e) if e.may_fall_back() && !last => {
-                crate::warn!("backend \"{}\" failed: {e}; falling back", backend.name);
+                crate::warn_throttled!("backend \"{}\" failed: {e}; falling back", backend.name);
                 last_error = Some(e);
             }
             Err(e) => return Err(e),

@@ -108,7 +108,7 @@ pub fn relay(
                 }
                 Err(e) => {
                     let message = format!("upstream stream interrupted: {e}");
-                    crate::warn!("{message}");
+                    crate::warn_throttled!("{message}");
                     if resp.chunk(&stream_error_event(client, &message)).is_ok() {
                         let _ = resp.finish();
                     }
@@ -141,7 +141,7 @@ pub fn relay(
     let out = if up.status == 401 || up.status == 403 {
         // The upstream refused the gateway's own credential. Its message can quote part of the
         // provider key ("Incorrect API key provided: sk-…abcd"): never relay it.
-        crate::warn!("a backend refused the gateway's credential (status {})", up.status);
+        crate::warn_throttled!("a backend refused the gateway's credential (status {})", up.status);
         let message = format!("the backend rejected the gateway's credentials (upstream status {})", up.status);
         error_body(client, up.status, &message, Some("backend_auth_failed"))
     } else if up.status >= 400 {

@@ -93,7 +93,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
                     return;
                 }
                 // EMFILE and friends: back off briefly instead of spinning.
-                eprintln!("switchyard: accept failed: {e}");
+                crate::warn_throttled!("accept failed: {e}");
                 may::coroutine::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -119,7 +119,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
         };
         if let Err(e) = spawned {
             OPEN_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
-            eprintln!("switchyard: cannot start a connection coroutine: {e}");
+            crate::warn_throttled!("cannot start a connection coroutine: {e}");
         }
     }
 }
