@@ -8,13 +8,16 @@ use crate::config::{Backend, ConfigError, RouteConfig};
 pub struct ModelPattern {
     text: String,
     prefix: bool,
+    /// As written in config (a bounded set: safe as a metric label).
+    written: String,
 }
 
 impl ModelPattern {
     pub fn new(pattern: &str) -> ModelPattern {
+        let written = pattern.to_string();
         match pattern.strip_suffix('*') {
-            Some(prefix) => ModelPattern { text: prefix.to_string(), prefix: true },
-            None => ModelPattern { text: pattern.to_string(), prefix: false },
+            Some(prefix) => ModelPattern { text: prefix.to_string(), prefix: true, written },
+            None => ModelPattern { text: pattern.to_string(), prefix: false, written },
         }
     }
 
@@ -27,12 +30,8 @@ impl ModelPattern {
     }
 
     /// The pattern as written in config (a bounded set: safe as a metric label).
-    pub fn label(&self) -> String {
-        if self.prefix {
-            format!("{}*", self.text)
-        } else {
-            self.text.clone()
-        }
+    pub fn label(&self) -> &str {
+        &self.written
     }
 
     /// The name to list in `/v1/models`: only exact names are listable.

@@ -103,7 +103,7 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                     // Metrics are labelled by the route's pattern: a bounded set, whatever clients send.
                     metrics::record(
                         client_name,
-                        &route_label,
+                        route_label,
                         &snapshot.backends[backend].name,
                         outcome.usage.as_ref(),
                         estimated,
@@ -273,7 +273,7 @@ pub fn route<'s>(
     req: &Request,
     client: Option<&Client>,
     model: &str,
-) -> Result<(String, Vec<&'s Target>), GatewayError> {
+) -> Result<(&'s str, Vec<&'s Target>), GatewayError> {
     if let Some(c) = client {
         if !c.may_use(model) {
             return Err(GatewayError::ModelNotAllowed(model.to_string()));
