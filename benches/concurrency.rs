@@ -20,6 +20,18 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // Each stream holds two descriptors here (client, upstream side) and two in the gateway.
+    let max_files = open_files_limit();
+    let counts: Vec<usize> = counts
+        .into_iter()
+        .filter(|n| {
+            let fits = (*n as u64) * 2 + 256 <= max_files;
+            if !fits {
+                println!("skipping {n} streams: `ulimit -n` is {max_files}, they need about {}", n * 2 + 256);
+            }
+            fits
+        })
+        .collect();
     let upstream = start_upstream();
     // BENCH_SERVER: a JSON object of `server` settings to try (e.g. {"stack_kib": 64}).
     let extra =
@@ -95,4 +107,14 @@ fn main() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The soft limit on open files, from /proc/self/limits (no libc needed).
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
 }
