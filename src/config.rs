@@ -366,6 +366,16 @@ impl Config {
                 "max_headers and max_connections must be positive, max_head_bytes at least 256, stack_kib at least 32",
             ));
         }
+        for (field, ms) in [
+            ("server.header_timeout_ms", s.header_timeout_ms),
+            ("server.keepalive_timeout_ms", s.keepalive_timeout_ms),
+            ("server.drain_timeout_ms", s.drain_timeout_ms),
+            ("ratelimit.redis_timeout_ms", self.ratelimit.redis_timeout_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMEOUT_MS {
+                return Err(err(field, format!("must be between 1 and {MAX_TIMEOUT_MS} (one day)")));
+            }
+        }
         let mut backends = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
             let path = format!("backends[{i}]");
@@ -404,9 +414,6 @@ impl Config {
         let limits = crate::ratelimit::compile(&self.limits)?;
         if let Some(url) = &self.ratelimit.redis {
             crate::redis::RedisUrl::parse(url).map_err(|e| err("ratelimit.redis", e))?;
-        }
-        if self.ratelimit.redis_timeout_ms == 0 {
-            return Err(err("ratelimit.redis_timeout_ms", "must be at least 1"));
         }
         Ok(Snapshot { config: self, backends, router, clients, warnings, upstreams: Vec::new(), limits, redis: None })
     }
@@ -465,6 +472,15 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
     if b.mock_chunk_delay_ms.is_some() && b.schema != Schema::Mock {
         return Err(err(format!("{path}.mock_chunk_delay_ms"), "only for \"schema\": \"mock\""));
     }
+    for (field, ms) in [
+        ("connect_timeout_ms", b.connect_timeout_ms),
+        ("response_timeout_ms", b.response_timeout_ms),
+        ("idle_timeout_ms", b.idle_timeout_ms),
+    ] {
+        if ms == 0 || ms > MAX_TIMEOUT_MS {
+            return Err(err(format!("{path}.{field}"), format!("must be between 1 and {MAX_TIMEOUT_MS} (one day)")));
+        }
+    }
     if b.anthropic_version.is_some() && b.schema != Schema::Anthropic {
         return Err(err(format!("{path}.anthropic_version"), "only for \"schema\": \"anthropic\""));
     }
@@ -495,6 +511,9 @@ fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Back
         stream_usage: b.stream_usage,
     })
 }
+
+/// The longest timeout accepted anywhere (one day): larger values overflow timer arithmetic.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
@@ -579,6 +598,15 @@ mod tests {
         let debug = format!("{:?}", s.backends[1]);
         assert!(!debug.contains("sk-secret"), "{debug}");
         assert!(matches!(&s.backends[1].credential, Credential::Header(h, _) if h == "api-key"));
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"openai","idle_timeout_ms":18446744073709551615}]}"#)
+            .unwrap_err();
+        assert_eq!(e.path, "backends[0].idle_timeout_ms");
+        let e = snapshot(r#"{"server":{"keepalive_timeout_ms":0}}"#).unwrap_err();
+        assert_eq!(e.path, "server.keepalive_timeout_ms");
     }
 
     #[test]

@@ -102,23 +102,29 @@ impl StreamUsage {
         self.pending.drain(..start);
     }
 
-    /// At the end of a filtered stream: an unterminated last event.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            let drop = Self::inspect_event(
-                self.wire,
-                self.strip_usage_chunk,
-                &rest,
-                &mut self.usage,
-                &mut self.content_events,
-            );
-            // Completed with its blank line, so the client's parser sees it.
-            if !drop {
-                out.extend_from_slice(&rest);
-                out.extend_from_slice(b"\n\n");
-            }
+    /// At the end of a filtered stream. A last event whose final line ended is completed with its blank
+    /// line; one cut inside a line is not forwarded: returns `false` (the stream was truncated).
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.pending.is_empty() {
+            return true;
         }
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.ends_with(b"\n") && !rest.ends_with(b"\r") {
+            return false;
+        }
+        let drop =
+            Self::inspect_event(self.wire, self.strip_usage_chunk, &rest, &mut self.usage, &mut self.content_events);
+        if !drop {
+            out.extend_from_slice(&rest);
+            out.extend_from_slice(b"\n");
+        }
+        true
+    }
+
+    /// Bytes held for an event that has not ended yet: an upstream that never ends its events must not
+    /// grow them without bound.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 
     /// The usage the stream reported, if it did.
@@ -300,6 +306,21 @@ data: [DONE]\n\n";
         assert!(has_usage_object(br#"{"choices":[],"usage": {"prompt_tokens":1}}"#));
         assert!(!has_usage_object(br#"{"choices":[{"delta":{}}],"usage":null}"#));
         assert!(!has_usage_object(br#"{"content":"the word \"usage\" in text"}"#));
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_line_is_reported_truncated() {
+        let mut s = StreamUsage::new(Wire::OpenAi, false);
+        let mut out = Vec::new();
+        s.filter(b"data: {\"a\":1}\n\ndata: {\"choices\":[{\"del", &mut out);
+        assert_eq!(out, b"data: {\"a\":1}\n\n");
+        assert!(!s.finish(&mut out), "cut inside a line");
+        assert_eq!(out, b"data: {\"a\":1}\n\n", "the partial event is not forwarded");
+        let mut s = StreamUsage::new(Wire::OpenAi, false);
+        let mut out = Vec::new();
+        s.filter(b"data: [DONE]\n", &mut out);
+        assert!(s.finish(&mut out));
+        assert_eq!(out, b"data: [DONE]\n\n", "a last event without its blank line is completed");
     }
 
     #[test]

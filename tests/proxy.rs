@@ -365,3 +365,24 @@ fn backends_named_by_host_name_are_resolved() {
     assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
     assert_eq!(up.last().headers["host"], format!("localhost:{}", up.addr.port()));
 }
+
+#[test]
+fn base_url_query_string_follows_the_endpoint_path() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["backends"][0]["base_url"] = json!(format!("http://{}/openai/deployments/gpt?api-version=2024-10-21", up.addr));
+    let gw = Gateway::start(&cfg);
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
+    assert_eq!(up.last().path, "/openai/deployments/gpt/chat/completions?api-version=2024-10-21");
+}
+
+#[test]
+fn a_response_head_may_take_longer_than_the_idle_timeout() {
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["backends"][0]["idle_timeout_ms"] = json!(500);
+    cfg["backends"][0]["response_timeout_ms"] = json!(5000);
+    let gw = Gateway::start(&cfg);
+    let r = post(gw.addr, "/v1/chat/completions", &[("x-fake-head-delay-ms", "1200")], &chat("fake-1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -17,6 +17,9 @@ pub struct Outcome {
     pub estimated_output: u64,
 }
 
+/// Largest single SSE event the relay holds while waiting for its end.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Largest non-streamed upstream body the gateway buffers.
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 
@@ -77,10 +80,19 @@ pub fn relay(
             out.clear();
             match tap.read_from(&mut up.body) {
                 Ok(0) => {
-                    match &mut translator {
+                    let complete = match &mut translator {
                         StreamTranslation::Passthrough => tap.finish(&mut out),
-                        StreamTranslation::OpenAiAnthropic(t) => t.finish(&mut out),
-                        StreamTranslation::AnthropicOpenAi(t) => t.finish(&mut out),
+                        StreamTranslation::OpenAiAnthropic(t) => {
+                            t.finish(&mut out);
+                            true
+                        }
+                        StreamTranslation::AnthropicOpenAi(t) => {
+                            t.finish(&mut out);
+                            true
+                        }
+                    };
+                    if !complete {
+                        out.extend_from_slice(&stream_error_event(client, "the upstream stream ended inside an event"));
                     }
                     if resp.chunk(&out).is_ok() {
                         let _ = resp.finish();
@@ -103,6 +115,13 @@ pub fn relay(
                     }
                     if resp.chunk(&out).is_err() {
                         // The client went away: it is charged for what was generated until now.
+                        return outcome(&tap);
+                    }
+                    if tap.pending_len() > MAX_EVENT_BYTES {
+                        let message = format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes");
+                        if resp.chunk(&stream_error_event(client, &message)).is_ok() {
+                            let _ = resp.finish();
+                        }
                         return outcome(&tap);
                     }
                 }

@@ -44,6 +44,10 @@ impl ClientWatch {
     /// Watches the client until `request_done`; upstream sockets of this coroutine register with the
     /// returned `Cancel`.
     pub fn start(&mut self, stream: &may::net::TcpStream) -> Arc<Cancel> {
+        if self.entry.is_none() {
+            // A fresh handle per request: a cancel (even a late one) reaches only its own request.
+            self.cancel = Arc::new(Cancel::default());
+        }
         crate::upstream::set_current_cancel(&self.cancel);
         if self.entry.is_none() {
             WATCHER.call_once(|| {

@@ -68,6 +68,8 @@ pub struct UpstreamClient {
     authority: String,
     /// Path prefix from `base_url` (`/v1`), without a trailing slash.
     base_path: String,
+    /// Query string from `base_url` (`?api-version=…` for Azure), appended after the endpoint path.
+    query: String,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -104,6 +106,7 @@ impl UpstreamClient {
             Some(("http", rest)) => (false, rest),
             _ => return Err(invalid(format!("unsupported URL {}", backend.base_url))),
         };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = rest.find('/').map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
@@ -150,6 +153,7 @@ impl UpstreamClient {
             port,
             authority: authority.to_string(),
             base_path: path.trim_end_matches('/').to_string(),
+            query: if query.is_empty() { String::new() } else { format!("?{query}") },
             tls,
             connect_timeout: backend.connect_timeout,
             response_timeout: backend.response_timeout,
@@ -171,6 +175,7 @@ impl UpstreamClient {
         head.extend_from_slice(b"POST ");
         head.extend_from_slice(self.base_path.as_bytes());
         head.extend_from_slice(path.as_bytes());
+        head.extend_from_slice(self.query.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         head.extend_from_slice(self.authority.as_bytes());
         for (name, value) in headers {
@@ -187,18 +192,23 @@ impl UpstreamClient {
             head.extend_from_slice(body);
         }
         for attempt in 0..2 {
-            let (mut conn, reused) = match self.checkout() {
+            // A retry always opens a fresh connection.
+            let pooled = if attempt == 0 { self.checkout() } else { None };
+            let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
                 None => (self.connect()?, false),
             };
             let written = conn.write_all(&head).and_then(|_| if separate_body { conn.write_all(body) } else { Ok(()) });
             if let Err(e) = written {
-                if reused && attempt == 0 {
+                // The request did not get out whole on a pooled connection the server had closed: the
+                // server cannot have acted on it, so a fresh connection may carry it. (Once the request
+                // is written it is never sent twice: a POST may have side effects and costs money.)
+                if reused && e.kind() != io::ErrorKind::ConnectionAborted {
                     continue;
                 }
                 return Err(classify(e, "sending the request"));
             }
-            match conn.read_head(self.read_timeout(), self.response_timeout) {
+            return match conn.read_head(self.read_timeout(), self.response_timeout) {
                 Ok(ResponseHead { status, headers, framing, keep_alive }) => {
                     let body = Body {
                         conn: Some(conn),
@@ -209,20 +219,14 @@ impl UpstreamClient {
                         decoded_at: 0,
                         done: false,
                     };
-                    return Ok(Response { status, headers, body });
+                    Ok(Response { status, headers, body })
                 }
-                // The server closed a pooled connection before answering: it never took the request.
-                Err(HeadError::ClosedBeforeResponse) if reused && attempt == 0 => continue,
                 Err(HeadError::ClosedBeforeResponse) => {
-                    return Err(UpstreamError::Unreachable(
-                        "the upstream closed the connection without answering".into(),
-                    ))
+                    Err(UpstreamError::Unreachable("the upstream closed the connection without answering".into()))
                 }
-                Err(HeadError::Io(e)) => return Err(classify(e, "waiting for the response")),
-                Err(HeadError::Malformed(m)) => {
-                    return Err(UpstreamError::Unreachable(format!("invalid response: {m}")))
-                }
-            }
+                Err(HeadError::Io(e)) => Err(classify(e, "waiting for the response")),
+                Err(HeadError::Malformed(m)) => Err(UpstreamError::Unreachable(format!("invalid response: {m}"))),
+            };
         }
         Err(UpstreamError::Unreachable("no usable connection".into()))
     }
@@ -235,45 +239,58 @@ impl UpstreamClient {
     }
 
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock();
-        while let Some((mut conn, since)) = idle.pop() {
+        loop {
+            // Probe outside the lock; a closed or expired connection is dropped (closed) unlocked too.
+            let (mut conn, since) = self.idle.lock().pop()?;
             if since.elapsed() < POOL_IDLE && conn.is_open() {
                 return Some(conn);
             }
         }
-        None
     }
 
     fn checkin(&self, conn: Conn) {
-        let mut idle = self.idle.lock();
-        if idle.len() < POOL_SIZE {
-            idle.push((conn, Instant::now()));
-        }
+        let expired: Vec<(Conn, Instant)> = {
+            let mut idle = self.idle.lock();
+            // The oldest are at the bottom: evict what has idled too long, so nothing lingers there.
+            let keep_from = idle.iter().position(|(_, since)| since.elapsed() < POOL_IDLE).unwrap_or(idle.len());
+            let expired = idle.drain(..keep_from).collect();
+            if idle.len() < POOL_SIZE {
+                idle.push((conn, Instant::now()));
+            }
+            expired
+        };
+        drop(expired);
     }
 
+    /// Resolves, connects and (for https) handshakes, all within `connect_timeout` together.
     fn connect(&self) -> Result<Conn, UpstreamError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         let addrs = self
             .resolver
-            .resolve(&self.host, self.port, self.connect_timeout)
+            .resolve(&self.host, self.port, left())
             .map_err(|e| classify(e, &format!("resolving {}", self.host)))?;
         let mut last = None;
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+            if Instant::now() >= deadline {
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left()) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_write_timeout(Some(self.idle_timeout));
-                    return self.wrap(stream);
+                    return self.wrap(stream, deadline);
                 }
                 Err(e) => last = Some(e),
             }
         }
         Err(classify(
-            last.unwrap_or_else(|| io::Error::other("no address")),
+            last.unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no address answered in time")),
             &format!("connecting to {}", self.authority),
         ))
     }
 
-    fn wrap(&self, stream: TcpStream) -> Result<Conn, UpstreamError> {
+    fn wrap(&self, stream: TcpStream, deadline: Instant) -> Result<Conn, UpstreamError> {
         let fd = stream.as_raw_fd();
         let io = match &self.tls {
             None => ConnIo::Plain(stream),
@@ -284,6 +301,9 @@ impl UpstreamClient {
                 let _ = tls.sock.set_read_timeout(Some(self.connect_timeout));
                 let _in_flight = cancel::in_flight(fd).map_err(|e| classify(e, "TLS handshake"))?;
                 while tls.conn.is_handshaking() {
+                    if Instant::now() >= deadline {
+                        return Err(UpstreamError::Timeout("TLS handshake timed out".into()));
+                    }
                     tls.conn.complete_io(&mut tls.sock).map_err(|e| classify(e, "TLS handshake"))?;
                 }
                 ConnIo::Tls(Box::new(tls))
@@ -447,6 +467,8 @@ impl Conn {
                 {
                     return Err(HeadError::ClosedBeforeResponse)
                 }
+                // The per-read timeout may be shorter than the head's: wait again until its deadline.
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
                 Err(e) => return Err(HeadError::Io(e)),
             }
         }
@@ -462,6 +484,14 @@ impl Conn {
         matches!(self.socket().inner().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// Whether rustls holds decrypted bytes not yet read (they would belong to no request).
+    fn tls_has_pending(&mut self) -> bool {
+        match &mut self.io {
+            ConnIo::Plain(_) => false,
+            ConnIo::Tls(t) => t.conn.process_new_packets().map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
+
     /// A connection at rest keeps a small buffer.
     fn rest(&mut self) {
         if self.buf.len() > READ_BUFFER {
@@ -471,7 +501,9 @@ impl Conn {
     }
 }
 
-/// How the body of a response with these headers is framed, and whether the connection stays open.
+/// How the body of a response with these headers is framed, and whether the connection stays open
+/// (RFC 9112 §6.3: a final `chunked` coding wins; any other coding reads to close; both headers, or
+/// an unusable length, mean the connection is not reused).
 fn framing(headers: &[(String, String)], http10: bool, status: u16) -> Result<(Framing, bool), String> {
     fn values<'h>(headers: &'h [(String, String)], name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
         headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -482,14 +514,25 @@ fn framing(headers: &[(String, String)], http10: bool, status: u16) -> Result<(F
     if status == 204 || status == 304 {
         return Ok((Framing::Length(0), keep));
     }
-    if get("transfer-encoding").any(|v| v.to_ascii_lowercase().contains("chunked")) {
-        return Ok((Framing::Chunked(ChunkedDecoder::default()), keep));
+    let codings: Vec<String> = get("transfer-encoding")
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let has_length = get("content-length").next().is_some();
+    if let Some(last) = codings.last() {
+        return Ok(if last == "chunked" {
+            (Framing::Chunked(ChunkedDecoder::default()), keep && !has_length)
+        } else {
+            (Framing::Close, false)
+        });
     }
     let mut lengths = get("content-length");
     match (lengths.next(), lengths.next()) {
-        (Some(n), None) => {
+        (Some(n), None) if !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()) => {
             n.parse::<u64>().map(|n| (Framing::Length(n), keep)).map_err(|_| format!("bad content-length {n:?}"))
         }
+        (Some(n), None) => Err(format!("bad content-length {n:?}")),
         (Some(_), Some(_)) => Err("several content-length headers".into()),
         (None, _) => Ok((Framing::Close, false)),
     }
@@ -524,7 +567,7 @@ impl Body {
     fn finish(&mut self) {
         self.done = true;
         if let Some(mut conn) = self.conn.take() {
-            if self.keep_alive && conn.end == conn.start {
+            if self.keep_alive && conn.end == conn.start && !conn.tls_has_pending() {
                 conn.rest();
                 self.client.checkin(conn);
             }
@@ -643,5 +686,11 @@ mod tests {
         assert!(!keep, "HTTP/1.0 closes by default");
         assert!(framing(&headers(&[("content-length", "x")]), false, 200).is_err());
         assert!(framing(&headers(&[("content-length", "1"), ("content-length", "2")]), false, 200).is_err());
+        assert!(framing(&headers(&[("content-length", "+5")]), false, 200).is_err());
+        let (f, keep) = framing(&headers(&[("transfer-encoding", "chunked, gzip")]), false, 200).unwrap();
+        assert!(matches!(f, Framing::Close) && !keep, "chunked must be the final coding");
+        let (f, keep) =
+            framing(&headers(&[("transfer-encoding", "chunked"), ("content-length", "5")]), false, 200).unwrap();
+        assert!(matches!(f, Framing::Chunked(_)) && !keep, "both headers: chunked wins, no reuse");
     }
 }

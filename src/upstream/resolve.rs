@@ -1,6 +1,7 @@
 //! Name resolution that never blocks a worker: getaddrinfo runs on a helper thread while the coroutine
-//! waits on a may channel; one lookup per name at a time (others wait for its answer), answers cached
-//! for a minute, and a stale answer served if a refresh fails. IP literals skip all of it.
+//! waits on a may channel; one lookup per name at a time (others wait for its answer); answers cached
+//! for a minute, and past that the old answer is served at once while a refresh runs. IP literals skip
+//! all of it.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +17,8 @@ type Answer = Result<Vec<SocketAddr>, String>;
 
 #[derive(Debug, Default)]
 pub struct Resolver {
-    cache: Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>,
+    /// Shared with the helper threads, which store every answer (even one nobody waits for any more).
+    cache: Arc<Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>>,
     /// Names being looked up, with whoever waits for the answer (shared with the helper threads).
     pending: Arc<Mutex<HashMap<String, Vec<may::sync::mpsc::Sender<Answer>>>>>,
 }
@@ -34,18 +36,27 @@ impl Resolver {
             }
         }
         let (tx, rx) = may::sync::mpsc::channel();
-        let first = {
+        let start = {
             let mut pending = self.pending.lock();
+            let start = !pending.contains_key(&key);
             let waiters = pending.entry(key.clone()).or_default();
-            waiters.push(tx);
-            waiters.len() == 1
+            // With a stale answer there is nothing to wait for: it is served while one refresh runs.
+            if cached.is_none() {
+                waiters.push(tx);
+            }
+            start
         };
-        if first {
-            // The helper thread answers everyone waiting for this name, then forgets them.
+        if start {
+            // The helper thread stores the answer and hands it to everyone waiting for this name.
             let lookup = key.clone();
-            let pending = self.pending.clone();
+            let (pending, cache) = (self.pending.clone(), self.cache.clone());
             let spawned = std::thread::Builder::new().name("switchyard-dns".into()).spawn(move || {
                 let answer: Answer = lookup.to_socket_addrs().map(|a| a.collect()).map_err(|e| e.to_string());
+                if let Ok(addrs) = &answer {
+                    if !addrs.is_empty() {
+                        cache.lock().insert(lookup.clone(), (addrs.clone(), Instant::now()));
+                    }
+                }
                 let waiters = pending.lock().remove(&lookup).unwrap_or_default();
                 for w in waiters {
                     let _ = w.send(answer.clone());
@@ -53,23 +64,19 @@ impl Resolver {
             });
             if let Err(e) = spawned {
                 self.pending.lock().remove(&key);
-                return Err(e);
+                if cached.is_none() {
+                    return Err(e);
+                }
             }
         }
-        let fresh = match rx.recv_timeout(timeout) {
+        if let Some((addrs, _)) = cached {
+            return Ok(addrs);
+        }
+        match rx.recv_timeout(timeout) {
             Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
             Ok(Ok(_)) => Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))),
             Ok(Err(e)) => Err(io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}"))),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out"))),
-        };
-        match (fresh, cached) {
-            (Ok(addrs), _) => {
-                self.cache.lock().insert(key, (addrs.clone(), Instant::now()));
-                Ok(addrs)
-            }
-            // The resolver is failing: an answer a little old beats none.
-            (Err(_), Some((addrs, _))) => Ok(addrs),
-            (Err(e), None) => Err(e),
         }
     }
 }

@@ -38,6 +38,7 @@ impl Received {
 /// - `x-fake-split`: write the SSE payload in pieces of this many bytes
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
+/// - `x-fake-head-delay-ms`: wait this long before answering at all
 ///
 /// It records every request and counts open and closed connections.
 pub struct FakeUpstream {
@@ -295,6 +296,9 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                 return;
             }
             continue;
+        }
+        if let Some(ms) = h("x-fake-head-delay-ms").and_then(|v| v.parse().ok()) {
+            thread::sleep(Duration::from_millis(ms));
         }
         match mode.as_str() {
             "json" | "raw" | "garbage" => {
