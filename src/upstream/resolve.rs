@@ -14,13 +14,17 @@ use parking_lot::Mutex;
 const TTL: Duration = Duration::from_secs(60);
 
 type Answer = Result<Vec<SocketAddr>, String>;
+/// Answers by `host:port`, with when they were looked up.
+type Cache = HashMap<String, (Vec<SocketAddr>, Instant)>;
+/// Lookups under way, with whoever waits for them.
+type Waiters = HashMap<String, Vec<may::sync::mpsc::Sender<Answer>>>;
 
 #[derive(Debug, Default)]
 pub struct Resolver {
     /// Shared with the helper threads, which store every answer (even one nobody waits for any more).
-    cache: Arc<Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>>,
+    cache: Arc<Mutex<Cache>>,
     /// Names being looked up, with whoever waits for the answer (shared with the helper threads).
-    pending: Arc<Mutex<HashMap<String, Vec<may::sync::mpsc::Sender<Answer>>>>>,
+    pending: Arc<Mutex<Waiters>>,
 }
 
 impl Resolver {
