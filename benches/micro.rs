@@ -203,8 +203,8 @@ fn main() {
     });
     row("limit check, local (2 limits, admit + settle)", local, "parking_lot mutex lock/unlock", lock_only);
 
-    let (with_ureq, raw) = upstream_client_row();
-    row("upstream round trip, our HTTP/1.1 client", with_ureq, "raw HTTP/1.1 on the same may socket", raw);
+    let (with_client, raw) = upstream_client_row();
+    row("upstream round trip, our HTTP/1.1 client", with_client, "raw HTTP/1.1 on the same may socket", raw);
 
     if let Some(redis_row) = redis_limit_row(&limits, &facts) {
         let (admit, ping) = redis_row;
@@ -262,7 +262,7 @@ fn upstream_client_row() -> (f64, f64) {
     let client = Arc::new(switchyard::upstream::UpstreamClient::new(&snapshot.backends[0]).unwrap());
     let body = chat_body(0);
     may::go!(move || {
-        let with_ureq = time(|| {
+        let with_client = time(|| {
             let resp = client.send("/chat/completions", &[("content-type", "application/json")], &body).unwrap();
             let mut out = Vec::new();
             let mut reader = resp.body;
@@ -292,7 +292,7 @@ fn upstream_client_row() -> (f64, f64) {
             }
             black_box(&buf[..have]);
         });
-        (with_ureq, raw)
+        (with_client, raw)
     })
     .join()
     .unwrap()
