@@ -298,7 +298,9 @@ fn two_instances_sharing_redis_admit_exactly_the_limit_together() {
     let redis = Redis::start();
     let up = FakeUpstream::start();
     let mut cfg = limited_config(&up, json!([{"name": "shared", "key": ["client"], "requests": 40, "per": "1d"}]));
-    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port)});
+    // A generous Redis timeout: exact counting is under test, not the failure policy (on a busy
+    // machine a 200 ms call can time out, and the default policy then admits uncounted).
+    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "redis_timeout_ms": 3000});
     let gw1 = Gateway::start(&cfg);
     let gw2 = Gateway::start(&cfg);
     let (a1, a2) = (gw1.addr, gw2.addr);
@@ -319,7 +321,7 @@ fn redis_token_budget_reconciles_across_instances() {
     let redis = Redis::start();
     let up = FakeUpstream::start();
     let mut cfg = limited_config(&up, json!([{"name": "budget", "key": ["client"], "tokens": 500, "per": "30d"}]));
-    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "default_output_tokens": 50});
+    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "default_output_tokens": 50, "redis_timeout_ms": 3000});
     let gw1 = Gateway::start(&cfg);
     let gw2 = Gateway::start(&cfg);
     let (a1, a2) = (gw1.addr, gw2.addr);
@@ -340,7 +342,7 @@ fn redis_down_fails_open_by_policy_without_hanging_and_recovers() {
     let up = FakeUpstream::start();
     let mut cfg = limited_config(&up, json!([{"name": "r", "key": ["client"], "requests": 3, "per": "1d"}]));
     cfg["ratelimit"] =
-        json!({"redis": format!("redis://127.0.0.1:{port}"), "on_redis_error": "allow", "redis_timeout_ms": 100});
+        json!({"redis": format!("redis://127.0.0.1:{port}"), "on_redis_error": "allow", "redis_timeout_ms": 1000});
     let gw = Gateway::start(&cfg);
     for _ in 0..3 {
         assert_eq!(post(gw.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 200);
@@ -375,7 +377,7 @@ fn redis_down_fails_closed_by_policy_with_503() {
     let mut redis = Redis::start();
     let up = FakeUpstream::start();
     let mut cfg = limited_config(&up, json!([{"name": "r", "key": ["client"], "requests": 100, "per": "1d"}]));
-    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "on_redis_error": "deny", "redis_timeout_ms": 100});
+    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "on_redis_error": "deny", "redis_timeout_ms": 1000});
     let gw = Gateway::start(&cfg);
     assert_eq!(post(gw.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 200);
     redis.kill();
@@ -407,7 +409,9 @@ fn redis_concurrency_slots_are_shared_and_released() {
     let redis = Redis::start();
     let up = FakeUpstream::start();
     let mut cfg = limited_config(&up, json!([{"name": "inflight", "key": ["client"], "concurrent": 2}]));
-    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port)});
+    // A generous Redis timeout: exact counting is under test, not the failure policy (on a busy
+    // machine a 200 ms call can time out, and the default policy then admits uncounted).
+    cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "redis_timeout_ms": 3000});
     let gw1 = Gateway::start(&cfg);
     let gw2 = Gateway::start(&cfg);
     let slow = |addr: std::net::SocketAddr| {

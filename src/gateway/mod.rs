@@ -1,7 +1,7 @@
 //! The request lifecycle, as named phases:
 //!
-//! 1. [`parse`]: endpoint from method and path; `model`, `stream` and required fields from the body.
-//! 2. [`authenticate`]: the client from `Authorization: Bearer` or `x-api-key`.
+//! 1. [`authenticate`]: the client from `Authorization: Bearer` or `x-api-key`.
+//! 2. [`parse`]: endpoint from method and path; `model`, `stream` and required fields from the body.
 //! 3. [`route`]: the route for the model (and headers), the client's permission, the backend plan.
 //! 4. [`admit::admit`]: rate limits and quotas, charged all or nothing (settled after the response).
 //! 5. [`prepare`]: the upstream request body for one backend: passthrough (model rename only) or a
@@ -69,8 +69,9 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             Ok(())
         }
         Operation::Proxy(endpoint) => {
-            let peek = parse(endpoint, &req.body)?;
+            // Authenticate first: an unauthenticated caller learns nothing about its body.
             let client = authenticate(snapshot, req)?;
+            let peek = parse(endpoint, &req.body)?;
             let (route_label, plan) = route(snapshot, req, client, &peek.model)?;
             let client_name = client.map_or("anonymous", |c| c.name.as_str());
             let header = |name: &str| req.head.header(name);
