@@ -151,3 +151,14 @@ fn workers_flag_sets_the_scheduler_threads() {
     let _ = child.wait();
     assert!(line.contains("with 1 worker(s)"), "{line}");
 }
+
+#[test]
+fn debug_level_writes_an_access_log_without_secrets() {
+    let mut cfg = demo_config();
+    cfg["clients"] = json!([{"name": "c", "key": "client-secret-key"}]);
+    let gw = Gateway::start_with_env(&cfg, &[("SWITCHYARD_LOG", "debug")]);
+    let r = post(gw.addr, "/v1/chat/completions", &[("authorization", "Bearer client-secret-key")], &chat("demo"));
+    assert_eq!(r.status, 200);
+    assert!(eventually(Duration::from_secs(2), || gw.log().contains("POST /v1/chat/completions 200")), "{}", gw.log());
+    assert!(!gw.log().contains("client-secret-key"));
+}

@@ -454,12 +454,24 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             keep_alive,
             head_only,
             state: ResponseState::Fresh,
+            status: 0,
             scratch: Vec::new(),
             watch: &mut watch,
         };
+        let started = Instant::now();
         handler(&request, &mut responder);
         let state = responder.state;
         let keep_alive = responder.keep_alive;
+        // The access log, at debug level (SWITCHYARD_LOG=debug): one line per request.
+        crate::debug!(
+            "{} {} {} {} {}us{}",
+            peer,
+            request.head.method(),
+            request.head.path(),
+            responder.status,
+            started.elapsed().as_micros(),
+            if matches!(state, ResponseState::Done) { "" } else { " (cut)" }
+        );
         watch.request_done();
         match state {
             ResponseState::Done => {}
@@ -491,6 +503,8 @@ pub struct Responder<'a> {
     keep_alive: bool,
     head_only: bool,
     state: ResponseState,
+    /// The status sent (0 before the head).
+    status: u16,
     scratch: Vec<u8>,
     watch: &'a mut ClientWatch,
 }
@@ -499,6 +513,7 @@ impl Responder<'_> {
     /// Sends a complete response with `content-length`.
     pub fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         debug_assert_eq!(self.state, ResponseState::Fresh);
+        self.status = status;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
@@ -514,6 +529,7 @@ impl Responder<'_> {
     /// Starts a streamed response: chunked on HTTP/1.1, close-delimited on HTTP/1.0.
     pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
         debug_assert_eq!(self.state, ResponseState::Fresh);
+        self.status = status;
         if self.minor == 0 {
             self.keep_alive = false;
         }
