@@ -386,3 +386,13 @@ fn a_response_head_may_take_longer_than_the_idle_timeout() {
     let r = post(gw.addr, "/v1/chat/completions", &[("x-fake-head-delay-ms", "1200")], &chat("fake-1"));
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn an_upstream_refusing_a_large_body_early_is_answered_with_its_status() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let big = json!({"model": "fake-1", "messages": [{"role": "user", "content": "x".repeat(4 << 20)}]});
+    let r = post(gw.addr, "/v1/chat/completions", &[("x-fake-refuse-body", "1")], &big);
+    assert_eq!(r.status, 413, "{}", &r.text()[..r.text().len().min(300)]);
+    assert!(r.text().contains("request too large for this upstream"));
+}

@@ -206,6 +206,24 @@ impl UpstreamClient {
                 if reused && e.kind() != io::ErrorKind::ConnectionAborted {
                     continue;
                 }
+                // A server may answer early (a 413 for a large body) and close while we still write:
+                // its answer, if it is there, is the one to pass on.
+                if e.kind() != io::ErrorKind::ConnectionAborted {
+                    if let Ok(ResponseHead { status, headers, framing, .. }) =
+                        conn.read_head(Duration::from_secs(1), Duration::from_secs(1))
+                    {
+                        let body = Body {
+                            conn: Some(conn),
+                            client: self.clone(),
+                            framing,
+                            keep_alive: false,
+                            decoded: Vec::new(),
+                            decoded_at: 0,
+                            done: false,
+                        };
+                        return Ok(Response { status, headers, body });
+                    }
+                }
                 return Err(classify(e, "sending the request"));
             }
             return match conn.read_head(self.read_timeout(), self.response_timeout) {

@@ -253,6 +253,20 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
+    // `x-fake-refuse-body: 1`: answer 413 as soon as the head is in, without reading the body, and close
+    // (what servers with body limits do).
+    let mut peek = [0u8; 4096];
+    if let Ok(n) = out.peek(&mut peek) {
+        let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
+        if head.contains("\r\nx-fake-refuse-body: 1\r\n") && head.contains("\r\n\r\n") {
+            let body = br#"{"error":{"message":"request too large for this upstream","type":"invalid_request_error"}}"#;
+            let _ = write!(out, "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = out.write_all(body);
+            let _ = out.shutdown(Shutdown::Write);
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+    }
     while let Some(req) = read_request(&mut reader) {
         received.lock().unwrap().push(req.clone());
         let h = |name: &str| req.headers.get(name).cloned();
