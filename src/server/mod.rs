@@ -190,7 +190,7 @@ fn write_head(
     length: Option<usize>,
 ) {
     out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    out.extend_from_slice(itoa_u16(status).as_bytes());
+    out.extend_from_slice(status.to_string().as_bytes());
     out.push(b' ');
     out.extend_from_slice(http1::reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -215,10 +215,6 @@ fn write_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn itoa_u16(n: u16) -> String {
-    n.to_string()
 }
 
 enum ReadHead {

@@ -5,10 +5,10 @@ backend, `openai` for an OpenAI-compatible one, whose answers come back translat
 check and 'N passed, N failed'; exits non-zero on any failure.
 """
 import os
-import sys
-import traceback
 
 import anthropic
+
+from harness import check, run
 
 URL = os.environ["SWITCHYARD_URL"]
 MODEL = os.environ["SWITCHYARD_MODEL"]
@@ -18,12 +18,6 @@ client = anthropic.Anthropic(base_url=URL, api_key=os.environ["SWITCHYARD_KEY"],
 STREAM_HEADERS = {"x-fake-mode": "sse"} if KIND == "openai" else {}
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",
           "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}]
-checks = []
-
-
-def check(fn):
-    checks.append(fn)
-    return fn
 
 
 @check
@@ -112,15 +106,5 @@ def upstream_rate_limit_maps_to_rate_limit_error():
         raise AssertionError("expected RateLimitError")
 
 
-passed = failed = 0
-for fn in checks:
-    try:
-        fn()
-        passed += 1
-        print(f"ok {fn.__name__}")
-    except Exception:
-        failed += 1
-        print(f"FAIL {fn.__name__}")
-        traceback.print_exc()
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+
+run()

@@ -4,21 +4,14 @@ Run by tests/sdk.rs with SWITCHYARD_URL (gateway base, no /v1) and SWITCHYARD_KE
 per check and a closing 'N passed, N failed' line; exits non-zero on any failure.
 """
 import os
-import sys
-import traceback
 
 import openai
+
+from harness import check, run
 
 BASE = os.environ["SWITCHYARD_URL"] + "/v1"
 KEY = os.environ["SWITCHYARD_KEY"]
 client = openai.OpenAI(base_url=BASE, api_key=KEY, max_retries=0, timeout=20)
-
-checks = []
-
-
-def check(fn):
-    checks.append(fn)
-    return fn
 
 
 @check
@@ -135,15 +128,5 @@ def request_id_header_is_returned():
     assert raw.headers.get("x-request-id")
 
 
-passed = failed = 0
-for fn in checks:
-    try:
-        fn()
-        passed += 1
-        print(f"ok {fn.__name__}")
-    except Exception:
-        failed += 1
-        print(f"FAIL {fn.__name__}")
-        traceback.print_exc()
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+
+run()

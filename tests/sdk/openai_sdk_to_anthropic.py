@@ -4,22 +4,16 @@ Env: SWITCHYARD_URL, SWITCHYARD_KEY, SWITCHYARD_MODEL. Prints 'N passed, N faile
 """
 import json
 import os
-import sys
-import traceback
 
 import openai
+
+from harness import check, run
 
 client = openai.OpenAI(base_url=os.environ["SWITCHYARD_URL"] + "/v1", api_key=os.environ["SWITCHYARD_KEY"],
                        max_retries=0, timeout=20)
 MODEL = os.environ["SWITCHYARD_MODEL"]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]
-checks = []
-
-
-def check(fn):
-    checks.append(fn)
-    return fn
 
 
 @check
@@ -97,15 +91,5 @@ def unsupported_field_is_rejected_naming_it():
         raise AssertionError("expected BadRequestError")
 
 
-passed = failed = 0
-for fn in checks:
-    try:
-        fn()
-        passed += 1
-        print(f"ok {fn.__name__}")
-    except Exception:
-        failed += 1
-        print(f"FAIL {fn.__name__}")
-        traceback.print_exc()
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+
+run()
