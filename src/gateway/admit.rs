@@ -36,17 +36,6 @@ pub struct Admission<'s> {
     pub headers: Vec<(String, String)>,
 }
 
-/// Everything admission reads from the request.
-pub struct Request<'a> {
-    pub client: &'a str,
-    pub model: &'a str,
-    pub backend: &'a str,
-    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
-    pub body_len: usize,
-    /// `max_tokens` (or the like) when the client set it.
-    pub max_output: Option<u64>,
-}
-
 impl<'s> Admission<'s> {
     /// An admission that charged nothing.
     pub fn none(snapshot: &'s Snapshot) -> Admission<'s> {
@@ -58,21 +47,19 @@ impl<'s> Admission<'s> {
     }
 }
 
-pub fn admit<'s>(snapshot: &'s Snapshot, r: &Request) -> Result<Admission<'s>, GatewayError> {
+/// The output tokens to reserve for a request that may generate `max_output` (`None`: unknown, the
+/// configured default), bounded so a client-chosen value cannot overflow a counter.
+pub fn output_reservation(snapshot: &Snapshot, max_output: Option<u64>) -> u64 {
+    max_output.unwrap_or(snapshot.config.ratelimit.default_output_tokens).min(MAX_OUTPUT_RESERVATION)
+}
+
+pub fn admit<'s>(snapshot: &'s Snapshot, facts: &Facts) -> Result<Admission<'s>, GatewayError> {
     let mut admission = Admission::none(snapshot);
     if snapshot.limits.is_empty() {
         return Ok(admission);
     }
-    let est_input = ratelimit::estimate_input_tokens(r.body_len);
-    let facts = Facts {
-        client: r.client,
-        model: r.model,
-        backend: r.backend,
-        header: r.header,
-        est_input,
-        max_output: r.max_output.unwrap_or(snapshot.config.ratelimit.default_output_tokens).min(MAX_OUTPUT_RESERVATION),
-    };
-    let charges = ratelimit::charges(&snapshot.limits, &facts);
+    let est_input = facts.est_input;
+    let charges = ratelimit::charges(&snapshot.limits, facts);
     if charges.is_empty() {
         return Ok(admission);
     }

@@ -82,13 +82,13 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             } else {
                 admit::admit(
                     snapshot,
-                    &admit::Request {
+                    &crate::ratelimit::Facts {
                         client: client_name,
                         model: &peek.model,
                         backend: &first.name,
                         header: &header,
-                        body_len: req.body.len(),
-                        max_output: reserved_output(endpoint, &peek, first),
+                        est_input: crate::ratelimit::estimate_input_tokens(req.body.len()),
+                        max_output: admit::output_reservation(snapshot, reserved_output(endpoint, &peek, first)),
                     },
                 )?
             };
