@@ -378,9 +378,7 @@ impl Conn {
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        // Whole seconds: a shrinking deadline must not mean a syscall per read.
-        let timeout =
-            Duration::from_secs(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0)).max(Duration::from_secs(1));
+        // The value is constant per connection (see `UpstreamClient::read_timeout`): set once.
         if self.read_timeout != Some(timeout) {
             self.socket().set_read_timeout(Some(timeout))?;
             self.read_timeout = Some(timeout);
