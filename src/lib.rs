@@ -11,6 +11,7 @@ pub mod json;
 pub mod metrics;
 pub mod providers;
 pub mod ratelimit;
+pub mod readbuf;
 pub mod redis;
 pub mod router;
 pub mod runtime;

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use crate::readbuf::ReadBuf;
 use crate::translate::{usage_from_anthropic, usage_from_openai, Usage};
 
 /// The wire family an upstream speaks.
@@ -39,52 +40,57 @@ pub struct StreamUsage {
     wire: Wire,
     /// Remove OpenAI's usage-only chunk (the client did not ask for it; the gateway did).
     strip_usage_chunk: bool,
-    /// Bytes of an event not yet complete.
-    pending: Vec<u8>,
+    /// Bytes read and not yet taken out as complete events.
+    pending: ReadBuf,
+    /// Where, in `pending`, scanning for the end of the current event resumes (a line start): an event
+    /// arriving in many reads is scanned once, not from its start at every read.
+    scanned: usize,
     usage: Option<Usage>,
     content_events: u64,
 }
 
 impl StreamUsage {
     pub fn new(wire: Wire, strip_usage_chunk: bool) -> StreamUsage {
-        StreamUsage { wire, strip_usage_chunk, pending: Vec::new(), usage: None, content_events: 0 }
+        StreamUsage { wire, strip_usage_chunk, pending: ReadBuf::new(), scanned: 0, usage: None, content_events: 0 }
     }
 
     /// Reads the next piece of the stream from `body` straight into the tap (no separate relay
     /// buffer); returns how many bytes came (0 at the end). They are `fresh(n)` until `drain`.
     pub fn read_from(&mut self, body: &mut dyn std::io::Read) -> std::io::Result<usize> {
-        let len = self.pending.len();
-        self.pending.resize(len + READ_CHUNK, 0);
-        let result = body.read(&mut self.pending[len..]);
-        self.pending.truncate(len + *result.as_ref().unwrap_or(&0));
-        result
+        self.pending.read_with(READ_CHUNK, |space| body.read(space))
     }
 
     /// The last `n` bytes read.
     pub fn fresh(&self, n: usize) -> &[u8] {
-        &self.pending[self.pending.len() - n..]
+        let pending = self.pending.pending();
+        &pending[pending.len() - n..]
     }
 
     /// Reads usage from `input` without changing it.
     pub fn observe(&mut self, input: &[u8]) {
-        self.pending.extend_from_slice(input);
+        self.pending.extend(input);
         self.drain(None);
     }
 
     /// Appends to `out` every complete event of `input` except a usage-only chunk; an incomplete event
     /// is held until its end arrives.
     pub fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        self.pending.extend_from_slice(input);
+        self.pending.extend(input);
         self.drain(Some(out));
     }
 
     /// Takes every complete event out of the tap, reading its usage; with `out`, the events to relay
     /// (all but a stripped usage-only chunk) are appended there.
     pub fn drain(&mut self, mut out: Option<&mut Vec<u8>>) {
-        let mut start = 0;
-        while let Some(len) = event_len(&self.pending[start..]) {
-            let end = start + len;
-            let event = &self.pending[start..end];
+        loop {
+            let len = match scan_event(self.pending.pending(), self.scanned) {
+                Ok(len) => len,
+                Err(resume) => {
+                    self.scanned = resume;
+                    return;
+                }
+            };
+            let event = &self.pending.pending()[..len];
             let strip = Self::inspect_event(
                 self.wire,
                 self.strip_usage_chunk,
@@ -97,9 +103,9 @@ impl StreamUsage {
                     out.extend_from_slice(event);
                 }
             }
-            start = end;
+            self.pending.consume(len);
+            self.scanned = 0;
         }
-        self.pending.drain(..start);
     }
 
     /// At the end of a filtered stream. A last event whose final line ended is completed with its blank
@@ -108,7 +114,8 @@ impl StreamUsage {
         if self.pending.is_empty() {
             return true;
         }
-        let rest = std::mem::take(&mut self.pending);
+        let rest = self.pending.pending().to_vec();
+        self.pending.consume(rest.len());
         if !rest.ends_with(b"\n") && !rest.ends_with(b"\r") {
             return false;
         }
@@ -185,25 +192,27 @@ impl StreamUsage {
     }
 }
 
-/// Length of the first complete event (through its blank line) in `buf`, if there is one.
-fn event_len(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    let mut line_start = 0;
+/// Length of the first complete event (through its blank line) in `buf`, scanning from `from`, a line
+/// start before which the event has no blank line. `Err`: incomplete; scanning can resume at the
+/// returned line start.
+fn scan_event(buf: &[u8], from: usize) -> Result<usize, usize> {
+    let mut i = from;
+    let mut line_start = from;
     while i < buf.len() {
         match buf[i] {
             b'\n' => {
                 if i == line_start {
-                    return Some(i + 1);
+                    return Ok(i + 1);
                 }
                 i += 1;
                 line_start = i;
             }
             b'\r' => {
                 // A CR at the very end may be the first half of a CRLF: wait for the next byte.
-                let next = *buf.get(i + 1)?;
+                let Some(&next) = buf.get(i + 1) else { return Err(line_start) };
                 let end = if next == b'\n' { i + 2 } else { i + 1 };
                 if i == line_start {
-                    return Some(end);
+                    return Ok(end);
                 }
                 i = end;
                 line_start = i;
@@ -211,7 +220,7 @@ fn event_len(buf: &[u8]) -> Option<usize> {
             _ => i += 1,
         }
     }
-    None
+    Err(line_start)
 }
 
 /// The joined `data` lines of one raw event (`None` when it has none).

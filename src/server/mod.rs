@@ -14,6 +14,7 @@ use may::net::{TcpListener, TcpStream};
 
 use crate::config::ServerConfig;
 use crate::error::{error_body, ClientSchema};
+use crate::readbuf::ReadBuf;
 use crate::upstream::Cancel;
 use http1::{BodyFraming, ChunkedDecoder, RequestHead};
 use watch::ClientWatch;
@@ -224,34 +225,20 @@ enum ReadHead {
     Refused(u16, &'static str),
 }
 
-/// The read side of a client connection: an initialised buffer with the unconsumed bytes at
-/// `start..end` (no zero-filling per read), and the socket's read timeout (set only when it changes:
-/// may makes it a syscall).
+/// The read side of a client connection: its buffer, and the socket's read timeout (set only when it
+/// changes: may makes it a syscall).
 struct Reader {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuf,
     timeout: Option<Duration>,
 }
 
-/// Initial and resting size of a connection's read buffer.
-const READ_BUFFER: usize = 4096;
-
 impl Reader {
     fn new() -> Reader {
-        Reader { data: vec![0; READ_BUFFER], start: 0, end: 0, timeout: None }
+        Reader { buf: ReadBuf::new(), timeout: None }
     }
 
     fn pending(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
+        self.buf.pending()
     }
 
     fn set_timeout(&mut self, stream: &TcpStream, timeout: Duration) {
@@ -261,56 +248,20 @@ impl Reader {
         }
     }
 
-    /// Reads what is available, making room first (compacting, or growing up to `want` bytes free).
+    /// Reads what is available, with room for at least `want` bytes (bounded to 1 MiB at a time).
     fn read_more(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
-        if self.data.is_empty() {
-            self.data = vec![0; READ_BUFFER];
-        }
-        if self.end == self.data.len() {
-            if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.end == self.data.len() {
-                let grow = want.clamp(READ_BUFFER, 1 << 20);
-                self.data.resize(self.data.len() + grow, 0);
-            }
-        }
-        let n = stream.read(&mut self.data[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// While a request is handled: nothing buffered means nothing to keep (a long stream should not
-    /// hold a read buffer).
-    fn release_if_empty(&mut self) {
-        if self.start == self.end {
-            self.data = Vec::new();
-            (self.start, self.end) = (0, 0);
-        }
-    }
-
-    /// Between requests: give back a buffer a large body made big.
-    fn rest(&mut self) {
-        if self.data.len() > 64 * 1024 && self.end - self.start <= READ_BUFFER {
-            let mut small = vec![0; READ_BUFFER];
-            small[..self.end - self.start].copy_from_slice(self.pending());
-            self.end -= self.start;
-            self.start = 0;
-            self.data = small;
-        }
+        self.buf.read_with(want.clamp(1024, 1 << 20), |space| stream.read(space))
     }
 
     /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
     fn read_head(&mut self, stream: &mut TcpStream, cfg: &ServerConfig) -> ReadHead {
         let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
-        let mut deadline = (self.end > self.start).then(|| Instant::now() + header_timeout);
+        let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + header_timeout);
         loop {
-            if self.end > self.start {
+            if !self.buf.is_empty() {
                 match http1::parse_head(self.pending(), cfg.max_head_bytes, cfg.max_headers) {
                     Ok(Some((head, len))) => {
-                        self.consume(len);
+                        self.buf.consume(len);
                         return ReadHead::Head(head);
                     }
                     Ok(None) => {}
@@ -322,7 +273,7 @@ impl Reader {
                 Some(d) if Instant::now() >= d => return ReadHead::Refused(408, "request head not received in time"),
                 Some(_) => self.set_timeout(stream, header_timeout),
             }
-            match self.read_more(stream, READ_BUFFER) {
+            match self.read_more(stream, 1024) {
                 Ok(0) => return ReadHead::Closed,
                 Ok(_) => {
                     deadline.get_or_insert_with(|| Instant::now() + header_timeout);
@@ -354,17 +305,17 @@ impl Reader {
             BodyFraming::None => Ok(Vec::new()),
             BodyFraming::Length(n) => {
                 let n = n as usize;
-                if self.end - self.start < n {
+                if self.buf.len() < n {
                     self.set_timeout(stream, Duration::from_millis(cfg.header_timeout_ms));
                 }
-                while self.end - self.start < n {
-                    let missing = n - (self.end - self.start);
+                while self.buf.len() < n {
+                    let missing = n - self.buf.len();
                     if self.read_more(stream, missing).map_err(fail)? == 0 {
                         return Err(closed);
                     }
                 }
                 let body = self.pending()[..n].to_vec();
-                self.consume(n);
+                self.buf.consume(n);
                 Ok(body)
             }
             BodyFraming::Chunked => {
@@ -372,7 +323,7 @@ impl Reader {
                 let mut body = Vec::new();
                 loop {
                     let (used, done) = decoder.decode(self.pending(), &mut body).map_err(|m| (400, m))?;
-                    self.consume(used);
+                    self.buf.consume(used);
                     if body.len() as u64 > cfg.max_body_bytes {
                         return Err((413, "request body too large"));
                     }
@@ -380,7 +331,7 @@ impl Reader {
                         return Ok(body);
                     }
                     self.set_timeout(stream, Duration::from_millis(cfg.header_timeout_ms));
-                    if self.read_more(stream, READ_BUFFER).map_err(fail)? == 0 {
+                    if self.read_more(stream, 1024).map_err(fail)? == 0 {
                         return Err(closed);
                     }
                 }
@@ -399,7 +350,8 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
     let mut reader = Reader::new();
     let mut watch = ClientWatch::new();
     loop {
-        reader.rest();
+        // Between requests: give back what a large body made the buffer allocate.
+        reader.buf.shrink(64 * 1024);
         let head = match reader.read_head(&mut stream, cfg) {
             ReadHead::Head(h) => h,
             ReadHead::Closed => return,
@@ -438,7 +390,10 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
                 return;
             }
         };
-        reader.release_if_empty();
+        // While the request is handled (a stream may last minutes) an empty buffer holds no memory.
+        if reader.buf.is_empty() {
+            reader.buf.shrink(0);
+        }
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";

@@ -23,10 +23,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 pub use cancel::{set_current_cancel, Cancel};
 
 use crate::config::Backend;
+use crate::readbuf::ReadBuf;
 use crate::server::http1::ChunkedDecoder;
 
-/// Read buffer per connection at rest; it grows for a large response head, up to `MAX_HEAD_BYTES`.
-const READ_BUFFER: usize = 4 * 1024;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Idle connections kept per backend, and for how long.
 const POOL_SIZE: usize = 256;
@@ -327,7 +326,7 @@ impl UpstreamClient {
                 ConnIo::Tls(Box::new(tls))
             }
         };
-        Ok(Conn { io, fd, buf: Vec::new(), start: 0, end: 0, read_timeout: None })
+        Ok(Conn { io, fd, buf: ReadBuf::new(), read_timeout: None })
     }
 }
 
@@ -336,13 +335,11 @@ enum ConnIo {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
-/// One upstream connection with its read buffer (`buf[start..end]` unread).
+/// One upstream connection with its read buffer.
 struct Conn {
     io: ConnIo,
     fd: RawFd,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuf,
     /// Set only when it changes: may makes it a syscall.
     read_timeout: Option<Duration>,
 }
@@ -399,43 +396,20 @@ impl Conn {
 
     /// Reads what is available into the buffer; returns how much came (0: the peer closed).
     fn fill(&mut self) -> io::Result<usize> {
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-        if self.buf.len() - self.end < 1024 {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.buf.len() - self.end < 1024 {
-                let grow = READ_BUFFER.max(self.buf.len());
-                self.buf.resize(self.buf.len() + grow, 0);
-            }
-        }
         let _in_flight = cancel::in_flight(self.fd)?;
-        let n = loop {
-            let r = match &mut self.io {
-                ConnIo::Plain(s) => s.read(&mut self.buf[self.end..]),
-                ConnIo::Tls(t) => t.read(&mut self.buf[self.end..]),
+        let io = &mut self.io;
+        self.buf.read_with(1024, |space| loop {
+            let r = match io {
+                ConnIo::Plain(s) => s.read(space),
+                ConnIo::Tls(t) => t.read(space),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // rustls reports a peer that closed without close_notify this way.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break 0,
-                other => break other?,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                other => return other,
             }
-        };
-        self.end += n;
-        Ok(n)
-    }
-
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
+        })
     }
 
     /// Reads and parses a response head (skipping `100 Continue`s).
@@ -444,10 +418,10 @@ impl Conn {
         self.set_read_timeout(per_read).map_err(HeadError::Io)?;
         let mut received_any = false;
         loop {
-            if self.end > self.start {
+            if !self.buf.is_empty() {
                 let mut slots = [httparse::EMPTY_HEADER; 64];
                 let mut resp = httparse::Response::new(&mut slots);
-                match resp.parse(self.buffered()) {
+                match resp.parse(self.buf.pending()) {
                     Ok(httparse::Status::Complete(len)) => {
                         let status = resp.code.unwrap_or(0);
                         let http10 = resp.version == Some(0);
@@ -456,14 +430,14 @@ impl Conn {
                             .iter()
                             .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
                             .collect();
-                        self.consume(len);
+                        self.buf.consume(len);
                         if (100..200).contains(&status) {
                             continue;
                         }
                         let (framing, keep_alive) = framing(&headers, http10, status).map_err(HeadError::Malformed)?;
                         return Ok(ResponseHead { status, headers, framing, keep_alive });
                     }
-                    Ok(httparse::Status::Partial) if self.end - self.start >= MAX_HEAD_BYTES => {
+                    Ok(httparse::Status::Partial) if self.buf.len() >= MAX_HEAD_BYTES => {
                         return Err(HeadError::Malformed(format!("response head over {MAX_HEAD_BYTES} bytes")))
                     }
                     Ok(httparse::Status::Partial) => {}
@@ -492,7 +466,7 @@ impl Conn {
 
     /// Whether an idle pooled connection is still usable: nothing to read, not closed.
     fn is_open(&mut self) -> bool {
-        if self.end > self.start {
+        if !self.buf.is_empty() {
             return false;
         }
         // may sockets are non-blocking underneath: a peek that would block means open and quiet.
@@ -505,14 +479,6 @@ impl Conn {
         match &mut self.io {
             ConnIo::Plain(_) => false,
             ConnIo::Tls(t) => t.conn.process_new_packets().map_or(true, |state| state.plaintext_bytes_to_read() > 0),
-        }
-    }
-
-    /// A connection at rest keeps a small buffer.
-    fn rest(&mut self) {
-        if self.buf.len() > READ_BUFFER {
-            self.buf = Vec::new();
-            (self.start, self.end) = (0, 0);
         }
     }
 }
@@ -583,8 +549,9 @@ impl Body {
     fn finish(&mut self) {
         self.done = true;
         if let Some(mut conn) = self.conn.take() {
-            if self.keep_alive && conn.end == conn.start && !conn.tls_has_pending() {
-                conn.rest();
+            if self.keep_alive && conn.buf.is_empty() && !conn.tls_has_pending() {
+                // A connection at rest holds no buffer.
+                conn.buf.shrink(0);
                 self.client.checkin(conn);
             }
         }
@@ -610,12 +577,12 @@ impl Read for Body {
                     return Ok(0);
                 }
                 Framing::Length(left) => {
-                    if conn.end == conn.start && Body::fill(conn, self.client.idle_timeout)? == 0 {
+                    if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
                     }
-                    let n = out.len().min(conn.end - conn.start).min(*left as usize);
-                    out[..n].copy_from_slice(&conn.buffered()[..n]);
-                    conn.consume(n);
+                    let n = out.len().min(conn.buf.len()).min(*left as usize);
+                    out[..n].copy_from_slice(&conn.buf.pending()[..n]);
+                    conn.buf.consume(n);
                     *left -= n as u64;
                     if *left == 0 {
                         self.finish();
@@ -623,27 +590,27 @@ impl Read for Body {
                     return Ok(n);
                 }
                 Framing::Chunked(decoder) => {
-                    if conn.end == conn.start && Body::fill(conn, self.client.idle_timeout)? == 0 {
+                    if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
                     }
                     self.decoded.clear();
                     self.decoded_at = 0;
                     let (used, complete) = decoder
-                        .decode(conn.buffered(), &mut self.decoded)
+                        .decode(conn.buf.pending(), &mut self.decoded)
                         .map_err(|m| io::Error::new(io::ErrorKind::InvalidData, m))?;
-                    conn.consume(used);
+                    conn.buf.consume(used);
                     if complete {
                         self.finish();
                     }
                 }
                 Framing::Close => {
-                    if conn.end == conn.start && Body::fill(conn, self.client.idle_timeout)? == 0 {
+                    if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
                         self.finish();
                         return Ok(0);
                     }
-                    let n = out.len().min(conn.end - conn.start);
-                    out[..n].copy_from_slice(&conn.buffered()[..n]);
-                    conn.consume(n);
+                    let n = out.len().min(conn.buf.len());
+                    out[..n].copy_from_slice(&conn.buf.pending()[..n]);
+                    conn.buf.consume(n);
                     return Ok(n);
                 }
             }
