@@ -348,11 +348,6 @@ impl Config {
         Ok(config)
     }
 
-    pub fn load(path: &str) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read {path}: {e}")))?;
-        Config::parse(&text)
-    }
-
     /// Validates cross-references and values, and resolves secrets, into a snapshot.
     pub fn into_snapshot(self, env: EnvLookup) -> Result<Snapshot, ConfigError> {
         let mut warnings = Vec::new();

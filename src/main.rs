@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
-use switchyard::config::{self, Config};
+use switchyard::config;
 use switchyard::{error, info, runtime};
 
 /// Switchyard: a thread-per-core AI gateway (OpenAI and Anthropic APIs in front of many providers).
@@ -32,8 +32,9 @@ fn main() {
         return;
     }
     switchyard::log::init_from_env();
-    let mut cfg = match Config::load(&args.config) {
-        Ok(c) => c,
+    let file = runtime::ConfigFile::read(&args.config);
+    let (file, mut cfg) = match file.and_then(|f| f.parse().map(|c| (f, c))) {
+        Ok(pair) => pair,
         Err(e) => {
             error!("{}: {e}", args.config);
             std::process::exit(1);
@@ -60,6 +61,7 @@ fn main() {
         return;
     }
     runtime::report(&snapshot);
+    let signals = runtime::catch_signals();
     let listen = snapshot.config.listen.clone();
     let addr = listen.parse().expect("validated listen address");
     config::publish(snapshot);
@@ -71,6 +73,6 @@ fn main() {
         }
     };
     info!("listening on {bound} with {workers} worker(s); config {}", args.config);
-    runtime::watch_config(args.config.clone(), listen, args.listen.is_some());
-    runtime::wait_for_shutdown(accepts, Duration::from_millis(server_config.drain_timeout_ms));
+    runtime::watch_config(file, listen, args.listen.is_some());
+    runtime::wait_for_shutdown(signals, accepts, Duration::from_millis(server_config.drain_timeout_ms));
 }

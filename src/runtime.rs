@@ -67,28 +67,53 @@ pub fn configure_may(workers: usize, stack_kib: usize) -> usize {
     workers
 }
 
+/// A config file as read at one moment: its modification time (taken first) and its text. The one
+/// read at start-up is the baseline the watcher compares against, so a change made while the gateway
+/// starts is not missed.
+pub struct ConfigFile {
+    pub path: String,
+    modified: Option<SystemTime>,
+    text: String,
+}
+
+impl ConfigFile {
+    pub fn read(path: &str) -> Result<ConfigFile, String> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        Ok(ConfigFile { path: path.to_string(), modified, text })
+    }
+
+    pub fn parse(&self) -> Result<Config, String> {
+        Config::parse(&self.text).map_err(|e| e.to_string())
+    }
+}
+
 /// Polls the config file and publishes each valid change; an invalid one is logged and the old kept.
-pub fn watch_config(path: String, listen: String, cli_listen_override: bool) {
+pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: bool) {
     std::thread::Builder::new()
         .name("switchyard-config".into())
         .spawn(move || {
-            let stamp = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let mut last: Option<SystemTime> = stamp(&path);
-            let mut last_text = std::fs::read(&path).ok();
+            let path = loaded.path.clone();
+            let mut last = loaded;
             loop {
                 std::thread::sleep(Duration::from_millis(300));
-                let now = stamp(&path);
-                if now == last {
+                if std::fs::metadata(&path).and_then(|m| m.modified()).ok() == last.modified {
                     continue;
                 }
-                last = now;
-                let text = std::fs::read(&path).ok();
-                if text == last_text {
+                let file = match ConfigFile::read(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        error!("config reload: {e}; keeping the running config");
+                        continue;
+                    }
+                };
+                let changed = file.text != last.text;
+                last = file;
+                if !changed {
                     continue;
                 }
-                last_text = text;
                 let previous = config::current();
-                let result = Config::load(&path).map_err(|e| e.to_string()).and_then(|mut c| {
+                let result = last.parse().and_then(|mut c| {
                     if cli_listen_override || c.listen != listen {
                         if c.listen != listen && !cli_listen_override {
                             warn!("config reload: \"listen\" changed; a restart is needed to apply it");
@@ -110,14 +135,26 @@ pub fn watch_config(path: String, listen: String, cli_listen_override: bool) {
         .expect("spawn the config watcher");
 }
 
+/// Catches SIGINT/SIGTERM from now on (call before serving, so a signal never finds the default
+/// action); the receiver fires once a signal came.
+pub fn catch_signals() -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    }) {
+        warn!("cannot catch SIGINT/SIGTERM: {e}");
+    }
+    rx
+}
+
 /// Blocks until SIGINT/SIGTERM, then drains: stop accepting, wait for in-flight requests up to the
 /// deadline.
-pub fn wait_for_shutdown(accepts: Vec<may::coroutine::JoinHandle<()>>, drain: Duration) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let _ = ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    });
-    let _ = rx.recv();
+pub fn wait_for_shutdown(
+    signals: std::sync::mpsc::Receiver<()>,
+    accepts: Vec<may::coroutine::JoinHandle<()>>,
+    drain: Duration,
+) {
+    let _ = signals.recv();
     info!("shutting down: no new connections, draining in-flight requests (up to {} ms)", drain.as_millis());
     server::SHUTTING_DOWN.store(true, Ordering::SeqCst);
     for accept in &accepts {

@@ -546,8 +546,15 @@ fn send_http(
             GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {m}", backend.name))
         }
     })?;
-    let content_type = response.header("content-type").map(str::to_string);
-    let passthrough = response.headers.iter().filter(|(n, _)| relayed_response_header(n)).cloned().collect();
+    let mut content_type = None;
+    let mut passthrough = Vec::new();
+    for (name, value) in response.headers {
+        if name == "content-type" {
+            content_type = Some(value);
+        } else if relayed_response_header(&name) {
+            passthrough.push((name, value));
+        }
+    }
     let wire = if backend.schema == Schema::Anthropic { Wire::Anthropic } else { Wire::OpenAi };
     Ok(Exchange {
         status: response.status,

@@ -112,7 +112,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
                     let mut stream = stream;
-                    let _ = write_error(&mut stream, ClientSchema::OpenAi, 503, "too many connections", false);
+                    let _ = write_error(&mut stream, ClientSchema::OpenAi, 503, "too many connections");
                     return;
                 }
                 serve_connection(stream, peer, &handler, &cfg);
@@ -148,16 +148,11 @@ impl Drop for ActiveRequest {
     }
 }
 
-fn write_error(
-    stream: &mut TcpStream,
-    schema: ClientSchema,
-    status: u16,
-    message: &str,
-    keep_alive: bool,
-) -> io::Result<()> {
+/// An error the server layer answers itself; the connection closes after it.
+fn write_error(stream: &mut TcpStream, schema: ClientSchema, status: u16, message: &str) -> io::Result<()> {
     let body = error_body(schema, status, message, None);
     let mut out = Vec::with_capacity(160 + body.len());
-    write_head(&mut out, 1, status, keep_alive, &[("content-type", "application/json")], Some(body.len()));
+    write_head(&mut out, 1, status, false, &[("content-type", "application/json")], Some(body.len()));
     out.extend_from_slice(&body);
     stream.write_all(&out)
 }
@@ -166,7 +161,7 @@ fn write_error(
 /// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
 /// request is read and dropped for up to a second or 1 MiB.
 fn refuse(stream: &mut TcpStream, schema: ClientSchema, status: u16, message: &str) {
-    if write_error(stream, schema, status, message, false).is_err() {
+    if write_error(stream, schema, status, message).is_err() {
         return;
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -191,7 +186,7 @@ fn write_head(
     length: Option<usize>,
 ) {
     out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    out.extend_from_slice(status.to_string().as_bytes());
+    let _ = write!(out, "{status}");
     out.push(b' ');
     out.extend_from_slice(http1::reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -203,9 +198,7 @@ fn write_head(
     }
     match length {
         Some(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         None if minor == 1 => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         None => {}
@@ -427,7 +420,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         match state {
             ResponseState::Done => {}
             ResponseState::Fresh => {
-                let _ = write_error(&mut stream, schema, 500, "the gateway produced no response", false);
+                let _ = write_error(&mut stream, schema, 500, "the gateway produced no response");
                 return;
             }
             // A response cut short cannot be framed any more: closing is the only honest end.
@@ -503,7 +496,7 @@ impl Responder<'_> {
         } else {
             let mut out = std::mem::take(&mut self.scratch);
             out.clear();
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            let _ = write!(out, "{:x}\r\n", data.len());
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
             let r = self.stream.write_all(&out);

@@ -92,8 +92,17 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    fn new(client: &Arc<UpstreamClient>, conn: Conn, head: ResponseHead) -> Response {
+        let body = Body {
+            conn: Some(conn),
+            client: client.clone(),
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            decoded: Vec::new(),
+            decoded_at: 0,
+            done: false,
+        };
+        Response { status: head.status, headers: head.headers, body }
     }
 }
 
@@ -183,9 +192,7 @@ impl UpstreamClient {
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
         }
-        head.extend_from_slice(b"\r\ncontent-length: ");
-        head.extend_from_slice(body.len().to_string().as_bytes());
-        head.extend_from_slice(b"\r\n\r\n");
+        let _ = write!(head, "\r\ncontent-length: {}\r\n\r\n", body.len());
         let separate_body = body.len() > COALESCE_BODY;
         if !separate_body {
             head.extend_from_slice(body);
@@ -208,36 +215,14 @@ impl UpstreamClient {
                 // A server may answer early (a 413 for a large body) and close while we still write:
                 // its answer, if it is there, is the one to pass on.
                 if e.kind() != io::ErrorKind::ConnectionAborted {
-                    if let Ok(ResponseHead { status, headers, framing, .. }) =
-                        conn.read_head(Duration::from_secs(1), Duration::from_secs(1))
-                    {
-                        let body = Body {
-                            conn: Some(conn),
-                            client: self.clone(),
-                            framing,
-                            keep_alive: false,
-                            decoded: Vec::new(),
-                            decoded_at: 0,
-                            done: false,
-                        };
-                        return Ok(Response { status, headers, body });
+                    if let Ok(head) = conn.read_head(Duration::from_secs(1), Duration::from_secs(1)) {
+                        return Ok(Response::new(self, conn, ResponseHead { keep_alive: false, ..head }));
                     }
                 }
                 return Err(classify(e, "sending the request"));
             }
             return match conn.read_head(self.read_timeout(), self.response_timeout) {
-                Ok(ResponseHead { status, headers, framing, keep_alive }) => {
-                    let body = Body {
-                        conn: Some(conn),
-                        client: self.clone(),
-                        framing,
-                        keep_alive,
-                        decoded: Vec::new(),
-                        decoded_at: 0,
-                        done: false,
-                    };
-                    Ok(Response { status, headers, body })
-                }
+                Ok(head) => Ok(Response::new(self, conn, head)),
                 Err(HeadError::ClosedBeforeResponse) => {
                     Err(UpstreamError::Unreachable("the upstream closed the connection without answering".into()))
                 }
