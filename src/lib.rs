@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod log;
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -37,7 +37,7 @@ macro_rules! log_at {
 /// Whether a message from the call site owning `last` may be written now: at most one per second per
 /// site, so a flood of failures (logged from worker threads) cannot stall the workers on stderr.
 pub fn allow_once_a_second(last: &std::sync::atomic::AtomicU64) -> bool {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crate::clock::unix_secs();
     last.swap(now, Ordering::Relaxed) != now
 }
 

@@ -64,7 +64,7 @@ pub fn admit<'s>(snapshot: &'s Snapshot, facts: &Facts) -> Result<Admission<'s>,
         return Ok(admission);
     }
     let verdict = match admission.store {
-        Store::Local => LOCAL.admit(&charges, unix_ms()),
+        Store::Local => LOCAL.admit(&charges, crate::clock::unix_millis()),
         Store::Redis(redis) => {
             admission.member = format!("{:016x}", crate::router::random_draw());
             match redis_admit(redis, &admission.member, &charges) {
@@ -196,8 +196,4 @@ impl Drop for Admission<'_> {
             self.apply(corrections);
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -346,10 +346,8 @@ pub fn prepare<'a>(
         (Endpoint::Messages | Endpoint::CountTokens, Schema::Anthropic) => same(endpoint),
         (Endpoint::ChatCompletions, Schema::Anthropic) => {
             let t = openai_anthropic::request_full(body, &options).map_err(bad)?;
-            if !t.dropped.is_empty() {
-                crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));
-            }
-            let opts = t.response_options(unix_now());
+            log_dropped(backend, &t.dropped);
+            let opts = t.response_options(crate::clock::unix_secs());
             Ok(Prepared {
                 endpoint: Endpoint::Messages,
                 body: Cow::Owned(t.body),
@@ -359,10 +357,8 @@ pub fn prepare<'a>(
         }
         (Endpoint::Messages, Schema::Openai | Schema::Mock) => {
             let t = anthropic_openai::request_full(body, &options).map_err(bad)?;
-            if !t.dropped.is_empty() {
-                crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));
-            }
-            let opts = ResponseOptions { created: unix_now(), ..ResponseOptions::default() };
+            log_dropped(backend, &t.dropped);
+            let opts = ResponseOptions { created: crate::clock::unix_secs(), ..ResponseOptions::default() };
             Ok(Prepared {
                 endpoint: Endpoint::ChatCompletions,
                 body: Cow::Owned(t.body),
@@ -373,6 +369,13 @@ pub fn prepare<'a>(
         (Endpoint::CountTokens, _) | (Endpoint::Completions | Endpoint::Embeddings, Schema::Anthropic) => {
             Err(unsupported())
         }
+    }
+}
+
+/// Fields a translation dropped on purpose, at debug level.
+fn log_dropped(backend: &Backend, dropped: &[String]) {
+    if !dropped.is_empty() {
+        crate::debug!("dropped for backend \"{}\": {}", backend.name, dropped.join(", "));
     }
 }
 
@@ -612,10 +615,6 @@ fn request_id(req: &Request) -> String {
         Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
         _ => format!("{:016x}{:016x}", random_draw(), random_draw()),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -42,6 +42,46 @@ impl StreamTranslation {
             )),
         }
     }
+
+    /// Takes the `n` bytes just read into `tap` and appends what the client should receive to `out`.
+    fn relay(&mut self, tap: &mut StreamUsage, n: usize, out: &mut Vec<u8>) {
+        match self {
+            // Only complete events are forwarded, so a stream that fails mid-event still ends with a
+            // well-formed error event.
+            StreamTranslation::Passthrough => tap.drain(Some(out)),
+            StreamTranslation::OpenAiAnthropic(t) => {
+                t.push(tap.fresh(n), out);
+                tap.drain(None);
+            }
+            StreamTranslation::AnthropicOpenAi(t) => {
+                t.push(tap.fresh(n), out);
+                tap.drain(None);
+            }
+        }
+    }
+
+    /// At the upstream's end of stream: the last bytes for the client; `false` if the stream was cut
+    /// inside an event (the translators report such an end themselves).
+    fn finish(&mut self, tap: &mut StreamUsage, out: &mut Vec<u8>) -> bool {
+        match self {
+            StreamTranslation::Passthrough => tap.finish(out),
+            StreamTranslation::OpenAiAnthropic(t) => {
+                t.finish(out);
+                true
+            }
+            StreamTranslation::AnthropicOpenAi(t) => {
+                t.finish(out);
+                true
+            }
+        }
+    }
+}
+
+/// Ends a started stream with an error event in the client's schema and a proper end of the body.
+fn end_with_error(resp: &mut Responder, client: ClientSchema, message: &str) {
+    if resp.chunk(&stream_error_event(client, message)).is_ok() {
+        let _ = resp.finish();
+    }
 }
 
 /// Relays the upstream response. SSE is forwarded as it arrives (one client write per upstream read);
@@ -80,18 +120,7 @@ pub fn relay(
             out.clear();
             match tap.read_from(&mut up.body) {
                 Ok(0) => {
-                    let complete = match &mut translator {
-                        StreamTranslation::Passthrough => tap.finish(&mut out),
-                        StreamTranslation::OpenAiAnthropic(t) => {
-                            t.finish(&mut out);
-                            true
-                        }
-                        StreamTranslation::AnthropicOpenAi(t) => {
-                            t.finish(&mut out);
-                            true
-                        }
-                    };
-                    if !complete {
+                    if !translator.finish(&mut tap, &mut out) {
                         out.extend_from_slice(&stream_error_event(client, "the upstream stream ended inside an event"));
                     }
                     if resp.chunk(&out).is_ok() {
@@ -100,37 +129,20 @@ pub fn relay(
                     return outcome(&tap);
                 }
                 Ok(n) => {
-                    match &mut translator {
-                        // Only complete events are forwarded, so a stream that fails mid-event still
-                        // ends with a well-formed error event.
-                        StreamTranslation::Passthrough => tap.drain(Some(&mut out)),
-                        StreamTranslation::OpenAiAnthropic(t) => {
-                            t.push(tap.fresh(n), &mut out);
-                            tap.drain(None);
-                        }
-                        StreamTranslation::AnthropicOpenAi(t) => {
-                            t.push(tap.fresh(n), &mut out);
-                            tap.drain(None);
-                        }
-                    }
+                    translator.relay(&mut tap, n, &mut out);
                     if resp.chunk(&out).is_err() {
                         // The client went away: it is charged for what was generated until now.
                         return outcome(&tap);
                     }
                     if tap.pending_len() > MAX_EVENT_BYTES {
-                        let message = format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes");
-                        if resp.chunk(&stream_error_event(client, &message)).is_ok() {
-                            let _ = resp.finish();
-                        }
+                        end_with_error(resp, client, &format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes"));
                         return outcome(&tap);
                     }
                 }
                 Err(e) => {
                     let message = format!("upstream stream interrupted: {e}");
                     crate::warn_throttled!("{message}");
-                    if resp.chunk(&stream_error_event(client, &message)).is_ok() {
-                        let _ = resp.finish();
-                    }
+                    end_with_error(resp, client, &message);
                     return outcome(&tap);
                 }
             }
@@ -156,7 +168,6 @@ pub fn relay(
     let usage = if up.status < 400 { usage::from_body(up.wire, &body) } else { Some(Usage::default()) };
     let estimated_output = if usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
     let outcome = Outcome { usage, estimated_output };
-    headers.push(("content-type", "application/json"));
     let out = if up.status == 401 || up.status == 403 {
         // The upstream refused the gateway's own credential. Its message can quote part of the
         // provider key ("Incorrect API key provided: sk-…abcd"): never relay it.
@@ -181,9 +192,7 @@ pub fn relay(
     } else {
         let translated = match &up.translation {
             Translation::Passthrough => {
-                let ctype = up.content_type.as_deref().unwrap_or("application/json");
-                let last = headers.len() - 1;
-                headers[last] = ("content-type", ctype);
+                headers.push(("content-type", up.content_type.as_deref().unwrap_or("application/json")));
                 let _ = resp.send(up.status, &headers, &body);
                 return outcome;
             }
@@ -200,6 +209,7 @@ pub fn relay(
             }
         }
     };
+    headers.push(("content-type", "application/json"));
     let _ = resp.send(up.status, &headers, &out);
     outcome
 }

@@ -20,7 +20,7 @@ pub struct MockReply {
 pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = format!("mock-{:016x}", fnv1a(body.to_string().as_bytes()));
-    let created = unix_now();
+    let created = crate::clock::unix_secs();
     let prompt_tokens = estimate_tokens(&prompt_text(endpoint, body));
     let json_reply = |value: Value| MockReply {
         status: 200,
@@ -241,10 +241,6 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
