@@ -76,6 +76,19 @@ fn header_keyed_limit_counts_per_user_and_model_filter_applies() {
     assert_eq!(post(gw.addr, "/v1/chat/completions", &[A, ("x-user-id", "u1")], &chat("demo")).status, 200);
 }
 
+/// A stream of about 700 ms from client A in a thread; joins to its status.
+fn slow_stream(addr: std::net::SocketAddr) -> std::thread::JoinHandle<u16> {
+    std::thread::spawn(move || {
+        post(
+            addr,
+            "/v1/chat/completions",
+            &[A, ("x-fake-mode", "sse"), ("x-fake-events", "6"), ("x-fake-delay-ms", "100")],
+            &json!({"model": "fake-1", "stream": true, "messages": []}),
+        )
+        .status
+    })
+}
+
 /// Fires `total` requests from `threads` threads at once; returns (admitted, rejected).
 fn burst(
     addr: std::net::SocketAddr,
@@ -154,20 +167,7 @@ fn token_budget_under_a_burst_never_exceeds_the_written_bound() {
 fn concurrent_limit_rejects_past_max_and_releases_at_the_end() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&limited_config(&up, json!([{"name": "inflight", "key": ["client"], "concurrent": 2}])));
-    let addr = gw.addr;
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || {
-                post(
-                    addr,
-                    "/v1/chat/completions",
-                    &[A, ("x-fake-mode", "sse"), ("x-fake-events", "6"), ("x-fake-delay-ms", "100")],
-                    &json!({"model": "fake-1", "stream": true, "messages": []}),
-                )
-                .status
-            })
-        })
-        .collect();
+    let slow = [slow_stream(gw.addr), slow_stream(gw.addr)];
     assert!(eventually(Duration::from_secs(3), || up.requests().len() == 2));
     let r = post(gw.addr, "/v1/chat/completions", &[A], &chat("fake-1"));
     assert_eq!(r.status, 429, "{}", r.text());
@@ -420,18 +420,7 @@ fn redis_concurrency_slots_are_shared_and_released() {
     cfg["ratelimit"] = json!({"redis": format!("redis://127.0.0.1:{}", redis.port), "redis_timeout_ms": 3000});
     let gw1 = Gateway::start(&cfg);
     let gw2 = Gateway::start(&cfg);
-    let slow = |addr: std::net::SocketAddr| {
-        std::thread::spawn(move || {
-            post(
-                addr,
-                "/v1/chat/completions",
-                &[A, ("x-fake-mode", "sse"), ("x-fake-events", "6"), ("x-fake-delay-ms", "100")],
-                &json!({"model": "fake-1", "stream": true, "messages": []}),
-            )
-            .status
-        })
-    };
-    let held = [slow(gw1.addr), slow(gw2.addr)];
+    let held = [slow_stream(gw1.addr), slow_stream(gw2.addr)];
     assert!(eventually(Duration::from_secs(3), || up.requests().len() == 2));
     assert_eq!(post(gw1.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 429);
     assert_eq!(post(gw2.addr, "/v1/chat/completions", &[A], &chat("fake-1")).status, 429);

@@ -157,9 +157,7 @@ fn upstream_errors_keep_status_json_passes_and_non_json_is_wrapped() {
 
 #[test]
 fn unreachable_upstream_is_502_and_stalled_upstream_is_504() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = closed_addr();
     let up = FakeUpstream::start();
     let gw = Gateway::start(&json!({
         "backends": [
@@ -211,9 +209,7 @@ fn key_from_environment_and_header_auth_type() {
 
 #[test]
 fn fallback_to_next_priority_when_first_backend_is_down() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = closed_addr();
     let up = FakeUpstream::start();
     let gw = Gateway::start(&json!({
         "backends": [

@@ -12,6 +12,13 @@ fn stream_body(model: &str) -> serde_json::Value {
     json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// A connection on which a streaming chat request for `model` was just sent.
+fn open_stream(addr: std::net::SocketAddr, headers: &[(&str, &str)], model: &str) -> std::net::TcpStream {
+    let mut s = connect(addr);
+    post_raw(&mut s, "/v1/chat/completions", headers, &serde_json::to_vec(&stream_body(model)).unwrap());
+    s
+}
+
 #[test]
 fn events_arrive_incrementally_before_the_upstream_sends_the_last() {
     let up = FakeUpstream::start();
@@ -99,13 +106,7 @@ fn upstream_idle_timeout_mid_stream_sends_error_event() {
 fn client_disconnect_while_waiting_for_first_byte_cancels_upstream() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let mut s = connect(gw.addr);
-    post_raw(
-        &mut s,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "stall")],
-        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
-    );
+    let s = open_stream(gw.addr, &[("x-fake-mode", "stall")], "fake-1");
     assert!(eventually(Duration::from_secs(3), || up.requests().len() == 1));
     let closed_at = Instant::now();
     drop(s);
@@ -117,13 +118,8 @@ fn client_disconnect_while_waiting_for_first_byte_cancels_upstream() {
 fn client_disconnect_mid_stream_cancels_upstream() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let mut s = connect(gw.addr);
-    post_raw(
-        &mut s,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "sse"), ("x-fake-events", "200"), ("x-fake-delay-ms", "50")],
-        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
-    );
+    let s =
+        open_stream(gw.addr, &[("x-fake-mode", "sse"), ("x-fake-events", "200"), ("x-fake-delay-ms", "50")], "fake-1");
     let mut reader = BufReader::new(s);
     let _ = read_head(&mut reader);
     let _ = read_chunk(&mut reader).unwrap();
@@ -167,12 +163,10 @@ fn many_concurrent_slow_streams_all_complete() {
         .map(|i| {
             std::thread::spawn(move || {
                 let model = if i % 2 == 0 { "demo" } else { "fake-1" };
-                let mut s = connect(addr);
-                post_raw(
-                    &mut s,
-                    "/v1/chat/completions",
+                let s = open_stream(
+                    addr,
                     &[("x-fake-mode", "sse"), ("x-fake-events", "10"), ("x-fake-delay-ms", "30")],
-                    &serde_json::to_vec(&stream_body(model)).unwrap(),
+                    model,
                 );
                 let r = read_response(&mut BufReader::new(s));
                 r.status == 200 && r.text().ends_with("data: [DONE]\n\n")
@@ -187,13 +181,7 @@ fn many_concurrent_slow_streams_all_complete() {
 fn keep_alive_connection_serves_a_stream_then_another_request() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let mut s = connect(gw.addr);
-    post_raw(
-        &mut s,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "sse")],
-        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
-    );
+    let mut s = open_stream(gw.addr, &[("x-fake-mode", "sse")], "fake-1");
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let r = read_response(&mut reader);
     assert!(r.text().ends_with("[DONE]\n\n"));
