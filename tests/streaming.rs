@@ -190,6 +190,7 @@ fn keep_alive_connection_serves_a_stream_then_another_request() {
     assert_eq!(r.status, 200);
     let mut rest = [0u8; 1];
     s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    assert!(reader.buffer().is_empty(), "nothing extra was sent");
     assert!(reader.get_mut().read(&mut rest).is_err(), "connection stays open, nothing extra sent");
 }
 
