@@ -4,19 +4,32 @@
 
 use std::io;
 
-/// Size a buffer starts with (and grows by at least).
+/// Size a buffer starts with (and grows by at least), unless made `with_step`.
 pub const INITIAL: usize = 4096;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadBuf {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// The least it grows by.
+    step: usize,
+}
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        ReadBuf::with_step(INITIAL)
+    }
 }
 
 impl ReadBuf {
     pub fn new() -> ReadBuf {
         ReadBuf::default()
+    }
+
+    /// A buffer that grows by at least `step` bytes (small for many long-lived, mostly idle readers).
+    pub fn with_step(step: usize) -> ReadBuf {
+        ReadBuf { data: Vec::new(), start: 0, end: 0, step }
     }
 
     /// The bytes read and not yet consumed.
@@ -48,7 +61,7 @@ impl ReadBuf {
                 self.start = 0;
             }
             if self.data.len() - self.end < min {
-                self.data.resize(self.end + min.max(INITIAL), 0);
+                self.data.resize(self.end + min.max(self.step), 0);
             }
         }
         let n = read(&mut self.data[self.end..])?;

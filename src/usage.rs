@@ -51,7 +51,14 @@ pub struct StreamUsage {
 
 impl StreamUsage {
     pub fn new(wire: Wire, strip_usage_chunk: bool) -> StreamUsage {
-        StreamUsage { wire, strip_usage_chunk, pending: ReadBuf::new(), scanned: 0, usage: None, content_events: 0 }
+        StreamUsage {
+            wire,
+            strip_usage_chunk,
+            pending: ReadBuf::with_step(READ_CHUNK),
+            scanned: 0,
+            usage: None,
+            content_events: 0,
+        }
     }
 
     /// Reads the next piece of the stream from `body` straight into the tap (no separate relay
