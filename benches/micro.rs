@@ -8,14 +8,16 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::config::{self, Config};
+use switchyard::api::{Api, Endpoint};
+use switchyard::config::{Config, Environment};
 use switchyard::gateway;
-use switchyard::providers::Endpoint;
+use switchyard::providers::Framing;
 use switchyard::ratelimit::{self, Facts, LocalStore};
 use switchyard::server::http1;
+use switchyard::snapshot::{self, Snapshot};
 use switchyard::sse::SseDecoder;
-use switchyard::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions};
-use switchyard::usage::{StreamUsage, Wire};
+use switchyard::stream::StreamPipeline;
+use switchyard::translate::{openai_anthropic, Pair, RequestOptions, ResponseOptions};
 
 /// Median ns per call of `f` over 7 rounds of about 100 ms.
 fn time(mut f: impl FnMut()) -> f64 {
@@ -96,7 +98,7 @@ fn main() {
                       {"model":"gpt-4o*","backends":[{"backend":"a","weight":3},{"backend":"b","weight":1},{"backend":"b","priority":1}]}]}"#,
     )
     .unwrap();
-    let snapshot = cfg.into_snapshot(&|_| None).unwrap();
+    let snapshot = Snapshot::build(cfg, &Environment::process(), None).unwrap();
     let route = time(|| {
         let r = snapshot.router.find(black_box("gpt-4o-mini"), |_| None).unwrap();
         black_box(r.plan(black_box(12345)));
@@ -107,9 +109,9 @@ fn main() {
     row("route: find + weighted plan (3 routes)", route, "one prefix compare", cmp);
 
     // Config snapshot read vs RwLock<Arc> + clone.
-    config::publish(Config::parse("{}").unwrap().into_snapshot(&|_| None).unwrap());
+    snapshot::publish(Snapshot::build(Config::parse("{}").unwrap(), &Environment::process(), None).unwrap());
     let snap = time(|| {
-        black_box(config::current());
+        black_box(snapshot::current());
     });
     let lock = parking_lot::RwLock::new(Arc::new(0u64));
     let rw = time(|| {
@@ -133,12 +135,14 @@ fn main() {
     }) / events;
     row("SSE decode, per event", decode, "memcpy of the stream, per event", copy);
     let tap = time(|| {
-        let mut t = StreamUsage::new(Wire::OpenAi, true);
+        let mut t = StreamPipeline::new(Framing::Sse, Api::OpenAi, Api::OpenAi, None, true);
         let mut out = Vec::new();
-        t.filter(black_box(&stream), &mut out);
+        t.push(black_box(&stream));
+        t.relay(&mut out);
+        t.finish(&mut out);
         black_box(out);
     }) / events;
-    row("relay tap (usage, strip chunk), per event", tap, "memcpy of the stream, per event", copy);
+    row("stream pipeline, same API (usage, strip chunk), per event", tap, "memcpy of the stream, per event", copy);
 
     // Translators vs a JSON round trip of the same body.
     let body = chat_body(200);
@@ -156,9 +160,11 @@ fn main() {
             .unwrap();
     let a_events = anthropic_stream.windows(2).filter(|w| w == b"\n\n").count().max(1) as f64;
     let translate_stream = time(|| {
-        let mut t = openai_anthropic::StreamTranslator::new("m", 1, &ResponseOptions::default());
+        let translator = Pair::OpenAiAnthropic.stream("m", &ResponseOptions::default());
+        let mut t = StreamPipeline::new(Framing::Sse, Api::Anthropic, Api::OpenAi, Some(translator), false);
         let mut out = Vec::new();
-        t.push(black_box(&anthropic_stream), &mut out);
+        t.push(black_box(&anthropic_stream));
+        t.relay(&mut out);
         t.finish(&mut out);
         black_box(out);
     }) / a_events;
@@ -167,9 +173,11 @@ fn main() {
     }) / a_events;
     row("stream translate Anthropic -> OpenAI, /event", translate_stream, "memcpy of the stream, per event", a_copy);
     let reverse = time(|| {
-        let mut t = anthropic_openai::StreamTranslator::new("m", 1, &ResponseOptions::default());
+        let translator = Pair::AnthropicOpenAi.stream("m", &ResponseOptions::default());
+        let mut t = StreamPipeline::new(Framing::Sse, Api::OpenAi, Api::Anthropic, Some(translator), false);
         let mut out = Vec::new();
-        t.push(black_box(&stream), &mut out);
+        t.push(black_box(&stream));
+        t.relay(&mut out);
         t.finish(&mut out);
         black_box(out);
     }) / events;
@@ -177,7 +185,7 @@ fn main() {
 
     // Limiter: in-process check (admit + settle) vs an uncontended mutex.
     let limits = ratelimit::compile(
-        &serde_json::from_str::<Vec<ratelimit::LimitConfig>>(
+        &serde_json::from_str::<Vec<switchyard::config::LimitConfig>>(
             r#"[{"name":"rpm","key":["client","header:x-user-id"],"requests":1000000000,"per":"1m"},
                 {"name":"tpm","key":["client"],"tokens":1000000000000,"per":"1m"}]"#,
         )
@@ -258,8 +266,8 @@ fn upstream_client_row() -> (f64, f64) {
     let cfg =
         Config::parse(&format!(r#"{{"backends":[{{"name":"up","schema":"openai","base_url":"http://{addr}/v1"}}]}}"#))
             .unwrap();
-    let snapshot = cfg.into_snapshot(&|_| None).unwrap();
-    let client = Arc::new(switchyard::upstream::UpstreamClient::new(&snapshot.backends[0]).unwrap());
+    let snapshot = Snapshot::build(cfg, &Environment::process(), None).unwrap();
+    let client = snapshot.backends[0].upstream.clone().unwrap();
     let body = chat_body(0);
     may::go!(move || {
         let with_client = time(|| {

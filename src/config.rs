@@ -1,18 +1,12 @@
-//! `config.json`: serde types, defaults, validation with field paths, and the lock-free snapshot
-//! that the request path reads.
+//! `config.json`: serde types, defaults, and validation of values with field paths. Pure data: the
+//! runtime form (router, limits, providers, upstream clients, Redis) is built from it in one step by
+//! [`crate::snapshot`]. This module imports nothing else of the crate.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use parking_lot::RwLock;
 use serde::Deserialize;
-use serde_json::Value;
-
-use crate::router::{ModelPattern, Router};
+use serde_json::{Map, Value};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,16 +19,17 @@ pub struct Config {
     pub workers: usize,
     #[serde(default)]
     pub server: ServerConfig,
-    #[serde(default)]
+    /// Read entry by entry by [`Config::parse`] (each provider checks its own keys).
+    #[serde(skip)]
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
     #[serde(default)]
-    pub limits: Vec<crate::ratelimit::LimitConfig>,
+    pub limits: Vec<LimitConfig>,
     #[serde(default)]
-    pub ratelimit: crate::ratelimit::RateLimitConfig,
+    pub ratelimit: RateLimitConfig,
 }
 
 fn default_listen() -> String {
@@ -79,58 +74,140 @@ impl Default for ServerConfig {
     }
 }
 
-/// The wire schema a backend speaks. One name everywhere: `"schema": "openai"` ↔ `providers/openai.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schema {
-    /// OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Mistral, Together, DeepSeek…).
-    Openai,
-    /// Anthropic's Messages API.
-    Anthropic,
-    /// The built-in deterministic fake provider (no network).
-    Mock,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One entry of `backends`: the keys every provider shares, and the provider's own keys, which its file
+/// in `src/providers/` reads and checks (`"schema": "bedrock"` ↔ `providers/bedrock.rs`).
+#[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub name: String,
-    pub schema: Schema,
-    #[serde(default)]
+    /// The provider: `openai`, `anthropic`, `bedrock`, `bedrock_anthropic`, `mock`.
+    pub schema: String,
     pub base_url: Option<String>,
-    #[serde(default)]
     pub auth: Option<AuthConfig>,
     /// Extra headers sent upstream with every request (e.g. `OpenAI-Organization`).
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time until the upstream's response headers arrive.
-    #[serde(default = "default_response_timeout_ms")]
     pub response_timeout_ms: u64,
     /// Longest silence allowed between two reads of the response body (streams included).
-    #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// PEM file of extra root certificates trusted for this backend's https (a private CA).
-    #[serde(default)]
     pub ca_file: Option<String>,
-    /// `mock` only: pause between streamed chunks.
-    #[serde(default)]
-    pub mock_chunk_delay_ms: Option<u64>,
-    /// `anthropic` only: the `anthropic-version` header sent when the client sent none.
-    #[serde(default)]
-    pub anthropic_version: Option<String>,
-    /// `max_tokens` sent to Anthropic when an OpenAI client gave none (Anthropic requires it).
-    #[serde(default)]
+    /// `max_tokens` sent when a client gave none and the backend's API requires one (Anthropic's).
     pub default_max_tokens: Option<u32>,
-    /// Ask OpenAI-compatible streams for usage (`stream_options.include_usage`) when the client did
-    /// not, and hide the extra usage chunk from the client. Turn off for servers that reject the field.
-    #[serde(default = "yes")]
-    pub stream_usage: bool,
+    /// The remaining keys, for the provider to read (unknown ones are errors there).
+    pub options: Map<String, Value>,
 }
 
-fn yes() -> bool {
-    true
+/// The keys of [`BackendConfig`] shared by every provider.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendCommon {
+    name: String,
+    schema: String,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    auth: Option<AuthConfig>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_response_timeout_ms")]
+    response_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: u64,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    default_max_tokens: Option<u32>,
+}
+
+const BACKEND_COMMON_KEYS: &[&str] = &[
+    "name",
+    "schema",
+    "base_url",
+    "auth",
+    "headers",
+    "connect_timeout_ms",
+    "response_timeout_ms",
+    "idle_timeout_ms",
+    "ca_file",
+    "default_max_tokens",
+];
+
+impl BackendConfig {
+    /// Splits a `backends` entry into the shared keys (checked here) and the provider's own.
+    pub fn from_value(value: Value) -> Result<BackendConfig, String> {
+        let Value::Object(mut options) = value else { return Err("a backend must be a JSON object".into()) };
+        let mut common = Map::new();
+        for key in BACKEND_COMMON_KEYS {
+            if let Some(v) = options.remove(*key) {
+                common.insert(key.to_string(), v);
+            }
+        }
+        let c: BackendCommon = serde_json::from_value(Value::Object(common)).map_err(|e| e.to_string())?;
+        Ok(BackendConfig {
+            name: c.name,
+            schema: c.schema,
+            base_url: c.base_url,
+            auth: c.auth,
+            headers: c.headers,
+            connect_timeout_ms: c.connect_timeout_ms,
+            response_timeout_ms: c.response_timeout_ms,
+            idle_timeout_ms: c.idle_timeout_ms,
+            ca_file: c.ca_file,
+            default_max_tokens: c.default_max_tokens,
+            options,
+        })
+    }
+
+    /// The provider's own keys as its options struct (`deny_unknown_fields` there names a stray key).
+    pub fn provider_options<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ConfigError> {
+        serde_json::from_value(Value::Object(self.options.clone())).map_err(|e| err(path, e.to_string()))
+    }
+
+    /// Checks the shared keys' values.
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
+            return Err(err(format!("{path}.name"), "must not be empty"));
+        }
+        if let Some(url) = &self.base_url {
+            validate_base_url(url).map_err(|m| err(format!("{path}.base_url"), m))?;
+        }
+        for (name, value) in &self.headers {
+            if !valid_header_name(name) || value.contains(['\r', '\n']) {
+                return Err(err(format!("{path}.headers.{name}"), "invalid header"));
+            }
+        }
+        for (field, ms) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("response_timeout_ms", self.response_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            check_timeout(&format!("{path}.{field}"), ms)?;
+        }
+        if self.default_max_tokens == Some(0) {
+            return Err(err(format!("{path}.default_max_tokens"), "must be at least 1"));
+        }
+        if let Some(ca) = &self.ca_file {
+            if !std::path::Path::new(ca).is_file() {
+                return Err(err(format!("{path}.ca_file"), format!("no file at {ca}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `http://` or `https://` URL with a plain authority (no user info, query or fragment in it).
+pub fn validate_base_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("must start with http:// or https://".into());
+    }
+    let authority = url.split_once("://").map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
+        return Err(format!("\"{url}\" is not a valid URL"));
+    }
+    Ok(())
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -143,25 +220,54 @@ fn default_idle_timeout_ms() -> u64 {
     120_000
 }
 
+/// A backend's `auth`: how the gateway authenticates to the provider.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    #[serde(rename = "type")]
-    pub kind: AuthKind,
-    /// Header name, for `"type": "header"`.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default)]
-    pub key_env: Option<String>,
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// `Authorization: Bearer <key>`.
+    Bearer {
+        #[serde(default)]
+        key: Option<String>,
+        #[serde(default)]
+        key_env: Option<String>,
+        #[serde(default)]
+        key_file: Option<String>,
+    },
+    /// The key as the value of a header (`name`; Anthropic's default is `x-api-key`).
+    Header {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        key: Option<String>,
+        #[serde(default)]
+        key_env: Option<String>,
+        #[serde(default)]
+        key_file: Option<String>,
+    },
+    /// AWS SigV4 (or a Bedrock API key): explicit keys, then AWS's environment variables, then the shared
+    /// credentials file.
+    Aws(AwsAuthConfig),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthKind {
-    Bearer,
-    Header,
+/// `"auth": {"type": "aws", …}`. Every field is optional: what is not set comes from AWS's usual chain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsAuthConfig {
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    #[serde(default)]
+    pub session_token_env: Option<String>,
+    /// The shared credentials file's profile (default: `AWS_PROFILE`, else `default`).
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,7 +334,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { path: path.into(), message: message.into() }
 }
 
@@ -242,78 +348,111 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// How a backend's credential reaches the upstream.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    None,
-    /// Header name and full value (`Authorization`, `Bearer …`).
-    Header(String, Secret),
-    /// The key variable is unset: requests to this backend answer 503 naming it.
-    Missing {
-        key_env: String,
-    },
+/// Where secrets come from besides the config text: environment variables and files (keys mounted as
+/// files, AWS's shared credentials file). Injectable, so tests need not touch the process's own.
+pub struct Environment<'a> {
+    /// A variable's value (`None` when unset or empty).
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+    /// A file's text (`None` when it cannot be read).
+    pub file: &'a dyn Fn(&str) -> Option<String>,
 }
 
-/// A backend ready for use: validated, with its credential resolved.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    pub name: String,
-    pub schema: Schema,
-    /// Without a trailing slash.
-    pub base_url: String,
-    pub credential: Credential,
-    pub headers: Vec<(String, String)>,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub ca_file: Option<String>,
-    pub mock_chunk_delay: Duration,
-    pub anthropic_version: String,
-    pub default_max_tokens: u32,
-    pub stream_usage: bool,
-}
-
-/// A client allowed to call the gateway.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub name: String,
-    pub key: Secret,
-    pub models: Vec<ModelPattern>,
-}
-
-impl Client {
-    pub fn may_use(&self, model: &str) -> bool {
-        self.models.iter().any(|p| p.matches(model))
+impl Environment<'static> {
+    /// This process's environment and file system.
+    pub fn process() -> Environment<'static> {
+        Environment { var: &process_env, file: &read_file }
     }
 }
 
-/// Everything the request path needs, built once per config version and shared read-only.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub config: Config,
-    pub backends: Vec<Backend>,
-    pub router: Router,
-    pub clients: Vec<Client>,
-    /// Client keys whose variables are unset (reported at start-up).
-    pub warnings: Vec<String>,
-    /// One HTTP client per backend (same index), attached by `upstream::attach_clients`; `None` for mock.
-    pub upstreams: Vec<Option<std::sync::Arc<crate::upstream::UpstreamClient>>>,
-    pub limits: Vec<crate::ratelimit::Limit>,
-    /// The shared store, when `ratelimit.redis` is set (attached by `runtime::build_snapshot`).
-    pub redis: Option<std::sync::Arc<crate::redis::RedisClient>>,
-}
-
-impl Snapshot {
-    pub fn upstream(&self, backend: usize) -> Option<&std::sync::Arc<crate::upstream::UpstreamClient>> {
-        self.upstreams.get(backend).and_then(Option::as_ref)
-    }
-}
-
-/// Reads environment variables; injectable so tests need not touch the process environment.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-pub fn process_env(name: &str) -> Option<String> {
+fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn read_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// One entry of `limits` in config.json.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub name: String,
+    /// Any of `client`, `model`, `backend`, `header:<name>`.
+    pub key: Vec<String>,
+    /// Model patterns the limit applies to (default: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub requests: Option<u64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// For `tokens`: `input`, `output`, `total` (default) or `weighted` (with `weights`).
+    #[serde(default)]
+    pub count: Option<String>,
+    #[serde(default)]
+    pub weights: Option<Weights>,
+    /// Window length: a number and a unit, `s`, `m`, `h` or `d` (`10s`, `1m`, `30d`).
+    #[serde(default)]
+    pub per: Option<String>,
+    #[serde(default)]
+    pub concurrent: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    #[serde(default = "one")]
+    pub input: f64,
+    #[serde(default = "one")]
+    pub output: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `ratelimit` in config.json.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `redis://[:password@]host:port[/db]`: limits shared by every instance using this Redis.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// What to do when Redis cannot answer in time: `allow` (fail open) or `deny` (fail closed, 503).
+    #[serde(default)]
+    pub on_redis_error: FailurePolicy,
+    /// Longest wait for Redis per call.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// Output tokens reserved when a request has no `max_tokens`.
+    #[serde(default = "default_output_tokens")]
+    pub default_output_tokens: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            redis: None,
+            on_redis_error: FailurePolicy::Allow,
+            redis_timeout_ms: default_redis_timeout_ms(),
+            default_output_tokens: default_output_tokens(),
+        }
+    }
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    200
+}
+fn default_output_tokens() -> u64 {
+    1024
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Allow,
+    Deny,
 }
 
 impl Config {
@@ -338,19 +477,19 @@ impl Config {
                 let path = format!("{key}[{i}]");
                 let de = |e: serde_json::Error| err(path.clone(), e.to_string());
                 match key {
-                    "backends" => config.backends.push(serde_json::from_value(item).map_err(de)?),
+                    "backends" => config.backends.push(BackendConfig::from_value(item).map_err(|m| err(&path, m))?),
                     "routes" => config.routes.push(serde_json::from_value(item).map_err(de)?),
                     "limits" => config.limits.push(serde_json::from_value(item).map_err(de)?),
                     _ => config.clients.push(serde_json::from_value(item).map_err(de)?),
                 }
             }
         }
+        config.validate()?;
         Ok(config)
     }
 
-    /// Validates cross-references and values, and resolves secrets, into a snapshot.
-    pub fn into_snapshot(self, env: EnvLookup) -> Result<Snapshot, ConfigError> {
-        let mut warnings = Vec::new();
+    /// Checks values that need no other part of the config: addresses, bounds, names, timeouts.
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("\"{}\" is not an address like 127.0.0.1:8080", self.listen)));
         }
@@ -367,252 +506,29 @@ impl Config {
             ("server.drain_timeout_ms", s.drain_timeout_ms),
             ("ratelimit.redis_timeout_ms", self.ratelimit.redis_timeout_ms),
         ] {
-            if ms == 0 || ms > MAX_TIMEOUT_MS {
-                return Err(err(field, format!("must be between 1 and {MAX_TIMEOUT_MS} (one day)")));
-            }
+            check_timeout(field, ms)?;
         }
-        let mut backends = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
             let path = format!("backends[{i}]");
-            if b.name.is_empty() {
-                return Err(err(format!("{path}.name"), "must not be empty"));
-            }
-            if backends.iter().any(|x: &Backend| x.name == b.name) {
+            b.validate(&path)?;
+            if self.backends[..i].iter().any(|x| x.name == b.name) {
                 return Err(err(format!("{path}.name"), format!("duplicate backend name \"{}\"", b.name)));
             }
-            backends.push(resolve_backend(b, &path, env)?);
         }
-        let mut clients = Vec::with_capacity(self.clients.len());
-        for (i, c) in self.clients.iter().enumerate() {
-            let path = format!("clients[{i}]");
-            let key = match (&c.key, &c.key_env) {
-                (Some(k), None) if !k.is_empty() => k.clone(),
-                (None, Some(var)) => match env(var) {
-                    Some(k) => k,
-                    None => {
-                        warnings.push(format!(
-                            "{path}.key_env: variable {var} is unset: client \"{}\" cannot authenticate",
-                            c.name
-                        ));
-                        continue;
-                    }
-                },
-                _ => return Err(err(path, "set exactly one of \"key\" (non-empty) or \"key_env\"")),
-            };
-            if clients.iter().any(|x: &Client| x.key.0 == key) {
-                return Err(err(path, "two clients share the same key"));
-            }
-            let models = c.models.iter().map(|m| ModelPattern::new(m)).collect();
-            clients.push(Client { name: c.name.clone(), key: Secret(key), models });
-        }
-        let router = Router::build(&self.routes, &backends)?;
-        let limits = crate::ratelimit::compile(&self.limits)?;
-        if let Some(url) = &self.ratelimit.redis {
-            crate::redis::RedisUrl::parse(url).map_err(|e| err("ratelimit.redis", e))?;
-        }
-        Ok(Snapshot { config: self, backends, router, clients, warnings, upstreams: Vec::new(), limits, redis: None })
+        Ok(())
     }
-}
-
-fn resolve_backend(b: &BackendConfig, path: &str, env: EnvLookup) -> Result<Backend, ConfigError> {
-    let base_url = match (b.schema, &b.base_url) {
-        (Schema::Mock, _) => String::from("mock://"),
-        (Schema::Openai, None) => String::from(crate::providers::openai::DEFAULT_BASE_URL),
-        (Schema::Anthropic, None) => String::from(crate::providers::anthropic::DEFAULT_BASE_URL),
-        (_, Some(url)) => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(err(format!("{path}.base_url"), "must start with http:// or https://"));
-            }
-            let authority = url.split_once("://").map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
-            if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
-                return Err(err(format!("{path}.base_url"), format!("\"{url}\" is not a valid URL")));
-            }
-            url.trim_end_matches('/').to_string()
-        }
-    };
-    let credential = match &b.auth {
-        None => Credential::None,
-        Some(a) => {
-            let header = match (a.kind, &a.name) {
-                (AuthKind::Bearer, None) => String::from("authorization"),
-                (AuthKind::Bearer, Some(_)) => {
-                    return Err(err(format!("{path}.auth.name"), "only for \"type\": \"header\""))
-                }
-                (AuthKind::Header, Some(n)) if valid_header_name(n) => n.to_ascii_lowercase(),
-                (AuthKind::Header, None) if b.schema == Schema::Anthropic => String::from("x-api-key"),
-                (AuthKind::Header, _) => {
-                    return Err(err(format!("{path}.auth.name"), "a valid header name is required"))
-                }
-            };
-            let secret = match (&a.key, &a.key_env) {
-                (Some(k), None) => Some(k.clone()),
-                (None, Some(var)) => env(var),
-                _ => return Err(err(format!("{path}.auth"), "set exactly one of \"key\" or \"key_env\"")),
-            };
-            match secret {
-                None => Credential::Missing { key_env: a.key_env.clone().unwrap_or_default() },
-                Some(s) if s.contains(['\r', '\n']) => {
-                    return Err(err(format!("{path}.auth"), "the key contains a line break"))
-                }
-                Some(s) if a.kind == AuthKind::Bearer => Credential::Header(header, Secret(format!("Bearer {s}"))),
-                Some(s) => Credential::Header(header, Secret(s)),
-            }
-        }
-    };
-    for (name, value) in &b.headers {
-        if !valid_header_name(name) || value.contains(['\r', '\n']) {
-            return Err(err(format!("{path}.headers.{name}"), "invalid header"));
-        }
-    }
-    if b.mock_chunk_delay_ms.is_some() && b.schema != Schema::Mock {
-        return Err(err(format!("{path}.mock_chunk_delay_ms"), "only for \"schema\": \"mock\""));
-    }
-    for (field, ms) in [
-        ("connect_timeout_ms", b.connect_timeout_ms),
-        ("response_timeout_ms", b.response_timeout_ms),
-        ("idle_timeout_ms", b.idle_timeout_ms),
-    ] {
-        if ms == 0 || ms > MAX_TIMEOUT_MS {
-            return Err(err(format!("{path}.{field}"), format!("must be between 1 and {MAX_TIMEOUT_MS} (one day)")));
-        }
-    }
-    if b.anthropic_version.is_some() && b.schema != Schema::Anthropic {
-        return Err(err(format!("{path}.anthropic_version"), "only for \"schema\": \"anthropic\""));
-    }
-    if b.default_max_tokens == Some(0) {
-        return Err(err(format!("{path}.default_max_tokens"), "must be at least 1"));
-    }
-    if let Some(ca) = &b.ca_file {
-        if !std::path::Path::new(ca).is_file() {
-            return Err(err(format!("{path}.ca_file"), format!("no file at {ca}")));
-        }
-    }
-    Ok(Backend {
-        name: b.name.clone(),
-        schema: b.schema,
-        base_url,
-        credential,
-        headers: b.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-        connect_timeout: Duration::from_millis(b.connect_timeout_ms.max(1)),
-        response_timeout: Duration::from_millis(b.response_timeout_ms.max(1)),
-        idle_timeout: Duration::from_millis(b.idle_timeout_ms.max(1)),
-        ca_file: b.ca_file.clone(),
-        mock_chunk_delay: Duration::from_millis(b.mock_chunk_delay_ms.unwrap_or(25)),
-        anthropic_version: b
-            .anthropic_version
-            .clone()
-            .unwrap_or_else(|| crate::providers::anthropic::DEFAULT_VERSION.to_string()),
-        default_max_tokens: b.default_max_tokens.unwrap_or(4096),
-        stream_usage: b.stream_usage,
-    })
 }
 
 /// The longest timeout accepted anywhere (one day): larger values overflow timer arithmetic.
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
-fn valid_header_name(name: &str) -> bool {
+fn check_timeout(field: &str, ms: u64) -> Result<(), ConfigError> {
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(err(field, format!("must be between 1 and {MAX_TIMEOUT_MS} (one day)")));
+    }
+    Ok(())
+}
+
+pub fn valid_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
-}
-
-// ---- The published snapshot: one writer (start-up, reload), many lock-free readers. ----
-
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-static CURRENT: RwLock<Option<Arc<Snapshot>>> = RwLock::new(None);
-
-thread_local! {
-    static CACHED: RefCell<(u64, Option<Arc<Snapshot>>)> = const { RefCell::new((0, None)) };
-}
-
-/// Makes `snapshot` the one every new request sees. Requests in flight keep theirs.
-pub fn publish(snapshot: Snapshot) {
-    *CURRENT.write() = Some(Arc::new(snapshot));
-    GENERATION.fetch_add(1, Ordering::Release);
-}
-
-/// The current snapshot: a thread-local `Arc` revalidated against a global generation counter, so the
-/// common case is one atomic load and a reference-count increment, no lock.
-pub fn current() -> Arc<Snapshot> {
-    let generation = GENERATION.load(Ordering::Acquire);
-    CACHED.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != generation || cached.1.is_none() {
-            *cached = (generation, CURRENT.read().clone());
-        }
-        cached.1.clone().expect("a snapshot is published before serving")
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn snapshot(text: &str) -> Result<Snapshot, ConfigError> {
-        Config::parse(text)?.into_snapshot(&no_env)
-    }
-
-    #[test]
-    fn shipped_config_is_valid_without_any_key() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.json")).unwrap();
-        let s = snapshot(&text).unwrap();
-        assert!(s.backends.iter().any(|b| b.schema == Schema::Mock));
-    }
-
-    #[test]
-    fn unknown_backend_in_route_names_the_path() {
-        let e = snapshot(
-            r#"{"backends":[{"name":"openai","schema":"openai"}],
-                "routes":[{"model":"a","backends":[{"backend":"openai"}]},
-                          {"model":"b","backends":[{"backend":"openai"}]},
-                          {"model":"c","backends":[{"backend":"opnai"}]}]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(e.to_string(), "routes[2].backends[0].backend: no backend named \"opnai\"");
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_with_their_path() {
-        let e = snapshot(r#"{"backends":[{"name":"x","schema":"mock","colour":"red"}]}"#).unwrap_err();
-        assert_eq!(e.path, "backends[0]");
-        assert!(e.message.contains("colour"), "{e}");
-        let e = snapshot(r#"{"lisen":"127.0.0.1:1"}"#).unwrap_err();
-        assert!(e.message.contains("lisen"), "{e}");
-    }
-
-    #[test]
-    fn unset_key_variable_marks_backend_missing_and_secret_never_debug_prints() {
-        let s = snapshot(
-            r#"{"backends":[{"name":"o","schema":"openai","auth":{"type":"bearer","key_env":"NOPE_KEY"}},
-                            {"name":"p","schema":"openai","auth":{"type":"header","name":"api-key","key":"sk-secret"}}]}"#,
-        )
-        .unwrap();
-        assert!(matches!(&s.backends[0].credential, Credential::Missing { key_env } if key_env == "NOPE_KEY"));
-        let debug = format!("{:?}", s.backends[1]);
-        assert!(!debug.contains("sk-secret"), "{debug}");
-        assert!(matches!(&s.backends[1].credential, Credential::Header(h, _) if h == "api-key"));
-    }
-
-    #[test]
-    fn timeouts_are_bounded() {
-        let e = snapshot(r#"{"backends":[{"name":"x","schema":"openai","idle_timeout_ms":18446744073709551615}]}"#)
-            .unwrap_err();
-        assert_eq!(e.path, "backends[0].idle_timeout_ms");
-        let e = snapshot(r#"{"server":{"keepalive_timeout_ms":0}}"#).unwrap_err();
-        assert_eq!(e.path, "server.keepalive_timeout_ms");
-    }
-
-    #[test]
-    fn client_key_from_env_and_missing_variable_is_a_warning() {
-        let env = |n: &str| (n == "K1").then(|| "abc".to_string());
-        let s = Config::parse(r#"{"clients":[{"name":"a","key_env":"K1"},{"name":"b","key_env":"K2"}]}"#)
-            .unwrap()
-            .into_snapshot(&env)
-            .unwrap();
-        assert_eq!(s.clients.len(), 1);
-        assert_eq!(s.warnings.len(), 1);
-        assert!(s.warnings[0].contains("K2"));
-    }
 }

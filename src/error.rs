@@ -3,12 +3,7 @@
 
 use std::fmt;
 
-/// Which API family the client speaks; decides the shape of every error it receives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientSchema {
-    OpenAi,
-    Anthropic,
-}
+use crate::api::Api;
 
 /// Everything that can go wrong between reading a request and relaying its response.
 #[derive(Debug)]
@@ -97,17 +92,17 @@ impl GatewayError {
     }
 
     /// Renders the error body in the client's schema.
-    pub fn body(&self, schema: ClientSchema) -> Vec<u8> {
-        error_body(schema, self.status(), &self.to_string(), self.code())
+    pub fn body(&self, client: Api) -> Vec<u8> {
+        error_body(client, self.status(), &self.to_string(), self.code())
     }
 }
 
 pub use crate::translate::{anthropic_error_type, openai_error_type};
 
 /// An error body in the client's schema. `message` is JSON-escaped here.
-pub fn error_body(schema: ClientSchema, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
-    let value = match schema {
-        ClientSchema::OpenAi => serde_json::json!({
+pub fn error_body(client: Api, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
+    let value = match client {
+        Api::OpenAi | Api::Converse => serde_json::json!({
             "error": {
                 "message": message,
                 "type": openai_error_type(status),
@@ -115,7 +110,7 @@ pub fn error_body(schema: ClientSchema, status: u16, message: &str, code: Option
                 "code": code,
             }
         }),
-        ClientSchema::Anthropic => serde_json::json!({
+        Api::Anthropic => serde_json::json!({
             "type": "error",
             "error": {"type": anthropic_error_type(status), "message": message}
         }),
@@ -167,9 +162,9 @@ mod tests {
             GatewayError::RateLimited { message: "r".into(), retry_after_secs: 3, headers: Vec::new() },
         ];
         for e in &all {
-            let v: serde_json::Value = serde_json::from_slice(&e.body(ClientSchema::OpenAi)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&e.body(Api::OpenAi)).unwrap();
             assert_eq!(v["error"]["message"], e.to_string());
-            let v: serde_json::Value = serde_json::from_slice(&e.body(ClientSchema::Anthropic)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&e.body(Api::Anthropic)).unwrap();
             assert_eq!(v["type"], "error");
             assert!((400..600).contains(&e.status()));
         }

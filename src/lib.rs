@@ -4,9 +4,14 @@
 #[macro_use]
 pub mod log;
 
+pub mod api;
+pub mod base64;
+pub mod cancel;
+pub mod chunked;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod eventstream;
 pub mod gateway;
 pub mod json;
 pub mod metrics;
@@ -18,7 +23,9 @@ pub mod router;
 pub mod runtime;
 pub mod schema;
 pub mod server;
+pub mod snapshot;
 pub mod sse;
+pub mod stream;
 pub mod translate;
 pub mod upstream;
 pub mod usage;

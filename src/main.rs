@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
-use switchyard::config;
 use switchyard::{error, info, runtime};
 
 /// Switchyard: a thread-per-core AI gateway (OpenAI and Anthropic APIs in front of many providers).
@@ -64,7 +63,7 @@ fn main() {
     let signals = runtime::catch_signals();
     let listen = snapshot.config.listen.clone();
     let addr = listen.parse().expect("validated listen address");
-    config::publish(snapshot);
+    switchyard::snapshot::publish(snapshot);
     let (bound, accepts) = match runtime::start(addr, workers, server_config.clone()) {
         Ok(x) => x,
         Err(e) => {

@@ -5,45 +5,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{self, Config, Snapshot};
+use crate::config::{self, Config, Environment};
 use crate::server;
+use crate::snapshot::{self, Snapshot};
 
-/// Builds a snapshot from a parsed config: validation, secrets, upstream agents.
+/// Builds a snapshot from a parsed config with this process's environment and files.
 pub fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
-    let mut snapshot = config.into_snapshot(&config::process_env).map_err(|e| e.to_string())?;
-    crate::upstream::attach_clients(&mut snapshot, previous).map_err(|e| format!("backend setup: {e}"))?;
-    if let Some(url) = snapshot.config.ratelimit.redis.clone() {
-        let timeout = Duration::from_millis(snapshot.config.ratelimit.redis_timeout_ms);
-        let parsed = crate::redis::RedisUrl::parse(&url).ok();
-        // Keep the previous client (and its pool) when Redis settings did not change.
-        let reused = previous
-            .and_then(|p| p.redis.clone())
-            .filter(|r| parsed.as_ref() == Some(&r.url) && r.timeout() == timeout);
-        snapshot.redis = Some(match reused {
-            Some(r) => r,
-            None => {
-                Arc::new(crate::redis::RedisClient::new(&url, timeout).map_err(|e| format!("ratelimit.redis: {e}"))?)
-            }
-        });
-    }
-    Ok(snapshot)
+    Snapshot::build(config, &Environment::process(), previous).map_err(|e| e.to_string())
 }
 
-/// Logs what an operator must know about a snapshot: open mode, unset keys.
+/// Logs what an operator must know about a snapshot: open mode, unset keys, missing credentials.
 pub fn report(snapshot: &Snapshot) {
     if snapshot.clients.is_empty() {
         warn!("no clients are configured: the gateway is OPEN, any caller may use every route");
     }
     for w in &snapshot.warnings {
         warn!("{w}");
-    }
-    for b in &snapshot.backends {
-        if let config::Credential::Missing { key_env } = &b.credential {
-            warn!(
-                "backend \"{}\": environment variable {key_env} is unset; its requests answer 503 until it is set",
-                b.name
-            );
-        }
     }
 }
 
@@ -112,7 +89,7 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                 if !changed {
                     continue;
                 }
-                let previous = config::current();
+                let previous = snapshot::current();
                 let result = last.parse().and_then(|mut c| {
                     if cli_listen_override || c.listen != listen {
                         if c.listen != listen && !cli_listen_override {
@@ -126,7 +103,7 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                     Ok(snapshot) => {
                         report(&snapshot);
                         info!("config reloaded from {path}: {}", describe(&snapshot));
-                        config::publish(snapshot);
+                        snapshot::publish(snapshot);
                     }
                     Err(e) => error!("config reload from {path} rejected, keeping the previous one: {e}"),
                 }

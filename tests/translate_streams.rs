@@ -7,7 +7,10 @@ use std::fs;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use switchyard::api::Api;
+use switchyard::providers::Framing;
 use switchyard::sse::{SseDecoder, SseEvent};
+use switchyard::stream::{StreamPipeline, StreamTranslate};
 use switchyard::translate::{anthropic_openai, openai_anthropic, ResponseOptions, Usage};
 
 const CREATED: u64 = 1_700_000_000;
@@ -23,21 +26,26 @@ trait Translate {
     fn finish(&mut self, out: &mut Vec<u8>);
 }
 
-impl Translate for openai_anthropic::StreamTranslator {
-    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        openai_anthropic::StreamTranslator::push(self, bytes, out)
+/// The relay's stream pipeline (SSE framing, usage reader, translator) around one translator.
+struct Piped(StreamPipeline);
+
+impl Piped {
+    fn new(upstream: Api, client: Api, translator: Box<dyn StreamTranslate>) -> Piped {
+        Piped(StreamPipeline::new(Framing::Sse, upstream, client, Some(translator), false))
     }
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        openai_anthropic::StreamTranslator::finish(self, out)
+
+    fn usage(&self) -> Option<Usage> {
+        self.0.usage().cloned()
     }
 }
 
-impl Translate for anthropic_openai::StreamTranslator {
+impl Translate for Piped {
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        anthropic_openai::StreamTranslator::push(self, bytes, out)
+        self.0.push(bytes);
+        self.0.relay(out);
     }
     fn finish(&mut self, out: &mut Vec<u8>) {
-        anthropic_openai::StreamTranslator::finish(self, out)
+        self.0.finish(out)
     }
 }
 
@@ -50,12 +58,16 @@ fn run<T: Translate>(mut t: T, pieces: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-fn to_openai(opts: &ResponseOptions) -> impl Fn() -> openai_anthropic::StreamTranslator + '_ {
-    move || openai_anthropic::StreamTranslator::new("gpt-4o", CREATED, opts)
+fn to_openai(opts: &ResponseOptions) -> impl Fn() -> Piped + '_ {
+    move || {
+        let t = openai_anthropic::StreamTranslator::new("gpt-4o", CREATED, opts);
+        Piped::new(Api::Anthropic, Api::OpenAi, Box::new(t))
+    }
 }
 
-fn to_anthropic() -> anthropic_openai::StreamTranslator {
-    anthropic_openai::StreamTranslator::new("claude-sonnet-4-5", CREATED, &ResponseOptions::default())
+fn to_anthropic() -> Piped {
+    let t = anthropic_openai::StreamTranslator::new("claude-sonnet-4-5", CREATED, &ResponseOptions::default());
+    Piped::new(Api::OpenAi, Api::Anthropic, Box::new(t))
 }
 
 /// Whole, byte-at-a-time and every two-way split must give the same bytes.
@@ -147,7 +159,7 @@ fn anthropic_stream_becomes_openai_chunks_with_tool_call_and_usage() {
 #[test]
 fn anthropic_stream_without_include_usage_has_no_usage_chunk_but_reports_usage() {
     let opts = ResponseOptions { created: CREATED, ..Default::default() };
-    let mut t = openai_anthropic::StreamTranslator::new("gpt-4o", CREATED, &opts);
+    let mut t = to_openai(&opts)();
     let mut out = Vec::new();
     t.push(&fixture("anthropic_text_tool_use.sse"), &mut out);
     t.finish(&mut out);

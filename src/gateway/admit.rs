@@ -4,11 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
-use crate::config::Snapshot;
+use crate::config::FailurePolicy;
 use crate::error::GatewayError;
 use crate::metrics;
-use crate::ratelimit::{self, Charge, Correction, Facts, FailurePolicy, Held, LocalStore, Verdict};
+use crate::ratelimit::{self, Charge, Correction, Facts, Held, LocalStore, Verdict};
 use crate::redis::{RedisClient, Resp};
+use crate::snapshot::Snapshot;
 use crate::translate::Usage;
 
 /// Counters of this process (used when no Redis is configured). They outlive config reloads.

@@ -24,27 +24,27 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Backend, Client, Credential, Schema, Snapshot};
-use crate::error::{ClientSchema, GatewayError};
+use crate::api::{Api, Endpoint};
+use crate::error::GatewayError;
 use crate::metrics;
-use crate::providers::{mock, Endpoint};
+use crate::providers::{mock, Framing, Outgoing};
 use crate::router::{random_draw, Target};
 use crate::server::{Request, Responder};
-use crate::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions};
+use crate::snapshot::{Backend, Client, Snapshot};
+use crate::translate::{Pair, RequestOptions, ResponseOptions};
 use crate::upstream::{Cancel, UpstreamError};
-use crate::usage::Wire;
 
 pub use relay::{relay, Outcome};
 
 /// Serves one request end to end.
 pub fn handle(req: &Request, resp: &mut Responder) {
-    let snapshot = crate::config::current();
+    let snapshot = crate::snapshot::current();
     let request_id = request_id(req);
     let ids: [(&str, &str); 1] = [("x-request-id", &request_id)];
-    let schema = crate::server::schema_for_path(req.head.path());
+    let client_api = crate::server::api_for_path(req.head.path());
     if let Err(e) = serve(&snapshot, req, resp, &ids) {
         if !resp.started() {
-            let _ = send_error(resp, schema, &e, &ids);
+            let _ = send_error(resp, client_api, &e, &ids);
         }
     }
 }
@@ -98,7 +98,8 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             match send(snapshot, req, endpoint, &peek, &plan, &cancel) {
                 Ok(Some(exchange)) => {
                     let backend = exchange.backend;
-                    let outcome = relay(exchange, endpoint.client_schema(), &peek.model, resp, &headers);
+                    let provider = &*snapshot.backends[backend].provider;
+                    let outcome = relay(exchange, provider, endpoint.client_api(), &peek.model, resp, &headers);
                     admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
                     let estimated = crate::ratelimit::estimate_input_tokens(req.body.len()) + outcome.estimated_output;
                     // Metrics are labelled by the route's pattern: a bounded set, whatever clients send.
@@ -118,7 +119,7 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                     Ok(())
                 }
                 Err(e) => {
-                    let _ = send_error(resp, endpoint.client_schema(), &e, &headers);
+                    let _ = send_error(resp, endpoint.client_api(), &e, &headers);
                     Ok(())
                 }
             }
@@ -133,13 +134,16 @@ fn reserved_output(endpoint: Endpoint, peek: &RequestPeek, backend: &Backend) ->
     if endpoint == Endpoint::Embeddings {
         return Some(0);
     }
-    let to_anthropic = endpoint == Endpoint::ChatCompletions && backend.schema == Schema::Anthropic;
+    let upstream = backend.provider.api();
+    // Translating `reasoning_effort` to a thinking budget adds that budget to the output.
+    let translated = endpoint == Endpoint::ChatCompletions && upstream != Api::OpenAi;
     let thinking = match peek.reasoning_effort.as_deref() {
-        Some("low") if to_anthropic => 1024,
-        Some("medium") if to_anthropic => 4096,
-        Some("high") if to_anthropic => 16384,
+        Some("low") if translated => 1024,
+        Some("medium") if translated => 4096,
+        Some("high") if translated => 16384,
         _ => 0,
     };
+    let to_anthropic = endpoint == Endpoint::ChatCompletions && upstream == Api::Anthropic;
     match peek.max_output {
         Some(n) => Some(n.saturating_add(thinking)),
         None if to_anthropic => Some(u64::from(backend.default_max_tokens).saturating_add(thinking)),
@@ -287,96 +291,69 @@ pub fn route<'s>(
     Ok((route.model.label(), route.plan(random_draw())))
 }
 
-/// How a response must be turned back into the client's schema.
-#[derive(Debug, Clone)]
-pub enum Translation {
-    /// Client and backend speak the same schema.
-    Passthrough,
-    /// An OpenAI chat client, an Anthropic backend.
-    OpenAiAnthropic(ResponseOptions),
-    /// An Anthropic messages client, an OpenAI-compatible backend.
-    AnthropicOpenAi(ResponseOptions),
-}
-
 /// The upstream request for one backend.
 pub struct Prepared<'a> {
-    /// The endpoint in the backend's schema.
+    /// The path below the backend's base URL.
+    pub path: String,
+    /// The operation in the upstream's family.
     pub endpoint: Endpoint,
     pub body: Cow<'a, [u8]>,
-    pub translation: Translation,
+    /// The translator back to the client's API (`None`: same API, relayed as it comes).
+    pub pair: Option<Pair>,
+    pub response: ResponseOptions,
     /// The gateway asked the upstream for stream usage the client did not ask for: hide that chunk.
     pub strip_usage: bool,
 }
 
-/// Phase 4: the body to send to `backend`, renamed or translated.
+/// Phase 4: the request to send to `backend`: its path, and the body renamed or translated.
 pub fn prepare<'a>(
     endpoint: Endpoint,
     backend: &Backend,
-    body: &'a [u8],
+    req: &'a Request,
     peek: &RequestPeek,
     model: &str,
 ) -> Result<Prepared<'a>, GatewayError> {
-    let bad = |e: crate::translate::TranslateError| GatewayError::BadRequest(e.to_string());
+    let provider = &*backend.provider;
     let unsupported = || {
         GatewayError::BadRequest(format!(
-            "{} is not supported by backend \"{}\" (schema {:?})",
+            "{} is not supported by backend \"{}\" (schema {})",
             endpoint.path(),
             backend.name,
-            backend.schema
+            provider.schema()
         ))
     };
-    let same = |endpoint| -> Result<Prepared<'a>, GatewayError> {
-        let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
-        let mut body = crate::json::with_model(body, &peek.model, model).map_err(invalid)?;
+    let upstream_endpoint = endpoint.in_family(provider.api()).ok_or_else(unsupported)?;
+    let path = provider.path(upstream_endpoint, model, peek.stream).ok_or_else(unsupported)?;
+    let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
+    let created = crate::clock::unix_secs();
+    let (body, pair, response, strip_usage) = if endpoint.client_api() == provider.api() {
+        let mut body = if provider.model_in_body() {
+            crate::json::with_model(&req.body, &peek.model, model).map_err(invalid)?
+        } else {
+            Cow::Borrowed(&req.body[..])
+        };
         // Usage is needed for accounting and limits: ask OpenAI-compatible streams for it.
         let strip_usage = peek.stream
             && !peek.include_usage
-            && backend.stream_usage
+            && provider.stream_usage()
             && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
         if strip_usage {
             body = Cow::Owned(crate::json::with_stream_usage(&body).map_err(invalid)?);
         }
-        Ok(Prepared { endpoint, body, translation: Translation::Passthrough, strip_usage })
+        (body, None, ResponseOptions { created, ..ResponseOptions::default() }, strip_usage)
+    } else {
+        let pair = Pair::between(endpoint.client_api(), provider.api()).ok_or_else(unsupported)?;
+        let options = RequestOptions { model: Some(model.to_string()), default_max_tokens: backend.default_max_tokens };
+        let t = pair.request(&req.body, &options, created).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        if !t.dropped.is_empty() {
+            crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));
+        }
+        // A token count answers in the client's shape (the provider makes it so): nothing to translate back.
+        let pair = (endpoint != Endpoint::CountTokens).then_some(pair);
+        (Cow::Owned(t.body), pair, t.response, false)
     };
-    let options = RequestOptions { model: Some(model.to_string()), default_max_tokens: backend.default_max_tokens };
-    match (endpoint, backend.schema) {
-        (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, Schema::Openai | Schema::Mock) => {
-            same(endpoint)
-        }
-        (Endpoint::Messages | Endpoint::CountTokens, Schema::Anthropic) => same(endpoint),
-        (Endpoint::ChatCompletions, Schema::Anthropic) => {
-            let t = openai_anthropic::request_full(body, &options).map_err(bad)?;
-            log_dropped(backend, &t.dropped);
-            let opts = t.response_options(crate::clock::unix_secs());
-            Ok(Prepared {
-                endpoint: Endpoint::Messages,
-                body: Cow::Owned(t.body),
-                translation: Translation::OpenAiAnthropic(opts),
-                strip_usage: false,
-            })
-        }
-        (Endpoint::Messages, Schema::Openai | Schema::Mock) => {
-            let t = anthropic_openai::request_full(body, &options).map_err(bad)?;
-            log_dropped(backend, &t.dropped);
-            let opts = ResponseOptions { created: crate::clock::unix_secs(), ..ResponseOptions::default() };
-            Ok(Prepared {
-                endpoint: Endpoint::ChatCompletions,
-                body: Cow::Owned(t.body),
-                translation: Translation::AnthropicOpenAi(opts),
-                strip_usage: false,
-            })
-        }
-        (Endpoint::CountTokens, _) | (Endpoint::Completions | Endpoint::Embeddings, Schema::Anthropic) => {
-            Err(unsupported())
-        }
-    }
-}
-
-/// Fields a translation dropped on purpose, at debug level.
-fn log_dropped(backend: &Backend, dropped: &[String]) {
-    if !dropped.is_empty() {
-        crate::debug!("dropped for backend \"{}\": {}", backend.name, dropped.join(", "));
-    }
+    let body = provider.finish_body(upstream_endpoint, body, &|name| req.head.header(name))?;
+    Ok(Prepared { path, endpoint: upstream_endpoint, body, pair, response, strip_usage })
 }
 
 /// An upstream response whose head arrived; its body is still to be read.
@@ -385,10 +362,16 @@ pub struct Exchange {
     pub content_type: Option<String>,
     /// Response headers relayed to the client.
     pub passthrough: Vec<(String, String)>,
+    /// The upstream's error type header (`x-amzn-ErrorType`), for providers whose errors carry it.
+    pub error_type: Option<String>,
     pub body: Box<dyn Read>,
-    pub translation: Translation,
-    /// The wire family of the upstream's bytes.
-    pub wire: Wire,
+    /// The operation in the upstream's family.
+    pub endpoint: Endpoint,
+    pub pair: Option<Pair>,
+    pub response: ResponseOptions,
+    /// The family of the upstream's bytes and how its streams are framed.
+    pub api: Api,
+    pub framing: Framing,
     pub strip_usage: bool,
     /// Index of the backend that answered.
     pub backend: usize,
@@ -444,7 +427,7 @@ fn send(
         let last = i + 1 == plan.len();
         let backend = &snapshot.backends[target.backend];
         let model = target.model.as_deref().unwrap_or(&peek.model);
-        let prepared = match prepare(endpoint, backend, &req.body, peek, model) {
+        let prepared = match prepare(endpoint, backend, req, peek, model) {
             Ok(p) => p,
             // This backend cannot take the request; another one of the route may.
             Err(e) if !last => {
@@ -454,9 +437,9 @@ fn send(
             }
             Err(e) => return Err(last_error.filter(|_| i > 0).unwrap_or(e)),
         };
-        let result = match backend.schema {
-            Schema::Mock => Ok(send_mock(backend, target.backend, prepared, model)?),
-            Schema::Openai | Schema::Anthropic => send_http(snapshot, backend, target.backend, req, prepared),
+        let result = match backend.provider.mock() {
+            Some(mock) => Ok(send_mock(mock, target.backend, prepared, model)?),
+            None => send_http(backend, target.backend, req, prepared),
         };
         if cancel.is_cancelled() {
             return Ok(None);
@@ -476,7 +459,7 @@ fn send(
     Err(last_error.unwrap_or_else(|| GatewayError::UpstreamUnreachable("no backend could be reached".into())))
 }
 
-fn send_mock(backend: &Backend, index: usize, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
+fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
     let body: Value = serde_json::from_slice(&prepared.body)
         .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
     let reply = mock::respond(prepared.endpoint, &body, model);
@@ -484,88 +467,99 @@ fn send_mock(backend: &Backend, index: usize, prepared: Prepared, model: &str) -
         status: reply.status,
         content_type: Some(reply.content_type.to_string()),
         passthrough: Vec::new(),
-        body: Box::new(mock::MockBody::new(reply.chunks, backend.mock_chunk_delay)),
-        translation: prepared.translation,
-        wire: Wire::OpenAi,
+        error_type: None,
+        body: Box::new(mock::MockBody::new(reply.chunks, mock.chunk_delay)),
+        endpoint: prepared.endpoint,
+        pair: prepared.pair,
+        response: prepared.response,
+        api: Api::OpenAi,
+        framing: Framing::Sse,
         strip_usage: prepared.strip_usage,
         backend: index,
     })
 }
 
-fn send_http(
-    snapshot: &Snapshot,
-    backend: &Backend,
-    index: usize,
-    req: &Request,
-    prepared: Prepared,
-) -> Result<Exchange, GatewayError> {
-    let credential = match &backend.credential {
-        Credential::Missing { key_env } => {
-            return Err(GatewayError::BackendUnavailable(format!(
-                "backend \"{}\" has no credential: the environment variable {key_env} is not set",
-                backend.name
-            )))
-        }
-        Credential::Header(name, value) => Some((name.as_str(), value.0.as_str())),
-        Credential::None => None,
-    };
-    let client = snapshot
-        .upstream(index)
+fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared) -> Result<Exchange, GatewayError> {
+    let provider = &*backend.provider;
+    let client = backend
+        .upstream
+        .as_ref()
         .ok_or_else(|| GatewayError::BackendUnavailable(format!("backend \"{}\" is not ready", backend.name)))?;
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(24);
-    let mut has_version = false;
+    let default_header = provider.default_header();
+    let mut has_default = false;
     let connection_tokens = req.head.header("connection").unwrap_or("");
     for (name, value) in req.head.headers() {
         let named = |n: &str| n.eq_ignore_ascii_case(name);
         if NOT_FORWARDED.iter().any(|n| named(n))
             || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
             // Headers the operator sets: the client can neither override nor duplicate them.
-            || credential.is_some_and(|(n, _)| named(n))
+            || provider.owns_header(name)
             || backend.headers.iter().any(|(n, _)| named(n))
             // Hop-by-hop headers the client listed in `Connection`.
             || connection_tokens.split(',').any(|t| named(t.trim()))
         {
             continue;
         }
-        has_version |= named("anthropic-version");
+        has_default |= default_header.is_some_and(|(n, _)| named(n));
         // httparse admitted only visible ASCII and tabs in values: safe to write upstream as they are.
         if let Ok(v) = std::str::from_utf8(value) {
             headers.push((name, v));
         }
     }
-    if backend.schema == Schema::Anthropic && !has_version {
-        headers.push(("anthropic-version", backend.anthropic_version.as_str()));
+    if let Some(header) = default_header.filter(|_| !has_default) {
+        headers.push(header);
     }
     headers.extend(backend.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    if let Some(credential) = credential {
-        headers.push(credential);
-    }
-    if req.head.header("content-type").is_none() {
-        headers.push(("content-type", "application/json"));
-    }
-    let response = client.send(prepared.endpoint.path(), &headers, &prepared.body).map_err(|e| match e {
+    let content_type = match req.head.header("content-type") {
+        Some(c) => c,
+        None => {
+            headers.push(("content-type", "application/json"));
+            "application/json"
+        }
+    };
+    let full_path = format!("{}{}", client.base_path(), prepared.path);
+    let outgoing = Outgoing {
+        authority: client.authority(),
+        path: &full_path,
+        query: client.query(),
+        content_type,
+        body: &prepared.body,
+    };
+    let mut credentials = Vec::new();
+    provider.authorize(&outgoing, crate::clock::unix_secs(), &mut credentials).map_err(|missing| {
+        GatewayError::BackendUnavailable(format!("backend \"{}\" has no credential: {missing}", backend.name))
+    })?;
+    headers.extend(credentials.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let response = client.send(&prepared.path, &headers, &prepared.body).map_err(|e| match e {
         UpstreamError::Timeout(m) => GatewayError::UpstreamTimeout(format!("backend \"{}\": {m}", backend.name)),
         UpstreamError::Unreachable(m) => {
             GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {m}", backend.name))
         }
     })?;
     let mut content_type = None;
+    let mut error_type = None;
     let mut passthrough = Vec::new();
     for (name, value) in response.headers {
         if name == "content-type" {
             content_type = Some(value);
+        } else if name == "x-amzn-errortype" {
+            error_type = Some(value);
         } else if relayed_response_header(&name) {
             passthrough.push((name, value));
         }
     }
-    let wire = if backend.schema == Schema::Anthropic { Wire::Anthropic } else { Wire::OpenAi };
     Ok(Exchange {
         status: response.status,
         content_type,
         passthrough,
+        error_type,
         body: Box::new(response.body),
-        translation: prepared.translation,
-        wire,
+        endpoint: prepared.endpoint,
+        pair: prepared.pair,
+        response: prepared.response,
+        api: provider.api(),
+        framing: provider.framing(),
         strip_usage: prepared.strip_usage,
         backend: index,
     })
@@ -573,7 +567,7 @@ fn send_http(
 
 pub(crate) fn send_error(
     resp: &mut Responder,
-    schema: ClientSchema,
+    client: Api,
     e: &GatewayError,
     ids: &[(&str, &str)],
 ) -> std::io::Result<()> {
@@ -581,7 +575,7 @@ pub(crate) fn send_error(
     let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     headers.extend(ids.iter().filter(|(n, _)| !own.iter().any(|(o, _)| o == n)));
     headers.extend(own.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    resp.send(e.status(), &headers, &e.body(schema))
+    resp.send(e.status(), &headers, &e.body(client))
 }
 
 fn list_models(snapshot: &Snapshot, client: Option<&Client>, anthropic: bool) -> Vec<u8> {

@@ -3,9 +3,84 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::Endpoint;
+use super::{Built, Outgoing, Provider};
+use crate::api::{Api, Endpoint};
+use crate::config::{err, BackendConfig, ConfigError};
+
+/// The keys of a `mock` backend besides the shared ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// Pause between streamed chunks.
+    #[serde(default = "default_delay_ms")]
+    mock_chunk_delay_ms: u64,
+    /// As for `openai`: ask for stream usage and hide the extra chunk (the mock honours the field).
+    #[serde(default = "yes")]
+    stream_usage: bool,
+}
+
+fn default_delay_ms() -> u64 {
+    25
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The in-process provider.
+#[derive(Debug)]
+pub struct Mock {
+    /// Pause before every streamed chunk but the first.
+    pub chunk_delay: Duration,
+    stream_usage: bool,
+}
+
+pub fn build(cfg: &BackendConfig, path: &str) -> Result<Built, ConfigError> {
+    let options: Options = cfg.provider_options(path)?;
+    if cfg.auth.is_some() || cfg.base_url.is_some() {
+        return Err(err(path, "a mock backend takes no \"auth\" or \"base_url\""));
+    }
+    Ok(Built {
+        provider: Box::new(Mock {
+            chunk_delay: Duration::from_millis(options.mock_chunk_delay_ms),
+            stream_usage: options.stream_usage,
+        }),
+        base_url: "mock://".to_string(),
+    })
+}
+
+impl Provider for Mock {
+    fn schema(&self) -> &'static str {
+        "mock"
+    }
+
+    fn api(&self) -> Api {
+        Api::OpenAi
+    }
+
+    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<String> {
+        (endpoint.client_api() == Api::OpenAi).then(|| endpoint.path().to_string())
+    }
+
+    fn owns_header(&self, _name: &str) -> bool {
+        false
+    }
+
+    fn authorize(&self, _: &Outgoing, _: u64, _: &mut Vec<(String, String)>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn stream_usage(&self) -> bool {
+        self.stream_usage
+    }
+
+    fn mock(&self) -> Option<&Mock> {
+        Some(self)
+    }
+}
 
 /// What the mock answers: a whole JSON body, or SSE events to be spaced by the backend's delay.
 pub struct MockReply {
@@ -210,7 +285,7 @@ fn embeddings(body: &Value, model: &str, prompt_tokens: u64) -> Value {
             v.iter_mut().for_each(|x| *x /= norm);
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64_encode(&bytes))
+                json!(crate::base64::encode(&bytes))
             } else {
                 json!(v)
             };
@@ -221,24 +296,6 @@ fn embeddings(body: &Value, model: &str, prompt_tokens: u64) -> Value {
            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -246,15 +303,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_known_vectors() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn reply_is_deterministic_and_echoes_the_prompt() {

@@ -1,49 +1,230 @@
-//! One small file per upstream kind: where requests go and how they authenticate.
+//! Providers: one file each, owning everything about its upstream — its config keys, default base URL,
+//! the path of each operation (the model and stream may be in it), how it authenticates (a static
+//! header, or signing the final bytes), extra headers and body edits, how its errors and streams look.
+//!
+//! The gateway talks to every provider through [`Provider`]; [`build`] is the one place that maps a
+//! config `schema` to its file.
 
 pub mod anthropic;
+pub mod aws;
+pub mod bedrock;
 pub mod mock;
 pub mod openai;
 
-use crate::error::ClientSchema;
+use std::borrow::Cow;
+use std::fmt;
 
-/// The OpenAI-family operations the gateway proxies.
+use crate::api::{Api, Endpoint};
+use crate::config::{err, AuthConfig, BackendConfig, ConfigError, Environment, Secret};
+use crate::error::GatewayError;
+
+/// How a provider's streamed responses are framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-    /// Anthropic `POST /v1/messages`.
-    Messages,
-    /// Anthropic `POST /v1/messages/count_tokens`.
-    CountTokens,
+pub enum Framing {
+    /// Server-sent events (`text/event-stream`).
+    Sse,
+    /// AWS's binary event-stream whose events are the family's own (Converse).
+    EventStream,
+    /// AWS's binary event-stream whose `chunk` events carry the family's events base64-encoded
+    /// (InvokeModel with a response stream).
+    EventStreamChunks,
 }
 
-impl Endpoint {
-    /// The path below `/v1` (and below a backend's `base_url`).
-    pub fn path(self) -> &'static str {
+/// A request as it will be sent, for providers that sign it.
+pub struct Outgoing<'a> {
+    /// `host[:port]`, as in the `Host` header.
+    pub authority: &'a str,
+    /// The path as sent (percent-encoded), without the query.
+    pub path: &'a str,
+    /// The query string without `?` (may be empty).
+    pub query: &'a str,
+    /// `content-type` as sent.
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// A configured upstream, as the request path uses it.
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The config `schema` name (`openai`, `bedrock`, …).
+    fn schema(&self) -> &'static str;
+
+    /// The API family of the bodies it takes and answers.
+    fn api(&self) -> Api;
+
+    /// The path below the base URL for `endpoint` (already in this provider's family), or `None` when
+    /// the provider has no such operation.
+    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<String>;
+
+    /// Whether the model name travels in the body (renamed there) rather than in the path.
+    fn model_in_body(&self) -> bool {
+        true
+    }
+
+    /// Last edits of the body before it is sent; `header` reads the client request's headers.
+    fn finish_body<'b>(
+        &self,
+        _endpoint: Endpoint,
+        body: Cow<'b, [u8]>,
+        _header: &dyn Fn(&str) -> Option<&'b str>,
+    ) -> Result<Cow<'b, [u8]>, GatewayError> {
+        Ok(body)
+    }
+
+    /// A header the provider sends when the client sent none (`anthropic-version`).
+    fn default_header(&self) -> Option<(&str, &str)> {
+        None
+    }
+
+    /// Whether a client header of this name must not be forwarded because the provider's
+    /// authentication sets it.
+    fn owns_header(&self, name: &str) -> bool;
+
+    /// Appends the headers that authenticate `request` (computed over its final bytes where the
+    /// provider signs). `Err` says which credential is missing (the backend then answers 503).
+    fn authorize(&self, request: &Outgoing, now_secs: u64, out: &mut Vec<(String, String)>) -> Result<(), String>;
+
+    /// A problem with the credential that operators must see at start-up and reload.
+    fn credential_warning(&self) -> Option<String> {
+        None
+    }
+
+    /// An error response in the client's shape, when the provider's errors are not in its family's
+    /// shape (Bedrock's `{"message"}` with `x-amzn-ErrorType`, passed as `error_type`); `None`: the
+    /// family's own rules apply.
+    fn error_body(&self, _client: Api, _status: u16, _error_type: Option<&str>, _body: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// A successful non-streamed body in the provider's family, from what it answered (Bedrock's
+    /// CountTokens answers in its own shape).
+    fn finish_response(&self, _endpoint: Endpoint, body: Vec<u8>) -> Vec<u8> {
+        body
+    }
+
+    /// How its streams are framed.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+
+    /// For OpenAI-family streams: ask for usage (`stream_options.include_usage`) when the client did not.
+    fn stream_usage(&self) -> bool {
+        false
+    }
+
+    /// The in-process mock, which answers without a socket.
+    fn mock(&self) -> Option<&mock::Mock> {
+        None
+    }
+}
+
+/// A provider ready for use and the base URL its requests go to.
+pub struct Built {
+    pub provider: Box<dyn Provider>,
+    /// Without a trailing slash.
+    pub base_url: String,
+}
+
+/// Builds the provider of a `backends` entry (its `schema`), reading its own keys and credential.
+pub fn build(cfg: &BackendConfig, path: &str, environment: &Environment) -> Result<Built, ConfigError> {
+    let built = match cfg.schema.as_str() {
+        "openai" => openai::build(cfg, path, environment)?,
+        "anthropic" => anthropic::build(cfg, path, environment)?,
+        "bedrock" => bedrock::build(cfg, path, environment, Api::Converse)?,
+        "bedrock_anthropic" => bedrock::build(cfg, path, environment, Api::Anthropic)?,
+        "mock" => mock::build(cfg, path)?,
+        other => {
+            return Err(err(
+                format!("{path}.schema"),
+                format!("unknown schema \"{other}\": one of openai, anthropic, bedrock, bedrock_anthropic, mock"),
+            ))
+        }
+    };
+    Ok(Built { base_url: built.base_url.trim_end_matches('/').to_string(), ..built })
+}
+
+/// `cfg.base_url`, or the provider's default.
+pub fn base_url_or(cfg: &BackendConfig, default: &str) -> String {
+    cfg.base_url.clone().unwrap_or_else(|| default.to_string())
+}
+
+/// A static key sent as a header value (`authorization: Bearer …`, `x-api-key`, `api-key`, …).
+#[derive(Debug, Clone)]
+pub enum StaticKey {
+    /// The backend needs no credential.
+    None,
+    /// Header name (lower case) and full value.
+    Header(String, Secret),
+    /// The key's source is unset: requests answer 503 naming it.
+    Missing(String),
+}
+
+impl StaticKey {
+    /// Reads `auth` of type `bearer` or `header` (`default_header` names the header when `auth` names
+    /// none: `None` makes the name required).
+    pub fn from_config(
+        auth: Option<&AuthConfig>,
+        path: &str,
+        default_header: Option<&str>,
+        environment: &Environment,
+    ) -> Result<StaticKey, ConfigError> {
+        let (header, key, key_env, key_file, bearer) = match auth {
+            None => return Ok(StaticKey::None),
+            Some(AuthConfig::Bearer { key, key_env, key_file }) => {
+                ("authorization".to_string(), key, key_env, key_file, true)
+            }
+            Some(AuthConfig::Header { name, key, key_env, key_file }) => {
+                let name = match (name.as_deref(), default_header) {
+                    (Some(n), _) if crate::config::valid_header_name(n) => n.to_ascii_lowercase(),
+                    (None, Some(d)) => d.to_string(),
+                    _ => return Err(err(format!("{path}.auth.name"), "a valid header name is required")),
+                };
+                (name, key, key_env, key_file, false)
+            }
+            Some(AuthConfig::Aws(_)) => {
+                return Err(err(format!("{path}.auth.type"), "\"aws\" is only for the bedrock schemas"))
+            }
+        };
+        let secret = match (key, key_env, key_file) {
+            (Some(k), None, None) => Ok(k.clone()),
+            (None, Some(var), None) => {
+                (environment.var)(var).ok_or(format!("the environment variable {var} is not set"))
+            }
+            (None, None, Some(file)) => (environment.file)(file)
+                .map(|text| text.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .ok_or(format!("the key file {file} cannot be read or is empty")),
+            _ => return Err(err(format!("{path}.auth"), "set exactly one of \"key\", \"key_env\" or \"key_file\"")),
+        };
+        Ok(match secret {
+            Err(missing) => StaticKey::Missing(missing),
+            Ok(s) if s.contains(['\r', '\n']) => {
+                return Err(err(format!("{path}.auth"), "the key contains a line break"))
+            }
+            Ok(s) if bearer => StaticKey::Header(header, Secret(format!("Bearer {s}"))),
+            Ok(s) => StaticKey::Header(header, Secret(s)),
+        })
+    }
+
+    pub fn owns_header(&self, name: &str) -> bool {
+        matches!(self, StaticKey::Header(h, _) if h.eq_ignore_ascii_case(name))
+    }
+
+    /// Appends the header, or says what is missing.
+    pub fn authorize(&self, out: &mut Vec<(String, String)>) -> Result<(), String> {
         match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Messages => "/v1/messages",
-            Endpoint::CountTokens => "/v1/messages/count_tokens",
+            StaticKey::None => Ok(()),
+            StaticKey::Header(name, value) => {
+                out.push((name.clone(), value.0.clone()));
+                Ok(())
+            }
+            StaticKey::Missing(what) => Err(what.clone()),
         }
     }
 
-    /// The schema of the client calling this endpoint.
-    pub fn client_schema(self) -> ClientSchema {
+    pub fn warning(&self) -> Option<String> {
         match self {
-            Endpoint::Messages | Endpoint::CountTokens => ClientSchema::Anthropic,
-            _ => ClientSchema::OpenAi,
-        }
-    }
-
-    /// The body field that must be present besides `model`.
-    pub fn required_field(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => "messages",
-            Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            StaticKey::Missing(what) => Some(format!("{what}; its requests answer 503 until it is set")),
+            _ => None,
         }
     }
 }

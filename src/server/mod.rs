@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
 
+use crate::api::Api;
+use crate::cancel::Cancel;
+use crate::chunked::ChunkedDecoder;
 use crate::config::ServerConfig;
-use crate::error::{error_body, ClientSchema};
+use crate::error::error_body;
 use crate::readbuf::ReadBuf;
-use crate::upstream::Cancel;
-use http1::{BodyFraming, ChunkedDecoder, RequestHead};
+use http1::{BodyFraming, RequestHead};
 use watch::ClientWatch;
 
 /// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
@@ -37,11 +39,11 @@ pub struct Request {
 pub type Handler = Arc<dyn Fn(&Request, &mut Responder) + Send + Sync>;
 
 /// The client-schema an error answered by the server layer itself should use, from the path alone.
-pub fn schema_for_path(path: &str) -> ClientSchema {
+pub fn api_for_path(path: &str) -> Api {
     if path.starts_with("/v1/messages") || path.starts_with("/anthropic/") {
-        ClientSchema::Anthropic
+        Api::Anthropic
     } else {
-        ClientSchema::OpenAi
+        Api::OpenAi
     }
 }
 
@@ -112,7 +114,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
                     let mut stream = stream;
-                    let _ = write_error(&mut stream, ClientSchema::OpenAi, 503, "too many connections");
+                    let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections");
                     return;
                 }
                 serve_connection(stream, peer, &handler, &cfg);
@@ -149,7 +151,7 @@ impl Drop for ActiveRequest {
 }
 
 /// An error the server layer answers itself; the connection closes after it.
-fn write_error(stream: &mut TcpStream, schema: ClientSchema, status: u16, message: &str) -> io::Result<()> {
+fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str) -> io::Result<()> {
     let body = error_body(schema, status, message, None);
     let mut out = Vec::with_capacity(160 + body.len());
     write_head(&mut out, 1, status, false, &[("content-type", "application/json")], Some(body.len()));
@@ -160,7 +162,7 @@ fn write_error(stream: &mut TcpStream, schema: ClientSchema, status: u16, messag
 /// Answers an early error and closes gracefully: a client still sending its request would otherwise
 /// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
 /// request is read and dropped for up to a second or 1 MiB.
-fn refuse(stream: &mut TcpStream, schema: ClientSchema, status: u16, message: &str) {
+fn refuse(stream: &mut TcpStream, schema: Api, status: u16, message: &str) {
     if write_error(stream, schema, status, message).is_err() {
         return;
     }
@@ -349,11 +351,11 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             ReadHead::Head(h) => h,
             ReadHead::Closed => return,
             ReadHead::Refused(status, message) => {
-                refuse(&mut stream, ClientSchema::OpenAi, status, message);
+                refuse(&mut stream, Api::OpenAi, status, message);
                 return;
             }
         };
-        let schema = schema_for_path(head.path());
+        let schema = api_for_path(head.path());
         let framing = match head.body_framing() {
             Ok(f) => f,
             Err(e) => {

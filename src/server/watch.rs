@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::upstream::Cancel;
+use crate::cancel::Cancel;
 
 /// Requests younger than this are not looked at (most finish first).
 const GRACE: Duration = Duration::from_millis(100);

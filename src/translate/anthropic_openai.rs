@@ -45,7 +45,8 @@ use super::{
     ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
-use crate::sse::{write_event, SseDecoder, SseEvent};
+use crate::sse::write_event;
+use crate::stream::{Event, StreamTranslate};
 
 /// Top-level request fields dropped on purpose.
 pub const DROPPED_FIELDS: &[&str] = &["top_k", "service_tier", "anthropic_version"];
@@ -429,8 +430,6 @@ enum Open {
 /// stream.
 #[derive(Debug)]
 pub struct StreamTranslator {
-    decoder: SseDecoder,
-    events: Vec<SseEvent>,
     model: String,
     started: bool,
     next_index: u64,
@@ -448,8 +447,6 @@ impl StreamTranslator {
     /// are accepted for symmetry with the other direction and not read.
     pub fn new(model: &str, _created: u64, _opts: &ResponseOptions) -> Self {
         StreamTranslator {
-            decoder: SseDecoder::new(),
-            events: Vec::new(),
             model: model.to_string(),
             started: false,
             next_index: 0,
@@ -463,22 +460,11 @@ impl StreamTranslator {
         }
     }
 
-    /// Feed upstream bytes; translated bytes are appended to `out`.
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        self.decoder.push(bytes, &mut self.events);
-        self.drain(out);
-    }
-
     /// The upstream byte stream ended.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
-        self.decoder.finish(&mut self.events);
-        self.drain(out);
         if self.done {
             return;
         }
@@ -497,16 +483,6 @@ impl StreamTranslator {
     /// True once the stream reached a terminal state.
     pub fn is_done(&self) -> bool {
         self.done
-    }
-
-    fn drain(&mut self, out: &mut Vec<u8>) {
-        let events = std::mem::take(&mut self.events);
-        for ev in events {
-            if self.done {
-                break;
-            }
-            self.handle(&ev, out);
-        }
     }
 
     fn emit(out: &mut Vec<u8>, v: &Value) {
@@ -632,8 +608,8 @@ impl StreamTranslator {
         self.done = true;
     }
 
-    fn handle(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
-        if ev.data.trim() == "[DONE]" {
+    fn handle(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if data.trim_ascii() == b"[DONE]" {
             if self.finish_reason.is_some() {
                 self.complete(out);
             } else {
@@ -641,7 +617,7 @@ impl StreamTranslator {
             }
             return;
         }
-        let chunk: oa::ChatChunk = match serde_json::from_str(&ev.data) {
+        let chunk: oa::ChatChunk = match serde_json::from_slice(data) {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("malformed upstream stream chunk: {e}");
@@ -687,5 +663,17 @@ impl StreamTranslator {
         if self.finish_reason.is_some() && self.usage.is_some() {
             self.message_delta(out);
         }
+    }
+}
+
+impl StreamTranslate for StreamTranslator {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) {
+        if !self.done {
+            self.handle(&event.data, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.end(out);
     }
 }

@@ -1,5 +1,6 @@
-//! Schema translators between the OpenAI Chat Completions API and the
-//! Anthropic Messages API, plus the helpers both directions share.
+//! Translators, one file per (client API, upstream API) pair, named `<client>_<upstream>`, and the
+//! helpers they share. [`Pair`] is the one place a pair is chosen; each pair offers the same four
+//! operations: request, response, error and a stream translator (see [`crate::stream`]).
 //!
 //! * [`openai_anthropic`] — an OpenAI client talking to an Anthropic upstream.
 //! * [`anthropic_openai`] — an Anthropic client talking to an OpenAI upstream.
@@ -15,6 +16,82 @@ mod raw;
 use std::fmt;
 
 use serde_json::{json, Map, Value};
+
+use crate::api::Api;
+use crate::stream::StreamTranslate;
+
+/// A (client API, upstream API) pair that needs translating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    OpenAiAnthropic,
+    AnthropicOpenAi,
+}
+
+/// A request in the upstream's API, and what its response translation needs to know.
+#[derive(Debug)]
+pub struct TranslatedRequest {
+    pub body: Vec<u8>,
+    /// Client fields dropped on purpose (logged at debug level).
+    pub dropped: Vec<String>,
+    pub response: ResponseOptions,
+}
+
+impl Pair {
+    /// The translator from `client`'s API to `upstream`'s; `None` when they are the same API or when
+    /// no translator exists.
+    pub fn between(client: Api, upstream: Api) -> Option<Pair> {
+        match (client, upstream) {
+            (Api::OpenAi, Api::Anthropic) => Some(Pair::OpenAiAnthropic),
+            (Api::Anthropic, Api::OpenAi) => Some(Pair::AnthropicOpenAi),
+            _ => None,
+        }
+    }
+
+    /// The client's request body in the upstream's API. `created` goes into OpenAI `created` fields.
+    pub fn request(
+        self,
+        body: &[u8],
+        opts: &RequestOptions,
+        created: u64,
+    ) -> Result<TranslatedRequest, TranslateError> {
+        Ok(match self {
+            Pair::OpenAiAnthropic => {
+                let t = openai_anthropic::request_full(body, opts)?;
+                let response = t.response_options(created);
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+            Pair::AnthropicOpenAi => {
+                let t = anthropic_openai::request_full(body, opts)?;
+                let response = ResponseOptions { created, ..ResponseOptions::default() };
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+        })
+    }
+
+    /// A successful upstream response body in the client's API; `model` is what the client asked for.
+    pub fn response(self, body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<u8>, TranslateError> {
+        match self {
+            Pair::OpenAiAnthropic => openai_anthropic::response(body, model, opts),
+            Pair::AnthropicOpenAi => anthropic_openai::response(body, model, opts),
+        }
+    }
+
+    /// An upstream error body (any content) with its status, in the client's error shape.
+    pub fn error(self, status: u16, body: &[u8]) -> Vec<u8> {
+        match self {
+            Pair::OpenAiAnthropic => openai_anthropic::error(status, body),
+            Pair::AnthropicOpenAi => anthropic_openai::error(status, body),
+        }
+    }
+
+    /// A stream translator for one response.
+    pub fn stream(self, model: &str, opts: &ResponseOptions) -> Box<dyn StreamTranslate> {
+        match self {
+            Pair::OpenAiAnthropic => Box::new(openai_anthropic::StreamTranslator::new(model, opts.created, opts)),
+            Pair::AnthropicOpenAi => Box::new(anthropic_openai::StreamTranslator::new(model, opts.created, opts)),
+        }
+    }
+}
 
 /// Why a request could not be translated. The gateway answers all three
 /// with HTTP 400, naming the field where there is one.
@@ -185,6 +262,25 @@ pub fn usage_from_anthropic(v: &Value) -> Option<Usage> {
     let mut usage = Usage::default();
     usage.merge_anthropic(u);
     Some(usage)
+}
+
+/// Usage from a Bedrock Converse `usage` object (`inputTokens` excludes cache reads and writes).
+pub fn usage_from_converse(v: &Value) -> Option<Usage> {
+    let u = match v.get("usage") {
+        Some(inner) if inner.is_object() => inner,
+        _ => v,
+    };
+    let field = |k: &str| u.get(k).and_then(Value::as_u64);
+    if field("inputTokens").is_none() && field("outputTokens").is_none() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: field("inputTokens").unwrap_or(0),
+        output_tokens: field("outputTokens").unwrap_or(0),
+        cache_read_input_tokens: field("cacheReadInputTokens").unwrap_or(0),
+        cache_creation_input_tokens: field("cacheWriteInputTokens").unwrap_or(0),
+        reasoning_tokens: 0,
+    })
 }
 
 /// Anthropic `error.type` for an HTTP status.

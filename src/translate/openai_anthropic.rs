@@ -62,7 +62,8 @@ use super::{
     status_from_anthropic_error_type, to_bytes, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
-use crate::sse::{write_event, SseDecoder, SseEvent};
+use crate::sse::write_event;
+use crate::stream::{Event, StreamTranslate};
 
 /// Top-level request fields dropped on purpose because Anthropic has no
 /// equivalent and dropping them does not change what the client asked for in
@@ -696,8 +697,6 @@ enum Block {
 /// Reads `opts.created`, `opts.forced_json_tool` and `opts.include_usage`.
 #[derive(Debug)]
 pub struct StreamTranslator {
-    decoder: SseDecoder,
-    events: Vec<SseEvent>,
     model: String,
     opts: ResponseOptions,
     id: String,
@@ -714,8 +713,6 @@ impl StreamTranslator {
         let mut opts = opts.clone();
         opts.created = created;
         StreamTranslator {
-            decoder: SseDecoder::new(),
-            events: Vec::new(),
             model: model.to_string(),
             opts,
             id: "chatcmpl-unknown".to_string(),
@@ -726,23 +723,12 @@ impl StreamTranslator {
         }
     }
 
-    /// Feed upstream bytes; translated bytes are appended to `out`.
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        self.decoder.push(bytes, &mut self.events);
-        self.drain(out);
-    }
-
     /// The upstream byte stream ended. If it ended without `message_stop`,
     /// an error event is emitted (and no `[DONE]`).
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
-        self.decoder.finish(&mut self.events);
-        self.drain(out);
         if !self.done {
             self.done = true;
             let err = json!({"error": {
@@ -765,16 +751,6 @@ impl StreamTranslator {
         self.done
     }
 
-    fn drain(&mut self, out: &mut Vec<u8>) {
-        let events = std::mem::take(&mut self.events);
-        for ev in events {
-            if self.done {
-                break;
-            }
-            self.handle(&ev, out);
-        }
-    }
-
     fn chunk(&self, delta: Value, finish: Value, out: &mut Vec<u8>) {
         let c = obj(vec![
             ("id", json!(self.id)),
@@ -791,8 +767,8 @@ impl StreamTranslator {
         write_event(out, None, &to_bytes(&openai_error_value(status, kind, message)));
     }
 
-    fn handle(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
-        let e: an::StreamEvent = match serde_json::from_str(&ev.data) {
+    fn handle(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let e: an::StreamEvent = match serde_json::from_slice(data) {
             Ok(e) => e,
             Err(err) => {
                 let msg = format!("malformed upstream stream event: {err}");
@@ -914,5 +890,17 @@ impl StreamTranslator {
             }
             _ => {}
         }
+    }
+}
+
+impl StreamTranslate for StreamTranslator {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) {
+        if !self.done {
+            self.handle(&event.data, out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.end(out);
     }
 }

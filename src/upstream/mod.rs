@@ -7,7 +7,6 @@
 //! difference (pool scans, URI and header-map building, middleware and timing machinery) was a third
 //! of the gateway's CPU per request.
 
-mod cancel;
 mod resolve;
 
 use std::io::{self, Read, Write};
@@ -20,11 +19,11 @@ use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-pub use cancel::{set_current_cancel, Cancel};
+use crate::cancel;
+pub use crate::cancel::{set_current_cancel, Cancel};
 
-use crate::config::Backend;
+use crate::chunked::ChunkedDecoder;
 use crate::readbuf::ReadBuf;
-use crate::server::http1::ChunkedDecoder;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Idle connections kept per backend, and for how long.
@@ -57,6 +56,20 @@ fn classify(e: io::Error, what: &str) -> UpstreamError {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => UpstreamError::Timeout(format!("{what} timed out")),
         _ => UpstreamError::Unreachable(format!("{what}: {e}")),
     }
+}
+
+/// What an upstream client is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// `http(s)://host[:port][/path][?query]`, without a trailing slash.
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    /// Time until the response head arrives.
+    pub response_timeout: Duration,
+    /// Longest silence between two reads of the body.
+    pub idle_timeout: Duration,
+    /// PEM file of the roots trusted instead of Mozilla's.
+    pub ca_file: Option<String>,
 }
 
 /// One backend's client.
@@ -107,7 +120,7 @@ impl Response {
 }
 
 impl UpstreamClient {
-    pub fn new(backend: &Backend) -> io::Result<UpstreamClient> {
+    pub fn new(backend: &UpstreamSettings) -> io::Result<UpstreamClient> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
         let (tls, rest) = match backend.base_url.split_once("://") {
             Some(("https", rest)) => (true, rest),
@@ -169,6 +182,21 @@ impl UpstreamClient {
             resolver: resolve::Resolver::default(),
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The `Host` header value (`host[:port]`).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The path prefix from `base_url` (`/v1`), without a trailing slash.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The query string from `base_url`, without `?`.
+    pub fn query(&self) -> &str {
+        self.query.strip_prefix('?').unwrap_or("")
     }
 
     /// POSTs `body` to `{base path}{path}` with `headers` (names and values already validated by the
@@ -601,35 +629,6 @@ impl Read for Body {
             }
         }
     }
-}
-
-/// Gives every non-mock backend of `snapshot` its client, reusing the previous snapshot's (and so
-/// its warm connections) where the backend's connection settings did not change.
-pub fn attach_clients(
-    snapshot: &mut crate::config::Snapshot,
-    previous: Option<&crate::config::Snapshot>,
-) -> io::Result<()> {
-    let fingerprint =
-        |b: &Backend| format!("{:?}", (&b.base_url, b.connect_timeout, b.response_timeout, b.idle_timeout, &b.ca_file));
-    let mut clients = Vec::with_capacity(snapshot.backends.len());
-    for backend in &snapshot.backends {
-        if backend.schema == crate::config::Schema::Mock {
-            clients.push(None);
-            continue;
-        }
-        let reused = previous.and_then(|p| {
-            p.backends
-                .iter()
-                .position(|old| old.name == backend.name && fingerprint(old) == fingerprint(backend))
-                .and_then(|i| p.upstream(i).cloned())
-        });
-        clients.push(Some(match reused {
-            Some(client) => client,
-            None => Arc::new(UpstreamClient::new(backend)?),
-        }));
-    }
-    snapshot.upstreams = clients;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -654,3 +654,30 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Python SDKs' virtualenv
+// ---------------------------------------------------------------------------------------------
+
+/// The venv's python, creating the venv and installing the SDKs when missing.
+pub fn sdk_python() -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("sdk-venv");
+    let python = venv.join("bin").join("python");
+    let ready = venv.join(".installed");
+    let requirements = root.join("tests/sdk/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
+        let status =
+            Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed for SDK tests");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements)
+            .status()
+            .unwrap();
+        assert!(status.success(), "pip install of the SDKs failed");
+        std::fs::write(&ready, wanted).unwrap();
+    }
+    python
+}

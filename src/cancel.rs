@@ -73,7 +73,7 @@ pub fn set_current_cancel(cancel: &Arc<Cancel>) {
 
 /// Registration of a socket for the duration of one blocking read or write: a cancel shuts down only
 /// sockets in use for this request, never one that went back to the pool.
-pub(super) struct InFlightIo(Option<Arc<Cancel>>);
+pub(crate) struct InFlightIo(Option<Arc<Cancel>>);
 
 impl Drop for InFlightIo {
     fn drop(&mut self) {
@@ -84,7 +84,7 @@ impl Drop for InFlightIo {
 }
 
 /// Registers `fd` with this coroutine's `Cancel` (if any); fails at once if the client already left.
-pub(super) fn in_flight(fd: RawFd) -> io::Result<InFlightIo> {
+pub(crate) fn in_flight(fd: RawFd) -> io::Result<InFlightIo> {
     CURRENT_CANCEL.with(|c| match &*c.borrow() {
         Some(cancel) if cancel.is_cancelled() => {
             Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away"))

@@ -1,0 +1,83 @@
+//! The API families bodies are written in, and the client endpoints the gateway serves.
+//!
+//! One name for one idea: a client speaks an [`Api`] (chosen by its endpoint), a provider takes bodies in
+//! an [`Api`], usage is read in the upstream's [`Api`], and a translator exists per (client, upstream)
+//! pair of them (`translate::Pair`).
+
+/// The API family a request or response body speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// OpenAI Chat Completions (and completions, embeddings): OpenAI and every compatible server.
+    OpenAi,
+    /// Anthropic Messages: Anthropic, Claude on Bedrock (InvokeModel).
+    Anthropic,
+    /// AWS Bedrock Converse.
+    Converse,
+}
+
+impl Api {
+    /// Whether errors and SSE events for a client of this family use Anthropic's shapes.
+    pub fn is_anthropic(self) -> bool {
+        self == Api::Anthropic
+    }
+}
+
+/// The operations clients call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// OpenAI `POST /v1/completions`.
+    Completions,
+    /// OpenAI `POST /v1/embeddings`.
+    Embeddings,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+}
+
+impl Endpoint {
+    /// The path a client calls (and, for OpenAI-compatible and Anthropic servers, the path below a
+    /// backend's `base_url`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    /// The family of the client calling this endpoint.
+    pub fn client_api(self) -> Api {
+        match self {
+            Endpoint::Messages | Endpoint::CountTokens => Api::Anthropic,
+            _ => Api::OpenAi,
+        }
+    }
+
+    /// The body field that must be present besides `model`.
+    pub fn required_field(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        }
+    }
+
+    /// The endpoint that serves the same purpose in another family (a chat in Anthropic is `Messages`),
+    /// or `None` when that family has no such operation.
+    pub fn in_family(self, api: Api) -> Option<Endpoint> {
+        match (self, api) {
+            (e, a) if e.client_api() == a => Some(e),
+            (Endpoint::ChatCompletions, Api::Anthropic) => Some(Endpoint::Messages),
+            (Endpoint::Messages, Api::OpenAi) => Some(Endpoint::ChatCompletions),
+            // Converse bodies are chats whatever the client called.
+            (Endpoint::ChatCompletions | Endpoint::Messages, Api::Converse) => Some(self),
+            (Endpoint::CountTokens, Api::Converse) => Some(Endpoint::CountTokens),
+            _ => None,
+        }
+    }
+}

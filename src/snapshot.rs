@@ -1,0 +1,303 @@
+//! The runtime form of a config, built in one step ([`Snapshot::build`]: providers and their
+//! credentials, upstream clients, router, limits, clients, Redis) and published lock-free: readers take
+//! a thread-local `Arc` revalidated against a global generation counter.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::config::{err, BackendConfig, Config, ConfigError, Environment, Secret};
+use crate::providers::{self, Provider};
+use crate::redis::RedisClient;
+use crate::router::{ModelPattern, Router};
+use crate::upstream::{UpstreamClient, UpstreamSettings};
+
+/// A backend ready for use.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub provider: Box<dyn Provider>,
+    /// Operator headers sent with every request, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// `max_tokens` sent when the client gave none and the backend's API requires one.
+    pub default_max_tokens: u32,
+    /// The HTTP client (`None` for the in-process mock).
+    pub upstream: Option<Arc<UpstreamClient>>,
+    /// What the HTTP client was made from: a reload keeps the client (and its warm connections) when
+    /// this did not change.
+    settings: UpstreamSettings,
+}
+
+/// A client allowed to call the gateway.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    pub key: Secret,
+    pub models: Vec<ModelPattern>,
+}
+
+impl Client {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.iter().any(|p| p.matches(model))
+    }
+}
+
+/// Everything the request path needs, built once per config version and shared read-only.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    pub backends: Vec<Backend>,
+    pub router: Router,
+    pub clients: Vec<Client>,
+    /// What operators must know: unset client keys, backends without credentials.
+    pub warnings: Vec<String>,
+    pub limits: Vec<crate::ratelimit::Limit>,
+    /// The shared store, when `ratelimit.redis` is set.
+    pub redis: Option<Arc<RedisClient>>,
+}
+
+impl Snapshot {
+    /// Builds everything a config describes. `previous` lends its upstream clients and Redis client
+    /// where their settings did not change, so a reload keeps warm connections.
+    pub fn build(
+        config: Config,
+        environment: &Environment,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (i, b) in config.backends.iter().enumerate() {
+            let path = format!("backends[{i}]");
+            let backend = build_backend(b, &path, environment, previous)?;
+            if let Some(w) = backend.provider.credential_warning() {
+                warnings.push(format!("backend \"{}\": {w}", b.name));
+            }
+            backends.push(backend);
+        }
+        let clients = build_clients(&config, environment, &mut warnings)?;
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        let router = Router::build(&config.routes, &names)?;
+        let limits = crate::ratelimit::compile(&config.limits)?;
+        let redis = match &config.ratelimit.redis {
+            None => None,
+            Some(url) => {
+                let timeout = Duration::from_millis(config.ratelimit.redis_timeout_ms);
+                let parsed = crate::redis::RedisUrl::parse(url).map_err(|e| err("ratelimit.redis", e))?;
+                let reused =
+                    previous.and_then(|p| p.redis.clone()).filter(|r| r.url == parsed && r.timeout() == timeout);
+                Some(match reused {
+                    Some(r) => r,
+                    None => Arc::new(RedisClient::new(url, timeout).map_err(|e| err("ratelimit.redis", e))?),
+                })
+            }
+        };
+        Ok(Snapshot { config, backends, router, clients, warnings, limits, redis })
+    }
+}
+
+fn build_backend(
+    cfg: &BackendConfig,
+    path: &str,
+    environment: &Environment,
+    previous: Option<&Snapshot>,
+) -> Result<Backend, ConfigError> {
+    let built = providers::build(cfg, path, environment)?;
+    let settings = UpstreamSettings {
+        base_url: built.base_url,
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+        idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+        ca_file: cfg.ca_file.clone(),
+    };
+    let upstream = if built.provider.mock().is_some() {
+        None
+    } else {
+        let reused = previous
+            .and_then(|p| p.backends.iter().find(|old| old.name == cfg.name && old.settings == settings))
+            .and_then(|old| old.upstream.clone());
+        Some(match reused {
+            Some(client) => client,
+            None => Arc::new(UpstreamClient::new(&settings).map_err(|e| err(path, format!("backend setup: {e}")))?),
+        })
+    };
+    Ok(Backend {
+        name: cfg.name.clone(),
+        provider: built.provider,
+        headers: cfg.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        default_max_tokens: cfg.default_max_tokens.unwrap_or(4096),
+        upstream,
+        settings,
+    })
+}
+
+fn build_clients(
+    config: &Config,
+    environment: &Environment,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Client>, ConfigError> {
+    let mut clients: Vec<Client> = Vec::with_capacity(config.clients.len());
+    for (i, c) in config.clients.iter().enumerate() {
+        let path = format!("clients[{i}]");
+        let key = match (&c.key, &c.key_env) {
+            (Some(k), None) if !k.is_empty() => k.clone(),
+            (None, Some(var)) => match (environment.var)(var) {
+                Some(k) => k,
+                None => {
+                    warnings.push(format!(
+                        "{path}.key_env: variable {var} is unset: client \"{}\" cannot authenticate",
+                        c.name
+                    ));
+                    continue;
+                }
+            },
+            _ => return Err(err(path, "set exactly one of \"key\" (non-empty) or \"key_env\"")),
+        };
+        if clients.iter().any(|x| x.key.0 == key) {
+            return Err(err(path, "two clients share the same key"));
+        }
+        let models = c.models.iter().map(|m| ModelPattern::new(m)).collect();
+        clients.push(Client { name: c.name.clone(), key: Secret(key), models });
+    }
+    Ok(clients)
+}
+
+// ---- The published snapshot: one writer (start-up, reload), many lock-free readers. ----
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static CURRENT: RwLock<Option<Arc<Snapshot>>> = RwLock::new(None);
+
+thread_local! {
+    static CACHED: RefCell<(u64, Option<Arc<Snapshot>>)> = const { RefCell::new((0, None)) };
+}
+
+/// Makes `snapshot` the one every new request sees. Requests in flight keep theirs.
+pub fn publish(snapshot: Snapshot) {
+    *CURRENT.write() = Some(Arc::new(snapshot));
+    GENERATION.fetch_add(1, Ordering::Release);
+}
+
+/// The current snapshot: a thread-local `Arc` revalidated against a global generation counter, so the
+/// common case is one atomic load and a reference-count increment, no lock.
+pub fn current() -> Arc<Snapshot> {
+    let generation = GENERATION.load(Ordering::Acquire);
+    CACHED.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != generation || cached.1.is_none() {
+            *cached = (generation, CURRENT.read().clone());
+        }
+        cached.1.clone().expect("a snapshot is published before serving")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nothing(_: &str) -> Option<String> {
+        None
+    }
+
+    fn snapshot(text: &str) -> Result<Snapshot, ConfigError> {
+        Snapshot::build(Config::parse(text)?, &Environment { var: &nothing, file: &nothing }, None)
+    }
+
+    #[test]
+    fn shipped_config_is_valid_without_any_key() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.json")).unwrap();
+        let s = snapshot(&text).unwrap();
+        assert!(s.backends.iter().any(|b| b.provider.mock().is_some()));
+    }
+
+    #[test]
+    fn unknown_backend_in_route_names_the_path() {
+        let e = snapshot(
+            r#"{"backends":[{"name":"openai","schema":"openai"}],
+                "routes":[{"model":"a","backends":[{"backend":"openai"}]},
+                          {"model":"b","backends":[{"backend":"openai"}]},
+                          {"model":"c","backends":[{"backend":"opnai"}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "routes[2].backends[0].backend: no backend named \"opnai\"");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"mock","colour":"red"}]}"#).unwrap_err();
+        assert_eq!(e.path, "backends[0]");
+        assert!(e.message.contains("colour"), "{e}");
+        let e = snapshot(r#"{"lisen":"127.0.0.1:1"}"#).unwrap_err();
+        assert!(e.message.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn unset_key_variable_marks_backend_missing_and_secret_never_debug_prints() {
+        let s = snapshot(
+            r#"{"backends":[{"name":"o","schema":"openai","auth":{"type":"bearer","key_env":"NOPE_KEY"}},
+                            {"name":"p","schema":"openai","auth":{"type":"header","name":"api-key","key":"sk-secret"}}]}"#,
+        )
+        .unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("NOPE_KEY")), "{:?}", s.warnings);
+        let debug = format!("{:?}", s.backends[1]);
+        assert!(!debug.contains("sk-secret"), "{debug}");
+        assert!(s.backends[1].provider.owns_header("api-key"));
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"openai","idle_timeout_ms":18446744073709551615}]}"#)
+            .unwrap_err();
+        assert_eq!(e.path, "backends[0].idle_timeout_ms");
+        let e = snapshot(r#"{"server":{"keepalive_timeout_ms":0}}"#).unwrap_err();
+        assert_eq!(e.path, "server.keepalive_timeout_ms");
+    }
+
+    #[test]
+    fn unknown_schema_and_misplaced_provider_keys_name_the_path() {
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"openia"}]}"#).unwrap_err();
+        assert_eq!(e.path, "backends[0].schema");
+        assert!(e.message.contains("openai"), "{e}");
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"openai","anthropic_version":"1"}]}"#).unwrap_err();
+        assert!(e.message.contains("anthropic_version"), "{e}");
+        let e = snapshot(r#"{"backends":[{"name":"x","schema":"anthropic","auth":{"type":"bearer","name":"a"}}]}"#)
+            .unwrap_err();
+        assert!(e.message.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn key_from_a_file_is_trimmed_and_an_unreadable_file_is_a_warning() {
+        let file = |p: &str| (p == "/run/secrets/k").then(|| "sk-from-file\n".to_string());
+        let s = Snapshot::build(
+            Config::parse(
+                r#"{"backends":[{"name":"a","schema":"openai","auth":{"type":"bearer","key_file":"/run/secrets/k"}},
+                                {"name":"b","schema":"openai","auth":{"type":"bearer","key_file":"/nope"}}]}"#,
+            )
+            .unwrap(),
+            &Environment { var: &nothing, file: &file },
+            None,
+        )
+        .unwrap();
+        let mut headers = Vec::new();
+        let out = crate::providers::Outgoing { authority: "x", path: "/", query: "", content_type: "", body: b"" };
+        s.backends[0].provider.authorize(&out, 0, &mut headers).unwrap();
+        assert_eq!(headers, [("authorization".to_string(), "Bearer sk-from-file".to_string())]);
+        assert!(s.backends[1].provider.authorize(&out, 0, &mut headers).unwrap_err().contains("/nope"));
+        assert!(s.warnings.iter().any(|w| w.contains("/nope")));
+    }
+
+    #[test]
+    fn client_key_from_env_and_missing_variable_is_a_warning() {
+        let env = |n: &str| (n == "K1").then(|| "abc".to_string());
+        let s = Snapshot::build(
+            Config::parse(r#"{"clients":[{"name":"a","key_env":"K1"},{"name":"b","key_env":"K2"}]}"#).unwrap(),
+            &Environment { var: &env, file: &nothing },
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.clients.len(), 1);
+        assert_eq!(s.warnings.len(), 1);
+        assert!(s.warnings[0].contains("K2"));
+    }
+}

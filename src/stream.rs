@@ -1,0 +1,561 @@
+//! The stream pipeline, without IO: an upstream's streamed body is decoded from its framing once (SSE,
+//! or AWS's binary event-stream), and each event is handed to the usage reader of the upstream's family
+//! and to the translator of the (client, upstream) pair, which writes what the client receives.
+//!
+//! Bytes come in through [`StreamPipeline::read_from`] (straight into the framer's buffer) or
+//! [`StreamPipeline::push`]; [`StreamPipeline::relay`] turns every complete event into client bytes;
+//! [`StreamPipeline::finish`] ends the stream. An event split across reads waits for its end, so a
+//! stream that fails mid-event still ends with a well-formed error event.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::io::Read;
+
+use crate::api::Api;
+use crate::eventstream::{self, Message};
+use crate::providers::Framing;
+use crate::readbuf::ReadBuf;
+use crate::translate::Usage;
+use crate::usage::{EventKind, StreamUsage};
+
+/// One decoded upstream event.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// SSE `event:`, the event-stream `:event-type`, or for InvokeModel chunks the inner event's `type`.
+    pub name: Option<&'a str>,
+    /// SSE `data` lines joined with `\n`, or the event-stream payload (for chunks: the decoded event).
+    pub data: Cow<'a, [u8]>,
+    /// The event's bytes as they came (SSE only; empty for binary frames), relayed unchanged when client
+    /// and upstream speak the same family.
+    pub raw: &'a [u8],
+}
+
+/// Turns upstream events of one family into client bytes of another (or the same) family.
+pub trait StreamTranslate: Send {
+    /// One upstream event; what the client should receive is appended to `out`.
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>);
+    /// The upstream ended its stream (cleanly, as far as framing goes).
+    fn finish(&mut self, out: &mut Vec<u8>);
+}
+
+/// Bytes read from the upstream at a time.
+const READ_CHUNK: usize = 1024;
+
+/// A stream failure the client must hear about, in its own error shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+/// The framing decoder.
+enum Framer {
+    Sse(SseFramer),
+    EventStream(EventStreamFramer),
+}
+
+/// SSE events, found in place in the read buffer.
+struct SseFramer {
+    pending: ReadBuf,
+    /// Where, in `pending`, scanning for the end of the current event resumes (a line start): an event
+    /// arriving in many reads is scanned once, not from its start at every read.
+    scanned: usize,
+    /// Length of the event handed out last, consumed at the next call.
+    handed_out: usize,
+}
+
+/// AWS event-stream messages.
+struct EventStreamFramer {
+    decoder: eventstream::Decoder,
+    messages: VecDeque<Message>,
+    /// The message handed out last, and (for chunks) its decoded event.
+    current: Option<Message>,
+    /// The event a `chunk` carried, and its `type`.
+    chunk: Vec<u8>,
+    chunk_type: String,
+    /// `chunk` events carry the family's events base64-encoded (InvokeModel).
+    chunks: bool,
+    scratch: Vec<u8>,
+    failed: bool,
+}
+
+impl SseFramer {
+    fn next(&mut self) -> Option<Event<'_>> {
+        self.pending.consume(std::mem::take(&mut self.handed_out));
+        match scan_event(self.pending.pending(), self.scanned) {
+            Err(resume) => {
+                self.scanned = resume;
+                None
+            }
+            Ok(len) => {
+                self.scanned = 0;
+                self.handed_out = len;
+                let raw = &self.pending.pending()[..len];
+                Some(sse_event(raw))
+            }
+        }
+    }
+
+    /// At the end: a last event whose final line ended is completed; one cut inside a line is an error.
+    fn finish(&mut self) -> Result<Option<Event<'_>>, StreamFailure> {
+        self.pending.consume(std::mem::take(&mut self.handed_out));
+        let rest = self.pending.pending();
+        if rest.is_empty() || rest.iter().all(|b| *b == b'\n' || *b == b'\r') {
+            return Ok(None);
+        }
+        if !rest.ends_with(b"\n") && !rest.ends_with(b"\r") {
+            return Err(StreamFailure { status: 502, message: "the upstream stream ended inside an event".into() });
+        }
+        self.handed_out = rest.len();
+        Ok(Some(sse_event(rest)))
+    }
+}
+
+/// The fields of one raw SSE event.
+fn sse_event(raw: &[u8]) -> Event<'_> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut name = None;
+    for line in raw.split(|b| *b == b'\n' || *b == b'\r') {
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(0) => continue,
+            Some(p) => (&line[..p], line[p + 1..].strip_prefix(b" ").unwrap_or(&line[p + 1..])),
+            None => (line, &[][..]),
+        };
+        match field {
+            b"data" => match &mut data {
+                Some(d) => {
+                    let d = d.to_mut();
+                    d.push(b'\n');
+                    d.extend_from_slice(value);
+                }
+                None => data = Some(Cow::Borrowed(value)),
+            },
+            b"event" => name = std::str::from_utf8(value).ok(),
+            _ => {}
+        }
+    }
+    Event { name, data: data.unwrap_or(Cow::Borrowed(&[])), raw }
+}
+
+/// Length of the first complete event (through its blank line) in `buf`, scanning from `from`, a line
+/// start before which the event has no blank line. `Err`: incomplete; scanning can resume at the
+/// returned line start.
+fn scan_event(buf: &[u8], from: usize) -> Result<usize, usize> {
+    let mut i = from;
+    let mut line_start = from;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' => {
+                if i == line_start {
+                    return Ok(i + 1);
+                }
+                i += 1;
+                line_start = i;
+            }
+            b'\r' => {
+                // A CR at the very end may be the first half of a CRLF: wait for the next byte.
+                let Some(&next) = buf.get(i + 1) else { return Err(line_start) };
+                let end = if next == b'\n' { i + 2 } else { i + 1 };
+                if i == line_start {
+                    return Ok(end);
+                }
+                i = end;
+                line_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    Err(line_start)
+}
+
+impl EventStreamFramer {
+    fn push(&mut self, bytes: &[u8]) -> Result<(), StreamFailure> {
+        if self.failed {
+            return Ok(());
+        }
+        let mut decoded = Vec::new();
+        let result = self.decoder.push(bytes, &mut decoded);
+        self.messages.extend(decoded);
+        result.map_err(|e| {
+            self.failed = true;
+            StreamFailure { status: 502, message: format!("invalid upstream event stream: {e}") }
+        })
+    }
+
+    fn next(&mut self) -> Option<Result<Event<'_>, StreamFailure>> {
+        let message = self.messages.pop_front()?;
+        let message = self.current.insert(message);
+        match message.header_str(":message-type") {
+            Some("event") | None => {}
+            Some(other) => return Some(Err(exception(message, other))),
+        }
+        let name = message.header_str(":event-type");
+        if !self.chunks {
+            return Some(Ok(Event { name, data: Cow::Borrowed(&message.payload), raw: &[] }));
+        }
+        if name != Some("chunk") {
+            // Not an event of the family (InvokeModel sends only chunks): nothing to relay.
+            return Some(Ok(Event { name, data: Cow::Borrowed(&[]), raw: &[] }));
+        }
+        #[derive(serde::Deserialize)]
+        struct Chunk<'c> {
+            #[serde(borrow)]
+            bytes: Cow<'c, str>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Typed<'c> {
+            #[serde(borrow, rename = "type")]
+            kind: Option<Cow<'c, str>>,
+        }
+        let decoded =
+            serde_json::from_slice::<Chunk>(&message.payload).ok().and_then(|c| crate::base64::decode(&c.bytes).ok());
+        let Some(decoded) = decoded else {
+            return Some(Err(StreamFailure { status: 502, message: "an upstream chunk is not base64 JSON".into() }));
+        };
+        self.chunk = decoded;
+        self.chunk_type.clear();
+        if let Some(kind) = serde_json::from_slice::<Typed>(&self.chunk).ok().and_then(|t| t.kind) {
+            self.chunk_type.push_str(&kind);
+        }
+        let name = (!self.chunk_type.is_empty()).then_some(self.chunk_type.as_str());
+        Some(Ok(Event { name, data: Cow::Borrowed(&self.chunk), raw: &[] }))
+    }
+}
+
+/// An exception (or error) message as a failure with the status Bedrock gives the same exception
+/// before a stream starts.
+fn exception(message: &Message, kind: &str) -> StreamFailure {
+    if message.header_str(":error-code") == Some(INVALID_STREAM) {
+        let text = message.header_str(":error-message").unwrap_or_default().to_string();
+        return StreamFailure { status: 502, message: text };
+    }
+    let name = message.header_str(":exception-type").or_else(|| message.header_str(":error-code")).unwrap_or(kind);
+    let status = match name.trim_end_matches("Exception").to_ascii_lowercase().as_str() {
+        "throttling" => 429,
+        "validation" => 400,
+        "modeltimeout" => 408,
+        "modelstreamerror" => 424,
+        "serviceunavailable" => 503,
+        _ => 500,
+    };
+    #[derive(serde::Deserialize)]
+    struct Body {
+        message: Option<String>,
+    }
+    let text = serde_json::from_slice::<Body>(&message.payload)
+        .ok()
+        .and_then(|b| b.message)
+        .or_else(|| message.header_str(":error-message").map(str::to_string))
+        .unwrap_or_default();
+    StreamFailure { status, message: format!("upstream {name}: {text}") }
+}
+
+/// Decodes, reads usage from and translates one upstream stream.
+pub struct StreamPipeline {
+    framer: Framer,
+    usage: StreamUsage,
+    /// `None`: client and upstream speak the same family and events are relayed as they came.
+    translator: Option<Box<dyn StreamTranslate>>,
+    client: Api,
+    /// A failure ended the client's stream: nothing more is written.
+    failed: bool,
+}
+
+impl StreamPipeline {
+    /// `strip_usage`: remove the usage-only chunk the gateway asked an OpenAI-family upstream for.
+    pub fn new(
+        framing: Framing,
+        upstream: Api,
+        client: Api,
+        translator: Option<Box<dyn StreamTranslate>>,
+        strip_usage: bool,
+    ) -> StreamPipeline {
+        let framer = match framing {
+            Framing::Sse => {
+                Framer::Sse(SseFramer { pending: ReadBuf::with_step(READ_CHUNK), scanned: 0, handed_out: 0 })
+            }
+            Framing::EventStream | Framing::EventStreamChunks => Framer::EventStream(EventStreamFramer {
+                decoder: eventstream::Decoder::new(),
+                messages: VecDeque::new(),
+                current: None,
+                chunk: Vec::new(),
+                chunk_type: String::new(),
+                chunks: framing == Framing::EventStreamChunks,
+                scratch: Vec::new(),
+                failed: false,
+            }),
+        };
+        StreamPipeline { framer, usage: StreamUsage::new(upstream, strip_usage), translator, client, failed: false }
+    }
+
+    /// Reads the next piece of the stream from `body` (straight into the SSE buffer); 0 at the end.
+    pub fn read_from(&mut self, body: &mut dyn Read) -> std::io::Result<usize> {
+        match &mut self.framer {
+            Framer::Sse(f) => {
+                f.pending.consume(std::mem::take(&mut f.handed_out));
+                f.pending.read_with(READ_CHUNK, |space| body.read(space))
+            }
+            Framer::EventStream(f) => {
+                f.scratch.resize(4 * READ_CHUNK, 0);
+                let n = body.read(&mut f.scratch)?;
+                let bytes = std::mem::take(&mut f.scratch);
+                if let Err(failure) = f.push(&bytes[..n]) {
+                    f.messages.push_back(failure_message(&failure));
+                }
+                f.scratch = bytes;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Appends bytes that were read elsewhere.
+    pub fn push(&mut self, bytes: &[u8]) {
+        match &mut self.framer {
+            Framer::Sse(f) => {
+                f.pending.consume(std::mem::take(&mut f.handed_out));
+                f.pending.extend(bytes);
+            }
+            Framer::EventStream(f) => {
+                if let Err(failure) = f.push(bytes) {
+                    f.messages.push_back(failure_message(&failure));
+                }
+            }
+        }
+    }
+
+    /// Translates every complete event and appends the client's bytes to `out`.
+    pub fn relay(&mut self, out: &mut Vec<u8>) {
+        while !self.failed {
+            let next = match &mut self.framer {
+                Framer::Sse(f) => f.next().map(Ok),
+                Framer::EventStream(f) => f.next(),
+            };
+            match next {
+                None => return,
+                Some(Ok(event)) => {
+                    let kind = self.usage.observe(&event);
+                    match &mut self.translator {
+                        Some(t) => t.event(&event, out),
+                        None if kind == EventKind::StrippedUsage => {}
+                        None if event.raw.is_empty() => {
+                            if !event.data.is_empty() {
+                                crate::sse::write_event(out, event.name, &event.data);
+                            }
+                        }
+                        None => out.extend_from_slice(event.raw),
+                    }
+                }
+                Some(Err(failure)) => {
+                    self.failed = true;
+                    out.extend_from_slice(&error_event(self.client, failure.status, &failure.message));
+                }
+            }
+        }
+    }
+
+    /// The upstream ended its body: the last complete event is relayed, then the translator's end (or,
+    /// for a stream cut inside an event, an error event).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.relay(out);
+        if self.failed {
+            return;
+        }
+        let last = match &mut self.framer {
+            Framer::Sse(f) => f.finish().map(|e| e.map(|e| (e.name, e.data.into_owned(), e.raw.to_vec()))),
+            Framer::EventStream(f) if f.decoder.pending() > 0 => {
+                Err(StreamFailure { status: 502, message: "the upstream stream ended inside an event".into() })
+            }
+            Framer::EventStream(_) => Ok(None),
+        };
+        match last {
+            Err(failure) => return self.fail(failure.status, &failure.message, out),
+            Ok(Some((name, data, raw))) => {
+                let name = name.map(str::to_string);
+                let event = Event { name: name.as_deref(), data: Cow::Owned(data), raw: &raw };
+                let kind = self.usage.observe(&event);
+                match &mut self.translator {
+                    Some(t) => t.event(&event, out),
+                    None if kind == EventKind::StrippedUsage => {}
+                    None => {
+                        out.extend_from_slice(&raw);
+                        out.extend_from_slice(b"\n");
+                    }
+                }
+            }
+            Ok(None) => {}
+        }
+        if let Some(t) = &mut self.translator {
+            t.finish(out);
+        }
+    }
+
+    /// Ends the client's stream with an error event (the upstream failed or misbehaved mid-stream).
+    pub fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
+        if !self.failed {
+            self.failed = true;
+            out.extend_from_slice(&error_event(self.client, status, message));
+        }
+    }
+
+    /// Bytes held for an event that has not ended yet.
+    pub fn pending_len(&self) -> usize {
+        match &self.framer {
+            Framer::Sse(f) => f.pending.len() - f.handed_out,
+            Framer::EventStream(f) => f.decoder.pending(),
+        }
+    }
+
+    /// The usage the stream reported, if it did.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.usage()
+    }
+
+    /// Content-bearing events seen: about one output token each (for streams that report no usage).
+    pub fn content_events(&self) -> u64 {
+        self.usage.content_events()
+    }
+}
+
+/// The error code of a queued decoding failure.
+const INVALID_STREAM: &str = "InvalidEventStream";
+
+/// A decoding failure, queued as an exception message so that events before it are relayed first.
+fn failure_message(failure: &StreamFailure) -> Message {
+    use eventstream::HeaderValue::String as S;
+    Message {
+        headers: vec![
+            (":message-type".into(), S("error".into())),
+            (":error-code".into(), S(INVALID_STREAM.into())),
+            (":error-message".into(), S(failure.message.clone())),
+        ],
+        payload: Vec::new(),
+    }
+}
+
+/// An SSE error event in the client's family.
+pub fn error_event(client: Api, status: u16, message: &str) -> Vec<u8> {
+    let body = crate::error::error_body(client, status, message, Some("upstream_stream_error"));
+    let mut out = Vec::with_capacity(body.len() + 24);
+    crate::sse::write_event(&mut out, client.is_anthropic().then_some("error"), &body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENAI: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":null}\r\n\r\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n\
+data: [DONE]\n\n";
+
+    fn passthrough(strip: bool) -> StreamPipeline {
+        StreamPipeline::new(Framing::Sse, Api::OpenAi, Api::OpenAi, None, strip)
+    }
+
+    fn run(mut p: StreamPipeline, pieces: &[&[u8]]) -> (Vec<u8>, StreamPipeline) {
+        let mut out = Vec::new();
+        for piece in pieces {
+            p.push(piece);
+            p.relay(&mut out);
+        }
+        p.finish(&mut out);
+        (out, p)
+    }
+
+    #[test]
+    fn strips_the_usage_only_chunk_in_any_split_and_reads_it() {
+        let expected = OPENAI.replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n",
+            "",
+        );
+        for split in 0..OPENAI.len() {
+            let (out, p) = run(passthrough(true), &[&OPENAI.as_bytes()[..split], &OPENAI.as_bytes()[split..]]);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "split {split}");
+            assert_eq!(p.usage().unwrap().output_tokens, 2);
+            assert_eq!(p.usage().unwrap().prompt_tokens(), 5);
+            assert_eq!(p.content_events(), 2);
+        }
+    }
+
+    #[test]
+    fn passthrough_is_byte_exact_without_stripping() {
+        let bytes: Vec<&[u8]> = OPENAI.as_bytes().chunks(1).collect();
+        let (out, _) = run(passthrough(false), &bytes);
+        assert_eq!(out, OPENAI.as_bytes());
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_line_ends_with_an_error_event() {
+        let (out, _) = run(passthrough(false), &[b"data: {\"a\":1}\n\ndata: {\"choices\":[{\"del"]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("data: {\"a\":1}\n\ndata: {\"error\""), "{text}");
+        assert!(!text.contains("del"), "the partial event is not forwarded: {text}");
+        let (out, _) = run(passthrough(false), &[b"data: [DONE]\n"]);
+        assert_eq!(out, b"data: [DONE]\n\n", "a last event without its blank line is completed");
+    }
+
+    fn frame(event_type: &str, payload: &str) -> Vec<u8> {
+        use eventstream::HeaderValue::String as S;
+        eventstream::encode(
+            &[
+                (":event-type", S(event_type.into())),
+                (":content-type", S("application/json".into())),
+                (":message-type", S("event".into())),
+            ],
+            payload.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn invoke_model_chunks_become_anthropic_sse_events_in_any_split() {
+        let events = [
+            r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":9,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hé"}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#,
+        ];
+        let mut wire = Vec::new();
+        for e in events {
+            wire.extend(frame("chunk", &format!(r#"{{"bytes":"{}","p":"abc"}}"#, crate::base64::encode(e.as_bytes()))));
+        }
+        let make = || StreamPipeline::new(Framing::EventStreamChunks, Api::Anthropic, Api::Anthropic, None, false);
+        let (whole, p) = run(make(), &[&wire]);
+        let text = String::from_utf8(whole.clone()).unwrap();
+        assert!(text.starts_with("event: message_start\ndata: {\"type\":\"message_start\""), "{text}");
+        assert!(text.contains("event: content_block_delta\ndata: ") && text.contains("hé"), "{text}");
+        assert_eq!((p.usage().unwrap().input_tokens, p.usage().unwrap().output_tokens), (9, 4));
+        for split in 0..wire.len() {
+            assert_eq!(run(make(), &[&wire[..split], &wire[split..]]).0, whole, "split {split}");
+        }
+    }
+
+    #[test]
+    fn an_exception_frame_ends_the_stream_with_an_error_in_the_clients_shape() {
+        use eventstream::HeaderValue::String as S;
+        let mut wire = frame("messageStart", r#"{"role":"assistant"}"#);
+        wire.extend(eventstream::encode(
+            &[(":message-type", S("exception".into())), (":exception-type", S("throttlingException".into()))],
+            br#"{"message":"Too many tokens"}"#,
+        ));
+        wire.extend(frame("metadata", r#"{"usage":{"inputTokens":1,"outputTokens":1}}"#));
+        let p = StreamPipeline::new(Framing::EventStream, Api::Converse, Api::Anthropic, None, false);
+        let (out, p) = run(p, &[&wire]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\n\n") && text.contains("event: error\ndata: "), "{text}");
+        assert!(text.contains("rate_limit_error") && text.contains("Too many tokens"), "{text}");
+        assert!(p.usage().is_none(), "nothing after the exception is read");
+    }
+
+    #[test]
+    fn a_corrupt_frame_ends_the_stream_with_an_error_event() {
+        let mut wire = frame("messageStart", r#"{"role":"assistant"}"#);
+        let mut bad = frame("contentBlockDelta", r#"{"delta":{"text":"x"}}"#);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        wire.extend(bad);
+        let p = StreamPipeline::new(Framing::EventStream, Api::Converse, Api::OpenAi, None, false);
+        let (out, _) = run(p, &[&wire]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"error\"") && text.contains("checksum mismatch"), "{text}");
+    }
+}
