@@ -36,6 +36,8 @@ pub trait StreamTranslate: Send {
     fn event(&mut self, event: &Event, out: &mut Vec<u8>);
     /// The upstream ended its stream (cleanly, as far as framing goes).
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// The client's stream is complete (or failed): later events are ignored.
+    fn is_done(&self) -> bool;
 }
 
 /// Bytes read from the upstream at a time.
@@ -46,6 +48,8 @@ const READ_CHUNK: usize = 1024;
 pub struct StreamFailure {
     pub status: u16,
     pub message: String,
+    /// The upstream's name for it (`ThrottlingException`), for the client's `error.code`.
+    pub code: Option<String>,
 }
 
 /// The framing decoder.
@@ -104,7 +108,11 @@ impl SseFramer {
             return Ok(None);
         }
         if !rest.ends_with(b"\n") && !rest.ends_with(b"\r") {
-            return Err(StreamFailure { status: 502, message: "the upstream stream ended inside an event".into() });
+            return Err(StreamFailure {
+                status: 502,
+                message: "the upstream stream ended inside an event".into(),
+                code: None,
+            });
         }
         self.handed_out = rest.len();
         Ok(Some(sse_event(rest)))
@@ -178,7 +186,7 @@ impl EventStreamFramer {
         self.messages.extend(decoded);
         result.map_err(|e| {
             self.failed = true;
-            StreamFailure { status: 502, message: format!("invalid upstream event stream: {e}") }
+            StreamFailure { status: 502, message: format!("invalid upstream event stream: {e}"), code: None }
         })
     }
 
@@ -210,7 +218,11 @@ impl EventStreamFramer {
         let decoded =
             serde_json::from_slice::<Chunk>(&message.payload).ok().and_then(|c| crate::base64::decode(&c.bytes).ok());
         let Some(decoded) = decoded else {
-            return Some(Err(StreamFailure { status: 502, message: "an upstream chunk is not base64 JSON".into() }));
+            return Some(Err(StreamFailure {
+                status: 502,
+                message: "an upstream chunk is not base64 JSON".into(),
+                code: None,
+            }));
         };
         self.chunk = decoded;
         self.chunk_type.clear();
@@ -223,14 +235,23 @@ impl EventStreamFramer {
 }
 
 /// An exception (or error) message as a failure with the status Bedrock gives the same exception
-/// before a stream starts.
+/// before a stream starts (a model's own status where `modelStreamErrorException` reports one).
 fn exception(message: &Message, kind: &str) -> StreamFailure {
+    let header = |name| message.header_str(name).map(str::to_string);
     if message.header_str(":error-code") == Some(INVALID_STREAM) {
-        let text = message.header_str(":error-message").unwrap_or_default().to_string();
-        return StreamFailure { status: 502, message: text };
+        return StreamFailure { status: 502, message: header(":error-message").unwrap_or_default(), code: None };
     }
     let name = message.header_str(":exception-type").or_else(|| message.header_str(":error-code")).unwrap_or(kind);
-    let status = match name.trim_end_matches("Exception").to_ascii_lowercase().as_str() {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        #[serde(alias = "Message")]
+        message: Option<String>,
+        original_status_code: Option<u16>,
+        original_message: Option<String>,
+    }
+    let body = serde_json::from_slice::<Body>(&message.payload).ok();
+    let by_name = match name.trim_end_matches("Exception").to_ascii_lowercase().as_str() {
         "throttling" => 429,
         "validation" => 400,
         "modeltimeout" => 408,
@@ -238,16 +259,21 @@ fn exception(message: &Message, kind: &str) -> StreamFailure {
         "serviceunavailable" => 503,
         _ => 500,
     };
-    #[derive(serde::Deserialize)]
-    struct Body {
-        message: Option<String>,
+    let original = body.as_ref().and_then(|b| b.original_status_code).filter(|s| (400..=599).contains(s));
+    let mut text =
+        body.as_ref().and_then(|b| b.message.clone()).or_else(|| header(":error-message")).unwrap_or_default();
+    if text.is_empty() {
+        text = format!("upstream {name}");
     }
-    let text = serde_json::from_slice::<Body>(&message.payload)
-        .ok()
-        .and_then(|b| b.message)
-        .or_else(|| message.header_str(":error-message").map(str::to_string))
-        .unwrap_or_default();
-    StreamFailure { status, message: format!("upstream {name}: {text}") }
+    if let Some(more) = body.and_then(|b| b.original_message).filter(|m| !m.is_empty()) {
+        text = format!("{text} ({more})");
+    }
+    // `throttlingException` → `ThrottlingException`, as the error header would name it.
+    let mut code = name.to_string();
+    if let Some(first) = code.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    StreamFailure { status: original.unwrap_or(by_name), message: text, code: Some(code) }
 }
 
 /// Decodes, reads usage from and translates one upstream stream.
@@ -325,7 +351,7 @@ impl StreamPipeline {
 
     /// Translates every complete event and appends the client's bytes to `out`.
     pub fn relay(&mut self, out: &mut Vec<u8>) {
-        while !self.failed {
+        while !self.is_done() {
             let next = match &mut self.framer {
                 Framer::Sse(f) => f.next().map(Ok),
                 Framer::EventStream(f) => f.next(),
@@ -347,7 +373,8 @@ impl StreamPipeline {
                 }
                 Some(Err(failure)) => {
                     self.failed = true;
-                    out.extend_from_slice(&error_event(self.client, failure.status, &failure.message));
+                    let code = failure.code.as_deref().unwrap_or(STREAM_ERROR_CODE);
+                    out.extend_from_slice(&error_event(self.client, failure.status, &failure.message, code));
                 }
             }
         }
@@ -357,14 +384,16 @@ impl StreamPipeline {
     /// for a stream cut inside an event, an error event).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.relay(out);
-        if self.failed {
+        if self.is_done() {
             return;
         }
         let last = match &mut self.framer {
             Framer::Sse(f) => f.finish().map(|e| e.map(|e| (e.name, e.data.into_owned(), e.raw.to_vec()))),
-            Framer::EventStream(f) if f.decoder.pending() > 0 => {
-                Err(StreamFailure { status: 502, message: "the upstream stream ended inside an event".into() })
-            }
+            Framer::EventStream(f) if f.decoder.pending() > 0 => Err(StreamFailure {
+                status: 502,
+                message: "the upstream stream ended inside an event".into(),
+                code: None,
+            }),
             Framer::EventStream(_) => Ok(None),
         };
         match last {
@@ -391,10 +420,15 @@ impl StreamPipeline {
 
     /// Ends the client's stream with an error event (the upstream failed or misbehaved mid-stream).
     pub fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
-        if !self.failed {
+        if !self.is_done() {
             self.failed = true;
-            out.extend_from_slice(&error_event(self.client, status, message));
+            out.extend_from_slice(&error_event(self.client, status, message, STREAM_ERROR_CODE));
         }
+    }
+
+    /// The client's stream ended (complete or failed): nothing more is written.
+    pub fn is_done(&self) -> bool {
+        self.failed || self.translator.as_ref().is_some_and(|t| t.is_done())
     }
 
     /// Bytes held for an event that has not ended yet.
@@ -432,9 +466,12 @@ fn failure_message(failure: &StreamFailure) -> Message {
     }
 }
 
+/// `error.code` of a stream that failed for a reason the upstream did not name.
+const STREAM_ERROR_CODE: &str = "upstream_stream_error";
+
 /// An SSE error event in the client's family.
-pub fn error_event(client: Api, status: u16, message: &str) -> Vec<u8> {
-    let body = crate::error::error_body(client, status, message, Some("upstream_stream_error"));
+pub fn error_event(client: Api, status: u16, message: &str, code: &str) -> Vec<u8> {
+    let body = crate::error::error_body(client, status, message, Some(code));
     let mut out = Vec::with_capacity(body.len() + 24);
     crate::sse::write_event(&mut out, client.is_anthropic().then_some("error"), &body);
     out

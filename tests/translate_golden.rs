@@ -4,13 +4,15 @@
 //! * `<case>.upstream_response.json` → response translation →
 //!   `<case>.response.json` (if `<case>.request.json` exists, its translation
 //!   supplies the response options, e.g. the forced JSON tool)
-//! * `<case>.upstream_error.json` (`{"status": N, "body": …}`) → error
-//!   translation → `<case>.error.json`
+//! * `<case>.upstream_error.json` (`{"status": N, "body": …}`, plus
+//!   `"error_type"` for Bedrock's `x-amzn-ErrorType`) → error translation →
+//!   `<case>.error.json`
 //! * `<case>.bad_request.json` → a request the translator must reject →
 //!   `<case>.rejection.json` (`{"kind", "field", "message"}`)
 //! * optional `<case>.options.json`: `{"model", "default_max_tokens",
 //!   "created", "response_model"}`
 //!
+//! Every pair goes through `translate::Pair`, the interface the gateway uses.
 //! Outputs are compared as parsed JSON. Run with `BLESS=1` to (re)write the
 //! expected files.
 
@@ -18,7 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use switchyard::translate::{anthropic_openai, openai_anthropic, RequestOptions, ResponseOptions, TranslateError};
+use switchyard::translate::{Pair, RequestOptions, ResponseOptions, TranslateError};
 
 struct CaseOptions {
     request: RequestOptions,
@@ -80,8 +82,8 @@ fn bytes_to_json(b: &[u8], what: &Path) -> Value {
     serde_json::from_slice(b).unwrap_or_else(|e| panic!("{}: output is not JSON: {e}", what.display()))
 }
 
-fn run_pair(pair: &str) -> usize {
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(pair);
+fn run_pair(dir_name: &str, pair: Pair) -> usize {
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir_name);
     let mut names: Vec<String> =
         fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
@@ -91,30 +93,24 @@ fn run_pair(pair: &str) -> usize {
         if let Some(case) = name.strip_suffix(".request.json") {
             let o = case_options(&dir, case);
             let body = fs::read(dir.join(name)).unwrap();
-            let out = match pair {
-                "openai_anthropic" => openai_anthropic::request(&body, &o.request),
-                _ => anthropic_openai::request(&body, &o.request),
-            }
-            .unwrap_or_else(|e| panic!("{pair}/{case}: request rejected: {e}"));
+            let out = pair
+                .request(&body, &o.request, o.created)
+                .unwrap_or_else(|e| panic!("{dir_name}/{case}: request rejected: {e}"))
+                .body;
             let expected = dir.join(format!("{case}.upstream.json"));
             check(&expected, &bytes_to_json(&out, &expected), &mut failures);
             checked += 1;
         } else if let Some(case) = name.strip_suffix(".upstream_response.json") {
             let o = case_options(&dir, case);
             let body = fs::read(dir.join(name)).unwrap();
-            let out = match pair {
-                "openai_anthropic" => {
-                    let ropts = match fs::read(dir.join(format!("{case}.request.json"))) {
-                        Ok(req) => {
-                            openai_anthropic::request_full(&req, &o.request).unwrap().response_options(o.created)
-                        }
-                        Err(_) => ResponseOptions { created: o.created, ..Default::default() },
-                    };
-                    openai_anthropic::response(&body, &o.response_model, &ropts)
-                }
-                _ => anthropic_openai::response(&body, &o.response_model, &ResponseOptions::default()),
-            }
-            .unwrap_or_else(|e| panic!("{pair}/{case}: response rejected: {e}"));
+            // The request's translation supplies the response options (the forced JSON tool, say).
+            let ropts = match fs::read(dir.join(format!("{case}.request.json"))) {
+                Ok(req) => pair.request(&req, &o.request, o.created).unwrap().response,
+                Err(_) => ResponseOptions { created: o.created, ..Default::default() },
+            };
+            let out = pair
+                .response(&body, &o.response_model, &ropts)
+                .unwrap_or_else(|e| panic!("{dir_name}/{case}: response rejected: {e}"));
             let expected = dir.join(format!("{case}.response.json"));
             check(&expected, &bytes_to_json(&out, &expected), &mut failures);
             checked += 1;
@@ -125,22 +121,17 @@ fn run_pair(pair: &str) -> usize {
                 Value::String(s) => s.as_bytes().to_vec(),
                 other => serde_json::to_vec(other).unwrap(),
             };
-            let out = match pair {
-                "openai_anthropic" => openai_anthropic::error(status, &body),
-                _ => anthropic_openai::error(status, &body),
-            };
+            let out = pair.error(status, v["error_type"].as_str(), &body);
             let expected = dir.join(format!("{case}.error.json"));
             check(&expected, &bytes_to_json(&out, &expected), &mut failures);
             checked += 1;
         } else if let Some(case) = name.strip_suffix(".bad_request.json") {
             let o = case_options(&dir, case);
             let body = fs::read(dir.join(name)).unwrap();
-            let res = match pair {
-                "openai_anthropic" => openai_anthropic::request(&body, &o.request),
-                _ => anthropic_openai::request(&body, &o.request),
-            };
-            let err = match res {
-                Ok(out) => panic!("{pair}/{case}: expected a rejection, got {}", String::from_utf8_lossy(&out)),
+            let err = match pair.request(&body, &o.request, o.created) {
+                Ok(out) => {
+                    panic!("{dir_name}/{case}: expected a rejection, got {}", String::from_utf8_lossy(&out.body))
+                }
                 Err(e) => e,
             };
             check(&dir.join(format!("{case}.rejection.json")), &rejection_json(&err), &mut failures);
@@ -153,12 +144,24 @@ fn run_pair(pair: &str) -> usize {
 
 #[test]
 fn golden_openai_client_to_anthropic_upstream() {
-    let n = run_pair("openai_anthropic");
+    let n = run_pair("openai_anthropic", Pair::OpenAiAnthropic);
     assert!(n >= 20, "only {n} golden checks ran");
 }
 
 #[test]
 fn golden_anthropic_client_to_openai_upstream() {
-    let n = run_pair("anthropic_openai");
+    let n = run_pair("anthropic_openai", Pair::AnthropicOpenAi);
+    assert!(n >= 20, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_openai_client_to_converse_upstream() {
+    let n = run_pair("openai_converse", Pair::OpenAiConverse);
+    assert!(n >= 20, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_anthropic_client_to_converse_upstream() {
+    let n = run_pair("anthropic_converse", Pair::AnthropicConverse);
     assert!(n >= 20, "only {n} golden checks ran");
 }

@@ -122,22 +122,19 @@ pub fn relay(
         let message = format!("the backend rejected the gateway's credentials (upstream status {})", up.status);
         error_body(client, up.status, &message, Some("backend_auth_failed"))
     } else if up.status >= 400 {
-        if let Some(own) = provider.error_body(client, up.status, up.error_type.as_deref(), &body) {
-            own
-        } else {
-            match up.pair {
-                None => {
-                    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
-                        body
-                    } else {
-                        // A non-JSON error (an HTML page from a proxy, say) is wrapped in the client's shape.
-                        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
-                        let message = format!("upstream returned {}: {text}", up.status);
-                        error_body(client, up.status, &message, Some("upstream_error"))
-                    }
+        let body = provider.family_error(up.status, up.error_type.as_deref(), body);
+        match up.pair {
+            None => {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+                    body
+                } else {
+                    // A non-JSON error (an HTML page from a proxy, say) is wrapped in the client's shape.
+                    let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
+                    let message = format!("upstream returned {}: {text}", up.status);
+                    error_body(client, up.status, &message, Some("upstream_error"))
                 }
-                Some(pair) => pair.error(up.status, &body),
             }
+            Some(pair) => pair.error(up.status, up.error_type.as_deref(), &body),
         }
     } else {
         let body = provider.finish_response(up.endpoint, body);

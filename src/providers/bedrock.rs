@@ -169,19 +169,21 @@ impl Provider for Bedrock {
         self.auth.as_ref().err().map(|m| format!("no AWS credentials ({m}); its requests answer 503 until they exist"))
     }
 
-    fn error_body(&self, client: Api, status: u16, error_type: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
+    fn family_error(&self, status: u16, _error_type: Option<&str>, body: Vec<u8>) -> Vec<u8> {
+        // Converse errors stay as they are: the Converse translators read `message` and the type.
+        if self.api != Api::Anthropic {
+            return body;
+        }
         #[derive(Deserialize)]
         struct AwsError {
             #[serde(alias = "Message")]
             message: Option<String>,
         }
-        let message = serde_json::from_slice::<AwsError>(body)
+        let message = serde_json::from_slice::<AwsError>(&body)
             .ok()
             .and_then(|e| e.message)
-            .unwrap_or_else(|| crate::translate::fallback_message(status, body));
-        // `ThrottlingException:http://internal.amazon.com/...` → `ThrottlingException`.
-        let code = error_type.map(|t| t.split(':').next().unwrap_or(t)).filter(|t| !t.is_empty());
-        Some(error_body(client, status, &message, Some(code.unwrap_or("bedrock_error"))))
+            .unwrap_or_else(|| crate::translate::fallback_message(status, &body));
+        error_body(Api::Anthropic, status, &message, None)
     }
 
     fn finish_response(&self, endpoint: Endpoint, body: Vec<u8>) -> Vec<u8> {
@@ -296,25 +298,21 @@ mod tests {
     }
 
     #[test]
-    fn errors_keep_status_and_type_in_the_clients_shape() {
-        let b = bedrock(Api::Converse);
-        let out = b
-            .error_body(
-                Api::OpenAi,
-                429,
-                Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
-                br#"{"message":"Too many requests"}"#,
-            )
-            .unwrap();
+    fn invoke_model_errors_take_anthropics_shape_and_converse_errors_stay() {
+        let invoke = bedrock(Api::Anthropic);
+        let out =
+            invoke.family_error(403, Some("AccessDeniedException:http://x/"), br#"{"Message":"denied"}"#.to_vec());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["error"]["message"], "Too many requests");
-        assert_eq!(v["error"]["code"], "ThrottlingException");
-        let out = b.error_body(Api::Anthropic, 403, None, br#"{"Message":"denied"}"#).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "error");
         assert_eq!(
             (v["error"]["type"].as_str(), v["error"]["message"].as_str()),
             (Some("permission_error"), Some("denied"))
         );
+        let out = invoke.family_error(502, None, b"<html>bad gateway</html>".to_vec());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
+        let converse = bedrock(Api::Converse);
+        assert_eq!(converse.family_error(429, None, br#"{"message":"slow"}"#.to_vec()), br#"{"message":"slow"}"#);
     }
 
     #[test]

@@ -88,11 +88,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
         None
     }
 
-    /// An error response in the client's shape, when the provider's errors are not in its family's
-    /// shape (Bedrock's `{"message"}` with `x-amzn-ErrorType`, passed as `error_type`); `None`: the
-    /// family's own rules apply.
-    fn error_body(&self, _client: Api, _status: u16, _error_type: Option<&str>, _body: &[u8]) -> Option<Vec<u8>> {
-        None
+    /// An error body the upstream sent, in the shape of the provider's family where the provider's own
+    /// differs (Bedrock's `{"message"}` with `x-amzn-ErrorType`, passed as `error_type`, for Claude on
+    /// InvokeModel becomes Anthropic's error shape).
+    fn family_error(&self, _status: u16, _error_type: Option<&str>, body: Vec<u8>) -> Vec<u8> {
+        body
     }
 
     /// A successful non-streamed body in the provider's family, from what it answered (Bedrock's

@@ -676,4 +676,8 @@ impl StreamTranslate for StreamTranslator {
     fn finish(&mut self, out: &mut Vec<u8>) {
         self.end(out);
     }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
 }

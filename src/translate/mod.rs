@@ -4,13 +4,17 @@
 //!
 //! * [`openai_anthropic`] — an OpenAI client talking to an Anthropic upstream.
 //! * [`anthropic_openai`] — an Anthropic client talking to an OpenAI upstream.
+//! * [`openai_converse`] — an OpenAI client talking to an AWS Bedrock Converse upstream.
+//! * [`anthropic_converse`] — an Anthropic client talking to an AWS Bedrock Converse upstream.
 //!
 //! Every function here is pure: no clock reads, no randomness, no IO. Ids in
 //! translated output are derived from upstream ids, and `created` is injected
 //! through [`ResponseOptions`].
 
+pub mod anthropic_converse;
 pub mod anthropic_openai;
 pub mod openai_anthropic;
+pub mod openai_converse;
 mod raw;
 
 use std::fmt;
@@ -25,6 +29,8 @@ use crate::stream::StreamTranslate;
 pub enum Pair {
     OpenAiAnthropic,
     AnthropicOpenAi,
+    OpenAiConverse,
+    AnthropicConverse,
 }
 
 /// A request in the upstream's API, and what its response translation needs to know.
@@ -43,6 +49,8 @@ impl Pair {
         match (client, upstream) {
             (Api::OpenAi, Api::Anthropic) => Some(Pair::OpenAiAnthropic),
             (Api::Anthropic, Api::OpenAi) => Some(Pair::AnthropicOpenAi),
+            (Api::OpenAi, Api::Converse) => Some(Pair::OpenAiConverse),
+            (Api::Anthropic, Api::Converse) => Some(Pair::AnthropicConverse),
             _ => None,
         }
     }
@@ -65,6 +73,16 @@ impl Pair {
                 let response = ResponseOptions { created, ..ResponseOptions::default() };
                 TranslatedRequest { body: t.body, dropped: t.dropped, response }
             }
+            Pair::OpenAiConverse => {
+                let t = openai_converse::request(body, opts)?;
+                let response = t.response_options(created);
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+            Pair::AnthropicConverse => {
+                let t = anthropic_converse::request(body, opts)?;
+                let response = ResponseOptions { created, ..ResponseOptions::default() };
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
         })
     }
 
@@ -73,14 +91,19 @@ impl Pair {
         match self {
             Pair::OpenAiAnthropic => openai_anthropic::response(body, model, opts),
             Pair::AnthropicOpenAi => anthropic_openai::response(body, model, opts),
+            Pair::OpenAiConverse => openai_converse::response(body, model, opts),
+            Pair::AnthropicConverse => anthropic_converse::response(body, model, opts),
         }
     }
 
     /// An upstream error body (any content) with its status, in the client's error shape.
-    pub fn error(self, status: u16, body: &[u8]) -> Vec<u8> {
+    /// `error_type` is the upstream's error type header where it has one (Bedrock's `x-amzn-ErrorType`).
+    pub fn error(self, status: u16, error_type: Option<&str>, body: &[u8]) -> Vec<u8> {
         match self {
             Pair::OpenAiAnthropic => openai_anthropic::error(status, body),
             Pair::AnthropicOpenAi => anthropic_openai::error(status, body),
+            Pair::OpenAiConverse => openai_converse::error(status, error_type, body),
+            Pair::AnthropicConverse => anthropic_converse::error(status, error_type, body),
         }
     }
 
@@ -89,6 +112,8 @@ impl Pair {
         match self {
             Pair::OpenAiAnthropic => Box::new(openai_anthropic::StreamTranslator::new(model, opts.created, opts)),
             Pair::AnthropicOpenAi => Box::new(anthropic_openai::StreamTranslator::new(model, opts.created, opts)),
+            Pair::OpenAiConverse => Box::new(openai_converse::StreamTranslator::new(model, opts)),
+            Pair::AnthropicConverse => Box::new(anthropic_converse::StreamTranslator::new(model, opts)),
         }
     }
 }
@@ -406,6 +431,19 @@ mod tests {
         assert_eq!(u.to_openai_json()["prompt_tokens_details"]["cached_tokens"], 100);
         assert_eq!(u.to_openai_json()["total_tokens"], 120);
         assert_eq!(usage_from_anthropic(&json!(null)), None);
+    }
+
+    #[test]
+    fn usage_from_converse_maps_cache_fields() {
+        let u = usage_from_converse(&json!({"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 30,
+            "cacheReadInputTokens": 20, "cacheWriteInputTokens": 3}}))
+        .unwrap();
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens),
+            (3, 4, 20, 3)
+        );
+        assert_eq!(u.prompt_tokens(), 26);
+        assert_eq!(usage_from_converse(&json!({"metrics": {}})), None);
     }
 
     #[test]

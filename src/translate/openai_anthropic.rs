@@ -85,13 +85,13 @@ pub const DROPPED_FIELDS: &[&str] = &[
 ];
 
 /// Fields rejected with [`TranslateError::Unsupported`] whenever present.
-const REJECTED_FIELDS: &[&str] = &["functions", "function_call", "audio", "web_search_options"];
+pub(crate) const REJECTED_FIELDS: &[&str] = &["functions", "function_call", "audio", "web_search_options"];
 
 /// Tool name used to emulate `response_format: {"type":"json_object"}`.
 pub const JSON_OBJECT_TOOL: &str = "json_response";
 
 /// Thinking budget for each `reasoning_effort`.
-fn thinking_budget(effort: &str) -> Result<Option<u64>, TranslateError> {
+pub(crate) fn thinking_budget(effort: &str) -> Result<Option<u64>, TranslateError> {
     match effort {
         "none" | "minimal" => Ok(None),
         "low" => Ok(Some(1024)),
@@ -391,7 +391,7 @@ fn text_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, Transl
 }
 
 /// Parse `data:<media type>;base64,<data>`.
-fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let media_type = meta.strip_suffix(";base64")?;
@@ -902,5 +902,9 @@ impl StreamTranslate for StreamTranslator {
 
     fn finish(&mut self, out: &mut Vec<u8>) {
         self.end(out);
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
     }
 }

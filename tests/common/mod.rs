@@ -681,3 +681,108 @@ pub fn sdk_python() -> std::path::PathBuf {
     }
     python
 }
+
+// ---------------------------------------------------------------------------------------------
+// Binary event streams (Bedrock), for stream-translation tests
+// ---------------------------------------------------------------------------------------------
+
+/// One event-stream frame as Bedrock sends it: `:message-type: event` with `:event-type: name`.
+pub fn event_frame(name: &str, payload: &[u8]) -> Vec<u8> {
+    use switchyard::eventstream::{encode, HeaderValue::String as S};
+    encode(
+        &[
+            (":event-type", S(name.into())),
+            (":content-type", S("application/json".into())),
+            (":message-type", S("event".into())),
+        ],
+        payload,
+    )
+}
+
+/// An exception frame (`throttlingException` …) as Bedrock sends it mid-stream.
+pub fn exception_frame(kind: &str, payload: &[u8]) -> Vec<u8> {
+    use switchyard::eventstream::{encode, HeaderValue::String as S};
+    encode(
+        &[
+            (":exception-type", S(kind.into())),
+            (":content-type", S("application/json".into())),
+            (":message-type", S("exception".into())),
+        ],
+        payload,
+    )
+}
+
+/// A recorded ConverseStream (`tests/fixtures/streams/<name>`: a JSON array of
+/// `{"event": name, "payload": {…}}` or `{"exception": kind, "payload": {…}}`) as wire bytes.
+pub fn converse_fixture_wire(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/streams").join(name);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let mut wire = Vec::new();
+    for f in v.as_array().expect("a JSON array") {
+        let payload = serde_json::to_vec(&f["payload"]).unwrap();
+        match (f["event"].as_str(), f["exception"].as_str()) {
+            (Some(name), _) if name.ends_with("Exception") => wire.extend(exception_frame(name, &payload)),
+            (Some(name), _) => wire.extend(event_frame(name, &payload)),
+            (None, Some(kind)) => wire.extend(exception_frame(kind, &payload)),
+            _ => panic!("{name}: a frame without event or exception: {f}"),
+        }
+    }
+    wire
+}
+
+/// The relay's stream pipeline for a Bedrock Converse upstream, fed frame by frame.
+pub struct ConversePipeline(pub switchyard::stream::StreamPipeline);
+
+impl ConversePipeline {
+    pub fn new(client: switchyard::api::Api, translator: Box<dyn switchyard::stream::StreamTranslate>) -> Self {
+        use switchyard::{api::Api, providers::Framing, stream::StreamPipeline};
+        ConversePipeline(StreamPipeline::new(Framing::EventStream, Api::Converse, client, Some(translator), false))
+    }
+
+    pub fn push(&mut self, wire: &[u8], out: &mut Vec<u8>) {
+        self.0.push(wire);
+        self.0.relay(out);
+    }
+
+    pub fn event(&mut self, name: &str, payload: &[u8], out: &mut Vec<u8>) {
+        self.push(&event_frame(name, payload), out);
+    }
+
+    pub fn exception(&mut self, kind: &str, payload: &[u8], out: &mut Vec<u8>) {
+        self.push(&exception_frame(kind, payload), out);
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.0.finish(out);
+    }
+
+    pub fn usage(&self) -> Option<switchyard::translate::Usage> {
+        self.0.usage().cloned()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
+/// Feeds `wire` to pipelines from `make` whole, one byte at a time and split in two at every offset,
+/// and checks that all give the same client bytes, which it returns.
+pub fn assert_converse_split_invariant(make: impl Fn() -> ConversePipeline, wire: &[u8]) -> Vec<u8> {
+    let run = |pieces: &[&[u8]]| {
+        let mut p = make();
+        let mut out = Vec::new();
+        for piece in pieces {
+            p.push(piece, &mut out);
+        }
+        p.finish(&mut out);
+        out
+    };
+    let whole = run(&[wire]);
+    assert!(!whole.is_empty());
+    let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+    assert_eq!(run(&bytes), whole, "byte-at-a-time differs");
+    for i in 0..=wire.len() {
+        assert!(run(&[&wire[..i], &wire[i..]]) == whole, "split at byte {i} differs");
+    }
+    whole
+}
