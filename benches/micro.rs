@@ -142,7 +142,7 @@ fn main() {
         t.finish(&mut out);
         black_box(out);
     }) / events;
-    row("stream pipeline, same API (usage, strip chunk), per event", tap, "memcpy of the stream, per event", copy);
+    row("same-API stream (usage, strip chunk), /event", tap, "memcpy of the stream, per event", copy);
 
     // Translators vs a JSON round trip of the same body.
     let body = chat_body(200);
@@ -182,6 +182,73 @@ fn main() {
         black_box(out);
     }) / events;
     row("stream translate OpenAI -> Anthropic, /event", reverse, "memcpy of the stream, per event", copy);
+
+    // Bedrock: SigV4 signing of a request, against the static header other providers send.
+    let credentials = switchyard::providers::aws::AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        session_token: Some("session-token".into()),
+    };
+    let converse_body =
+        br#"{"messages":[{"role":"user","content":[{"text":"Say hello"}]}],"inferenceConfig":{"maxTokens":64}}"#;
+    let sign = time(|| {
+        black_box(switchyard::providers::aws::sign(
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            "",
+            &[("content-type", "application/json")],
+            black_box(converse_body),
+            &credentials,
+            "us-east-1",
+            "bedrock",
+            1_700_000_000,
+        ));
+    });
+    let static_key = time(|| {
+        let out: Vec<(String, String)> =
+            vec![("authorization".into(), black_box("Bearer sk-0123456789abcdef").to_string())];
+        black_box(out);
+    });
+    row("SigV4 signing, 100 B Converse body", sign, "static bearer header", static_key);
+
+    // Bedrock: the binary event stream decoded and translated, per event, against the SSE path.
+    let converse: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/converse_text.json")).unwrap(),
+    )
+    .unwrap();
+    let mut wire = Vec::new();
+    for f in converse.as_array().unwrap() {
+        use switchyard::eventstream::{encode, HeaderValue::String as S};
+        let headers = [(":event-type", S(f["event"].as_str().unwrap().into())), (":message-type", S("event".into()))];
+        wire.extend(encode(&headers, &serde_json::to_vec(&f["payload"]).unwrap()));
+    }
+    let c_events = converse.as_array().unwrap().len() as f64;
+    let decode_frames = time(|| {
+        let mut d = switchyard::eventstream::Decoder::new();
+        let mut out = Vec::new();
+        d.push(black_box(&wire), &mut out).unwrap();
+        black_box(out);
+    }) / c_events;
+    let w_copy = time(|| {
+        black_box(black_box(&wire).to_vec());
+    }) / c_events;
+    row("event-stream decode (CRC-checked), /event", decode_frames, "memcpy of the stream, per event", w_copy);
+    let converse_to_openai = time(|| {
+        let translator = Pair::OpenAiConverse.stream("m", &ResponseOptions::default());
+        let mut t = StreamPipeline::new(Framing::EventStream, Api::Converse, Api::OpenAi, Some(translator), false);
+        let mut out = Vec::new();
+        t.push(black_box(&wire));
+        t.relay(&mut out);
+        t.finish(&mut out);
+        black_box(out);
+    }) / c_events;
+    row(
+        "Converse stream -> OpenAI chunks, /event",
+        converse_to_openai,
+        "Anthropic SSE -> OpenAI, /event",
+        translate_stream,
+    );
 
     // Limiter: in-process check (admit + settle) vs an uncontended mutex.
     let limits = ratelimit::compile(
