@@ -30,6 +30,60 @@ pub struct Config {
     pub limits: Vec<LimitConfig>,
     #[serde(default)]
     pub ratelimit: RateLimitConfig,
+    /// Retries for every route without its own `retry`.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Passive health of backends.
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// When a failed request is tried again (the route's `retry`, else the top-level one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts after every backend of the route was tried once (0: none). Only failures that show the
+    /// request was not processed are retried: connect failures, 429, and 503 with a hint when to return.
+    pub retries: u32,
+    /// The jittered exponential back-off between attempts when the provider gave no hint.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// The longest wait a provider may ask for (`Retry-After`, `retry-after-ms`, `x-ratelimit-reset-*`);
+    /// a longer one is not waited for: the answer goes to the client.
+    pub max_wait_ms: u64,
+    /// No attempt starts later than this after the request arrived.
+    pub deadline_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { retries: 1, backoff_base_ms: 250, backoff_max_ms: 2_000, max_wait_ms: 5_000, deadline_ms: 30_000 }
+    }
+}
+
+/// Passive health: backends that keep failing are skipped for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Consecutive failures (connect failures, timeouts, and the statuses below) that eject a backend
+    /// (or one of its addresses); 0 turns ejection off.
+    pub failures: u32,
+    /// The first ejection; each further one in a row doubles it, up to `max_ejection_ms`.
+    pub base_ejection_ms: u64,
+    pub max_ejection_ms: u64,
+    /// Upstream statuses that count as failures.
+    pub statuses: Vec<u16>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            failures: 3,
+            base_ejection_ms: 5_000,
+            max_ejection_ms: 300_000,
+            statuses: vec![500, 502, 503, 504],
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -279,6 +333,9 @@ pub struct RouteConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub backends: Vec<RouteBackendConfig>,
+    /// This route's retries (replacing the top-level `retry` whole).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,8 +562,29 @@ impl Config {
             ("server.keepalive_timeout_ms", s.keepalive_timeout_ms),
             ("server.drain_timeout_ms", s.drain_timeout_ms),
             ("ratelimit.redis_timeout_ms", self.ratelimit.redis_timeout_ms),
+            ("health.base_ejection_ms", self.health.base_ejection_ms),
+            ("health.max_ejection_ms", self.health.max_ejection_ms),
         ] {
             check_timeout(field, ms)?;
+        }
+        let retries = std::iter::once(("retry".to_string(), &self.retry)).chain(
+            self.routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.retry.as_ref().map(|p| (format!("routes[{i}].retry"), p))),
+        );
+        for (path, r) in retries {
+            for (field, ms) in [
+                ("backoff_base_ms", r.backoff_base_ms),
+                ("backoff_max_ms", r.backoff_max_ms),
+                ("max_wait_ms", r.max_wait_ms),
+                ("deadline_ms", r.deadline_ms),
+            ] {
+                check_timeout(&format!("{path}.{field}"), ms)?;
+            }
+            if r.retries > 10 {
+                return Err(err(format!("{path}.retries"), "at most 10"));
+            }
         }
         for (i, b) in self.backends.iter().enumerate() {
             let path = format!("backends[{i}]");

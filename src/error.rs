@@ -22,6 +22,9 @@ pub enum GatewayError {
     MethodNotAllowed,
     /// A backend cannot be used as configured, e.g. its key variable is unset (503).
     BackendUnavailable(String),
+    /// No connection to the upstream could be made, so it never saw the request (502, or 504 when the
+    /// connect timed out).
+    UpstreamConnect { timed_out: bool, message: String },
     /// The upstream could not be reached or broke the protocol (502).
     UpstreamUnreachable(String),
     /// The upstream did not answer in time (504).
@@ -46,7 +49,8 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed => 405,
             GatewayError::BackendUnavailable(_) | GatewayError::Overloaded(_) => 503,
-            GatewayError::UpstreamUnreachable(_) => 502,
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamConnect { timed_out: false, .. } => 502,
+            GatewayError::UpstreamConnect { timed_out: true, .. } => 504,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::RateLimited { .. } => 429,
         }
@@ -70,6 +74,7 @@ impl GatewayError {
         matches!(
             self,
             GatewayError::BackendUnavailable(_)
+                | GatewayError::UpstreamConnect { .. }
                 | GatewayError::UpstreamUnreachable(_)
                 | GatewayError::UpstreamTimeout(_)
         )
@@ -83,7 +88,10 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) => Some("model_not_found"),
             GatewayError::NotFound => Some("unknown_url"),
             GatewayError::BackendUnavailable(_) => Some("backend_unavailable"),
-            GatewayError::UpstreamUnreachable(_) => Some("upstream_unreachable"),
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamConnect { timed_out: false, .. } => {
+                Some("upstream_unreachable")
+            }
+            GatewayError::UpstreamConnect { timed_out: true, .. } => Some("upstream_timeout"),
             GatewayError::UpstreamTimeout(_) => Some("upstream_timeout"),
             GatewayError::Overloaded(_) => Some("overloaded"),
             GatewayError::RateLimited { .. } => Some("rate_limit_exceeded"),
@@ -132,6 +140,7 @@ impl fmt::Display for GatewayError {
             GatewayError::NotFound => write!(f, "unknown endpoint"),
             GatewayError::MethodNotAllowed => write!(f, "method not allowed on this endpoint"),
             GatewayError::BackendUnavailable(m)
+            | GatewayError::UpstreamConnect { message: m, .. }
             | GatewayError::UpstreamUnreachable(m)
             | GatewayError::UpstreamTimeout(m)
             | GatewayError::Overloaded(m) => write!(f, "{m}"),
@@ -157,6 +166,7 @@ mod tests {
             GatewayError::MethodNotAllowed,
             GatewayError::BackendUnavailable("b".into()),
             GatewayError::UpstreamUnreachable("u".into()),
+            GatewayError::UpstreamConnect { timed_out: true, message: "c".into() },
             GatewayError::UpstreamTimeout("t".into()),
             GatewayError::Overloaded("o".into()),
             GatewayError::RateLimited { message: "r".into(), retry_after_secs: 3, headers: Vec::new() },

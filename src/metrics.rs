@@ -38,6 +38,11 @@ fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut 
 }
 pub static RATE_LIMITED: AtomicU64 = AtomicU64::new(0);
 pub static REDIS_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Backends (or backend addresses) taken out by passive health, and restored.
+pub static EJECTIONS: AtomicU64 = AtomicU64::new(0);
+pub static RESTORATIONS: AtomicU64 = AtomicU64::new(0);
+/// Attempts made again after a failure that showed the request was not processed.
+pub static RETRIES: AtomicU64 = AtomicU64::new(0);
 
 /// Records one finished request's usage (or its estimate when the response carried none).
 pub fn record(client: &str, model: &str, backend: &str, usage: Option<&Usage>, estimated: u64) {
@@ -121,6 +126,13 @@ pub fn render() -> String {
         "# TYPE switchyard_redis_errors_total counter\nswitchyard_redis_errors_total {}",
         REDIS_ERRORS.load(Ordering::Relaxed)
     );
+    for (name, counter) in [
+        ("switchyard_backend_ejections_total", &EJECTIONS),
+        ("switchyard_backend_restorations_total", &RESTORATIONS),
+        ("switchyard_retries_total", &RETRIES),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+    }
     let _ = writeln!(
         out,
         "# TYPE switchyard_open_connections gauge\nswitchyard_open_connections {}",

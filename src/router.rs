@@ -1,7 +1,7 @@
 //! Routing: the request's model (and optionally headers) → an ordered list of backend candidates.
 //! No IO; the random draw for weights is passed in.
 
-use crate::config::{ConfigError, RouteConfig};
+use crate::config::{ConfigError, RetryConfig, RouteConfig};
 
 /// A model name, or a prefix followed by `*` (`*` alone matches every model).
 #[derive(Debug, Clone)]
@@ -58,6 +58,8 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
     /// Sorted by priority.
     pub targets: Vec<Target>,
+    /// When a failed request is tried again.
+    pub retry: RetryConfig,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +69,8 @@ pub struct Router {
 
 impl Router {
     /// `backends` are the backend names, in config order (targets index into them).
-    pub fn build(routes: &[RouteConfig], backends: &[&str]) -> Result<Router, ConfigError> {
+    /// `retry` applies to routes without their own.
+    pub fn build(routes: &[RouteConfig], backends: &[&str], retry: &RetryConfig) -> Result<Router, ConfigError> {
         let mut out = Vec::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
             if r.model.is_empty() || r.model.trim_end_matches('*').contains('*') || r.model.ends_with("**") {
@@ -100,7 +103,7 @@ impl Router {
             }
             targets.sort_by_key(|t| t.priority);
             let headers = r.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-            out.push(Route { model: ModelPattern::new(&r.model), headers, targets });
+            out.push(Route { model: ModelPattern::new(&r.model), headers, targets, retry: r.retry.unwrap_or(*retry) });
         }
         Ok(Router { routes: out })
     }
@@ -175,7 +178,7 @@ mod tests {
     fn build(json: &str) -> Result<Router, ConfigError> {
         let config = Config::parse(json).unwrap();
         let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
-        Router::build(&config.routes, &names)
+        Router::build(&config.routes, &names, &config.retry)
     }
 
     fn router(json: &str) -> Router {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::config::{err, BackendConfig, Config, ConfigError, Environment, Secret};
+use crate::health::{Health, HealthPolicy};
 use crate::providers::{self, Provider};
 use crate::redis::RedisClient;
 use crate::router::{ModelPattern, Router};
@@ -26,6 +27,8 @@ pub struct Backend {
     pub default_max_tokens: u32,
     /// The HTTP client (`None` for the in-process mock).
     pub upstream: Option<Arc<UpstreamClient>>,
+    /// Passive health; kept across reloads while the backend does not change.
+    pub health: Arc<Health>,
     /// What the HTTP client was made from: a reload keeps the client (and its warm connections) when
     /// this did not change.
     settings: UpstreamSettings,
@@ -57,6 +60,8 @@ pub struct Snapshot {
     pub limits: Vec<crate::ratelimit::Limit>,
     /// The shared store, when `ratelimit.redis` is set.
     pub redis: Option<Arc<RedisClient>>,
+    /// When backends are ejected.
+    pub health: HealthPolicy,
 }
 
 impl Snapshot {
@@ -68,10 +73,15 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigError> {
         let mut warnings = Vec::new();
+        let health = HealthPolicy {
+            failures: config.health.failures,
+            base_ejection_ms: config.health.base_ejection_ms,
+            max_ejection_ms: config.health.max_ejection_ms,
+        };
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let path = format!("backends[{i}]");
-            let backend = build_backend(b, &path, environment, previous)?;
+            let backend = build_backend(b, &path, environment, previous, health)?;
             if let Some(w) = backend.provider.credential_warning() {
                 warnings.push(format!("backend \"{}\": {w}", b.name));
             }
@@ -79,7 +89,7 @@ impl Snapshot {
         }
         let clients = build_clients(&config, environment, &mut warnings)?;
         let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
-        let router = Router::build(&config.routes, &names)?;
+        let router = Router::build(&config.routes, &names, &config.retry)?;
         let limits = crate::ratelimit::compile(&config.limits)?;
         let redis = match &config.ratelimit.redis {
             None => None,
@@ -94,7 +104,7 @@ impl Snapshot {
                 })
             }
         };
-        Ok(Snapshot { config, backends, router, clients, warnings, limits, redis })
+        Ok(Snapshot { config, backends, router, clients, warnings, limits, redis, health })
     }
 }
 
@@ -103,21 +113,24 @@ fn build_backend(
     path: &str,
     environment: &Environment,
     previous: Option<&Snapshot>,
+    health: HealthPolicy,
 ) -> Result<Backend, ConfigError> {
     let built = providers::build(cfg, path, environment)?;
     let settings = UpstreamSettings {
+        health,
         base_url: built.base_url,
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         response_timeout: Duration::from_millis(cfg.response_timeout_ms),
         idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
         ca_file: cfg.ca_file.clone(),
     };
+    // A backend whose connection settings did not change keeps its client (warm connections) and health.
+    let unchanged =
+        previous.and_then(|p| p.backends.iter().find(|old| old.name == cfg.name && old.settings == settings));
     let upstream = if built.provider.mock().is_some() {
         None
     } else {
-        let reused = previous
-            .and_then(|p| p.backends.iter().find(|old| old.name == cfg.name && old.settings == settings))
-            .and_then(|old| old.upstream.clone());
+        let reused = unchanged.and_then(|old| old.upstream.clone());
         Some(match reused {
             Some(client) => client,
             None => Arc::new(UpstreamClient::new(&settings).map_err(|e| err(path, format!("backend setup: {e}")))?),
@@ -129,6 +142,7 @@ fn build_backend(
         headers: cfg.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         default_max_tokens: cfg.default_max_tokens.unwrap_or(4096),
         upstream,
+        health: unchanged.map(|old| old.health.clone()).unwrap_or_default(),
         settings,
     })
 }

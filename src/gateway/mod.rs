@@ -25,10 +25,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{Api, Endpoint};
+use crate::config::RetryConfig;
 use crate::error::GatewayError;
+use crate::health::{Admit, Transition};
 use crate::metrics;
 use crate::providers::{mock, Framing, Outgoing};
-use crate::router::{random_draw, Target};
+use crate::retry::AttemptFailure;
+use crate::router::{random_draw, Route, Target};
 use crate::server::{Request, Responder};
 use crate::snapshot::{Backend, Client, Snapshot};
 use crate::translate::{Pair, RequestOptions, ResponseOptions};
@@ -72,7 +75,8 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             // Authenticate first: an unauthenticated caller learns nothing about its body.
             let client = authenticate(snapshot, req)?;
             let peek = parse(endpoint, &req.body)?;
-            let (route_label, plan) = route(snapshot, req, client, &peek.model)?;
+            let (matched, plan) = route(snapshot, req, client, &peek.model)?;
+            let route_label = matched.model.label();
             let client_name = client.map_or("anonymous", |c| c.name.as_str());
             let header = |name: &str| req.head.header(name);
             let first = &snapshot.backends[plan[0].backend];
@@ -95,7 +99,7 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             let mut headers: Vec<(&str, &str)> = ids.to_vec();
             headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let cancel = resp.watch_client();
-            match send(snapshot, req, endpoint, &peek, &plan, &cancel) {
+            match send(snapshot, req, endpoint, &peek, &plan, &matched.retry, &cancel) {
                 Ok(Some(exchange)) => {
                     let backend = exchange.backend;
                     let provider = &*snapshot.backends[backend].provider;
@@ -272,13 +276,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Phase 3: the route's label (its model pattern) and the ordered backends to try.
+/// Phase 3: the route and the ordered backends to try.
 pub fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request,
     client: Option<&Client>,
     model: &str,
-) -> Result<(&'s str, Vec<&'s Target>), GatewayError> {
+) -> Result<(&'s Route, Vec<&'s Target>), GatewayError> {
     if let Some(c) = client {
         if !c.may_use(model) {
             return Err(GatewayError::ModelNotAllowed(model.to_string()));
@@ -288,7 +292,7 @@ pub fn route<'s>(
         .router
         .find(model, |name| req.head.header(name))
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
-    Ok((route.model.label(), route.plan(random_draw())))
+    Ok((route, route.plan(random_draw())))
 }
 
 /// The upstream request for one backend.
@@ -364,6 +368,8 @@ pub struct Exchange {
     pub passthrough: Vec<(String, String)>,
     /// The upstream's error type header (`x-amzn-ErrorType`), for providers whose errors carry it.
     pub error_type: Option<String>,
+    /// How long the upstream asked to wait before trying again (`Retry-After` and kin), in ms.
+    pub retry_hint_ms: Option<u64>,
     pub body: Box<dyn Read>,
     /// The operation in the upstream's family.
     pub endpoint: Endpoint,
@@ -413,29 +419,41 @@ fn relayed_response_header(name: &str) -> bool {
         || name == "request-id"
 }
 
-/// Phase 5: sends to each backend of the plan in turn until one answers. `None`: the client went away.
+/// Phase 5: sends to the plan's backends in turn until one answers; falls back on connect failures,
+/// timeouts, 429 and 5xx. Backends that passive health ejected are skipped (unless all are: then the
+/// least recently failed is tried). When every backend failed in a way that shows the request was not
+/// processed (connect failure, 429, 503 with a hint), it is retried up to the route's `retry.retries`
+/// times after the provider's hinted wait or a jittered back-off, within `retry.deadline_ms`.
+/// `None`: the client went away.
 fn send(
     snapshot: &Snapshot,
     req: &Request,
     endpoint: Endpoint,
     peek: &RequestPeek,
     plan: &[&Target],
+    retry: &RetryConfig,
     cancel: &Arc<Cancel>,
 ) -> Result<Option<Exchange>, GatewayError> {
+    let started = crate::clock::unix_millis();
+    let candidates = by_health(snapshot, plan, started);
     let mut last_error = None;
-    for (i, target) in plan.iter().enumerate() {
-        let last = i + 1 == plan.len();
+    let mut retries = 0;
+    let mut next = 0;
+    loop {
+        let target = candidates[next % candidates.len()];
+        next += 1;
+        let more = next < candidates.len();
         let backend = &snapshot.backends[target.backend];
         let model = target.model.as_deref().unwrap_or(&peek.model);
         let prepared = match prepare(endpoint, backend, req, peek, model) {
             Ok(p) => p,
             // This backend cannot take the request; another one of the route may.
-            Err(e) if !last => {
+            Err(e) if more => {
                 crate::debug!("backend \"{}\" skipped: {e}", backend.name);
                 last_error = Some(e);
                 continue;
             }
-            Err(e) => return Err(last_error.filter(|_| i > 0).unwrap_or(e)),
+            Err(e) => return Err(last_error.filter(|_| next > 1).unwrap_or(e)),
         };
         let result = match backend.provider.mock() {
             Some(mock) => Ok(send_mock(mock, target.backend, prepared, model)?),
@@ -444,19 +462,81 @@ fn send(
         if cancel.is_cancelled() {
             return Ok(None);
         }
-        match result {
-            Ok(up) if (up.status == 429 || up.status >= 500) && !last => {
-                crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status);
+        let failure = match &result {
+            Ok(up) if up.status == 429 || up.status >= 500 => {
+                Some(AttemptFailure::Status { status: up.status, hinted: up.retry_hint_ms.is_some() })
             }
-            Ok(up) => return Ok(Some(up)),
-            Err(e) if e.may_fall_back() && !last => {
-                crate::warn_throttled!("backend \"{}\" failed: {e}; falling back", backend.name);
+            Ok(_) => None,
+            Err(GatewayError::UpstreamConnect { .. }) => Some(AttemptFailure::Connect),
+            Err(e) if e.may_fall_back() => Some(AttemptFailure::Other),
+            Err(_) => None,
+        };
+        record_health(snapshot, backend, &result);
+        let Some(failure) = failure else { return result.map(Some) };
+        if more {
+            match &result {
+                Ok(up) => crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status),
+                Err(e) => crate::warn_throttled!("backend \"{}\" failed: {e}; falling back", backend.name),
+            }
+            if let Err(e) = result {
                 last_error = Some(e);
             }
-            Err(e) => return Err(e),
+            continue;
         }
+        // Every candidate was tried: retry when the request was certainly not processed.
+        let hint = result.as_ref().ok().and_then(|up| up.retry_hint_ms);
+        let remaining = (started + retry.deadline_ms).saturating_sub(crate::clock::unix_millis());
+        let wait = (failure.may_retry() && retries < retry.retries)
+            .then(|| crate::retry::wait_ms(retry, retries, hint, remaining, random_draw()))
+            .flatten();
+        let Some(wait) = wait else { return result.map(Some) };
+        retries += 1;
+        crate::metrics::RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::debug!("retrying in {wait} ms after {failure:?} from backend \"{}\"", backend.name);
+        may::coroutine::sleep(std::time::Duration::from_millis(wait));
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        // The next round starts again from the first candidate.
+        next = 0;
+        last_error = None;
     }
-    Err(last_error.unwrap_or_else(|| GatewayError::UpstreamUnreachable("no backend could be reached".into())))
+}
+
+/// The plan without the backends passive health ejected, in plan order; when every one is ejected, the
+/// least recently failed alone.
+fn by_health<'p>(snapshot: &Snapshot, plan: &[&'p Target], now: u64) -> Vec<&'p Target> {
+    let usable: Vec<&Target> = plan
+        .iter()
+        .copied()
+        .filter(|t| !matches!(snapshot.backends[t.backend].health.admit(now, &snapshot.health), Admit::Ejected { .. }))
+        .collect();
+    if !usable.is_empty() {
+        return usable;
+    }
+    let least_recent = plan.iter().copied().min_by_key(|t| snapshot.backends[t.backend].health.last_failure());
+    least_recent.into_iter().collect()
+}
+
+/// Feeds an attempt's outcome to the backend's passive health; logs and counts ejections once.
+fn record_health(snapshot: &Snapshot, backend: &Backend, result: &Result<Exchange, GatewayError>) {
+    let now = crate::clock::unix_millis();
+    let failed = match result {
+        Ok(up) => snapshot.config.health.statuses.contains(&up.status),
+        Err(e) => e.may_fall_back() && !matches!(e, GatewayError::BackendUnavailable(_)),
+    };
+    let transition = if failed { backend.health.failure(now, &snapshot.health) } else { backend.health.success() };
+    match transition {
+        Some(Transition::Ejected(ms)) => {
+            crate::metrics::EJECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::warn!("backend \"{}\" ejected for {ms} ms after repeated failures", backend.name);
+        }
+        Some(Transition::Restored) => {
+            crate::metrics::RESTORATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::info!("backend \"{}\" restored", backend.name);
+        }
+        None => {}
+    }
 }
 
 fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
@@ -468,6 +548,7 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
         content_type: Some(reply.content_type.to_string()),
         passthrough: Vec::new(),
         error_type: None,
+        retry_hint_ms: None,
         body: Box::new(mock::MockBody::new(reply.chunks, mock.chunk_delay)),
         endpoint: prepared.endpoint,
         pair: prepared.pair,
@@ -532,6 +613,10 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
     })?;
     headers.extend(credentials.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let response = client.send(&prepared.path, &headers, &prepared.body).map_err(|e| match e {
+        UpstreamError::Connect { timed_out, message } => GatewayError::UpstreamConnect {
+            timed_out,
+            message: format!("backend \"{}\" unreachable: {message}", backend.name),
+        },
         UpstreamError::Timeout(m) => GatewayError::UpstreamTimeout(format!("backend \"{}\": {m}", backend.name)),
         UpstreamError::Unreachable(m) => {
             GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {m}", backend.name))
@@ -540,6 +625,8 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
     let mut content_type = None;
     let mut error_type = None;
     let mut passthrough = Vec::new();
+    let retry_hint_ms =
+        if response.status == 429 || response.status >= 500 { crate::retry::hint_ms(&response.headers) } else { None };
     for (name, value) in response.headers {
         if name == "content-type" {
             content_type = Some(value);
@@ -554,6 +641,7 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
         content_type,
         passthrough,
         error_type,
+        retry_hint_ms,
         body: Box::new(response.body),
         endpoint: prepared.endpoint,
         pair: prepared.pair,

@@ -10,6 +10,7 @@
 mod resolve;
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use crate::cancel;
 pub use crate::cancel::{set_current_cancel, Cancel};
 
 use crate::chunked::ChunkedDecoder;
+use crate::health::{Admit, Health, HealthPolicy, Transition};
 use crate::readbuf::ReadBuf;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -35,6 +37,11 @@ const COALESCE_BODY: usize = 16 * 1024;
 /// Why an upstream call failed before a response head arrived.
 #[derive(Debug)]
 pub enum UpstreamError {
+    /// No connection could be made (name lookup, connect, TLS handshake): the request never left.
+    Connect {
+        timed_out: bool,
+        message: String,
+    },
     Timeout(String),
     Unreachable(String),
 }
@@ -42,13 +49,24 @@ pub enum UpstreamError {
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            UpstreamError::Timeout(m) | UpstreamError::Unreachable(m) => write!(f, "{m}"),
+            UpstreamError::Connect { message: m, .. } | UpstreamError::Timeout(m) | UpstreamError::Unreachable(m) => {
+                write!(f, "{m}")
+            }
         }
     }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+}
+
+/// A failure to connect, as the error that says the request never left.
+fn not_connected(e: UpstreamError) -> UpstreamError {
+    match e {
+        UpstreamError::Timeout(message) => UpstreamError::Connect { timed_out: true, message },
+        UpstreamError::Unreachable(message) => UpstreamError::Connect { timed_out: false, message },
+        connect => connect,
+    }
 }
 
 fn classify(e: io::Error, what: &str) -> UpstreamError {
@@ -70,6 +88,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// PEM file of the roots trusted instead of Mozilla's.
     pub ca_file: Option<String>,
+    /// When one of the addresses a name resolves to is skipped after failing to connect.
+    pub health: HealthPolicy,
 }
 
 /// One backend's client.
@@ -88,6 +108,9 @@ pub struct UpstreamClient {
     idle_timeout: Duration,
     resolver: resolve::Resolver,
     idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Health of each address the host resolved to (connect failures only).
+    addresses: Mutex<Vec<(SocketAddr, Arc<Health>)>>,
+    health: HealthPolicy,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -181,6 +204,8 @@ impl UpstreamClient {
             idle_timeout: backend.idle_timeout,
             resolver: resolve::Resolver::default(),
             idle: Mutex::new(Vec::new()),
+            addresses: Mutex::new(Vec::new()),
+            health: backend.health,
         })
     }
 
@@ -230,7 +255,7 @@ impl UpstreamClient {
             let pooled = if attempt == 0 { self.checkout() } else { None };
             let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
-                None => (self.connect()?, false),
+                None => (self.connect().map_err(not_connected)?, false),
             };
             let written = conn.write_all(&head).and_then(|_| if separate_body { conn.write_all(body) } else { Ok(()) });
             if let Err(e) = written {
@@ -301,23 +326,52 @@ impl UpstreamClient {
             .resolve(&self.host, self.port, left())
             .map_err(|e| classify(e, &format!("resolving {}", self.host)))?;
         let mut last = None;
-        for addr in addrs {
+        for (addr, health) in self.by_health(&addrs) {
             if Instant::now() >= deadline {
                 break;
             }
             match TcpStream::connect_timeout(&addr, left()) {
                 Ok(stream) => {
+                    if health.success() == Some(Transition::Restored) {
+                        crate::info!("upstream address {addr} of {} restored", self.authority);
+                    }
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_write_timeout(Some(self.idle_timeout));
                     return self.wrap(stream, deadline);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if let Some(Transition::Ejected(ms)) = health.failure(crate::clock::unix_millis(), &self.health) {
+                        crate::warn!("upstream address {addr} of {} ejected for {ms} ms: {e}", self.authority);
+                    }
+                    last = Some(e);
+                }
             }
         }
         Err(classify(
             last.unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no address answered in time")),
             &format!("connecting to {}", self.authority),
         ))
+    }
+
+    /// The resolved addresses with their health: those that may be tried now first (in resolver order),
+    /// then the ejected ones, least recently failed first (so a connect is still attempted when all are).
+    fn by_health(&self, addrs: &[SocketAddr]) -> Vec<(SocketAddr, Arc<Health>)> {
+        let now = crate::clock::unix_millis();
+        let known: Vec<(SocketAddr, Arc<Health>)> = {
+            let mut map = self.addresses.lock();
+            map.retain(|(a, _)| addrs.contains(a));
+            for a in addrs {
+                if !map.iter().any(|(k, _)| k == a) {
+                    map.push((*a, Arc::default()));
+                }
+            }
+            addrs.iter().filter_map(|a| map.iter().find(|(k, _)| k == a).cloned()).collect()
+        };
+        let (mut ready, mut ejected): (Vec<_>, Vec<_>) =
+            known.into_iter().partition(|(_, h)| !matches!(h.admit(now, &self.health), Admit::Ejected { .. }));
+        ejected.sort_by_key(|(_, h)| h.last_failure());
+        ready.append(&mut ejected);
+        ready
     }
 
     fn wrap(&self, stream: TcpStream, deadline: Instant) -> Result<Conn, UpstreamError> {
