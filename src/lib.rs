@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod chunked;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod eventstream;
 pub mod gateway;

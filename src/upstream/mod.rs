@@ -24,6 +24,7 @@ use crate::cancel;
 pub use crate::cancel::{set_current_cancel, Cancel};
 
 use crate::chunked::ChunkedDecoder;
+use crate::deadline::Deadline;
 use crate::health::{Admit, Health, HealthPolicy, Transition};
 use crate::readbuf::ReadBuf;
 
@@ -54,10 +55,6 @@ impl std::fmt::Display for UpstreamError {
             }
         }
     }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
 /// A failure to connect, as the error that says the request never left.
@@ -268,13 +265,13 @@ impl UpstreamClient {
                 // A server may answer early (a 413 for a large body) and close while we still write:
                 // its answer, if it is there, is the one to pass on.
                 if e.kind() != io::ErrorKind::ConnectionAborted {
-                    if let Ok(head) = conn.read_head(Duration::from_secs(1), Duration::from_secs(1)) {
+                    if let Ok(head) = conn.read_head(Duration::from_secs(1)) {
                         return Ok(Response::new(self, conn, ResponseHead { keep_alive: false, ..head }));
                     }
                 }
                 return Err(classify(e, "sending the request"));
             }
-            return match conn.read_head(self.read_timeout(), self.response_timeout) {
+            return match conn.read_head(self.response_timeout) {
                 Ok(head) => Ok(Response::new(self, conn, head)),
                 Err(HeadError::ClosedBeforeResponse) => {
                     Err(UpstreamError::Unreachable("the upstream closed the connection without answering".into()))
@@ -284,13 +281,6 @@ impl UpstreamClient {
             };
         }
         Err(UpstreamError::Unreachable("no usable connection".into()))
-    }
-
-    /// The socket's read timeout: one value for the whole exchange, so it is set once per connection
-    /// (may makes every change a syscall). The longer of the head and idle limits is enforced by
-    /// re-waiting until its own deadline.
-    fn read_timeout(&self) -> Duration {
-        self.response_timeout.min(self.idle_timeout)
     }
 
     fn checkout(&self) -> Option<Conn> {
@@ -393,7 +383,7 @@ impl UpstreamClient {
                 ConnIo::Tls(Box::new(tls))
             }
         };
-        Ok(Conn { io, fd, buf: ReadBuf::new(), read_timeout: None })
+        Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
     }
 }
 
@@ -404,11 +394,11 @@ enum ConnIo {
 
 /// One upstream connection with its read buffer.
 struct Conn {
+    /// Ends reads that outlast their timeout (declared first: it unregisters before the socket closes).
+    deadline: Deadline,
     io: ConnIo,
     fd: RawFd,
     buf: ReadBuf,
-    /// Set only when it changes: may makes it a syscall.
-    read_timeout: Option<Duration>,
 }
 
 /// A parsed response head: status, lower-cased headers, body framing, whether the connection stays.
@@ -441,15 +431,6 @@ impl Conn {
         }
     }
 
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        // The value is constant per connection (see `UpstreamClient::read_timeout`): set once.
-        if self.read_timeout != Some(timeout) {
-            self.socket().set_read_timeout(Some(timeout))?;
-            self.read_timeout = Some(timeout);
-        }
-        Ok(())
-    }
-
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         let _in_flight = cancel::in_flight(self.fd)?;
         match &mut self.io {
@@ -461,9 +442,21 @@ impl Conn {
         }
     }
 
-    /// Reads what is available into the buffer; returns how much came (0: the peer closed).
-    fn fill(&mut self) -> io::Result<usize> {
+    /// Reads what is available into the buffer, waiting at most `timeout`; returns how much came (0: the
+    /// peer closed). The wait is bounded by the connection's `Deadline`, not a socket timeout.
+    fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
         let _in_flight = cancel::in_flight(self.fd)?;
+        self.deadline.arm(timeout);
+        let result = self.read_available();
+        self.deadline.disarm();
+        // Bytes that made it before the socket was shut down are still handed out; the next read fails.
+        if self.deadline.expired() && !matches!(result, Ok(n) if n > 0) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no data within the timeout"));
+        }
+        result
+    }
+
+    fn read_available(&mut self) -> io::Result<usize> {
         let io = &mut self.io;
         self.buf.read_with(1024, |space| loop {
             let r = match io {
@@ -480,9 +473,8 @@ impl Conn {
     }
 
     /// Reads and parses a response head (skipping `100 Continue`s).
-    fn read_head(&mut self, per_read: Duration, timeout: Duration) -> Result<ResponseHead, HeadError> {
+    fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
         let deadline = Instant::now() + timeout;
-        self.set_read_timeout(per_read).map_err(HeadError::Io)?;
         let mut received_any = false;
         loop {
             if !self.buf.is_empty() {
@@ -511,10 +503,11 @@ impl Conn {
                     Err(e) => return Err(HeadError::Malformed(e.to_string())),
                 }
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(HeadError::Io(io::Error::new(io::ErrorKind::TimedOut, "response head")));
             }
-            match self.fill() {
+            match self.fill(left) {
                 Ok(0) if !received_any => return Err(HeadError::ClosedBeforeResponse),
                 Ok(0) => return Err(HeadError::Malformed("connection closed inside the response head".into())),
                 Ok(_) => received_any = true,
@@ -524,8 +517,6 @@ impl Conn {
                 {
                     return Err(HeadError::ClosedBeforeResponse)
                 }
-                // The per-read timeout may be shorter than the head's: wait again until its deadline.
-                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
                 Err(e) => return Err(HeadError::Io(e)),
             }
         }
@@ -533,7 +524,7 @@ impl Conn {
 
     /// Whether an idle pooled connection is still usable: nothing to read, not closed.
     fn is_open(&mut self) -> bool {
-        if !self.buf.is_empty() {
+        if !self.buf.is_empty() || self.deadline.expired() {
             return false;
         }
         // may sockets are non-blocking underneath: a peek that would block means open and quiet.
@@ -602,15 +593,9 @@ pub struct Body {
 
 impl Body {
     /// Reads more of the body into the connection's buffer, waiting at most the idle timeout since the
-    /// last bytes came (re-waiting when the socket's per-read timeout is shorter).
+    /// last bytes came.
     fn fill(conn: &mut Conn, idle: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + idle;
-        loop {
-            match conn.fill() {
-                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
-                other => return other,
-            }
-        }
+        conn.fill(idle)
     }
 
     fn finish(&mut self) {
