@@ -18,7 +18,7 @@ pub mod admit;
 mod relay;
 
 use std::borrow::Cow;
-use std::io::Read;
+
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -35,7 +35,7 @@ use crate::router::{random_draw, Route, Target};
 use crate::server::{Request, Responder};
 use crate::snapshot::{Backend, Client, Snapshot};
 use crate::translate::{Pair, RequestOptions, ResponseOptions};
-use crate::upstream::{Cancel, UpstreamError};
+use crate::upstream::{Cancel, ResponseBody, UpstreamError};
 
 pub use relay::{relay, Outcome};
 
@@ -370,7 +370,7 @@ pub struct Exchange {
     pub error_type: Option<String>,
     /// How long the upstream asked to wait before trying again (`Retry-After` and kin), in ms.
     pub retry_hint_ms: Option<u64>,
-    pub body: Box<dyn Read>,
+    pub body: Box<dyn ResponseBody>,
     /// The operation in the upstream's family.
     pub endpoint: Endpoint,
     pub pair: Option<Pair>,

@@ -9,6 +9,7 @@ use crate::providers::Provider;
 use crate::server::Responder;
 use crate::stream::StreamPipeline;
 use crate::translate::Usage;
+use crate::upstream::ResponseBody;
 use crate::usage;
 
 /// What the response used, as far as the gateway could see.
@@ -25,6 +26,39 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// Largest non-streamed upstream body the gateway buffers.
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+
+/// One upstream read, and every further one that is ready without waiting, turned into the client's
+/// bytes (`out`): what the upstream sent together leaves together. Returns whether the stream ended
+/// (the upstream's end, or a failure that ended the client's stream with an error event).
+fn relay_read(stream: &mut StreamPipeline, body: &mut dyn ResponseBody, out: &mut Vec<u8>) -> bool {
+    loop {
+        match stream.read_from(body) {
+            Ok(0) => {
+                stream.finish(out);
+                return true;
+            }
+            Ok(_) => stream.relay(out),
+            Err(e) => {
+                let message = format!("upstream stream interrupted: {e}");
+                crate::warn_throttled!("{message}");
+                stream.relay(out);
+                stream.fail(502, &message, out);
+                return true;
+            }
+        }
+        if stream.pending_len() > MAX_EVENT_BYTES {
+            stream.fail(502, &format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes"), out);
+            return true;
+        }
+        if body.finished() {
+            stream.finish(out);
+            return true;
+        }
+        if !body.buffered() {
+            return false;
+        }
+    }
+}
 
 /// Relays the upstream response. SSE is forwarded as it arrives (one client write per upstream read);
 /// a failure mid-stream ends the stream with an error event in the client's schema and a proper end of
@@ -63,34 +97,14 @@ pub fn relay(
         let mut out = Vec::new();
         loop {
             out.clear();
-            let ended = match stream.read_from(&mut up.body) {
-                Ok(0) => {
-                    stream.finish(&mut out);
-                    true
-                }
-                Ok(_) => {
-                    stream.relay(&mut out);
-                    if stream.pending_len() > MAX_EVENT_BYTES {
-                        stream.fail(502, &format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes"), &mut out);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                Err(e) => {
-                    let message = format!("upstream stream interrupted: {e}");
-                    crate::warn_throttled!("{message}");
-                    stream.relay(&mut out);
-                    stream.fail(502, &message, &mut out);
-                    true
-                }
-            };
-            if resp.chunk(&out).is_err() {
-                // The client went away: it is charged for what was generated until now.
+            // About to wait for the upstream: the client gets the head now rather than with the first event.
+            if !up.body.buffered() && resp.flush().is_err() {
                 return outcome(&stream);
             }
-            if ended {
-                let _ = resp.finish();
+            let ended = relay_read(&mut stream, &mut *up.body, &mut out);
+            let written = if ended { resp.chunk_and_finish(&out) } else { resp.chunk(&out) };
+            if written.is_err() || ended {
+                // On a write error the client went away: it is charged for what was generated until now.
                 return outcome(&stream);
             }
         }

@@ -189,6 +189,16 @@ impl MockBody {
     }
 }
 
+impl crate::upstream::ResponseBody for MockBody {
+    fn buffered(&self) -> bool {
+        self.current.is_some() || (self.delay.is_zero() || !self.started) && !self.chunks.is_empty()
+    }
+
+    fn finished(&self) -> bool {
+        self.current.is_none() && self.chunks.is_empty()
+    }
+}
+
 impl std::io::Read for MockBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.current.is_none() {

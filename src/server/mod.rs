@@ -402,6 +402,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             state: ResponseState::Fresh,
             status: 0,
             scratch: Vec::new(),
+            head_pending: false,
             watch: &mut watch,
         };
         let started = Instant::now();
@@ -451,7 +452,9 @@ pub struct Responder<'a> {
     state: ResponseState,
     /// The status sent (0 before the head).
     status: u16,
+    /// Output being assembled; while `head_pending`, it holds a streamed response's head.
     scratch: Vec<u8>,
+    head_pending: bool,
     watch: &'a mut ClientWatch,
 }
 
@@ -472,52 +475,79 @@ impl Responder<'_> {
         result
     }
 
-    /// Starts a streamed response: chunked on HTTP/1.1, close-delimited on HTTP/1.0.
+    /// Starts a streamed response: chunked on HTTP/1.1, close-delimited on HTTP/1.0. The head is held
+    /// back to go out with the first piece of the body, unless `flush` sends it first (before a wait).
     pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
         debug_assert_eq!(self.state, ResponseState::Fresh);
         self.status = status;
         if self.minor == 0 {
             self.keep_alive = false;
         }
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        write_head(&mut out, self.minor, status, self.keep_alive, headers, None);
-        let result = self.stream.write_all(&out);
-        self.scratch = out;
-        self.state = if result.is_ok() { ResponseState::Streaming } else { ResponseState::Broken };
-        result
+        self.scratch.clear();
+        write_head(&mut self.scratch, self.minor, status, self.keep_alive, headers, None);
+        self.head_pending = true;
+        self.state = ResponseState::Streaming;
+        Ok(())
     }
 
-    /// Sends one piece of a streamed response in one write.
-    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() || self.head_only {
+    /// Sends a started stream's head now, if it has not gone out yet.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.head_pending {
             return Ok(());
         }
-        let result = if self.minor == 0 {
-            self.stream.write_all(data)
-        } else {
-            let mut out = std::mem::take(&mut self.scratch);
-            out.clear();
-            let _ = write!(out, "{:x}\r\n", data.len());
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
-            let r = self.stream.write_all(&out);
-            self.scratch = out;
-            r
-        };
-        if result.is_err() {
-            self.state = ResponseState::Broken;
+        self.send_pending(&[], false)
+    }
+
+    /// Sends one piece of a streamed response (with the head, if it is still held back) in one write.
+    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() && !self.head_pending {
+            return Ok(());
         }
+        self.send_pending(data, false)
+    }
+
+    /// Sends the last piece of a streamed response and its end in one write (with the head, if it is
+    /// still held back).
+    pub fn chunk_and_finish(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.state != ResponseState::Streaming {
+            return Ok(());
+        }
+        let result = self.send_pending(data, true);
+        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
         result
     }
 
     /// Ends a streamed response properly.
     pub fn finish(&mut self) -> io::Result<()> {
-        if self.state != ResponseState::Streaming {
-            return Ok(());
+        self.chunk_and_finish(&[])
+    }
+
+    /// Writes, in one write: the held-back head, `data` as a chunk, and the end of the body when `last`.
+    fn send_pending(&mut self, data: &[u8], last: bool) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.scratch);
+        if !self.head_pending {
+            out.clear();
         }
-        let result = if self.minor == 0 || self.head_only { Ok(()) } else { self.stream.write_all(b"0\r\n\r\n") };
-        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
+        self.head_pending = false;
+        let chunked = self.minor != 0 && !self.head_only;
+        if !data.is_empty() && !self.head_only {
+            if chunked {
+                let _ = write!(out, "{:x}\r\n", data.len());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(data);
+            }
+        }
+        if last && chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        let result = if out.is_empty() { Ok(()) } else { self.stream.write_all(&out) };
+        out.clear();
+        self.scratch = out;
+        if result.is_err() {
+            self.state = ResponseState::Broken;
+        }
         result
     }
 

@@ -610,6 +610,25 @@ impl Body {
     }
 }
 
+/// A response body as the relay reads it: besides `Read`, whether more is ready without waiting, and
+/// whether it has ended, so that what arrived together leaves together (one client write).
+pub trait ResponseBody: Read + Send {
+    /// Bytes are ready to be read without waiting on the network.
+    fn buffered(&self) -> bool;
+    /// The body has ended and everything was read.
+    fn finished(&self) -> bool;
+}
+
+impl ResponseBody for Body {
+    fn buffered(&self) -> bool {
+        self.decoded_at < self.decoded.len() || (!self.done && self.conn.as_ref().is_some_and(|c| !c.buf.is_empty()))
+    }
+
+    fn finished(&self) -> bool {
+        (self.done || matches!(self.framing, Framing::Length(0))) && self.decoded_at >= self.decoded.len()
+    }
+}
+
 impl Read for Body {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
