@@ -1,8 +1,13 @@
-//! Proxy throughput and added latency: the same closed-loop load straight to the upstream, through
-//! Switchyard, and (when installed) through nginx `proxy_pass`, in one run. Small and large bodies.
+//! Proxy throughput, latency and CPU per request: the same closed-loop load straight to the upstream,
+//! through Switchyard, and (when installed) through nginx `proxy_pass`, in one run, as interleaved rounds
+//! (medians reported). Scenarios: `chat` (a 578 B JSON answer), `stream` (12 SSE events, 2,709 B, that
+//! the upstream sends in one write), and `64KiB` (a large request body).
 //!
-//! `cargo bench --bench proxy` (env: BENCH_SECONDS, default 5; BENCH_CONNS, default 64; BENCH_ONLY=small
-//! to skip the large-body runs, e.g. while profiling).
+//! Every process runs at the bench's own priority: each thread of the gateway and of nginx is reniced to
+//! it (`renice` acts on one thread at a time on Linux).
+//!
+//! `cargo bench --bench proxy` (env: BENCH_SECONDS per round, default 5; BENCH_ROUNDS, default 5;
+//! BENCH_CONNS, default 64; BENCH_ONLY=chat,stream to choose scenarios).
 
 mod common;
 
@@ -11,52 +16,84 @@ use std::time::Duration;
 
 use common::*;
 
+struct Measured {
+    run: Run,
+    cpu_us: f64,
+}
+
 fn main() {
     init_may();
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let conns: usize = std::env::var("BENCH_CONNS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let seconds = env("BENCH_SECONDS", 5);
+    let rounds = env("BENCH_ROUNDS", 5) as usize;
+    let conns = env("BENCH_CONNS", 64) as usize;
+    let only: Option<Vec<String>> =
+        std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let duration = Duration::from_secs(seconds);
     let upstream = start_upstream();
     let gateway = start_gateway(upstream, serde_json::json!({}));
     let nginx = start_nginx(upstream);
     let gw_pid = gateway.child.id();
-    println!("proxy benchmark: {conns} keep-alive connections, {seconds} s per run, {}", machine());
+    let nice = own_nice();
+    same_priority(gw_pid, nice);
+    if let Some(n) = &nginx {
+        same_priority(n.child.id(), nice);
+    }
+    println!(
+        "proxy benchmark: {conns} keep-alive connections, {rounds} interleaved rounds of {seconds} s, every thread at nice {nice}, {}",
+        machine()
+    );
     println!("gateway RSS idle: {} KiB", status_field(gw_pid, "VmRSS:"));
     println!();
     println!(
-        "{:<8} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>12} {:>8}",
-        "body", "target", "req/s", "p50 ms", "p99 ms", "p999 ms", "errors", "CPU µs/req", "vs direct"
+        "{:<8} {:<11} {:>9} {:>8} {:>8} {:>7} {:>11} {:>10} {:>10}",
+        "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU µs/req", "vs direct", "vs nginx"
     );
-    let only_small = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "small");
-    for (label, size) in [("small", 200usize), ("64KiB", 64 * 1024)] {
-        if only_small && label != "small" {
+    let scenarios = [
+        ("chat", chat_request("bench", 200, false, "")),
+        ("stream", chat_request("bench", 200, true, "x-bench-events: 12\r\nx-bench-one-write: 1\r\n")),
+        ("64KiB", chat_request("bench", 64 * 1024, false, "")),
+    ];
+    for (label, request) in scenarios {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == label)) {
             continue;
         }
-        let request = Arc::new(chat_request("bench", size, false, ""));
+        let request = Arc::new(request);
         let direct = closed_loop(upstream, conns, duration, request.clone());
-        row(label, "direct", &direct, None, direct.rps());
-        let cpu0 = cpu_seconds(gw_pid);
-        let through = closed_loop(gateway.addr, conns, duration, request.clone());
-        let cpu = (cpu_seconds(gw_pid) - cpu0) / (through.requests.max(1) as f64) * 1e6;
-        row(label, "switchyard", &through, Some(cpu), direct.rps());
-        println!("{:<8} {:<12} gateway RSS under load: {} KiB", "", "", status_field(gw_pid, "VmRSS:"));
-        if let Some(n) = &nginx {
-            let cpu0 = cpu_seconds_tree(n.child.id());
-            let via = closed_loop(n.addr, conns, duration, request.clone());
-            let cpu = (cpu_seconds_tree(n.child.id()) - cpu0) / (via.requests.max(1) as f64) * 1e6;
-            row(label, "nginx", &via, Some(cpu), direct.rps());
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for _ in 0..rounds {
+            ours.push(measured(gw_pid, false, || closed_loop(gateway.addr, conns, duration, request.clone())));
+            if let Some(n) = &nginx {
+                theirs.push(measured(n.child.id(), true, || closed_loop(n.addr, conns, duration, request.clone())));
+            }
+        }
+        row(label, "direct", &direct, None, direct.rps(), None);
+        let nginx_median = (!theirs.is_empty()).then(|| median(&theirs));
+        let ours = median(&ours);
+        row(
+            label,
+            "switchyard",
+            &ours.run,
+            Some(ours.cpu_us),
+            direct.rps(),
+            nginx_median.as_ref().map(|m| m.run.rps()),
+        );
+        if let Some(m) = &nginx_median {
+            row(label, "nginx", &m.run, Some(m.cpu_us), direct.rps(), Some(m.run.rps()));
             println!(
-                "{:<8} {:<12} switchyard/nginx throughput {:.2}x, p99 {:.2} ms vs {:.2} ms",
+                "{:<8} {:<11} CPU per request {:.2}x nginx's; p99 {:.2} ms vs {:.2} ms; gateway RSS {} KiB",
                 "",
                 "",
-                through.rps() / via.rps(),
-                through.pct(0.99),
-                via.pct(0.99)
+                ours.cpu_us / m.cpu_us,
+                ours.run.pct(0.99),
+                m.run.pct(0.99),
+                status_field(gw_pid, "VmRSS:")
             );
         }
     }
     if nginx.is_none() {
-        println!("\n(nginx not found: install it to compare against proxy_pass in the same run)");
+        println!("\n(nginx not found: install it (Debian: nginx-light) to compare against proxy_pass in the same run)");
     }
     println!(
         "\ngateway peak RSS (VmHWM): {} KiB, threads: {}",
@@ -65,17 +102,59 @@ fn main() {
     );
 }
 
-fn row(label: &str, target: &str, r: &Run, cpu_us: Option<f64>, direct_rps: f64) {
+/// One run with the CPU the proxy (and, for nginx, its workers) used per request.
+fn measured(pid: u32, tree: bool, load: impl FnOnce() -> Run) -> Measured {
+    let cpu = |pid| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
+    let before = cpu(pid);
+    let run = load();
+    let cpu_us = (cpu(pid) - before) / (run.requests.max(1) as f64) * 1e6;
+    Measured { run, cpu_us }
+}
+
+/// The round with the median throughput.
+fn median(rounds: &[Measured]) -> &Measured {
+    let mut order: Vec<&Measured> = rounds.iter().collect();
+    order.sort_by(|a, b| a.run.rps().total_cmp(&b.run.rps()));
+    order[order.len() / 2]
+}
+
+fn row(label: &str, target: &str, r: &Run, cpu_us: Option<f64>, direct_rps: f64, nginx_rps: Option<f64>) {
     println!(
-        "{:<8} {:<12} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>12} {:>7.2}x",
+        "{:<8} {:<11} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>11} {:>9.2}x {:>10}",
         label,
         target,
         r.rps(),
         r.pct(0.5),
         r.pct(0.99),
-        r.pct(0.999),
         r.errors,
         cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
-        r.rps() / direct_rps
+        r.rps() / direct_rps,
+        nginx_rps.map_or("-".into(), |n| format!("{:.2}x", r.rps() / n))
     );
+}
+
+/// This process's nice value.
+fn own_nice() -> i64 {
+    // Field 19 of /proc/self/stat (after the parenthesised command name).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok()).unwrap_or(0)
+}
+
+/// Renices every thread of `pid` and of its children to `nice`.
+fn same_priority(pid: u32, nice: i64) {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let tid = task.file_name().to_string_lossy().to_string();
+            let _ = std::process::Command::new("renice")
+                .args(["-n", &nice.to_string(), "-p", &tid])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
 
-pub const CHAT_REPLY: &[u8] = br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#;
+/// A 578-byte chat completion (the size of a short real answer).
+pub const CHAT_REPLY: &[u8] = br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! Here is a short answer of the kind a chat model gives: a couple of sentences that explain a thing plainly, so that the response body has a realistic size for a proxy benchmark, neither tiny nor large. That is all, and it was a good question to ask, thanks."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":57,"total_tokens":66},"system_fingerprint":"fp_bench"}"#;
 
 /// Sets may up for a bench process: 2 scheduler threads, a stack big enough for the client side.
 pub fn init_may() {
@@ -19,7 +20,8 @@ pub fn init_may() {
 }
 
 /// A minimal keep-alive upstream. A request whose body has `"stream":true` gets `x-bench-events` SSE
-/// events (default 20), `x-bench-delay-ms` apart; any other gets a fixed chat completion.
+/// events (default 20), `x-bench-delay-ms` apart — or, with `x-bench-one-write: 1`, the whole stream
+/// (head, events, `[DONE]`, end) in one write; any other gets a fixed chat completion.
 pub fn start_upstream() -> SocketAddr {
     // Several SO_REUSEPORT listeners: a burst of thousands of connects overflows one accept queue.
     let first = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -43,7 +45,7 @@ fn upstream_connection(mut s: TcpStream) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let Some((head_len, body_len, events, delay)) = read_request_head(&mut s, &mut buf) else { return };
+        let Some((head_len, body_len, events, delay, one_write)) = read_request_head(&mut s, &mut buf) else { return };
         while buf.len() < head_len + body_len {
             if read_some(&mut s, &mut buf) == 0 {
                 return;
@@ -60,6 +62,12 @@ fn upstream_connection(mut s: TcpStream) {
             .into_bytes();
             out.extend_from_slice(CHAT_REPLY);
             if s.write_all(&out).is_err() {
+                return;
+            }
+            continue;
+        }
+        if one_write {
+            if s.write_all(&one_write_stream(events)).is_err() {
                 return;
             }
             continue;
@@ -86,6 +94,21 @@ fn upstream_connection(mut s: TcpStream) {
     }
 }
 
+/// A whole SSE response: `events - 1` content events and `[DONE]` in one chunk (12 events: 2,709 bytes
+/// of events).
+pub fn one_write_stream(events: usize) -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..events.saturating_sub(1) {
+        body.push_str(&format!("data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i:02} of the answer, in the words that a model streams to its user\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"));
+    }
+    body.push_str("data: [DONE]\n\n");
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16384];
     match s.read(&mut chunk) {
@@ -98,7 +121,7 @@ fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
 }
 
 /// Head length, content length, and the bench headers of the request at the start of `buf`.
-fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, usize, Duration)> {
+fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, usize, Duration, bool)> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -112,7 +135,8 @@ fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usi
             let body = find("content-length").unwrap_or(0);
             let events = find("x-bench-events").unwrap_or(20);
             let delay = Duration::from_millis(find("x-bench-delay-ms").unwrap_or(0) as u64);
-            return Some((len, body, events, delay));
+            let one_write = find("x-bench-one-write") == Some(1);
+            return Some((len, body, events, delay, one_write));
         }
         if read_some(s, buf) == 0 {
             return None;
