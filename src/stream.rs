@@ -123,10 +123,18 @@ impl SseFramer {
 fn sse_event(raw: &[u8]) -> Event<'_> {
     let mut data: Option<Cow<'_, [u8]>> = None;
     let mut name = None;
-    for line in raw.split(|b| *b == b'\n' || *b == b'\r') {
-        let (field, value) = match line.iter().position(|b| *b == b':') {
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr2(b'\n', b'\r', rest) {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => (&rest[..i], i + 2),
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        rest = &rest[next..];
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(0) => continue,
             Some(p) => (&line[..p], line[p + 1..].strip_prefix(b" ").unwrap_or(&line[p + 1..])),
+            None if line.is_empty() => continue,
             None => (line, &[][..]),
         };
         match field {
@@ -149,29 +157,23 @@ fn sse_event(raw: &[u8]) -> Event<'_> {
 /// start before which the event has no blank line. `Err`: incomplete; scanning can resume at the
 /// returned line start.
 fn scan_event(buf: &[u8], from: usize) -> Result<usize, usize> {
-    let mut i = from;
     let mut line_start = from;
-    while i < buf.len() {
-        match buf[i] {
-            b'\n' => {
-                if i == line_start {
-                    return Ok(i + 1);
-                }
-                i += 1;
-                line_start = i;
+    while let Some(offset) = memchr::memchr2(b'\n', b'\r', &buf[line_start..]) {
+        let i = line_start + offset;
+        let end = if buf[i] == b'\r' {
+            // A CR at the very end may be the first half of a CRLF: wait for the next byte.
+            match buf.get(i + 1) {
+                None => return Err(line_start),
+                Some(b'\n') => i + 2,
+                Some(_) => i + 1,
             }
-            b'\r' => {
-                // A CR at the very end may be the first half of a CRLF: wait for the next byte.
-                let Some(&next) = buf.get(i + 1) else { return Err(line_start) };
-                let end = if next == b'\n' { i + 2 } else { i + 1 };
-                if i == line_start {
-                    return Ok(end);
-                }
-                i = end;
-                line_start = i;
-            }
-            _ => i += 1,
+        } else {
+            i + 1
+        };
+        if i == line_start {
+            return Ok(end);
         }
+        line_start = end;
     }
     Err(line_start)
 }

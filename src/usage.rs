@@ -129,17 +129,10 @@ impl StreamUsage {
 
 /// Whether `"usage"` appears followed by `:` and an object (not `null`).
 fn has_usage_object(data: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"usage\"";
-    let mut from = 0;
-    while let Some(at) = data[from..].windows(KEY.len()).position(|w| w == KEY) {
-        let rest = &data[from + at + KEY.len()..];
-        let mut value = rest.iter().skip_while(|b| b.is_ascii_whitespace());
-        if value.next() == Some(&b':') && value.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            return true;
-        }
-        from += at + KEY.len();
-    }
-    false
+    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+        let mut value = data[at + 7..].iter().skip_while(|b| b.is_ascii_whitespace());
+        value.next() == Some(&b':') && value.find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+    })
 }
 
 #[cfg(test)]
