@@ -13,6 +13,8 @@ pub enum Api {
     Anthropic,
     /// AWS Bedrock Converse.
     Converse,
+    /// Google Gemini `generateContent` (the Gemini API and Vertex AI).
+    Gemini,
 }
 
 impl Api {
@@ -77,6 +79,10 @@ impl Endpoint {
             // Converse bodies are chats whatever the client called.
             (Endpoint::ChatCompletions | Endpoint::Messages, Api::Converse) => Some(self),
             (Endpoint::CountTokens, Api::Converse) => Some(Endpoint::CountTokens),
+            // Gemini bodies are chats whatever the client called; embeddings and counts exist too.
+            (Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings | Endpoint::CountTokens, Api::Gemini) => {
+                Some(self)
+            }
             _ => None,
         }
     }

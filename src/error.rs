@@ -102,7 +102,7 @@ pub use crate::translate::{anthropic_error_type, openai_error_type};
 /// An error body in the client's schema. `message` is JSON-escaped here.
 pub fn error_body(client: Api, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
     let value = match client {
-        Api::OpenAi | Api::Converse => serde_json::json!({
+        Api::OpenAi | Api::Converse | Api::Gemini => serde_json::json!({
             "error": {
                 "message": message,
                 "type": openai_error_type(status),

@@ -24,6 +24,7 @@ pub fn from_body(api: Api, body: &[u8]) -> Option<Usage> {
         Api::OpenAi => usage_from_openai(&usage),
         Api::Anthropic => usage_from_anthropic(&usage),
         Api::Converse => usage_from_converse(&usage),
+        Api::Gemini => None,
     }
 }
 
@@ -78,6 +79,8 @@ impl StreamUsage {
             return EventKind::Other;
         }
         match self.api {
+            // Read by the Gemini translators' work (usageMetadata), not here yet.
+            Api::Gemini => EventKind::Content,
             Api::Converse => {
                 if event.name != Some("metadata") {
                     return if event.name == Some("contentBlockDelta") { EventKind::Content } else { EventKind::Other };

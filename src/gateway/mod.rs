@@ -352,7 +352,7 @@ pub fn prepare<'a>(
         let pair = (endpoint != Endpoint::CountTokens).then_some(pair);
         (Cow::Owned(t.body), pair, t.response, false)
     };
-    let body = provider.finish_body(upstream_endpoint, body, &|name| req.head.header(name))?;
+    let body = provider.finish_body(upstream_endpoint, model, body, &|name| req.head.header(name))?;
     Ok(Prepared { path, endpoint: upstream_endpoint, body, pair, response, strip_usage })
 }
 
@@ -518,11 +518,13 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
             "application/json"
         }
     };
-    let full_path = format!("{}{}", client.base_path(), prepared.path);
+    // A provider's path may carry its own query (`?alt=sse`, `?api-version=…`); its base URL then has none.
+    let (path_only, path_query) = prepared.path.split_once('?').unwrap_or((&prepared.path, ""));
+    let full_path = format!("{}{}", client.base_path(), path_only);
     let outgoing = Outgoing {
         authority: client.authority(),
         path: &full_path,
-        query: client.query(),
+        query: if path_query.is_empty() { client.query() } else { path_query },
         content_type,
         body: &prepared.body,
     };
