@@ -262,7 +262,10 @@ fn credential_rows() -> (f64, f64) {
             let _ = reader.read_exact(&mut body);
             let answer = br#"{"access_token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.bench.token","expires_in":3600}"#;
             let mut out = stream;
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", answer.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                answer.len()
+            );
             let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(answer));
         }
     });
@@ -277,8 +280,12 @@ fn credential_rows() -> (f64, f64) {
     let token = Credential::from_config(Some(&auth), "bench", None, &env).unwrap();
     let mut out = Vec::new();
     token.authorize(&mut out).expect("the first call exchanges a token");
-    let static_auth =
-        AuthConfig::Header { name: None, key: Some("0123456789abcdef0123456789abcdef".into()), key_env: None, key_file: None };
+    let static_auth = AuthConfig::Header {
+        name: None,
+        key: Some("0123456789abcdef0123456789abcdef".into()),
+        key_env: None,
+        key_file: None,
+    };
     let key = Credential::from_config(Some(&static_auth), "bench", Some("api-key"), &env).unwrap();
     let with_token = time(|| {
         let mut out = Vec::with_capacity(1);

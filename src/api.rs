@@ -80,9 +80,10 @@ impl Endpoint {
             (Endpoint::ChatCompletions | Endpoint::Messages, Api::Converse) => Some(self),
             (Endpoint::CountTokens, Api::Converse) => Some(Endpoint::CountTokens),
             // Gemini bodies are chats whatever the client called; embeddings and counts exist too.
-            (Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings | Endpoint::CountTokens, Api::Gemini) => {
-                Some(self)
-            }
+            (
+                Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings | Endpoint::CountTokens,
+                Api::Gemini,
+            ) => Some(self),
             _ => None,
         }
     }

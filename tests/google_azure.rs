@@ -250,8 +250,13 @@ fn a_failing_token_endpoint_keeps_the_old_token_while_valid_then_answers_503_nam
 fn entra_form_fields_are_verified_and_its_token_authorizes_azure_and_a_wrong_secret_is_a_503() {
     let standin = Standin::start(60);
     let gw = start(&standin);
-    let r = post(gw.addr, "/v1/chat/completions", &OPENAI, &json!({"model": "azure-entra",
-        "messages": [{"role": "user", "content": "hi"}]}));
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &OPENAI,
+        &json!({"model": "azure-entra",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = standin.requests().pop().unwrap();
     assert!(sent["headers"]["authorization"].as_str().unwrap().starts_with("Bearer entra-"));
@@ -262,19 +267,34 @@ fn entra_form_fields_are_verified_and_its_token_authorizes_azure_and_a_wrong_sec
     let exchanges = standin.exchanges();
     assert_eq!((exchanges.len(), &exchanges[0]["kind"], &exchanges[0]["ok"]), (1, &json!("entra"), &json!(true)));
     // A second request reuses the cached token.
-    post(gw.addr, "/v1/chat/completions", &OPENAI, &json!({"model": "azure-entra", "messages": [{"role": "user", "content": "again"}]}));
+    post(
+        gw.addr,
+        "/v1/chat/completions",
+        &OPENAI,
+        &json!({"model": "azure-entra", "messages": [{"role": "user", "content": "again"}]}),
+    );
     assert_eq!(standin.exchanges().len(), 1);
 
     let wrong = Gateway::start_with_env(&config(&standin), &[("SWITCHYARD_TEST_ENTRA_SECRET", "not-the-secret")]);
-    let r = post(wrong.addr, "/v1/chat/completions", &OPENAI, &json!({"model": "azure-entra",
-        "messages": [{"role": "user", "content": "hi"}]}));
+    let r = post(
+        wrong.addr,
+        "/v1/chat/completions",
+        &OPENAI,
+        &json!({"model": "azure-entra",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!(r.status, 503, "{}", r.text());
     let message = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("Entra ID client standin-client") && message.contains("invalid_client"), "{message}");
     assert!(!r.text().contains("not-the-secret") && !wrong.log().contains("not-the-secret"));
     let unset = Gateway::start(&config(&standin));
-    let r = post(unset.addr, "/v1/chat/completions", &OPENAI, &json!({"model": "azure-entra",
-        "messages": [{"role": "user", "content": "hi"}]}));
+    let r = post(
+        unset.addr,
+        "/v1/chat/completions",
+        &OPENAI,
+        &json!({"model": "azure-entra",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!(r.status, 503);
     assert!(r.text().contains("SWITCHYARD_TEST_ENTRA_SECRET"), "names the unset variable: {}", r.text());
     assert!(unset.log().contains("SWITCHYARD_TEST_ENTRA_SECRET"), "warned at start-up");
@@ -299,7 +319,12 @@ fn the_key_file_path_can_come_from_a_variable_and_a_missing_file_is_named() {
 fn vertex_claude_requests_carry_the_vertex_version_and_no_model_and_count_tokens_keeps_it() {
     let standin = Standin::start(60);
     let gw = start(&standin);
-    let r = post(gw.addr, "/v1/messages", &[("x-api-key", KEY), ("anthropic-beta", "prompt-caching-2024-07-31")], &message("vertex-claude"));
+    let r = post(
+        gw.addr,
+        "/v1/messages",
+        &[("x-api-key", KEY), ("anthropic-beta", "prompt-caching-2024-07-31")],
+        &message("vertex-claude"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = standin.requests().pop().unwrap();
     assert_eq!(
@@ -310,8 +335,13 @@ fn vertex_claude_requests_carry_the_vertex_version_and_no_model_and_count_tokens
     assert!(sent["body"].get("model").is_none());
     assert_eq!(sent["headers"]["anthropic-beta"], "prompt-caching-2024-07-31", "betas travel as a header on Vertex");
     assert!(sent["headers"].get("x-api-key").is_none() && !sent["headers"].to_string().contains(KEY));
-    let r = post(gw.addr, "/v1/messages/count_tokens", &ANTHROPIC, &json!({"model": "vertex-claude",
-        "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]}));
+    let r = post(
+        gw.addr,
+        "/v1/messages/count_tokens",
+        &ANTHROPIC,
+        &json!({"model": "vertex-claude",
+        "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"input_tokens": 9}));
     let sent = standin.requests().pop().unwrap();
@@ -319,7 +349,12 @@ fn vertex_claude_requests_carry_the_vertex_version_and_no_model_and_count_tokens
     assert_eq!(sent["body"]["model"], "claude-3-5-sonnet-v2@20241022");
     let r = post(gw.addr, "/v1/messages", &ANTHROPIC, &message("vertex-claude-throttle"));
     assert_eq!(r.status, 429);
-    assert_eq!(r.json()["error"]["type"], "rate_limit_error", "Google's quota error in Anthropic's shape: {}", r.text());
+    assert_eq!(
+        r.json()["error"]["type"],
+        "rate_limit_error",
+        "Google's quota error in Anthropic's shape: {}",
+        r.text()
+    );
 }
 
 #[test]
@@ -329,24 +364,39 @@ fn azure_deployments_take_the_api_version_and_the_api_key_and_filtered_prompts_s
     let r = post(gw.addr, "/v1/embeddings", &OPENAI, &json!({"model": "azure-embedding", "input": ["a", "b"]}));
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = standin.requests().pop().unwrap();
-    assert_eq!((sent["path"].as_str(), sent["query"].as_str()), (Some("/openai/deployments/te3-small/embeddings"), Some("api-version=2024-10-21")));
+    assert_eq!(
+        (sent["path"].as_str(), sent["query"].as_str()),
+        (Some("/openai/deployments/te3-small/embeddings"), Some("api-version=2024-10-21"))
+    );
     assert_eq!(sent["headers"]["api-key"], "standin-azure-key");
     assert!(sent["headers"].get("authorization").is_none());
     // A client's own api-key never reaches Azure.
-    let r = post(gw.addr, "/v1/chat/completions", &[("authorization", "Bearer sdk-google-azure-key"), ("api-key", "client-key")],
-        &json!({"model": "azure-gpt", "messages": [{"role": "user", "content": "hi"}]}));
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sdk-google-azure-key"), ("api-key", "client-key")],
+        &json!({"model": "azure-gpt", "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["prompt_filter_results"].is_array(), "Azure's filter results pass through: {}", r.text());
     assert_eq!(standin.requests().pop().unwrap()["headers"]["api-key"], "standin-azure-key");
     for (path, headers, body) in [
-        ("/v1/chat/completions", &OPENAI[..], json!({"model": "azure-filtered", "messages": [{"role": "user", "content": "x"}]})),
+        (
+            "/v1/chat/completions",
+            &OPENAI[..],
+            json!({"model": "azure-filtered", "messages": [{"role": "user", "content": "x"}]}),
+        ),
         ("/v1/messages", &ANTHROPIC[..], message("azure-filtered")),
     ] {
         let r = post(gw.addr, path, headers, &body);
         assert_eq!(r.status, 400, "{path}: {}", r.text());
         let v = r.json();
         if path == "/v1/messages" {
-            assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")), "{v}");
+            assert_eq!(
+                (v["type"].as_str(), v["error"]["type"].as_str()),
+                (Some("error"), Some("invalid_request_error")),
+                "{v}"
+            );
         } else {
             assert_eq!(v["error"]["code"], "content_filter", "{v}");
         }

@@ -122,10 +122,17 @@ mod tests {
             p.path(Endpoint::Embeddings, "te3/../x", false).unwrap(),
             "/openai/deployments/te3%2F..%2Fx/embeddings?api-version=2025-01-01-preview"
         );
-        assert!(p.path(Endpoint::Completions, "..", false).unwrap().starts_with("/openai/deployments/%2E%2E/completions"));
+        assert!(p
+            .path(Endpoint::Completions, "..", false)
+            .unwrap()
+            .starts_with("/openai/deployments/%2E%2E/completions"));
         assert_eq!(p.path(Endpoint::Messages, "m", false), None);
         let default = azure(serde_json::json!({})).unwrap();
-        assert!(default.provider.path(Endpoint::ChatCompletions, "d", false).unwrap().ends_with("?api-version=2024-10-21"));
+        assert!(default
+            .provider
+            .path(Endpoint::ChatCompletions, "d", false)
+            .unwrap()
+            .ends_with("?api-version=2024-10-21"));
     }
 
     #[test]

@@ -113,7 +113,9 @@ pub fn count_tokens_body(body: &[u8], model: Option<&str>) -> Result<Vec<u8>, se
         Some(model) => {
             let mut request: BTreeMap<&str, &RawValue> = fields
                 .into_iter()
-                .filter(|(k, _)| COUNTED_FIELDS.contains(k) || matches!(*k, "toolConfig" | "safetySettings" | "cachedContent"))
+                .filter(|(k, _)| {
+                    COUNTED_FIELDS.contains(k) || matches!(*k, "toolConfig" | "safetySettings" | "cachedContent")
+                })
                 .collect();
             let name = format!("models/{}", model.strip_prefix("models/").unwrap_or(model));
             let name_raw: Box<RawValue> = RawValue::from_string(serde_json::to_string(&name)?)?;
@@ -169,14 +171,23 @@ mod tests {
         let built = gemini();
         assert_eq!(built.base_url, DEFAULT_BASE_URL);
         let p = &built.provider;
-        assert_eq!(p.path(Endpoint::ChatCompletions, "gemini-2.0-flash", false).unwrap(), "/v1beta/models/gemini-2.0-flash:generateContent");
+        assert_eq!(
+            p.path(Endpoint::ChatCompletions, "gemini-2.0-flash", false).unwrap(),
+            "/v1beta/models/gemini-2.0-flash:generateContent"
+        );
         assert_eq!(
             p.path(Endpoint::Messages, "models/gemini-2.0-flash", true).unwrap(),
             "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
         );
-        assert_eq!(p.path(Endpoint::Embeddings, "text-embedding-004", false).unwrap(), "/v1beta/models/text-embedding-004:batchEmbedContents");
+        assert_eq!(
+            p.path(Endpoint::Embeddings, "text-embedding-004", false).unwrap(),
+            "/v1beta/models/text-embedding-004:batchEmbedContents"
+        );
         assert_eq!(p.path(Endpoint::CountTokens, "g", false).unwrap(), "/v1beta/models/g:countTokens");
-        assert_eq!(p.path(Endpoint::ChatCompletions, "../x?y", false).unwrap(), "/v1beta/models/..%2Fx%3Fy:generateContent");
+        assert_eq!(
+            p.path(Endpoint::ChatCompletions, "../x?y", false).unwrap(),
+            "/v1beta/models/..%2Fx%3Fy:generateContent"
+        );
         assert_eq!(p.path(Endpoint::Completions, "g", false), None);
     }
 
@@ -199,13 +210,19 @@ mod tests {
         assert!(v["generateContentRequest"].get("labels").is_none());
         let v: Value = serde_json::from_slice(&count_tokens_body(body, None).unwrap()).unwrap();
         assert!(v.get("contents").is_some() && v.get("labels").is_none() && v.get("model").is_none());
-        assert_eq!(count_tokens_answer(br#"{"totalTokens":31,"totalBillableCharacters":96}"#).unwrap(), br#"{"input_tokens":31}"#);
+        assert_eq!(
+            count_tokens_answer(br#"{"totalTokens":31,"totalBillableCharacters":96}"#).unwrap(),
+            br#"{"input_tokens":31}"#
+        );
     }
 
     #[test]
     fn embedding_requests_name_the_routed_model() {
-        let out = embed_requests_for(br#"{"requests":[{"model":"models/x","content":{"parts":[{"text":"a"}]}}]}"#, "text-embedding-004")
-            .unwrap();
+        let out = embed_requests_for(
+            br#"{"requests":[{"model":"models/x","content":{"parts":[{"text":"a"}]}}]}"#,
+            "text-embedding-004",
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["requests"][0]["model"], "models/text-embedding-004");
     }

@@ -20,7 +20,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::api::{Api, Endpoint};
-use crate::config::{err, AuthConfig, AzureEntraConfig, BackendConfig, ConfigError, Environment, GcpServiceAccountConfig, Secret};
+use crate::config::{
+    err, AuthConfig, AzureEntraConfig, BackendConfig, ConfigError, Environment, GcpServiceAccountConfig, Secret,
+};
 use crate::error::GatewayError;
 
 /// How a provider's streamed responses are framed on the wire.
@@ -351,8 +353,13 @@ fn entra(
 ) -> Result<Result<Arc<token::TokenSource>, String>, ConfigError> {
     let tenant = inline_or_env(cfg.tenant_id.as_deref(), cfg.tenant_id_env.as_deref(), "tenant_id", path, environment)?;
     let client = inline_or_env(cfg.client_id.as_deref(), cfg.client_id_env.as_deref(), "client_id", path, environment)?;
-    let secret =
-        inline_or_env(cfg.client_secret.as_deref(), cfg.client_secret_env.as_deref(), "client_secret", path, environment)?;
+    let secret = inline_or_env(
+        cfg.client_secret.as_deref(),
+        cfg.client_secret_env.as_deref(),
+        "client_secret",
+        path,
+        environment,
+    )?;
     let authority = cfg.authority.as_deref().unwrap_or(token::ENTRA_AUTHORITY);
     token::check_endpoint(authority).map_err(|m| err(format!("{path}.authority"), m))?;
     let (tenant, client, secret) = match (tenant, client, secret) {

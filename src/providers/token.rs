@@ -67,7 +67,7 @@ pub enum Grant {
         client_email: String,
         /// `private_key_id`, sent as the JWT's `kid`.
         key_id: Option<String>,
-        key: RsaKeyPair,
+        key: Box<RsaKeyPair>,
         token_uri: String,
         scope: String,
     },
@@ -108,7 +108,8 @@ impl Grant {
             private_key_id: Option<String>,
             token_uri: Option<String>,
         }
-        let key: KeyFile = serde_json::from_str(key_file).map_err(|e| format!("not a service account JSON key: {e}"))?;
+        let key: KeyFile =
+            serde_json::from_str(key_file).map_err(|e| format!("not a service account JSON key: {e}"))?;
         if let Some(kind) = key.kind.as_deref().filter(|k| *k != "service_account") {
             return Err(format!("the key's type is \"{kind}\"; only \"service_account\" keys are supported"));
         }
@@ -123,7 +124,7 @@ impl Grant {
         Ok(Grant::GoogleServiceAccount {
             client_email,
             key_id: key.private_key_id,
-            key: rsa,
+            key: Box::new(rsa),
             token_uri,
             scope: scope.to_string(),
         })
@@ -319,7 +320,8 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<Issued, String> 
         return Err(format!("the token endpoint answered {status}{detail}"));
     }
     let answer = answer.ok_or("the token endpoint's answer is not JSON")?;
-    let token = answer.access_token.filter(|t| !t.is_empty()).ok_or("the token endpoint's answer has no access_token")?;
+    let token =
+        answer.access_token.filter(|t| !t.is_empty()).ok_or("the token endpoint's answer has no access_token")?;
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("the token endpoint's access_token is not a plain token".into());
     }
@@ -441,8 +443,11 @@ impl fmt::Debug for TokenSource {
     }
 }
 
-/// Every live source, by credential fingerprint: equal credentials share one (across reloads too).
-static SOURCES: Mutex<Vec<([u8; 32], u64, Weak<TokenSource>)>> = Mutex::new(Vec::new());
+/// A live source: its credential's fingerprint, its refresh setting, and the source.
+type Entry = ([u8; 32], u64, Weak<TokenSource>);
+
+/// Every live source: equal credentials share one (across reloads too).
+static SOURCES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 impl TokenSource {
     /// The source of `grant`'s tokens: the live one for the same credential (and refresh setting) when
@@ -466,7 +471,8 @@ impl TokenSource {
             idle_timeout: Duration::from_secs(25),
             ca_file: None,
         };
-        let client = UpstreamClient::new(&settings).map_err(|e| format!("token endpoint {}: {e}", settings.base_url))?;
+        let client =
+            UpstreamClient::new(&settings).map_err(|e| format!("token endpoint {}: {e}", settings.base_url))?;
         let source = Arc::new(TokenSource {
             label: format!("{} ({source})", grant.identity()),
             grant,
@@ -510,10 +516,8 @@ impl TokenSource {
                         self.start_exchange(flag.clone());
                     }
                     if !flag.wait_timeout(WAIT) {
-                        return Err(self.unavailable(&format!(
-                            "the token endpoint has not answered within {} s",
-                            WAIT.as_secs()
-                        )));
+                        return Err(self
+                            .unavailable(&format!("the token endpoint has not answered within {} s", WAIT.as_secs())));
                     }
                     waited = true;
                 }
@@ -552,8 +556,7 @@ impl TokenSource {
     /// One exchange: sign (Google), POST the form, read the answer.
     fn exchange(&self, now_secs: u64) -> Result<Issued, String> {
         let body = self.grant.exchange_body(now_secs)?;
-        let headers =
-            [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
+        let headers = [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
         let mut response = self
             .client
             .send("", &headers, body.as_bytes())
@@ -591,8 +594,7 @@ mod tests {
 
     #[test]
     fn a_token_due_for_refresh_is_still_used_while_exactly_one_refresh_runs() {
-        let mut s = State::default();
-        s.refreshing = Some(Arc::new(SyncFlag::new()));
+        let mut s = State { refreshing: Some(Arc::new(SyncFlag::new())), ..State::default() };
         s.complete(issued(3600), 0, 100, 300_000);
         // Refresh at 3600 - 300 s.
         assert!(matches!(s.step(3_299_999), Step::Use(_)));
@@ -657,7 +659,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(refused, "the token endpoint answered 400: invalid_grant: Invalid JWT Signature.");
-        assert_eq!(parse_token_response(502, b"<html>client_secret=abc</html>").unwrap_err(), "the token endpoint answered 502");
+        assert_eq!(
+            parse_token_response(502, b"<html>client_secret=abc</html>").unwrap_err(),
+            "the token endpoint answered 502"
+        );
         assert!(parse_token_response(200, br#"{"access_token":"a\r\nb","expires_in":5}"#).is_err());
         assert!(parse_token_response(200, br#"{"access_token":"a","expires_in":0}"#).is_err());
         assert!(parse_token_response(200, br#"{"expires_in":5}"#).is_err());
@@ -681,7 +686,8 @@ mod tests {
         let grant = Grant::google_service_account(KEY_FILE, GOOGLE_SCOPE).unwrap();
         let Grant::GoogleServiceAccount { key, .. } = &grant else { panic!() };
         let body = grant.exchange_body(1_700_000_000).unwrap();
-        let jwt = body.strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=").unwrap();
+        let jwt =
+            body.strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=").unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let decode = |p: &str| crate::base64::decode(&p.replace('-', "+").replace('_', "/")).unwrap();
@@ -693,7 +699,10 @@ mod tests {
             serde_json::json!({"iss": "gateway@switchyard-test.iam.gserviceaccount.com", "scope": GOOGLE_SCOPE,
                 "aud": "https://oauth2.googleapis.com/token", "iat": 1_700_000_000u64, "exp": 1_700_003_600u64})
         );
-        let public = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key.public().as_ref());
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            key.public().as_ref(),
+        );
         let signed = format!("{}.{}", parts[0], parts[1]);
         assert!(public.verify(signed.as_bytes(), &decode(parts[2])).is_ok(), "the signature verifies");
         assert!(public.verify(b"other", &decode(parts[2])).is_err());
@@ -702,7 +711,9 @@ mod tests {
 
     #[test]
     fn unusable_key_files_are_named_without_their_content() {
-        assert!(Grant::google_service_account("{", GOOGLE_SCOPE).unwrap_err().contains("not a service account JSON key"));
+        assert!(Grant::google_service_account("{", GOOGLE_SCOPE)
+            .unwrap_err()
+            .contains("not a service account JSON key"));
         let user = r#"{"type":"authorized_user","client_secret":"shh"}"#;
         assert!(Grant::google_service_account(user, GOOGLE_SCOPE).unwrap_err().contains("\"authorized_user\""));
         let mut v: serde_json::Value = serde_json::from_str(KEY_FILE).unwrap();
@@ -711,19 +722,28 @@ mod tests {
         assert!(e.contains("not a usable RSA key") && !e.contains("AAAA"), "{e}");
         let mut v: serde_json::Value = serde_json::from_str(KEY_FILE).unwrap();
         v["token_uri"] = "http://attacker.example/token".into();
-        assert!(Grant::google_service_account(&v.to_string(), GOOGLE_SCOPE).unwrap_err().contains("token_uri must be an https URL"));
+        assert!(Grant::google_service_account(&v.to_string(), GOOGLE_SCOPE)
+            .unwrap_err()
+            .contains("token_uri must be an https URL"));
     }
 
     #[test]
     fn equal_credentials_share_one_cache_and_different_ones_do_not() {
-        let a = TokenSource::shared(Grant::google_service_account(KEY_FILE, GOOGLE_SCOPE).unwrap(), "key file a", 300).unwrap();
-        let b = TokenSource::shared(Grant::google_service_account(KEY_FILE, GOOGLE_SCOPE).unwrap(), "key file b", 300).unwrap();
+        let a = TokenSource::shared(Grant::google_service_account(KEY_FILE, GOOGLE_SCOPE).unwrap(), "key file a", 300)
+            .unwrap();
+        let b = TokenSource::shared(Grant::google_service_account(KEY_FILE, GOOGLE_SCOPE).unwrap(), "key file b", 300)
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        let other_scope = TokenSource::shared(Grant::google_service_account(KEY_FILE, "s").unwrap(), "key file a", 300).unwrap();
+        let other_scope =
+            TokenSource::shared(Grant::google_service_account(KEY_FILE, "s").unwrap(), "key file a", 300).unwrap();
         assert!(!Arc::ptr_eq(&a, &other_scope));
         let entra = |secret: &str| {
-            TokenSource::shared(Grant::entra(ENTRA_AUTHORITY, "t", "c", Secret(secret.into()), ENTRA_SCOPE).unwrap(), "t", 300)
-                .unwrap()
+            TokenSource::shared(
+                Grant::entra(ENTRA_AUTHORITY, "t", "c", Secret(secret.into()), ENTRA_SCOPE).unwrap(),
+                "t",
+                300,
+            )
+            .unwrap()
         };
         let (x, y, z) = (entra("s1"), entra("s1"), entra("s2"));
         assert!(Arc::ptr_eq(&x, &y) && !Arc::ptr_eq(&x, &z), "a rotated secret gets a fresh cache");
@@ -732,8 +752,14 @@ mod tests {
 
     #[test]
     fn entra_form_fields_are_url_encoded() {
-        let g = Grant::entra("https://login.example/", "contoso.onmicrosoft.com", "cid", Secret("a+b&c=d é".into()), ENTRA_SCOPE)
-            .unwrap();
+        let g = Grant::entra(
+            "https://login.example/",
+            "contoso.onmicrosoft.com",
+            "cid",
+            Secret("a+b&c=d é".into()),
+            ENTRA_SCOPE,
+        )
+        .unwrap();
         assert_eq!(g.token_url(), "https://login.example/contoso.onmicrosoft.com/oauth2/v2.0/token");
         assert_eq!(
             g.exchange_body(0).unwrap(),

@@ -64,7 +64,8 @@ pub fn base_url_for(region: &str) -> String {
 
 pub fn build(cfg: &BackendConfig, path: &str, environment: &Environment, api: Api) -> Result<Built, ConfigError> {
     let options: Options = cfg.provider_options(path)?;
-    let valid = |s: &str, extra: &[u8]| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
+    let valid =
+        |s: &str, extra: &[u8]| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
     if !valid(&options.region, b"-") {
         return Err(err(format!("{path}.region"), "a Google Cloud location such as us-central1, or global"));
     }
@@ -136,7 +137,9 @@ impl Provider for Vertex {
                 raw_predict_body(&body, &self.anthropic_version, endpoint == Endpoint::CountTokens).map_err(invalid)?,
             )),
             (_, Endpoint::Embeddings) => Ok(Cow::Owned(predict_body(&body).map_err(GatewayError::BadRequest)?)),
-            (_, Endpoint::CountTokens) => Ok(Cow::Owned(super::gemini::count_tokens_body(&body, None).map_err(invalid)?)),
+            (_, Endpoint::CountTokens) => {
+                Ok(Cow::Owned(super::gemini::count_tokens_body(&body, None).map_err(invalid)?))
+            }
             _ => Ok(body),
         }
     }
@@ -296,9 +299,10 @@ mod tests {
     use super::*;
 
     fn vertex(schema: &str, region: &str) -> Built {
-        let cfg = BackendConfig::from_value(json!({"name": "v", "schema": schema, "project": "my-proj", "region": region,
+        let cfg =
+            BackendConfig::from_value(json!({"name": "v", "schema": schema, "project": "my-proj", "region": region,
             "auth": {"type": "bearer", "key": "ya29.test"}}))
-        .unwrap();
+            .unwrap();
         let api = if schema == "vertex_anthropic" { Api::Anthropic } else { Api::Gemini };
         build(&cfg, "backends[0]", &Environment { var: &|_| None, file: &|_| None }, api).unwrap()
     }
@@ -323,14 +327,23 @@ mod tests {
         let built = vertex("vertex", "europe-west4");
         let p = &built.provider;
         let base = "/v1/projects/my-proj/locations/europe-west4/publishers/google/models/";
-        assert_eq!(p.path(Endpoint::ChatCompletions, "gemini-2.0-flash", false).unwrap(), format!("{base}gemini-2.0-flash:generateContent"));
+        assert_eq!(
+            p.path(Endpoint::ChatCompletions, "gemini-2.0-flash", false).unwrap(),
+            format!("{base}gemini-2.0-flash:generateContent")
+        );
         assert_eq!(
             p.path(Endpoint::Messages, "gemini-2.0-flash", true).unwrap(),
             format!("{base}gemini-2.0-flash:streamGenerateContent?alt=sse")
         );
-        assert_eq!(p.path(Endpoint::Embeddings, "text-embedding-005", false).unwrap(), format!("{base}text-embedding-005:predict"));
+        assert_eq!(
+            p.path(Endpoint::Embeddings, "text-embedding-005", false).unwrap(),
+            format!("{base}text-embedding-005:predict")
+        );
         assert_eq!(p.path(Endpoint::CountTokens, "g", false).unwrap(), format!("{base}g:countTokens"));
-        assert_eq!(p.path(Endpoint::ChatCompletions, "a:b/c", false).unwrap(), format!("{base}a%3Ab%2Fc:generateContent"));
+        assert_eq!(
+            p.path(Endpoint::ChatCompletions, "a:b/c", false).unwrap(),
+            format!("{base}a%3Ab%2Fc:generateContent")
+        );
     }
 
     #[test]
@@ -338,7 +351,10 @@ mod tests {
         let body = br#"{"model":"claude","stream":true,"max_tokens":5,"messages":[],"tools":[{"input_schema":{"z":1,"a":2}}]}"#;
         let text = String::from_utf8(raw_predict_body(body, ANTHROPIC_VERSION, false).unwrap()).unwrap();
         assert!(!text.contains("\"model\""), "{text}");
-        assert!(text.contains(r#""stream":true"#) && text.contains(r#""anthropic_version":"vertex-2023-10-16""#), "{text}");
+        assert!(
+            text.contains(r#""stream":true"#) && text.contains(r#""anthropic_version":"vertex-2023-10-16""#),
+            "{text}"
+        );
         assert!(text.contains(r#"{"z":1,"a":2}"#), "nested key order is kept: {text}");
         let count = raw_predict_body(br#"{"model":"claude","messages":[]}"#, ANTHROPIC_VERSION, true).unwrap();
         assert_eq!(count, br#"{"anthropic_version":"vertex-2023-10-16","messages":[],"model":"claude"}"#);
