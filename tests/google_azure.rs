@@ -133,7 +133,11 @@ fn config(standin: &Standin) -> Value {
 }
 
 fn start(standin: &Standin) -> Gateway {
-    Gateway::start_with_env(&config(standin), &[("SWITCHYARD_TEST_ENTRA_SECRET", ENTRA_SECRET)])
+    start_with(&config(standin))
+}
+
+fn start_with(cfg: &Value) -> Gateway {
+    Gateway::start_with_env(cfg, &[("SWITCHYARD_TEST_ENTRA_SECRET", ENTRA_SECRET)])
 }
 
 fn run_script(script: &str, gw: &Gateway) {
@@ -313,6 +317,29 @@ fn the_key_file_path_can_come_from_a_variable_and_a_missing_file_is_named() {
     let r = post(missing.addr, "/v1/messages", &ANTHROPIC, &message("vertex-claude"));
     assert_eq!(r.status, 503);
     assert!(r.text().contains("/nonexistent/sa.json"), "{}", r.text());
+}
+
+#[test]
+fn the_key_file_is_read_again_on_config_reload() {
+    let standin = Standin::start(60);
+    let later = standin.key_file.with_file_name("later.json");
+    let mut cfg = config(&standin);
+    cfg["backends"][0]["auth"] = json!({"type": "gcp_service_account", "credentials_file": later});
+    let gw = start_with(&cfg);
+    let r = post(gw.addr, "/v1/messages", &ANTHROPIC, &message("vertex-claude"));
+    assert_eq!(r.status, 503, "no key file yet: {}", r.text());
+    assert!(r.text().contains("later.json"), "{}", r.text());
+    std::fs::copy(&standin.key_file, &later).unwrap();
+    // Any change of the config file reloads it; the reload reads the key file again.
+    cfg["routes"][0]["headers"] = json!({});
+    std::fs::write(&gw.config_path, cfg.to_string()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            post(gw.addr, "/v1/messages", &ANTHROPIC, &message("vertex-claude")).status == 200
+        }),
+        "{}",
+        gw.log()
+    );
 }
 
 #[test]
