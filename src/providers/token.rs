@@ -433,8 +433,6 @@ pub struct TokenSource {
     client: Arc<UpstreamClient>,
     refresh_before_ms: u64,
     state: Mutex<State>,
-    /// Exchanges started (for tests and metrics).
-    exchanges: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for TokenSource {
@@ -479,7 +477,6 @@ impl TokenSource {
             client: Arc::new(client),
             refresh_before_ms: refresh_before_secs.saturating_mul(1000),
             state: Mutex::new(State::default()),
-            exchanges: Default::default(),
         });
         sources.push((fingerprint, refresh_before_secs, Arc::downgrade(&source)));
         Ok(source)
@@ -488,11 +485,6 @@ impl TokenSource {
     /// Names the credential (no secret in it).
     pub fn label(&self) -> &str {
         &self.label
-    }
-
-    /// How many exchanges this source started.
-    pub fn exchanges(&self) -> u64 {
-        self.exchanges.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The `authorization` header value (`Bearer …`) for a request now; waits (yielding, in a
@@ -532,7 +524,6 @@ impl TokenSource {
 
     /// Runs one exchange on a thread of its own; `flag` fires when the cache has its result.
     fn start_exchange(self: &Arc<Self>, flag: Arc<SyncFlag>) {
-        self.exchanges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let source = self.clone();
         let done = flag.clone();
         let spawned = std::thread::Builder::new().name("switchyard-token".into()).spawn(move || {
