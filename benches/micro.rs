@@ -17,7 +17,7 @@ use switchyard::server::http1;
 use switchyard::snapshot::{self, Snapshot};
 use switchyard::sse::SseDecoder;
 use switchyard::stream::StreamPipeline;
-use switchyard::translate::{openai_anthropic, Pair, RequestOptions, ResponseOptions};
+use switchyard::translate::{openai_anthropic, openai_gemini, Pair, RequestOptions, ResponseOptions};
 
 /// Median ns per call of `f` over 7 rounds of about 100 ms.
 fn time(mut f: impl FnMut()) -> f64 {
@@ -160,6 +160,10 @@ fn main() {
         black_box(serde_json::to_vec(&v).unwrap());
     });
     row("translate request OpenAI -> Anthropic", to_anthropic, "JSON parse + serialize", round_trip);
+    let to_gemini = time(|| {
+        black_box(openai_gemini::request(black_box(&body), &opts).unwrap());
+    });
+    row("translate request OpenAI -> Gemini", to_gemini, "JSON parse + serialize", round_trip);
     let anthropic_stream =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/anthropic_text_tool_use.sse"))
             .unwrap();
@@ -187,6 +191,29 @@ fn main() {
         black_box(out);
     }) / events;
     row("stream translate OpenAI -> Anthropic, /event", reverse, "memcpy of the stream, per event", copy);
+    // Gemini: a recorded stream with thoughts, text and cumulative usage, CRLF-delimited.
+    let gemini_stream =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/gemini_thinking_usage.sse"))
+            .unwrap();
+    let g_events = gemini_stream.windows(6).filter(|w| w == b"data: ").count().max(1) as f64;
+    let g_copy = time(|| {
+        black_box(black_box(&gemini_stream).to_vec());
+    }) / g_events;
+    for (name, pair, client) in [
+        ("stream translate Gemini -> OpenAI, /event", Pair::OpenAiGemini, Api::OpenAi),
+        ("stream translate Gemini -> Anthropic, /event", Pair::AnthropicGemini, Api::Anthropic),
+    ] {
+        let per_event = time(|| {
+            let translator = pair.stream("m", &ResponseOptions::default());
+            let mut t = StreamPipeline::new(Framing::Sse, Api::Gemini, client, Some(translator), false);
+            let mut out = Vec::new();
+            t.push(black_box(&gemini_stream));
+            t.relay(&mut out);
+            t.finish(&mut out);
+            black_box(out);
+        }) / g_events;
+        row(name, per_event, "memcpy of the stream, per event", g_copy);
+    }
 
     // Limiter: in-process check (admit + settle) vs an uncontended mutex.
     let limits = ratelimit::compile(

@@ -13,7 +13,8 @@ pub enum Api {
     Anthropic,
     /// AWS Bedrock Converse.
     Converse,
-    /// Google Gemini `generateContent` (the Gemini API and Vertex AI).
+    /// Google Gemini `generateContent` (and `streamGenerateContent`, `batchEmbedContents`, `countTokens`):
+    /// the Gemini API and Vertex AI, which share the wire format.
     Gemini,
 }
 
@@ -79,12 +80,26 @@ impl Endpoint {
             // Converse bodies are chats whatever the client called.
             (Endpoint::ChatCompletions | Endpoint::Messages, Api::Converse) => Some(self),
             (Endpoint::CountTokens, Api::Converse) => Some(Endpoint::CountTokens),
-            // Gemini bodies are chats whatever the client called; embeddings and counts exist too.
-            (
-                Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Embeddings | Endpoint::CountTokens,
-                Api::Gemini,
-            ) => Some(self),
+            // Gemini bodies are chats whatever the client called; an OpenAI client's embeddings become
+            // `batchEmbedContents` (Vertex: `predict`), an Anthropic token count `countTokens`.
+            (Endpoint::ChatCompletions | Endpoint::Messages, Api::Gemini) => Some(self),
+            (Endpoint::Embeddings, Api::Gemini) => Some(Endpoint::Embeddings),
+            (Endpoint::CountTokens, Api::Gemini) => Some(Endpoint::CountTokens),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemini_serves_chats_messages_embeddings_and_token_counts_but_not_completions() {
+        for e in [Endpoint::ChatCompletions, Endpoint::Messages, Endpoint::Embeddings, Endpoint::CountTokens] {
+            assert_eq!(e.in_family(Api::Gemini), Some(e));
+        }
+        assert_eq!(Endpoint::Completions.in_family(Api::Gemini), None);
+        assert!(!Api::Gemini.is_anthropic());
     }
 }

@@ -38,6 +38,12 @@ pub trait StreamTranslate: Send {
     fn finish(&mut self, out: &mut Vec<u8>);
     /// The client's stream is complete (or failed): later events are ignored.
     fn is_done(&self) -> bool;
+    /// The upstream refused the request before any content (a blocked prompt). The translator has
+    /// also written an error event; a relay that has not sent its response head yet answers with this
+    /// failure's status instead.
+    fn refusal(&self) -> Option<&StreamFailure> {
+        None
+    }
 }
 
 /// Bytes read from the upstream at a time.
@@ -429,6 +435,11 @@ impl StreamPipeline {
     /// The client's stream ended (complete or failed): nothing more is written.
     pub fn is_done(&self) -> bool {
         self.failed || self.translator.as_ref().is_some_and(|t| t.is_done())
+    }
+
+    /// The upstream refused the request before any content (see [`StreamTranslate::refusal`]).
+    pub fn refusal(&self) -> Option<&StreamFailure> {
+        self.translator.as_ref().and_then(|t| t.refusal())
     }
 
     /// Bytes held for an event that has not ended yet.

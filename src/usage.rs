@@ -2,7 +2,7 @@
 //!
 //! For streams, [`StreamUsage`] looks at each decoded upstream event (see [`crate::stream`]): it reads
 //! usage where the family puts it (OpenAI's usage chunk; Anthropic's `message_start` and cumulative
-//! `message_delta`; Converse's `metadata`), counts content events so a stream that ends without usage
+//! `message_delta`; Converse's `metadata`; Gemini's cumulative `usageMetadata` in every chunk), counts content events so a stream that ends without usage
 //! can be estimated rather than counted as zero, and marks the usage-only chunk the gateway asked for
 //! on the client's behalf so that it can be removed.
 
@@ -10,11 +10,14 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::stream::Event;
-use crate::translate::{usage_from_anthropic, usage_from_converse, usage_from_openai, Usage};
+use crate::translate::{usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, Usage};
 
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
 /// body is skipped without building a tree.
 pub fn from_body(api: Api, body: &[u8]) -> Option<Usage> {
+    if api == Api::Gemini {
+        return gemini_body(body);
+    }
     #[derive(serde::Deserialize)]
     struct UsageOnly {
         usage: Option<Value>,
@@ -26,6 +29,45 @@ pub fn from_body(api: Api, body: &[u8]) -> Option<Usage> {
         Api::Converse => usage_from_converse(&usage),
         Api::Gemini => None,
     }
+}
+
+/// Usage in a Gemini answer: `usageMetadata` (generateContent, countTokens); for embeddings, Vertex's
+/// `predict` token counts (`predictions[].embeddings.statistics.token_count`), and zero for the
+/// Gemini API's `batchEmbedContents`, which reports none (rather than an estimate from the size of
+/// the vectors).
+fn gemini_body(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        usage_metadata: Option<Value>,
+        predictions: Option<Vec<Prediction>>,
+        embeddings: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Prediction {
+        embeddings: Option<PredictionEmbeddings>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PredictionEmbeddings {
+        statistics: Option<Statistics>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Statistics {
+        token_count: Option<f64>,
+    }
+    let answer = serde_json::from_slice::<Answer>(body).ok()?;
+    if let Some(u) = answer.usage_metadata.as_ref().and_then(usage_from_gemini) {
+        return Some(u);
+    }
+    if let Some(predictions) = answer.predictions {
+        let tokens = predictions
+            .iter()
+            .filter_map(|p| p.embeddings.as_ref()?.statistics.as_ref()?.token_count)
+            .map(|n| n as u64)
+            .sum();
+        return Some(Usage { input_tokens: tokens, ..Usage::default() });
+    }
+    answer.embeddings.map(|_| Usage::default())
 }
 
 /// What an event was, for the relay.
@@ -79,8 +121,6 @@ impl StreamUsage {
             return EventKind::Other;
         }
         match self.api {
-            // Read by the Gemini translators' work (usageMetadata), not here yet.
-            Api::Gemini => EventKind::Content,
             Api::Converse => {
                 if event.name != Some("metadata") {
                     return if event.name == Some("contentBlockDelta") { EventKind::Content } else { EventKind::Other };
@@ -92,6 +132,24 @@ impl StreamUsage {
                     self.usage = Some(u);
                 }
                 EventKind::Other
+            }
+            Api::Gemini => {
+                // Every chunk may carry `usageMetadata`, cumulative: the latest replaces the last.
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Chunk {
+                    usage_metadata: Option<Value>,
+                    candidates: Option<serde::de::IgnoredAny>,
+                }
+                let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { return EventKind::Other };
+                if let Some(u) = chunk.usage_metadata.as_ref().and_then(usage_from_gemini) {
+                    self.usage = Some(u);
+                }
+                if chunk.candidates.is_some() {
+                    EventKind::Content
+                } else {
+                    EventKind::Other
+                }
             }
             // Only an event with a usage *object* is parsed (OpenAI puts `"usage":null` in every chunk
             // once usage is requested).
@@ -197,6 +255,39 @@ mod tests {
         let u = s.usage().unwrap();
         assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_input_tokens), (11, 7, 3));
         assert_eq!(s.content_events(), 1);
+    }
+
+    #[test]
+    fn gemini_usage_is_cumulative_per_chunk_and_set_not_added() {
+        let mut s = StreamUsage::new(Api::Gemini, false);
+        for data in [
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":1}}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"b"}]}}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":2}}"#,
+            r#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"thoughtsTokenCount":3,"cachedContentTokenCount":5}}"#,
+        ] {
+            s.observe(&event(None, data));
+        }
+        let u = s.usage().unwrap();
+        assert_eq!((u.prompt_tokens(), u.input_tokens, u.cache_read_input_tokens), (9, 4, 5));
+        assert_eq!((u.output_tokens, u.reasoning_tokens), (7, 3));
+        assert_eq!(s.content_events(), 3);
+        assert_eq!(s.observe(&event(None, r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#)), EventKind::Other);
+    }
+
+    #[test]
+    fn gemini_bodies_report_usage_metadata_or_embedding_token_counts() {
+        let u = from_body(
+            Api::Gemini,
+            br#"{"candidates":[],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4}}"#,
+        )
+        .unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens), (3, 4));
+        let predict =
+            br#"{"predictions":[{"embeddings":{"values":[0.1],"statistics":{"token_count":6.0,"truncated":false}}},
+            {"embeddings":{"values":[0.2],"statistics":{"token_count":2}}}]}"#;
+        assert_eq!(from_body(Api::Gemini, predict).unwrap().prompt_tokens(), 8);
+        assert_eq!(from_body(Api::Gemini, br#"{"embeddings":[{"values":[0.1]}]}"#), Some(Usage::default()));
+        assert_eq!(from_body(Api::Gemini, br#"{"usage":{"prompt_tokens":1}}"#), None);
     }
 
     #[test]

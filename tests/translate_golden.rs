@@ -3,14 +3,16 @@
 //! * `<case>.request.json` → request translation → `<case>.upstream.json`
 //! * `<case>.upstream_response.json` → response translation →
 //!   `<case>.response.json` (if `<case>.request.json` exists, its translation
-//!   supplies the response options, e.g. the forced JSON tool)
+//!   supplies the response options, e.g. the forced JSON tool); a response the
+//!   translator refuses (a blocked prompt) is compared as `{"refused": …}`
 //! * `<case>.upstream_error.json` (`{"status": N, "body": …}`, plus
 //!   `"error_type"` for Bedrock's `x-amzn-ErrorType`) → error translation →
 //!   `<case>.error.json`
 //! * `<case>.bad_request.json` → a request the translator must reject →
 //!   `<case>.rejection.json` (`{"kind", "field", "message"}`)
 //! * optional `<case>.options.json`: `{"model", "default_max_tokens",
-//!   "created", "response_model"}`
+//!   "created", "response_model", "endpoint"}` (`endpoint`: `embeddings` or
+//!   `count_tokens`; by default the pair's chat endpoint)
 //!
 //! Every pair goes through `translate::Pair`, the interface the gateway uses.
 //! Outputs are compared as parsed JSON. Run with `BLESS=1` to (re)write the
@@ -20,15 +22,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use switchyard::api::Endpoint;
 use switchyard::translate::{Pair, RequestOptions, ResponseOptions, TranslateError};
 
 struct CaseOptions {
     request: RequestOptions,
     created: u64,
     response_model: String,
+    endpoint: Endpoint,
 }
 
-fn case_options(dir: &Path, case: &str) -> CaseOptions {
+fn case_options(dir: &Path, case: &str, chat: Endpoint) -> CaseOptions {
     let v: Value = fs::read(dir.join(format!("{case}.options.json")))
         .ok()
         .map(|b| serde_json::from_slice(&b).expect("options.json"))
@@ -40,6 +44,12 @@ fn case_options(dir: &Path, case: &str) -> CaseOptions {
         },
         created: v["created"].as_u64().unwrap_or(1_700_000_000),
         response_model: v["response_model"].as_str().unwrap_or("test-model").to_string(),
+        endpoint: match v["endpoint"].as_str() {
+            None => chat,
+            Some("embeddings") => Endpoint::Embeddings,
+            Some("count_tokens") => Endpoint::CountTokens,
+            Some(other) => panic!("{case}.options.json: unknown endpoint {other}"),
+        },
     }
 }
 
@@ -74,6 +84,9 @@ fn rejection_json(e: &TranslateError) -> Value {
         TranslateError::InvalidJson(_) => "invalid_json",
         TranslateError::Invalid { .. } => "invalid",
         TranslateError::Unsupported { .. } => "unsupported",
+        TranslateError::Refused { status, code, .. } => {
+            return json!({"kind": "refused", "status": status, "code": code, "message": e.to_string()})
+        }
     };
     json!({"kind": kind, "field": e.field(), "message": e.to_string()})
 }
@@ -82,7 +95,8 @@ fn bytes_to_json(b: &[u8], what: &Path) -> Value {
     serde_json::from_slice(b).unwrap_or_else(|e| panic!("{}: output is not JSON: {e}", what.display()))
 }
 
-fn run_pair(dir_name: &str, pair: Pair) -> usize {
+/// Runs every case of `tests/fixtures/<dir_name>`; `chat` is the endpoint of cases that name none.
+fn run_pair(dir_name: &str, pair: Pair, chat: Endpoint) -> usize {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir_name);
     let mut names: Vec<String> =
         fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -91,28 +105,30 @@ fn run_pair(dir_name: &str, pair: Pair) -> usize {
     let mut checked = 0;
     for name in &names {
         if let Some(case) = name.strip_suffix(".request.json") {
-            let o = case_options(&dir, case);
+            let o = case_options(&dir, case, chat);
             let body = fs::read(dir.join(name)).unwrap();
             let out = pair
-                .request(&body, &o.request, o.created)
+                .request(o.endpoint, &body, &o.request, o.created)
                 .unwrap_or_else(|e| panic!("{dir_name}/{case}: request rejected: {e}"))
                 .body;
             let expected = dir.join(format!("{case}.upstream.json"));
             check(&expected, &bytes_to_json(&out, &expected), &mut failures);
             checked += 1;
         } else if let Some(case) = name.strip_suffix(".upstream_response.json") {
-            let o = case_options(&dir, case);
+            let o = case_options(&dir, case, chat);
             let body = fs::read(dir.join(name)).unwrap();
             // The request's translation supplies the response options (the forced JSON tool, say).
             let ropts = match fs::read(dir.join(format!("{case}.request.json"))) {
-                Ok(req) => pair.request(&req, &o.request, o.created).unwrap().response,
+                Ok(req) => pair.request(o.endpoint, &req, &o.request, o.created).unwrap().response,
                 Err(_) => ResponseOptions { created: o.created, ..Default::default() },
             };
-            let out = pair
-                .response(&body, &o.response_model, &ropts)
-                .unwrap_or_else(|e| panic!("{dir_name}/{case}: response rejected: {e}"));
             let expected = dir.join(format!("{case}.response.json"));
-            check(&expected, &bytes_to_json(&out, &expected), &mut failures);
+            let actual = match pair.response(o.endpoint, &body, &o.response_model, &ropts) {
+                Ok(out) => bytes_to_json(&out, &expected),
+                Err(e @ TranslateError::Refused { .. }) => json!({ "refused": rejection_json(&e) }),
+                Err(e) => panic!("{dir_name}/{case}: response rejected: {e}"),
+            };
+            check(&expected, &actual, &mut failures);
             checked += 1;
         } else if let Some(case) = name.strip_suffix(".upstream_error.json") {
             let v = read_json(&dir.join(name));
@@ -126,9 +142,9 @@ fn run_pair(dir_name: &str, pair: Pair) -> usize {
             check(&expected, &bytes_to_json(&out, &expected), &mut failures);
             checked += 1;
         } else if let Some(case) = name.strip_suffix(".bad_request.json") {
-            let o = case_options(&dir, case);
+            let o = case_options(&dir, case, chat);
             let body = fs::read(dir.join(name)).unwrap();
-            let err = match pair.request(&body, &o.request, o.created) {
+            let err = match pair.request(o.endpoint, &body, &o.request, o.created) {
                 Ok(out) => {
                     panic!("{dir_name}/{case}: expected a rejection, got {}", String::from_utf8_lossy(&out.body))
                 }
@@ -144,24 +160,36 @@ fn run_pair(dir_name: &str, pair: Pair) -> usize {
 
 #[test]
 fn golden_openai_client_to_anthropic_upstream() {
-    let n = run_pair("openai_anthropic", Pair::OpenAiAnthropic);
+    let n = run_pair("openai_anthropic", Pair::OpenAiAnthropic, Endpoint::ChatCompletions);
     assert!(n >= 20, "only {n} golden checks ran");
 }
 
 #[test]
 fn golden_anthropic_client_to_openai_upstream() {
-    let n = run_pair("anthropic_openai", Pair::AnthropicOpenAi);
+    let n = run_pair("anthropic_openai", Pair::AnthropicOpenAi, Endpoint::Messages);
     assert!(n >= 20, "only {n} golden checks ran");
 }
 
 #[test]
 fn golden_openai_client_to_converse_upstream() {
-    let n = run_pair("openai_converse", Pair::OpenAiConverse);
+    let n = run_pair("openai_converse", Pair::OpenAiConverse, Endpoint::ChatCompletions);
     assert!(n >= 20, "only {n} golden checks ran");
 }
 
 #[test]
 fn golden_anthropic_client_to_converse_upstream() {
-    let n = run_pair("anthropic_converse", Pair::AnthropicConverse);
+    let n = run_pair("anthropic_converse", Pair::AnthropicConverse, Endpoint::Messages);
+    assert!(n >= 20, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_openai_client_to_gemini_upstream() {
+    let n = run_pair("openai_gemini", Pair::OpenAiGemini, Endpoint::ChatCompletions);
+    assert!(n >= 20, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_anthropic_client_to_gemini_upstream() {
+    let n = run_pair("anthropic_gemini", Pair::AnthropicGemini, Endpoint::Messages);
     assert!(n >= 20, "only {n} golden checks ran");
 }

@@ -99,7 +99,7 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                 Ok(Some(exchange)) => {
                     let backend = exchange.backend;
                     let provider = &*snapshot.backends[backend].provider;
-                    let outcome = relay(exchange, provider, endpoint.client_api(), &peek.model, resp, &headers);
+                    let outcome = relay(exchange, provider, endpoint, &peek.model, resp, &headers);
                     admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
                     let estimated = crate::ratelimit::estimate_input_tokens(req.body.len()) + outcome.estimated_output;
                     // Metrics are labelled by the route's pattern: a bounded set, whatever clients send.
@@ -344,7 +344,9 @@ pub fn prepare<'a>(
     } else {
         let pair = Pair::between(endpoint.client_api(), provider.api()).ok_or_else(unsupported)?;
         let options = RequestOptions { model: Some(model.to_string()), default_max_tokens: backend.default_max_tokens };
-        let t = pair.request(&req.body, &options, created).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let t = pair
+            .request(endpoint, &req.body, &options, created)
+            .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if !t.dropped.is_empty() {
             crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));
         }
@@ -352,7 +354,7 @@ pub fn prepare<'a>(
         let pair = (endpoint != Endpoint::CountTokens).then_some(pair);
         (Cow::Owned(t.body), pair, t.response, false)
     };
-    let body = provider.finish_body(upstream_endpoint, model, body, &|name| req.head.header(name))?;
+    let body = provider.finish_body(upstream_endpoint, body, &|name| req.head.header(name))?;
     Ok(Prepared { path, endpoint: upstream_endpoint, body, pair, response, strip_usage })
 }
 

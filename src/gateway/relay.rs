@@ -3,12 +3,12 @@
 use std::io::Read;
 
 use super::Exchange;
-use crate::api::Api;
+use crate::api::Endpoint;
 use crate::error::{error_body, GatewayError};
 use crate::providers::Provider;
 use crate::server::Responder;
 use crate::stream::StreamPipeline;
-use crate::translate::Usage;
+use crate::translate::{TranslateError, Usage};
 use crate::usage;
 
 /// What the response used, as far as the gateway could see.
@@ -26,17 +26,19 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Largest non-streamed upstream body the gateway buffers.
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 
-/// Relays the upstream response. SSE is forwarded as it arrives (one client write per upstream read);
-/// a failure mid-stream ends the stream with an error event in the client's schema and a proper end of
-/// the body, never a fabricated `[DONE]`.
+/// Relays the upstream response to a client that called `endpoint`. SSE is forwarded as it arrives
+/// (one client write per upstream read); a failure mid-stream ends the stream with an error event in
+/// the client's schema and a proper end of the body, never a fabricated `[DONE]`. An upstream answer
+/// that refuses the request (a prompt Gemini blocked) is answered with the refusal's status.
 pub fn relay(
     mut up: Exchange,
     provider: &dyn Provider,
-    client: Api,
+    endpoint: Endpoint,
     model: &str,
     resp: &mut Responder,
     ids: &[(&str, &str)],
 ) -> Outcome {
+    let client = endpoint.client_api();
     let is_stream = up
         .content_type
         .as_deref()
@@ -54,10 +56,13 @@ pub fn relay(
     if is_stream && up.status < 300 {
         let translator = up.pair.map(|pair| pair.stream(model, &up.response));
         let mut stream = StreamPipeline::new(up.framing, up.api, client, translator, up.strip_usage);
+        let plain_headers = headers.len();
         headers.push(("content-type", "text/event-stream"));
         headers.push(("cache-control", "no-cache"));
         let outcome = |s: &StreamPipeline| Outcome { usage: s.usage().cloned(), estimated_output: s.content_events() };
-        if resp.start(up.status, &headers).is_err() {
+        // A stream that may turn out to be a refusal keeps its head until the first client bytes.
+        let mut started = !up.pair.is_some_and(|p| p.stream_may_refuse());
+        if started && resp.start(up.status, &headers).is_err() {
             return Outcome::default();
         }
         let mut out = Vec::new();
@@ -85,6 +90,22 @@ pub fn relay(
                     true
                 }
             };
+            if !started {
+                if let Some(refusal) = stream.refusal() {
+                    headers.truncate(plain_headers);
+                    headers.push(("content-type", "application/json"));
+                    let body = error_body(client, refusal.status, &refusal.message, refusal.code.as_deref());
+                    let _ = resp.send(refusal.status, &headers, &body);
+                    return outcome(&stream);
+                }
+                if out.is_empty() && !ended {
+                    continue;
+                }
+                if resp.start(up.status, &headers).is_err() {
+                    return outcome(&stream);
+                }
+                started = true;
+            }
             if resp.chunk(&out).is_err() {
                 // The client went away: it is charged for what was generated until now.
                 return outcome(&stream);
@@ -113,6 +134,7 @@ pub fn relay(
         return Outcome::default();
     }
     let usage = if up.status < 400 { usage::from_body(up.api, &body) } else { Some(Usage::default()) };
+    let mut status = up.status;
     let estimated_output = if usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
     let outcome = Outcome { usage, estimated_output };
     let out = if up.status == 401 || up.status == 403 {
@@ -144,10 +166,14 @@ pub fn relay(
                 let _ = resp.send(up.status, &headers, &body);
                 return outcome;
             }
-            Some(pair) => pair.response(&body, model, &up.response),
+            Some(pair) => pair.response(endpoint, &body, model, &up.response),
         };
         match translated {
             Ok(b) => b,
+            Err(TranslateError::Refused { status: refused, code, message }) => {
+                status = refused;
+                error_body(client, refused, &message, Some(&code))
+            }
             Err(e) => {
                 let err =
                     GatewayError::UpstreamUnreachable(format!("the upstream response could not be translated: {e}"));
@@ -157,6 +183,6 @@ pub fn relay(
         }
     };
     headers.push(("content-type", "application/json"));
-    let _ = resp.send(up.status, &headers, &out);
+    let _ = resp.send(status, &headers, &out);
     outcome
 }

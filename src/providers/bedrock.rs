@@ -102,7 +102,6 @@ impl Provider for Bedrock {
     fn finish_body<'b>(
         &self,
         endpoint: Endpoint,
-        _model: &str,
         body: Cow<'b, [u8]>,
         header: &dyn Fn(&str) -> Option<&'b str>,
     ) -> Result<Cow<'b, [u8]>, GatewayError> {
@@ -278,7 +277,7 @@ mod tests {
     fn count_tokens_wraps_the_request_and_answers_in_anthropics_shape() {
         let invoke = bedrock(Api::Anthropic);
         let body = invoke
-            .finish_body(Endpoint::CountTokens, "m", Cow::Borrowed(br#"{"model":"m","messages":[]}"#), &|_| None)
+            .finish_body(Endpoint::CountTokens, Cow::Borrowed(br#"{"model":"m","messages":[]}"#), &|_| None)
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let inner = crate::base64::decode(v["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
@@ -287,7 +286,6 @@ mod tests {
         let body = converse
             .finish_body(
                 Endpoint::CountTokens,
-                "m",
                 Cow::Borrowed(br#"{"messages":[],"inferenceConfig":{"maxTokens":5},"system":[{"text":"s"}]}"#),
                 &|_| None,
             )

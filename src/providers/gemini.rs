@@ -1,26 +1,20 @@
 //! `"schema": "gemini"`: Google's Gemini API (Google AI Studio keys) at
 //! `{base_url}/v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse`,
 //! `:batchEmbedContents` and `:countTokens`, bodies in Gemini's format (the translators in
-//! `translate/*_gemini.rs` write them). The key goes in `x-goog-api-key`
+//! `translate/*_gemini.rs` write them, token counts as `{"generateContentRequest": {"model", …}}` and
+//! embeddings with `models/{model}` in every request; this file turns a count's answer into
+//! Anthropic's shape). The key goes in `x-goog-api-key`
 //! (`"auth": {"type": "header", …}`); a service account (`gcp_service_account`) or a ready OAuth token
 //! (`bearer`) work too. Errors come in Google's shape `{"error": {"code", "message", "status"}}`.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
-use serde_json::value::RawValue;
-use serde_json::Value;
 
 use super::{path_segment, Built, Credential, Outgoing, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{err, BackendConfig, ConfigError, Environment};
-use crate::error::GatewayError;
+use crate::translate::anthropic_gemini;
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
-
-/// The fields of a `generateContent` body that a token count takes.
-const COUNTED_FIELDS: [&str; 4] = ["contents", "systemInstruction", "tools", "generationConfig"];
 
 /// A `gemini` backend has no keys of its own besides the shared ones.
 #[derive(Deserialize)]
@@ -69,21 +63,6 @@ impl Provider for Gemini {
         Some(format!("/v1beta/models/{}:{operation}", model_segment(model)))
     }
 
-    fn finish_body<'b>(
-        &self,
-        endpoint: Endpoint,
-        model: &str,
-        body: Cow<'b, [u8]>,
-        _header: &dyn Fn(&str) -> Option<&'b str>,
-    ) -> Result<Cow<'b, [u8]>, GatewayError> {
-        let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
-        match endpoint {
-            Endpoint::CountTokens => Ok(Cow::Owned(count_tokens_body(&body, Some(model)).map_err(invalid)?)),
-            Endpoint::Embeddings => Ok(Cow::Owned(embed_requests_for(&body, model).map_err(invalid)?)),
-            _ => Ok(body),
-        }
-    }
-
     fn owns_header(&self, name: &str) -> bool {
         self.credential.owns_header(name)
     }
@@ -98,61 +77,11 @@ impl Provider for Gemini {
 
     fn finish_response(&self, endpoint: Endpoint, body: Vec<u8>) -> Vec<u8> {
         match endpoint {
-            Endpoint::CountTokens => count_tokens_answer(&body).unwrap_or(body),
+            // Token counts come from Anthropic clients only, and are not translated back.
+            Endpoint::CountTokens => anthropic_gemini::count_tokens_response(body),
             _ => body,
         }
     }
-}
-
-/// A `countTokens` body from a `generateContent` body: the Gemini API takes it whole as
-/// `generateContentRequest` with `model` (`models/…`) inside; Vertex (`model: None`) takes the counted
-/// fields at the top level.
-pub fn count_tokens_body(body: &[u8], model: Option<&str>) -> Result<Vec<u8>, serde_json::Error> {
-    let fields: BTreeMap<&str, &RawValue> = serde_json::from_slice(body)?;
-    match model {
-        Some(model) => {
-            let mut request: BTreeMap<&str, &RawValue> = fields
-                .into_iter()
-                .filter(|(k, _)| {
-                    COUNTED_FIELDS.contains(k) || matches!(*k, "toolConfig" | "safetySettings" | "cachedContent")
-                })
-                .collect();
-            let name = format!("models/{}", model.strip_prefix("models/").unwrap_or(model));
-            let name_raw: Box<RawValue> = RawValue::from_string(serde_json::to_string(&name)?)?;
-            request.insert("model", &name_raw);
-            serde_json::to_vec(&BTreeMap::from([("generateContentRequest", request)]))
-        }
-        None => {
-            let kept: BTreeMap<&str, &RawValue> =
-                fields.into_iter().filter(|(k, _)| COUNTED_FIELDS.contains(k)).collect();
-            serde_json::to_vec(&kept)
-        }
-    }
-}
-
-/// A `countTokens` answer (`{"totalTokens": n, …}`) as Anthropic's (`{"input_tokens": n}`): token counts
-/// come from Anthropic clients only.
-pub fn count_tokens_answer(body: &[u8]) -> Option<Vec<u8>> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Counted {
-        total_tokens: u64,
-    }
-    let c: Counted = serde_json::from_slice(body).ok()?;
-    Some(format!(r#"{{"input_tokens":{}}}"#, c.total_tokens).into_bytes())
-}
-
-/// A `batchEmbedContents` body whose every request names `models/{model}`, as the Gemini API requires
-/// (the path's model and theirs must agree).
-fn embed_requests_for(body: &[u8], model: &str) -> Result<Vec<u8>, serde_json::Error> {
-    let mut v: Value = serde_json::from_slice(body)?;
-    let name = Value::String(format!("models/{}", model.strip_prefix("models/").unwrap_or(model)));
-    if let Some(requests) = v.get_mut("requests").and_then(Value::as_array_mut) {
-        for r in requests.iter_mut().filter_map(Value::as_object_mut) {
-            r.insert("model".into(), name.clone());
-        }
-    }
-    serde_json::to_vec(&v)
 }
 
 #[cfg(test)]
@@ -202,28 +131,8 @@ mod tests {
     }
 
     #[test]
-    fn token_counts_wrap_the_request_and_answer_in_anthropics_shape() {
-        let body = br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"systemInstruction":{"parts":[{"text":"s"}]},"generationConfig":{"maxOutputTokens":5},"labels":{"a":"b"}}"#;
-        let v: Value = serde_json::from_slice(&count_tokens_body(body, Some("gemini-2.0-flash")).unwrap()).unwrap();
-        assert_eq!(v["generateContentRequest"]["model"], "models/gemini-2.0-flash");
-        assert_eq!(v["generateContentRequest"]["systemInstruction"]["parts"][0]["text"], "s");
-        assert!(v["generateContentRequest"].get("labels").is_none());
-        let v: Value = serde_json::from_slice(&count_tokens_body(body, None).unwrap()).unwrap();
-        assert!(v.get("contents").is_some() && v.get("labels").is_none() && v.get("model").is_none());
-        assert_eq!(
-            count_tokens_answer(br#"{"totalTokens":31,"totalBillableCharacters":96}"#).unwrap(),
-            br#"{"input_tokens":31}"#
-        );
-    }
-
-    #[test]
-    fn embedding_requests_name_the_routed_model() {
-        let out = embed_requests_for(
-            br#"{"requests":[{"model":"models/x","content":{"parts":[{"text":"a"}]}}]}"#,
-            "text-embedding-004",
-        )
-        .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["requests"][0]["model"], "models/text-embedding-004");
+    fn token_counts_answer_in_anthropics_shape() {
+        let answer = gemini().provider.finish_response(Endpoint::CountTokens, br#"{"totalTokens":31}"#.to_vec());
+        assert_eq!(answer, br#"{"input_tokens":31}"#);
     }
 }

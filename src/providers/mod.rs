@@ -67,12 +67,10 @@ pub trait Provider: Send + Sync + fmt::Debug {
         true
     }
 
-    /// Last edits of the body before it is sent; `model` is the upstream model, `header` reads the
-    /// client request's headers.
+    /// Last edits of the body before it is sent; `header` reads the client request's headers.
     fn finish_body<'b>(
         &self,
         _endpoint: Endpoint,
-        _model: &str,
         body: Cow<'b, [u8]>,
         _header: &dyn Fn(&str) -> Option<&'b str>,
     ) -> Result<Cow<'b, [u8]>, GatewayError> {

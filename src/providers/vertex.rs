@@ -1,9 +1,9 @@
 //! Google Vertex AI, in two schemas:
 //! - `"schema": "vertex"`: Gemini models in Gemini's format (the same bodies as the Gemini API) at
 //!   `/v1/projects/{project}/locations/{region}/publishers/google/models/{model}:generateContent`,
-//!   `:streamGenerateContent?alt=sse`, `:countTokens`, and embeddings through `:predict` (whose
-//!   `instances` / `predictions` this file converts from and to the Gemini API's `batchEmbedContents`
-//!   shape, so that the translators know one Gemini embedding format);
+//!   `:streamGenerateContent?alt=sse`, `:countTokens` (the count's fields at the top level), and
+//!   embeddings through `:predict` (`instances`, converted from the translators' `batchEmbedContents`
+//!   body; `predictions` are read as they come);
 //! - `"schema": "vertex_anthropic"`: Claude in Anthropic's Messages format at
 //!   `…/publishers/anthropic/models/{model}:rawPredict` and `:streamRawPredict` (SSE, as Anthropic's
 //!   own), the body without `model` and with `anthropic_version: vertex-2023-10-16`; token counts at
@@ -20,12 +20,13 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{path_segment, Built, Credential, Outgoing, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{err, BackendConfig, ConfigError, Environment};
 use crate::error::{error_body, GatewayError};
+use crate::translate::{anthropic_gemini, openai_gemini};
 
 /// What Claude on Vertex requires in the body.
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -127,18 +128,20 @@ impl Provider for Vertex {
     fn finish_body<'b>(
         &self,
         endpoint: Endpoint,
-        _model: &str,
         body: Cow<'b, [u8]>,
         _header: &dyn Fn(&str) -> Option<&'b str>,
     ) -> Result<Cow<'b, [u8]>, GatewayError> {
         let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
+        let translation = |e: crate::translate::TranslateError| GatewayError::BadRequest(e.to_string());
         match (self.api, endpoint) {
             (Api::Anthropic, _) => Ok(Cow::Owned(
                 raw_predict_body(&body, &self.anthropic_version, endpoint == Endpoint::CountTokens).map_err(invalid)?,
             )),
-            (_, Endpoint::Embeddings) => Ok(Cow::Owned(predict_body(&body).map_err(GatewayError::BadRequest)?)),
+            (_, Endpoint::Embeddings) => {
+                Ok(Cow::Owned(openai_gemini::vertex_predict_body(&body).map_err(translation)?))
+            }
             (_, Endpoint::CountTokens) => {
-                Ok(Cow::Owned(super::gemini::count_tokens_body(&body, None).map_err(invalid)?))
+                Ok(Cow::Owned(anthropic_gemini::vertex_count_tokens_body(&body).map_err(translation)?))
             }
             _ => Ok(body),
         }
@@ -168,9 +171,9 @@ impl Provider for Vertex {
 
     fn finish_response(&self, endpoint: Endpoint, body: Vec<u8>) -> Vec<u8> {
         match (self.api, endpoint) {
-            (Api::Anthropic, _) => body,
-            (_, Endpoint::Embeddings) => embeddings_from_predictions(&body).unwrap_or(body),
-            (_, Endpoint::CountTokens) => super::gemini::count_tokens_answer(&body).unwrap_or(body),
+            // Token counts come from Anthropic clients only, and are not translated back. (`predict`'s
+            // embeddings answer is read as it comes by the embeddings translator.)
+            (Api::Gemini, Endpoint::CountTokens) => anthropic_gemini::count_tokens_response(body),
             _ => body,
         }
     }
@@ -208,95 +211,10 @@ fn raw_predict_body(body: &[u8], version: &str, keep_model: bool) -> Result<Vec<
     serde_json::to_vec(&fields)
 }
 
-/// The Gemini API's `batchEmbedContents` body (`{"requests": [{"content": {"parts": [{"text"}]},
-/// "taskType", "title", "outputDimensionality"}]}`) as Vertex's `predict` body (`{"instances":
-/// [{"content", "task_type", "title"}], "parameters": {"outputDimensionality"}}`).
-fn predict_body(body: &[u8]) -> Result<Vec<u8>, String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Request {
-        content: Content,
-        task_type: Option<String>,
-        title: Option<String>,
-        output_dimensionality: Option<u32>,
-    }
-    #[derive(Deserialize)]
-    struct Content {
-        parts: Vec<Part>,
-    }
-    #[derive(Deserialize)]
-    struct Part {
-        text: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Batch {
-        requests: Vec<Request>,
-    }
-    let batch: Batch = serde_json::from_slice(body).map_err(|e| format!("invalid embeddings request: {e}"))?;
-    let mut dimensions = None;
-    let mut instances = Vec::with_capacity(batch.requests.len());
-    for request in batch.requests {
-        let text: Vec<String> = request.content.parts.into_iter().filter_map(|p| p.text).collect();
-        if text.is_empty() {
-            return Err("Vertex embeddings take text input only".into());
-        }
-        let mut instance = json!({"content": text.join(" ")});
-        if let Some(t) = request.task_type {
-            instance["task_type"] = json!(t);
-        }
-        if let Some(t) = request.title {
-            instance["title"] = json!(t);
-        }
-        dimensions = dimensions.or(request.output_dimensionality);
-        instances.push(instance);
-    }
-    let mut out = json!({"instances": instances});
-    if let Some(d) = dimensions {
-        out["parameters"] = json!({"outputDimensionality": d});
-    }
-    Ok(out.to_string().into_bytes())
-}
-
-/// Vertex's `predict` answer for embeddings as the Gemini API's `batchEmbedContents` answer
-/// (`{"embeddings": [{"values"}]}`), with the tokens Vertex counted as `usageMetadata.promptTokenCount`.
-fn embeddings_from_predictions(body: &[u8]) -> Option<Vec<u8>> {
-    #[derive(Deserialize)]
-    struct Predictions {
-        predictions: Vec<Prediction>,
-    }
-    #[derive(Deserialize)]
-    struct Prediction {
-        embeddings: Embedding,
-    }
-    #[derive(Deserialize)]
-    struct Embedding {
-        values: Box<RawValue>,
-        #[serde(default)]
-        statistics: Option<Statistics>,
-    }
-    #[derive(Deserialize)]
-    struct Statistics {
-        #[serde(default)]
-        token_count: Option<f64>,
-    }
-    let p: Predictions = serde_json::from_slice(body).ok()?;
-    let tokens: f64 = p.predictions.iter().filter_map(|p| p.embeddings.statistics.as_ref()?.token_count).sum();
-    let embeddings: Vec<Value> = p
-        .predictions
-        .iter()
-        .map(|p| json!({"values": serde_json::from_str::<Value>(p.embeddings.values.get()).unwrap_or(Value::Null)}))
-        .collect();
-    let tokens = tokens as u64;
-    Some(
-        json!({"embeddings": embeddings, "usageMetadata": {"promptTokenCount": tokens, "totalTokenCount": tokens}})
-            .to_string()
-            .into_bytes(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn vertex(schema: &str, region: &str) -> Built {
         let cfg =
@@ -376,18 +294,18 @@ mod tests {
     }
 
     #[test]
-    fn embeddings_go_through_predict_and_come_back_in_the_gemini_api_shape() {
-        let body = br#"{"requests":[{"model":"models/text-embedding-005","content":{"parts":[{"text":"hello"}]},"taskType":"RETRIEVAL_QUERY","outputDimensionality":3},{"model":"models/text-embedding-005","content":{"parts":[{"text":"world"}]}}]}"#;
-        let v: Value = serde_json::from_slice(&predict_body(body).unwrap()).unwrap();
-        assert_eq!(
-            v,
-            json!({"instances": [{"content": "hello", "task_type": "RETRIEVAL_QUERY"}, {"content": "world"}],
-                   "parameters": {"outputDimensionality": 3}})
-        );
-        let answer = br#"{"predictions":[{"embeddings":{"statistics":{"truncated":false,"token_count":2},"values":[0.1,-0.2,0.3]}},{"embeddings":{"statistics":{"truncated":false,"token_count":1},"values":[0.4,0.5,0.6]}}],"metadata":{"billableCharacterCount":10}}"#;
-        let v: Value = serde_json::from_slice(&embeddings_from_predictions(answer).unwrap()).unwrap();
-        assert_eq!(v["embeddings"][1]["values"], json!([0.4, 0.5, 0.6]));
-        assert_eq!(v["usageMetadata"]["promptTokenCount"], 3);
-        assert!(predict_body(br#"{"requests":[{"content":{"parts":[{"inlineData":{}}]}}]}"#).is_err());
+    fn embeddings_go_through_predict_and_counts_take_vertex_form() {
+        let built = vertex("vertex", "us-central1");
+        let batch = br#"{"requests":[{"model":"models/text-embedding-005","content":{"parts":[{"text":"hello"}]}}]}"#;
+        let body = built.provider.finish_body(Endpoint::Embeddings, Cow::Borrowed(batch), &|_| None).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["instances"][0]["content"], "hello");
+        let count =
+            br#"{"generateContentRequest":{"model":"models/g","contents":[{"role":"user","parts":[{"text":"hi"}]}]}}"#;
+        let body = built.provider.finish_body(Endpoint::CountTokens, Cow::Borrowed(count), &|_| None).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v.get("contents").is_some() && v.get("generateContentRequest").is_none(), "{v}");
+        let answer = built.provider.finish_response(Endpoint::CountTokens, br#"{"totalTokens":7}"#.to_vec());
+        assert_eq!(answer, br#"{"input_tokens":7}"#);
     }
 }

@@ -6,22 +6,28 @@
 //! * [`anthropic_openai`] — an Anthropic client talking to an OpenAI upstream.
 //! * [`openai_converse`] — an OpenAI client talking to an AWS Bedrock Converse upstream.
 //! * [`anthropic_converse`] — an Anthropic client talking to an AWS Bedrock Converse upstream.
+//! * [`openai_gemini`] — an OpenAI client talking to Google Gemini (Gemini API or Vertex AI): chat and
+//!   embeddings.
+//! * [`anthropic_gemini`] — an Anthropic client talking to Google Gemini: messages and token counts.
 //!
 //! Every function here is pure: no clock reads, no randomness, no IO. Ids in
 //! translated output are derived from upstream ids, and `created` is injected
 //! through [`ResponseOptions`].
 
 pub mod anthropic_converse;
+pub mod anthropic_gemini;
 pub mod anthropic_openai;
+mod gemini;
 pub mod openai_anthropic;
 pub mod openai_converse;
+pub mod openai_gemini;
 mod raw;
 
 use std::fmt;
 
 use serde_json::{json, Map, Value};
 
-use crate::api::Api;
+use crate::api::{Api, Endpoint};
 use crate::stream::StreamTranslate;
 
 /// A (client API, upstream API) pair that needs translating.
@@ -31,6 +37,8 @@ pub enum Pair {
     AnthropicOpenAi,
     OpenAiConverse,
     AnthropicConverse,
+    OpenAiGemini,
+    AnthropicGemini,
 }
 
 /// A request in the upstream's API, and what its response translation needs to know.
@@ -51,12 +59,42 @@ impl Pair {
             (Api::Anthropic, Api::OpenAi) => Some(Pair::AnthropicOpenAi),
             (Api::OpenAi, Api::Converse) => Some(Pair::OpenAiConverse),
             (Api::Anthropic, Api::Converse) => Some(Pair::AnthropicConverse),
+            (Api::OpenAi, Api::Gemini) => Some(Pair::OpenAiGemini),
+            (Api::Anthropic, Api::Gemini) => Some(Pair::AnthropicGemini),
             _ => None,
         }
     }
 
-    /// The client's request body in the upstream's API. `created` goes into OpenAI `created` fields.
+    /// The client's request body in the upstream's API. `endpoint` is the operation the client called
+    /// (chats and messages translate alike; embeddings and token counts have their own bodies where
+    /// the pair supports them). `created` goes into OpenAI `created` fields.
     pub fn request(
+        self,
+        endpoint: Endpoint,
+        body: &[u8],
+        opts: &RequestOptions,
+        created: u64,
+    ) -> Result<TranslatedRequest, TranslateError> {
+        Ok(match (self, endpoint) {
+            (Pair::OpenAiGemini, Endpoint::Embeddings) => {
+                let t = openai_gemini::embeddings_request(body, opts)?;
+                let response = ResponseOptions { created, embeddings_base64: t.base64, ..ResponseOptions::default() };
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+            (Pair::AnthropicGemini, Endpoint::CountTokens) => {
+                let t = anthropic_gemini::count_tokens_request(body, opts)?;
+                let response = ResponseOptions { created, ..ResponseOptions::default() };
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+            (_, Endpoint::Embeddings | Endpoint::Completions) => {
+                return Err(TranslateError::unsupported(endpoint.path().trim_start_matches('/')))
+            }
+            _ => self.chat_request(body, opts, created)?,
+        })
+    }
+
+    /// A chat (Anthropic: messages) request in the upstream's API.
+    fn chat_request(
         self,
         body: &[u8],
         opts: &RequestOptions,
@@ -83,17 +121,45 @@ impl Pair {
                 let response = ResponseOptions { created, ..ResponseOptions::default() };
                 TranslatedRequest { body: t.body, dropped: t.dropped, response }
             }
+            Pair::OpenAiGemini => {
+                let t = openai_gemini::request(body, opts)?;
+                let response = t.response_options(created);
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+            Pair::AnthropicGemini => {
+                let t = anthropic_gemini::request(body, opts)?;
+                let response = ResponseOptions { created, ..ResponseOptions::default() };
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
         })
     }
 
-    /// A successful upstream response body in the client's API; `model` is what the client asked for.
-    pub fn response(self, body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<u8>, TranslateError> {
-        match self {
-            Pair::OpenAiAnthropic => openai_anthropic::response(body, model, opts),
-            Pair::AnthropicOpenAi => anthropic_openai::response(body, model, opts),
-            Pair::OpenAiConverse => openai_converse::response(body, model, opts),
-            Pair::AnthropicConverse => anthropic_converse::response(body, model, opts),
+    /// A successful upstream response body in the client's API. `endpoint` is the operation the client
+    /// called, `model` the model it asked for. [`TranslateError::Refused`] means the upstream answered
+    /// but refused the request (a blocked prompt): the client gets that error with its status.
+    pub fn response(
+        self,
+        endpoint: Endpoint,
+        body: &[u8],
+        model: &str,
+        opts: &ResponseOptions,
+    ) -> Result<Vec<u8>, TranslateError> {
+        match (self, endpoint) {
+            (Pair::OpenAiGemini, Endpoint::Embeddings) => openai_gemini::embeddings_response(body, model, opts),
+            (Pair::OpenAiAnthropic, _) => openai_anthropic::response(body, model, opts),
+            (Pair::AnthropicOpenAi, _) => anthropic_openai::response(body, model, opts),
+            (Pair::OpenAiConverse, _) => openai_converse::response(body, model, opts),
+            (Pair::AnthropicConverse, _) => anthropic_converse::response(body, model, opts),
+            (Pair::OpenAiGemini, _) => openai_gemini::response(body, model, opts),
+            (Pair::AnthropicGemini, _) => anthropic_gemini::response(body, model, opts),
         }
+    }
+
+    /// Whether a stream of this pair can turn out to be a refusal before any content (Gemini answers a
+    /// blocked prompt with a stream holding only `promptFeedback`): the relay then holds the response
+    /// head until the first client bytes, so that a refusal is still answered with its own status.
+    pub fn stream_may_refuse(self) -> bool {
+        matches!(self, Pair::OpenAiGemini | Pair::AnthropicGemini)
     }
 
     /// An upstream error body (any content) with its status, in the client's error shape.
@@ -104,6 +170,8 @@ impl Pair {
             Pair::AnthropicOpenAi => anthropic_openai::error(status, body),
             Pair::OpenAiConverse => openai_converse::error(status, error_type, body),
             Pair::AnthropicConverse => anthropic_converse::error(status, error_type, body),
+            Pair::OpenAiGemini => openai_gemini::error(status, body),
+            Pair::AnthropicGemini => anthropic_gemini::error(status, body),
         }
     }
 
@@ -114,12 +182,14 @@ impl Pair {
             Pair::AnthropicOpenAi => Box::new(anthropic_openai::StreamTranslator::new(model, opts.created, opts)),
             Pair::OpenAiConverse => Box::new(openai_converse::StreamTranslator::new(model, opts)),
             Pair::AnthropicConverse => Box::new(anthropic_converse::StreamTranslator::new(model, opts)),
+            Pair::OpenAiGemini => Box::new(openai_gemini::StreamTranslator::new(model, opts)),
+            Pair::AnthropicGemini => Box::new(anthropic_gemini::StreamTranslator::new(model, opts)),
         }
     }
 }
 
-/// Why a request could not be translated. The gateway answers all three
-/// with HTTP 400, naming the field where there is one.
+/// Why a request could not be translated (the gateway answers with HTTP 400, naming the field where
+/// there is one), or why a response cannot be relayed as an answer ([`TranslateError::Refused`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TranslateError {
     /// The body is not JSON or does not have the expected shape.
@@ -129,6 +199,10 @@ pub enum TranslateError {
     /// A valid field whose meaning the upstream API cannot express, and
     /// whose silent dropping would change the result.
     Unsupported { field: String },
+    /// The upstream answered but refused the request (Gemini's `promptFeedback.blockReason`: a prompt
+    /// blocked by its safety filters). The client gets an error with this status and `code` in its
+    /// own shape.
+    Refused { status: u16, code: String, message: String },
 }
 
 impl fmt::Display for TranslateError {
@@ -141,6 +215,7 @@ impl fmt::Display for TranslateError {
             TranslateError::Unsupported { field } => {
                 write!(f, "`{field}` is not supported when this model is served by the upstream provider")
             }
+            TranslateError::Refused { message, .. } => write!(f, "{message}"),
         }
     }
 }
@@ -151,7 +226,7 @@ impl TranslateError {
     /// The field the error is about, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            TranslateError::InvalidJson(_) => None,
+            TranslateError::InvalidJson(_) | TranslateError::Refused { .. } => None,
             TranslateError::Invalid { field, .. } | TranslateError::Unsupported { field } => Some(field),
         }
     }
@@ -193,6 +268,8 @@ pub struct ResponseOptions {
     pub forced_json_tool: Option<String>,
     /// The OpenAI client asked for `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The OpenAI client asked for embeddings with `encoding_format: "base64"`.
+    pub embeddings_base64: bool,
 }
 
 /// Token usage in Anthropic terms: `input_tokens` excludes cached tokens.
@@ -305,6 +382,36 @@ pub fn usage_from_converse(v: &Value) -> Option<Usage> {
         cache_read_input_tokens: field("cacheReadInputTokens").unwrap_or(0),
         cache_creation_input_tokens: field("cacheWriteInputTokens").unwrap_or(0),
         reasoning_tokens: 0,
+    })
+}
+
+/// Usage from a Gemini `usageMetadata` object (or a whole response / stream chunk holding one).
+/// `promptTokenCount` includes `cachedContentTokenCount`, so `input_tokens` is their difference and
+/// [`Usage::prompt_tokens`] is `promptTokenCount`; output is `candidatesTokenCount` plus
+/// `thoughtsTokenCount` (Gemini counts thoughts apart, OpenAI's `completion_tokens` includes reasoning),
+/// and the thoughts are also the reasoning tokens. `toolUsePromptTokenCount` (built-in tools, which the
+/// translators never declare) is not counted. Stream chunks carry cumulative totals: each replaces the
+/// last.
+pub fn usage_from_gemini(v: &Value) -> Option<Usage> {
+    let u = match v.get("usageMetadata") {
+        Some(inner) if inner.is_object() => inner,
+        _ => v,
+    };
+    let field = |k: &str| u.get(k).and_then(Value::as_u64);
+    let prompt = field("promptTokenCount");
+    let candidates = field("candidatesTokenCount");
+    if prompt.is_none() && candidates.is_none() {
+        return None;
+    }
+    let prompt = prompt.unwrap_or(0);
+    let cached = field("cachedContentTokenCount").unwrap_or(0).min(prompt);
+    let thoughts = field("thoughtsTokenCount").unwrap_or(0);
+    Some(Usage {
+        input_tokens: prompt - cached,
+        output_tokens: candidates.unwrap_or(0) + thoughts,
+        cache_read_input_tokens: cached,
+        cache_creation_input_tokens: 0,
+        reasoning_tokens: thoughts,
     })
 }
 
@@ -444,6 +551,24 @@ mod tests {
         );
         assert_eq!(u.prompt_tokens(), 26);
         assert_eq!(usage_from_converse(&json!({"metrics": {}})), None);
+    }
+
+    #[test]
+    fn usage_from_gemini_keeps_prompt_tokens_and_counts_thoughts_as_output() {
+        let u = usage_from_gemini(&json!({"usageMetadata": {
+            "promptTokenCount": 120, "candidatesTokenCount": 30, "thoughtsTokenCount": 50,
+            "cachedContentTokenCount": 100, "totalTokenCount": 200
+        }}))
+        .unwrap();
+        assert_eq!(u.prompt_tokens(), 120);
+        assert_eq!((u.input_tokens, u.cache_read_input_tokens), (20, 100));
+        assert_eq!((u.output_tokens, u.reasoning_tokens), (80, 50));
+        let o = u.to_openai_json();
+        assert_eq!(o["total_tokens"], 200);
+        assert_eq!(o["completion_tokens_details"]["reasoning_tokens"], 50);
+        assert_eq!(usage_from_gemini(&json!({"candidates": []})), None);
+        let blocked = usage_from_gemini(&json!({"promptTokenCount": 7, "totalTokenCount": 7})).unwrap();
+        assert_eq!((blocked.input_tokens, blocked.output_tokens), (7, 0));
     }
 
     #[test]

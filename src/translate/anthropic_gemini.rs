@@ -1,0 +1,857 @@
+//! Anthropic Messages client → Google Gemini upstream (`generateContent`,
+//! `streamGenerateContent?alt=sse`, `countTokens`), so that Claude Code-style clients can run on
+//! Gemini (Gemini API or Vertex AI).
+//!
+//! The model goes in the URL, which the provider builds: the body carries neither `model` nor
+//! `stream`.
+//!
+//! # What is translated, dropped or rejected
+//!
+//! Rejected with [`TranslateError::Unsupported`] (HTTP 400 naming the field): server tools (tools
+//! with a `type` other than `custom`, e.g. `web_search_20250305`), `mcp_servers`, `container`,
+//! Files-API sources, `content` documents, system blocks that are not text, and content blocks
+//! Gemini cannot carry (`search_result`, `server_tool_use`, `*_tool_result` of server tools …).
+//! Rejected as invalid: a media URL whose name does not tell its type, a `tool_result` whose
+//! `tool_use_id` matches no earlier `tool_use` (Gemini answers a call by the function's name), and
+//! schemas Gemini cannot express (recursive or remote `$ref`s; see
+//! [`super::gemini::gemini_schema`]).
+//!
+//! Dropped and reported in [`RequestTranslation::dropped`]: `metadata`, `service_tier`,
+//! `anthropic_version`, unknown top-level fields, `tool_choice.disable_parallel_tool_use`.
+//! Dropped silently: `cache_control` (Gemini caches implicitly), document `citations`, `title` and
+//! `context`, thinking blocks without a signature and `redacted_thinking` (Gemini reads no unsigned
+//! thought text and cannot read Anthropic's redacted data).
+//!
+//! Translated:
+//! * `system` → `systemInstruction.parts`; messages → `contents` with roles `user` / `model`
+//!   (consecutive same roles merged); `text` → `text` parts; base64 images and documents →
+//!   `inlineData`; URL images and documents → `fileData` (media type from the URL's name; PDF for
+//!   documents); plain-text documents → `text` parts.
+//! * `tool_use` → `functionCall` parts (the `thoughtSignature` restored from the id, see
+//!   [`super::gemini::SIGNATURE_MARK`]); `tool_result` → a `functionResponse` part
+//!   `{"name", "response": {"output": <text>}}` (`"error"` instead of `"output"` when `is_error`),
+//!   images in the result following as `inlineData` parts. Ids are not sent upstream. The first
+//!   call of a model turn without any signature gets Gemini's placeholder signature.
+//! * signed `thinking` blocks → thought parts (`thought: true`, `thoughtSignature`).
+//! * `max_tokens` (or `opts.default_max_tokens`) → `maxOutputTokens`, which in both APIs includes
+//!   thinking; `temperature`, `top_p` → `topP`, `top_k` → `topK`, `stop_sequences` →
+//!   `stopSequences`.
+//! * `thinking` `enabled` → `thinkingConfig {thinkingBudget: budget_tokens, includeThoughts: true}`,
+//!   `adaptive` → budget -1 (Gemini's dynamic thinking), `disabled` → budget 0.
+//! * `tools` → `functionDeclarations` (schemas converted); `tool_choice` auto / any / tool / none →
+//!   `functionCallingConfig.mode` `AUTO` / `ANY` / `ANY` + `allowedFunctionNames` / `NONE`.
+//!
+//! Responses: thought parts → `thinking` blocks (consecutive parts merged; `signature` from their
+//! `thoughtSignature`, else empty), text parts → `text` blocks, `functionCall` parts → `tool_use`
+//! blocks (input in the model's key order; id Gemini's or synthesized, carrying the call's
+//! signature). `finishReason` `STOP` → `end_turn` (`tool_use` when the model called tools),
+//! `MAX_TOKENS` → `max_tokens`, `SAFETY`, `RECITATION`, … → `refusal`. Gemini does not say which stop
+//! sequence matched: `stop_sequence` is always null. Usage: `input_tokens` is `promptTokenCount`
+//! minus `cachedContentTokenCount` (the cache reads), output includes thoughts. The id is `msg_` and
+//! Gemini's `responseId` (or a hash). A prompt Gemini blocked is [`TranslateError::Refused`] (400,
+//! `invalid_request_error`).
+//!
+//! Token counts: see [`count_tokens_request`], [`count_tokens_response`] and
+//! [`vertex_count_tokens_body`].
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
+use super::raw::{RawAnthropicRequest, RawSlots};
+use super::{
+    anthropic_error_type, fallback_message, obj, parse_json, to_bytes, usage_from_gemini, RequestOptions,
+    ResponseOptions, TranslateError, Usage,
+};
+use crate::schema::anthropic as an;
+use crate::sse::write_event;
+use crate::stream::{Event, StreamFailure, StreamTranslate};
+
+const REJECTED_FIELDS: &[&str] = &["mcp_servers", "container"];
+
+/// Everything the gateway needs from request translation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestTranslation {
+    /// The `generateContent` request body (no `model`, no `stream`).
+    pub body: Vec<u8>,
+    /// Client fields that were dropped (top-level names, or dotted paths such as
+    /// `tool_choice.disable_parallel_tool_use`).
+    pub dropped: Vec<String>,
+}
+
+/// Translate an Anthropic Messages request body into a Gemini `generateContent` body.
+/// `opts.default_max_tokens` fills a missing `max_tokens`; `opts.model` is not read.
+pub fn request(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
+    let req: an::MessagesRequest = parse_json(body)?;
+    // Schemas are read in the client's key order.
+    let raw: RawAnthropicRequest = serde_json::from_slice(body).unwrap_or_default();
+    for f in REJECTED_FIELDS {
+        if req.rest.get(*f).is_some_and(|v| !v.is_null()) {
+            return Err(TranslateError::unsupported(*f));
+        }
+    }
+    let mut dropped: Vec<String> = req.rest.keys().filter(|k| k.as_str() != "top_k").cloned().collect();
+    if req.metadata.is_some() {
+        dropped.push("metadata".into());
+    }
+    let mut out = Map::new();
+    out.insert("contents".into(), convert_messages(&req)?);
+    let system = system_parts(req.system.as_ref())?;
+    if !system.is_empty() {
+        out.insert("systemInstruction".into(), json!({ "parts": system }));
+    }
+    let declarations = function_declarations(&req, &raw)?;
+    if !declarations.is_empty() {
+        out.insert("tools".into(), json!([{ "functionDeclarations": declarations }]));
+        if let Some(tc) = &req.tool_choice {
+            if tc.disable_parallel_tool_use.is_some() {
+                dropped.push("tool_choice.disable_parallel_tool_use".into());
+            }
+            out.insert("toolConfig".into(), tool_config(tc)?);
+        }
+    }
+    out.insert("generationConfig".into(), Value::Object(generation_config(&req, opts)?));
+    dropped.sort();
+    Ok(RequestTranslation { body: to_bytes(&Value::Object(out)), dropped })
+}
+
+fn generation_config(req: &an::MessagesRequest, opts: &RequestOptions) -> Result<Map<String, Value>, TranslateError> {
+    let mut c = Map::new();
+    c.insert("maxOutputTokens".into(), json!(req.max_tokens.unwrap_or(u64::from(opts.default_max_tokens))));
+    if let Some(t) = req.temperature {
+        c.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        c.insert("topP".into(), json!(p));
+    }
+    match req.rest.get("top_k") {
+        None | Some(Value::Null) => {}
+        Some(k) if k.is_u64() => {
+            c.insert("topK".into(), k.clone());
+        }
+        Some(_) => return Err(TranslateError::invalid("top_k", "must be a non-negative integer")),
+    }
+    if let Some(s) = req.stop_sequences.as_ref().filter(|s| !s.is_empty()) {
+        c.insert("stopSequences".into(), json!(s));
+    }
+    if let Some(th) = &req.thinking {
+        let budget = match th.kind.as_str() {
+            "enabled" => {
+                th.budget_tokens.ok_or_else(|| TranslateError::invalid("thinking.budget_tokens", "missing"))? as i64
+            }
+            "adaptive" => -1,
+            "disabled" => 0,
+            other => return Err(TranslateError::invalid("thinking.type", format!("unknown value `{other}`"))),
+        };
+        c.insert("thinkingConfig".into(), gemini::thinking_config(budget));
+    }
+    Ok(c)
+}
+
+fn system_parts(system: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
+    match system {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::String(s)) => Ok(if s.is_empty() { vec![] } else { vec![json!({ "text": s })] }),
+        Some(Value::Array(blocks)) => {
+            let mut out = vec![];
+            for (j, b) in blocks.iter().enumerate() {
+                if b.get("type").and_then(Value::as_str) != Some("text") {
+                    return Err(TranslateError::unsupported(format!("system[{j}].type")));
+                }
+                if let Some(t) = b.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    out.push(json!({ "text": t }));
+                }
+            }
+            Ok(out)
+        }
+        Some(_) => Err(TranslateError::invalid("system", "must be a string or an array")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tools
+
+fn function_declarations(req: &an::MessagesRequest, raw: &RawAnthropicRequest) -> Result<Vec<Value>, TranslateError> {
+    let mut out = vec![];
+    for (i, t) in req.tools.iter().flatten().enumerate() {
+        match t.kind.as_deref() {
+            None | Some("custom") => {}
+            Some(_) => return Err(TranslateError::unsupported(format!("tools[{i}].type"))),
+        }
+        if t.name.is_empty() {
+            return Err(TranslateError::invalid(format!("tools[{i}].name"), "missing"));
+        }
+        let mut decl = Map::new();
+        decl.insert("name".into(), json!(t.name));
+        if let Some(d) = t.description.as_ref().filter(|d| !d.is_empty()) {
+            decl.insert("description".into(), json!(d));
+        }
+        let raw_schema = raw
+            .tools
+            .as_ref()
+            .and_then(|ts| ts.get(i))
+            .and_then(|t| t.input_schema.as_deref())
+            .and_then(|r| Ordered::parse(r.get()));
+        let schema = match (raw_schema, &t.input_schema) {
+            (Some(o @ Ordered::Object(_)), _) => Some(o),
+            (_, Some(p)) if p.is_object() => Some(Ordered::from_value(p)),
+            _ => None,
+        };
+        if let Some(schema) = schema {
+            if let Some(p) = gemini::parameters_schema(&schema, &format!("tools[{i}].input_schema"))? {
+                decl.insert("parameters".into(), p);
+            }
+        }
+        out.push(Value::Object(decl));
+    }
+    Ok(out)
+}
+
+fn tool_config(tc: &an::ToolChoice) -> Result<Value, TranslateError> {
+    let config = match tc.kind.as_str() {
+        "auto" => json!({"mode": "AUTO"}),
+        "any" => json!({"mode": "ANY"}),
+        "none" => json!({"mode": "NONE"}),
+        "tool" => {
+            let name = tc.name.as_ref().ok_or_else(|| TranslateError::invalid("tool_choice.name", "missing"))?;
+            json!({"mode": "ANY", "allowedFunctionNames": [name]})
+        }
+        other => return Err(TranslateError::invalid("tool_choice.type", format!("unknown value `{other}`"))),
+    };
+    Ok(json!({ "functionCallingConfig": config }))
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+
+fn convert_messages(req: &an::MessagesRequest) -> Result<Value, TranslateError> {
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = vec![];
+    for (i, m) in req.messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "user" => "user",
+            "assistant" => "model",
+            other => {
+                return Err(TranslateError::invalid(format!("messages[{i}].role"), format!("unknown role `{other}`")))
+            }
+        };
+        let parts = match &m.content {
+            Value::String(s) if s.is_empty() => vec![],
+            Value::String(s) => vec![json!({ "text": s })],
+            Value::Array(blocks) => {
+                let mut parts = vec![];
+                for (j, b) in blocks.iter().enumerate() {
+                    convert_block(b, &format!("messages[{i}].content[{j}]"), &mut names, &mut parts)?;
+                }
+                parts
+            }
+            _ => return Err(TranslateError::invalid(format!("messages[{i}].content"), "must be a string or an array")),
+        };
+        gemini::push_content(&mut turns, role, parts);
+    }
+    if turns.is_empty() {
+        return Err(TranslateError::invalid("messages", "at least one message with content is required"));
+    }
+    Ok(gemini::contents_value(turns))
+}
+
+/// Appends the Gemini parts of one content block; `names` maps earlier `tool_use` ids to functions.
+fn convert_block<'a>(
+    b: &'a Value,
+    field: &str,
+    names: &mut HashMap<&'a str, &'a str>,
+    out: &mut Vec<Value>,
+) -> Result<(), TranslateError> {
+    let str_of = |k: &str| b.get(k).and_then(Value::as_str);
+    match str_of("type") {
+        Some("text") => {
+            if let Some(t) = str_of("text").filter(|t| !t.is_empty()) {
+                out.push(json!({ "text": t }));
+            }
+        }
+        Some("image") => out.push(media_part(b, field, None)?),
+        Some("document") => out.push(media_part(b, field, Some("application/pdf"))?),
+        Some("tool_use") => {
+            let id = str_of("id").ok_or_else(|| TranslateError::invalid(format!("{field}.id"), "missing"))?;
+            let name = str_of("name").ok_or_else(|| TranslateError::invalid(format!("{field}.name"), "missing"))?;
+            names.insert(id, name);
+            let args = match b.get("input") {
+                Some(v @ Value::Object(_)) => v.clone(),
+                None | Some(Value::Null) => json!({}),
+                Some(_) => return Err(TranslateError::invalid(format!("{field}.input"), "must be an object")),
+            };
+            out.push(gemini::function_call_part(name, args, gemini::signature_in_id(id)));
+        }
+        Some("tool_result") => tool_result(b, field, names, out)?,
+        Some("thinking") => {
+            if let Some(sig) = str_of("signature").filter(|s| !s.is_empty()) {
+                out.push(json!({"text": str_of("thinking").unwrap_or(""), "thought": true, "thoughtSignature": sig}));
+            }
+        }
+        Some("redacted_thinking") => {}
+        _ => return Err(TranslateError::unsupported(format!("{field}.type"))),
+    }
+    Ok(())
+}
+
+/// An image or document block as a Gemini part (`url_type`: the media type of a URL document).
+fn media_part(b: &Value, field: &str, url_type: Option<&str>) -> Result<Value, TranslateError> {
+    let src = b.get("source").unwrap_or(&Value::Null);
+    let src_str = |k: &str| src.get(k).and_then(Value::as_str);
+    match src_str("type") {
+        Some("base64") => {
+            let media_type = src_str("media_type")
+                .ok_or_else(|| TranslateError::invalid(format!("{field}.source.media_type"), "missing"))?;
+            Ok(gemini::inline_data(media_type, src_str("data").unwrap_or("")))
+        }
+        Some("url") => {
+            let url =
+                src_str("url").ok_or_else(|| TranslateError::invalid(format!("{field}.source.url"), "missing"))?;
+            match (gemini::mime_from_uri(url), url_type) {
+                (Some(mime), _) | (None, Some(mime)) => Ok(gemini::file_data(mime, url)),
+                (None, None) => gemini::url_part(url, &format!("{field}.source.url")),
+            }
+        }
+        Some("text") if url_type.is_some() => Ok(json!({ "text": src_str("data").unwrap_or("") })),
+        _ => Err(TranslateError::unsupported(format!("{field}.source.type"))),
+    }
+}
+
+fn tool_result<'a>(
+    b: &'a Value,
+    field: &str,
+    names: &HashMap<&'a str, &'a str>,
+    out: &mut Vec<Value>,
+) -> Result<(), TranslateError> {
+    let id = b
+        .get("tool_use_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.tool_use_id"), "missing"))?;
+    let name = names.get(id).ok_or_else(|| {
+        TranslateError::invalid(
+            format!("{field}.tool_use_id"),
+            format!("`{id}` matches no earlier tool_use block (Gemini answers a call by its function's name)"),
+        )
+    })?;
+    let mut text = Vec::new();
+    let mut media = Vec::new();
+    match b.get("content") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => text.push(s.as_str()),
+        Some(Value::Array(parts)) => {
+            for (k, p) in parts.iter().enumerate() {
+                let pf = format!("{field}.content[{k}]");
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => text.push(p.get("text").and_then(Value::as_str).unwrap_or("")),
+                    Some("image") => media.push(media_part(p, &pf, None)?),
+                    Some("document") => media.push(media_part(p, &pf, Some("application/pdf"))?),
+                    _ => return Err(TranslateError::unsupported(format!("{pf}.type"))),
+                }
+            }
+        }
+        Some(_) => return Err(TranslateError::invalid(format!("{field}.content"), "must be a string or an array")),
+    }
+    let key = if b.get("is_error").and_then(Value::as_bool) == Some(true) { "error" } else { "output" };
+    out.push(json!({"functionResponse": {"name": name, "response": { key: text.join("\n") }}}));
+    out.extend(media);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Token counts
+
+/// Translate an Anthropic `count_tokens` body for Gemini's `models/{model}:countTokens`: the
+/// `generateContent` body [`request`] writes (without `generationConfig`, which does not change the
+/// count), wrapped as `{"generateContentRequest": {"model": "models/<m>", …}}` (the only form of
+/// the Gemini API's `countTokens` that counts a system instruction and tools). The model is
+/// `opts.model`, else the client's. The `vertex` provider unwraps it with
+/// [`vertex_count_tokens_body`]; both providers answer in Anthropic's shape through
+/// [`count_tokens_response`] (from `finish_response`: the gateway does not translate token-count
+/// answers back).
+pub fn count_tokens_request(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
+    let t = request(body, opts)?;
+    let mut inner: Map<String, Value> = parse_json(&t.body)?;
+    inner.remove("generationConfig");
+    let model = opts
+        .model
+        .clone()
+        .or_else(|| serde_json::from_slice::<an::MessagesRequest>(body).ok().and_then(|r| r.model))
+        .unwrap_or_default();
+    let model = if model.starts_with("models/") { model } else { format!("models/{model}") };
+    inner.insert("model".into(), json!(model));
+    Ok(RequestTranslation { body: to_bytes(&json!({ "generateContentRequest": inner })), dropped: t.dropped })
+}
+
+/// Vertex AI's `countTokens` takes `contents`, `systemInstruction` and `tools` at the top level
+/// (and rejects `toolConfig`): the body of [`count_tokens_request`] in that form.
+pub fn vertex_count_tokens_body(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
+    let v: Value = parse_json(body)?;
+    let inner = v.get("generateContentRequest").unwrap_or(&v);
+    let mut out = Map::new();
+    for key in ["contents", "systemInstruction", "tools"] {
+        if let Some(x) = inner.get(key) {
+            out.insert(key.into(), x.clone());
+        }
+    }
+    Ok(to_bytes(&Value::Object(out)))
+}
+
+/// A Gemini or Vertex `countTokens` answer (`{"totalTokens": N, …}`) as Anthropic's
+/// `{"input_tokens": N}`; any other body is returned unchanged.
+pub fn count_tokens_response(body: Vec<u8>) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Count {
+        total_tokens: u64,
+    }
+    match serde_json::from_slice::<Count>(&body) {
+        Ok(c) => to_bytes(&json!({ "input_tokens": c.total_tokens })),
+        Err(_) => body,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+/// Anthropic `stop_reason` for a Gemini `finishReason`.
+fn stop_reason(reason: &str, tool_use: bool) -> &'static str {
+    match gemini::finish(reason) {
+        Finish::Length => "max_tokens",
+        Finish::Filtered => "refusal",
+        Finish::Stop | Finish::Other if tool_use => "tool_use",
+        Finish::Stop | Finish::Other => "end_turn",
+    }
+}
+
+/// The seed of synthesized ids: Gemini's `responseId`, else `bytes`.
+fn id_seed(response_id: Option<&str>, bytes: &[u8]) -> u64 {
+    match response_id.filter(|r| !r.is_empty()) {
+        Some(r) => gemini::fnv1a(gemini::FNV_OFFSET, &[r.as_bytes()]),
+        None => gemini::fnv1a(gemini::FNV_OFFSET, &[bytes]),
+    }
+}
+
+/// `msg_` and Gemini's `responseId`, or 128 bits of hash of `bytes`.
+fn message_id(response_id: Option<&str>, bytes: &[u8]) -> String {
+    match response_id.filter(|r| !r.is_empty()) {
+        Some(r) => format!("msg_{r}"),
+        None => format!(
+            "msg_{:016x}{:016x}",
+            gemini::fnv1a(gemini::FNV_OFFSET, &[bytes]),
+            gemini::fnv1a(0x6c62_272e_07bb_0142, &[bytes])
+        ),
+    }
+}
+
+/// Translate a `generateContent` response into an Anthropic `message`. `model` is the name
+/// reported to the client; `opts` is not read.
+pub fn response(body: &[u8], model: &str, _opts: &ResponseOptions) -> Result<Vec<u8>, TranslateError> {
+    let r: GenerateContentResponse = parse_json(body)?;
+    if let Some(refusal) = r.refusal() {
+        return Err(refusal);
+    }
+    let seed = id_seed(r.response_id.as_deref(), body);
+    let mut slots = RawSlots::new();
+    let mut content: Vec<Value> = vec![];
+    let mut tool_uses = 0u64;
+    for part in r.parts() {
+        if let Some(fc) = &part.function_call {
+            let id = gemini::call_id("toolu_", fc.id.as_deref(), seed, tool_uses, part.thought_signature.as_deref());
+            tool_uses += 1;
+            let args = fc.arguments();
+            let parsed: Value = serde_json::from_str(&args).unwrap_or_else(|_| json!({}));
+            let input = slots.slot(&args, parsed);
+            content.push(json!({"type": "tool_use", "id": id, "name": fc.name, "input": input}));
+            continue;
+        }
+        let text = part.text.as_deref().unwrap_or("");
+        if part.is_thought() {
+            let sig = part.thought_signature.as_deref().unwrap_or("");
+            match content.last_mut() {
+                Some(b) if b["type"] == "thinking" && b["signature"] == "" => {
+                    let joined = format!("{}{text}", b["thinking"].as_str().unwrap_or(""));
+                    b["thinking"] = json!(joined);
+                    b["signature"] = json!(sig);
+                }
+                _ => content.push(json!({"type": "thinking", "thinking": text, "signature": sig})),
+            }
+        } else if !text.is_empty() {
+            match content.last_mut() {
+                Some(b) if b["type"] == "text" => {
+                    let joined = format!("{}{text}", b["text"].as_str().unwrap_or(""));
+                    b["text"] = json!(joined);
+                }
+                _ => content.push(json!({"type": "text", "text": text})),
+            }
+        }
+    }
+    let usage = r.usage_metadata.as_ref().and_then(usage_from_gemini).unwrap_or_default();
+    let out = obj(vec![
+        ("id", json!(message_id(r.response_id.as_deref(), body))),
+        ("type", json!("message")),
+        ("role", json!("assistant")),
+        ("model", json!(model)),
+        ("content", Value::Array(content)),
+        ("stop_reason", json!(stop_reason(r.finish_reason().unwrap_or("STOP"), tool_uses > 0))),
+        ("stop_sequence", Value::Null),
+        ("usage", usage.to_anthropic_json()),
+    ]);
+    Ok(slots.render(out))
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+fn anthropic_error_value(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+/// The Anthropic error type for a status, refined by Google's status name where the status alone
+/// gives only `api_error` (`UNAVAILABLE` → `overloaded_error`, which Claude clients retry).
+fn error_kind(status: u16, google_status: Option<&str>) -> &'static str {
+    match (anthropic_error_type(status), google_status) {
+        ("api_error", Some("UNAVAILABLE")) => "overloaded_error",
+        ("api_error", Some("DEADLINE_EXCEEDED")) => "timeout_error",
+        ("api_error", Some("RESOURCE_EXHAUSTED")) => "rate_limit_error",
+        (kind, _) => kind,
+    }
+}
+
+/// Translate a Google error (`{"error": {"code", "message", "status"}}`, or anything else) with its
+/// HTTP status into Anthropic's error body.
+pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
+    let parsed = gemini::google_error(body);
+    let message = parsed
+        .as_ref()
+        .and_then(|e| e.message.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| fallback_message(status, body));
+    let kind = error_kind(status, parsed.as_ref().and_then(|e| e.status.as_deref()));
+    to_bytes(&anthropic_error_value(kind, &message))
+}
+
+// ---------------------------------------------------------------------------
+// Streams
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Thinking,
+    Text,
+}
+
+/// `streamGenerateContent?alt=sse` events → Anthropic Messages SSE events.
+///
+/// `message_start` comes with the first chunk (its usage is that chunk's: Gemini reports the prompt
+/// tokens from the start). Thought parts stream into a `thinking` block (a part's
+/// `thoughtSignature` as a `signature_delta`), text parts into a `text` block; a function call,
+/// which Gemini sends whole, is one `tool_use` block with its whole input in one
+/// `input_json_delta`. The chunk with `finishReason` closes the open block and sends
+/// `message_delta` (stop reason, cumulative usage) and `message_stop`. A stream that ends before a
+/// `finishReason` ends with an `error` event; a prompt blocked before any content is a
+/// [`StreamTranslate::refusal`].
+#[derive(Debug)]
+pub struct StreamTranslator {
+    model: String,
+    created: u64,
+    /// Message id and the seed of synthesized tool-use ids, fixed by the first event.
+    id: Option<(String, u64)>,
+    started: bool,
+    next_index: u64,
+    open: Option<(Open, u64)>,
+    tool_uses: u64,
+    usage: Option<Usage>,
+    refusal: Option<StreamFailure>,
+    done: bool,
+}
+
+impl StreamTranslator {
+    /// `model` is the name reported to the client. The message id is `msg_` and Gemini's
+    /// `responseId` (or a hash of `model` and `opts.created`).
+    pub fn new(model: &str, opts: &ResponseOptions) -> Self {
+        StreamTranslator {
+            model: model.to_string(),
+            created: opts.created,
+            id: None,
+            started: false,
+            next_index: 0,
+            open: None,
+            tool_uses: 0,
+            usage: None,
+            refusal: None,
+            done: false,
+        }
+    }
+
+    /// Usage reported so far (cumulative).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.clone()
+    }
+
+    fn emit(out: &mut Vec<u8>, v: &Value) {
+        let kind = v["type"].as_str().unwrap_or("").to_string();
+        write_event(out, Some(&kind), &to_bytes(v));
+    }
+
+    fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+        self.done = true;
+        Self::emit(out, &anthropic_error_value(kind, message));
+    }
+
+    fn handle(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.done || data.is_empty() {
+            return;
+        }
+        let r: GenerateContentResponse = match serde_json::from_slice(data) {
+            Ok(r) => r,
+            Err(e) => return self.fail("api_error", &format!("malformed upstream stream event: {e}"), out),
+        };
+        if let Some(e) = &r.error {
+            let status = gemini::stream_error_status(e);
+            let message = e.message.clone().unwrap_or_else(|| format!("upstream stream error (HTTP {status})"));
+            return self.fail(error_kind(status, e.status.as_deref()), &message, out);
+        }
+        if let Some(u) = r.usage_metadata.as_ref().and_then(usage_from_gemini) {
+            self.usage = Some(u);
+        }
+        if self.id.is_none() {
+            let seed_bytes = format!("{}\0{}", self.model, self.created);
+            let seed = id_seed(r.response_id.as_deref(), seed_bytes.as_bytes());
+            self.id = Some((message_id(r.response_id.as_deref(), seed_bytes.as_bytes()), seed));
+        }
+        if let Some(TranslateError::Refused { status, code, message }) = r.refusal() {
+            self.refusal =
+                (!self.started).then(|| StreamFailure { status, message: message.clone(), code: Some(code.clone()) });
+            return self.fail(anthropic_error_type(status), &message, out);
+        }
+        self.start(out);
+        for part in r.parts() {
+            if let Some(fc) = &part.function_call {
+                self.close(out);
+                let seed = self.id.as_ref().map_or(0, |(_, s)| *s);
+                let id = gemini::call_id(
+                    "toolu_",
+                    fc.id.as_deref(),
+                    seed,
+                    self.tool_uses,
+                    part.thought_signature.as_deref(),
+                );
+                self.tool_uses += 1;
+                let index = self.next_index;
+                self.next_index += 1;
+                Self::emit(
+                    out,
+                    &json!({"type": "content_block_start", "index": index,
+                            "content_block": {"type": "tool_use", "id": id, "name": fc.name, "input": {}}}),
+                );
+                Self::emit(
+                    out,
+                    &json!({"type": "content_block_delta", "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": fc.arguments()}}),
+                );
+                Self::emit(out, &json!({"type": "content_block_stop", "index": index}));
+                continue;
+            }
+            let text = part.text.as_deref().unwrap_or("");
+            if part.is_thought() {
+                let signature = part.thought_signature.as_deref().filter(|s| !s.is_empty());
+                if text.is_empty() && signature.is_none() {
+                    continue;
+                }
+                let index = self.open_block(Open::Thinking, out);
+                if !text.is_empty() {
+                    Self::delta(out, index, json!({"type": "thinking_delta", "thinking": text}));
+                }
+                if let Some(sig) = signature {
+                    Self::delta(out, index, json!({"type": "signature_delta", "signature": sig}));
+                }
+            } else if !text.is_empty() {
+                let index = self.open_block(Open::Text, out);
+                Self::delta(out, index, json!({"type": "text_delta", "text": text}));
+            }
+        }
+        if let Some(reason) = r.finish_reason() {
+            self.close(out);
+            let usage = self.usage.clone().unwrap_or_default();
+            Self::emit(
+                out,
+                &json!({"type": "message_delta",
+                        "delta": {"stop_reason": stop_reason(reason, self.tool_uses > 0), "stop_sequence": null},
+                        "usage": usage.to_anthropic_json()}),
+            );
+            Self::emit(out, &json!({"type": "message_stop"}));
+            self.done = true;
+        }
+    }
+
+    fn delta(out: &mut Vec<u8>, index: u64, delta: Value) {
+        Self::emit(out, &json!({"type": "content_block_delta", "index": index, "delta": delta}));
+    }
+
+    fn start(&mut self, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let id = self.id.as_ref().map_or("msg_unknown", |(id, _)| id.as_str());
+        let mut usage = self.usage.clone().unwrap_or_default().to_anthropic_json();
+        usage["output_tokens"] = json!(0);
+        Self::emit(
+            out,
+            &json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+                "stop_reason": null, "stop_sequence": null, "usage": usage,
+            }}),
+        );
+    }
+
+    /// The index of the open block of `kind`, opening one (and closing another) if needed.
+    fn open_block(&mut self, kind: Open, out: &mut Vec<u8>) -> u64 {
+        if let Some((k, index)) = self.open {
+            if k == kind {
+                return index;
+            }
+        }
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        let block = match kind {
+            Open::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            Open::Text => json!({"type": "text", "text": ""}),
+        };
+        Self::emit(out, &json!({"type": "content_block_start", "index": index, "content_block": block}));
+        self.open = Some((kind, index));
+        index
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if let Some((_, index)) = self.open.take() {
+            Self::emit(out, &json!({"type": "content_block_stop", "index": index}));
+        }
+    }
+}
+
+impl StreamTranslate for StreamTranslator {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) {
+        self.handle(&event.data, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.done {
+            self.fail("api_error", "upstream stream ended before a finish reason", out);
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn refusal(&self) -> Option<&StreamFailure> {
+        self.refusal.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: Value) -> Result<Value, TranslateError> {
+        let t = request(&serde_json::to_vec(&v).unwrap(), &RequestOptions::default())?;
+        Ok(serde_json::from_slice(&t.body).unwrap())
+    }
+
+    #[test]
+    fn tool_results_name_their_function_and_carry_images_after_them() {
+        let v = req(json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {"w": 1}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true, "content": [
+                {"type": "text", "text": "partial"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}]}]}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            v["contents"][2]["parts"],
+            json!([{"functionResponse": {"name": "shot", "response": {"error": "partial"}}},
+                   {"inlineData": {"mimeType": "image/png", "data": "iVBO"}}])
+        );
+        assert_eq!(v["contents"][1]["parts"][0]["thoughtSignature"], gemini::FOREIGN_SIGNATURE);
+        let e = req(json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_x", "content": "?"}]}]}))
+        .unwrap_err();
+        assert_eq!(e.field(), Some("messages[0].content[0].tool_use_id"));
+    }
+
+    #[test]
+    fn signed_thinking_goes_back_as_a_thought_and_unsigned_thinking_is_dropped() {
+        let id = gemini::call_id("toolu_", None, 1, 0, Some("c2ln"));
+        let v = req(json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "dGg="},
+                {"type": "thinking", "thinking": "unsigned", "signature": ""},
+                {"type": "redacted_thinking", "data": "xx"},
+                {"type": "tool_use", "id": id, "name": "f", "input": {}}]}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            v["contents"][1]["parts"],
+            json!([{"text": "hmm", "thought": true, "thoughtSignature": "dGg="},
+                   {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}])
+        );
+    }
+
+    #[test]
+    fn thinking_kinds_map_to_budgets_and_tool_choice_to_modes() {
+        let base = |thinking: Value, tc: Value| {
+            req(json!({"max_tokens": 5, "thinking": thinking, "tool_choice": tc,
+                "tools": [{"name": "t", "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}}],
+                "messages": [{"role": "user", "content": "a"}]}))
+            .unwrap()
+        };
+        let v = base(json!({"type": "enabled", "budget_tokens": 2048}), json!({"type": "tool", "name": "t"}));
+        assert_eq!(v["generationConfig"]["thinkingConfig"], json!({"thinkingBudget": 2048, "includeThoughts": true}));
+        assert_eq!(v["toolConfig"], json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["t"]}}));
+        let v = base(json!({"type": "disabled"}), json!({"type": "none"}));
+        assert_eq!(v["generationConfig"]["thinkingConfig"], json!({"thinkingBudget": 0}));
+        assert_eq!(v["toolConfig"]["functionCallingConfig"]["mode"], "NONE");
+        let v = base(json!({"type": "adaptive"}), json!({"type": "any"}));
+        assert_eq!(v["generationConfig"]["thinkingConfig"]["thinkingBudget"], -1);
+    }
+
+    #[test]
+    fn count_tokens_wraps_the_request_and_vertex_unwraps_it() {
+        let body = br#"{"model":"claude-x","system":"s","messages":[{"role":"user","content":"hi"}],
+            "tools":[{"name":"t","input_schema":{"type":"object","properties":{"a":{"type":"string"}}}}],
+            "tool_choice":{"type":"auto"}}"#;
+        let t =
+            count_tokens_request(body, &RequestOptions { model: Some("gemini-2.5-pro".into()), default_max_tokens: 9 })
+                .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        let inner = &v["generateContentRequest"];
+        assert_eq!(inner["model"], "models/gemini-2.5-pro");
+        assert!(inner.get("generationConfig").is_none() && inner.get("toolConfig").is_some());
+        let vertex: Value = serde_json::from_slice(&vertex_count_tokens_body(&t.body).unwrap()).unwrap();
+        let mut keys: Vec<&String> = vertex.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["contents", "systemInstruction", "tools"]);
+        assert_eq!(
+            count_tokens_response(br#"{"totalTokens":31,"promptTokensDetails":[]}"#.to_vec()),
+            br#"{"input_tokens":31}"#
+        );
+        assert_eq!(count_tokens_response(b"{}".to_vec()), b"{}");
+    }
+
+    #[test]
+    fn unavailable_is_overloaded_for_claude_clients() {
+        let e: Value = serde_json::from_slice(&error(
+            503,
+            br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            e,
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "The model is overloaded."}})
+        );
+    }
+}
