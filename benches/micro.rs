@@ -66,6 +66,11 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!("{:<44} {:>13}   {:<34} {:>12}   {:>7}", "operation", "time", "baseline", "time", "ratio");
+    // `MICRO_ONLY=credentials` runs the credential rows alone (a few seconds).
+    if std::env::var("MICRO_ONLY").as_deref() == Ok("credentials") {
+        credential_and_jwt_rows();
+        return;
+    }
 
     // Request head parse vs raw httparse.
     let ours = time(|| {
@@ -314,6 +319,111 @@ fn main() {
     } else {
         println!("(redis-server not found: the Redis limit check row is skipped)");
     }
+
+    credential_and_jwt_rows();
+}
+
+fn credential_and_jwt_rows() {
+    let (token, static_key) = credential_rows();
+    row("credential: cached expiring token (Entra/Google)", token, "credential: static key header", static_key);
+    let (jwt, sigv4) = jwt_rows();
+    row("Google JWT RS256 sign + form (once per refresh)", jwt, "AWS SigV4 of a chat request", sigv4);
+}
+
+/// A request's credential header from a token cache holding a valid token (one lock, one clone), against
+/// a static key's header. The cache is filled by one real exchange with an in-process token endpoint.
+fn credential_rows() -> (f64, f64) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use switchyard::config::{AuthConfig, AzureEntraConfig};
+    use switchyard::providers::Credential;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let answer = br#"{"access_token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.bench.token","expires_in":3600}"#;
+            let mut out = stream;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                answer.len()
+            );
+            let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(answer));
+        }
+    });
+    let auth = AuthConfig::AzureEntra(AzureEntraConfig {
+        tenant_id: Some("bench".into()),
+        client_id: Some("bench-client".into()),
+        client_secret: Some("bench-secret".into()),
+        authority: Some(format!("http://{addr}")),
+        ..AzureEntraConfig::default()
+    });
+    let env = Environment::process();
+    let token = Credential::from_config(Some(&auth), "bench", None, &env).unwrap();
+    let mut out = Vec::new();
+    token.authorize(&mut out).expect("the first call exchanges a token");
+    let static_auth = AuthConfig::Header {
+        name: None,
+        key: Some("0123456789abcdef0123456789abcdef".into()),
+        key_env: None,
+        key_file: None,
+    };
+    let key = Credential::from_config(Some(&static_auth), "bench", Some("api-key"), &env).unwrap();
+    let with_token = time(|| {
+        let mut out = Vec::with_capacity(1);
+        token.authorize(&mut out).unwrap();
+        black_box(out);
+    });
+    let with_key = time(|| {
+        let mut out = Vec::with_capacity(1);
+        key.authorize(&mut out).unwrap();
+        black_box(out);
+    });
+    (with_token, with_key)
+}
+
+/// What a Google token refresh costs besides its round trip: the RS256 JWT (an RSA-2048 signature),
+/// against what Bedrock pays on every request (SigV4: SHA-256 of the body, five HMACs).
+fn jwt_rows() -> (f64, f64) {
+    use switchyard::providers::{aws, token};
+    let key_file = include_str!("../tests/fixtures/tokens/service_account.json");
+    let grant = token::Grant::google_service_account(key_file, token::GOOGLE_SCOPE).unwrap();
+    let jwt = time(|| {
+        black_box(grant.exchange_body(black_box(1_700_000_000)).unwrap());
+    });
+    let credentials = aws::AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        session_token: None,
+    };
+    let body = chat_body(0);
+    let sigv4 = time(|| {
+        black_box(aws::sign(
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            "",
+            &[("content-type", "application/json")],
+            black_box(&body),
+            &credentials,
+            "us-east-1",
+            "bedrock",
+            1_700_000_000,
+        ));
+    });
+    (jwt, sigv4)
 }
 
 /// One keep-alive round trip to an in-process upstream: through the gateway's upstream client (pool,

@@ -5,10 +5,14 @@
 //! and misplaced or partial padding. Like most decoders (RFC 4648 section 3.5
 //! leaves it open) it ignores non-zero bits in the last character.
 //!
+//! [`encode_url`] is the URL-safe alphabet (section 5: `-` and `_` for `+`
+//! and `/`) without padding, as JSON Web Tokens use it (RFC 7515).
+//!
 //! Uses: Bedrock's InvokeModelWithResponseStream frames carry
 //! `{"bytes":"<base64 of a provider event JSON>"}`, Converse image and
-//! document blocks carry base64 data, and OpenAI embeddings may be returned
-//! as base64 of little-endian `f32`s.
+//! document blocks carry base64 data, OpenAI embeddings may be returned
+//! as base64 of little-endian `f32`s, and Google service-account JWTs are
+//! base64url.
 
 /// The 64 characters of the standard alphabet, by value.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -44,6 +48,19 @@ pub fn encode(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Base64url of `bytes` (RFC 4648 section 5) without padding, as in a JWT.
+pub fn encode_url(bytes: &[u8]) -> String {
+    encode(bytes)
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect()
 }
 
 /// The bytes that `text` encodes. Padding is optional, but if present it
@@ -133,6 +150,15 @@ mod tests {
     fn the_last_two_alphabet_characters_are_plus_and_slash() {
         assert_eq!(encode(&[0xFB, 0xFF, 0xBF]), "+/+/");
         assert_eq!(decode("+/+/"), Ok(vec![0xFB, 0xFF, 0xBF]));
+    }
+
+    #[test]
+    fn url_encoding_swaps_the_last_two_characters_and_drops_padding() {
+        assert_eq!(encode_url(&[0xFB, 0xFF, 0xBF]), "-_-_");
+        assert_eq!(encode_url(b"f"), "Zg");
+        assert_eq!(encode_url(b"fo"), "Zm8");
+        // RFC 7515 appendix A.1's JWS header.
+        assert_eq!(encode_url(b"{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}"), "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9");
     }
 
     #[test]

@@ -133,7 +133,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub name: String,
-    /// The provider: `openai`, `anthropic`, `bedrock`, `bedrock_anthropic`, `mock`.
+    /// The provider: `openai`, `anthropic`, `bedrock`, `bedrock_anthropic`, `gemini`, `vertex`,
+    /// `vertex_anthropic`, `azure_openai`, `mock`.
     pub schema: String,
     pub base_url: Option<String>,
     pub auth: Option<AuthConfig>,
@@ -301,6 +302,55 @@ pub enum AuthConfig {
     /// AWS SigV4 (or a Bedrock API key): explicit keys, then AWS's environment variables, then the shared
     /// credentials file.
     Aws(AwsAuthConfig),
+    /// A Google service account's JSON key: a signed JWT exchanged for hourly access tokens.
+    GcpServiceAccount(GcpServiceAccountConfig),
+    /// Microsoft Entra ID client credentials exchanged for hourly access tokens.
+    AzureEntra(AzureEntraConfig),
+}
+
+/// `"auth": {"type": "gcp_service_account", …}`: where the JSON key file is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcpServiceAccountConfig {
+    /// The key file's path.
+    #[serde(default)]
+    pub credentials_file: Option<String>,
+    /// A variable holding the key file's path (like `GOOGLE_APPLICATION_CREDENTIALS`).
+    #[serde(default)]
+    pub credentials_env: Option<String>,
+    /// The OAuth scope asked for (default `https://www.googleapis.com/auth/cloud-platform`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// How long before expiry a token is refreshed (default 300).
+    #[serde(default)]
+    pub refresh_before_secs: Option<u64>,
+}
+
+/// `"auth": {"type": "azure_entra", …}`: an app registration's client credentials.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureEntraConfig {
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub tenant_id_env: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_id_env: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// The identity platform (default `https://login.microsoftonline.com`; sovereign clouds have others).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// The OAuth scope asked for (default `https://cognitiveservices.azure.com/.default`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// How long before expiry a token is refreshed (default 300).
+    #[serde(default)]
+    pub refresh_before_secs: Option<u64>,
 }
 
 /// `"auth": {"type": "aws", …}`. Every field is optional: what is not set comes from AWS's usual chain.

@@ -601,11 +601,13 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
             "application/json"
         }
     };
-    let full_path = format!("{}{}", client.base_path(), prepared.path);
+    // A provider's path may carry its own query (`?alt=sse`, `?api-version=…`); its base URL then has none.
+    let (path_only, path_query) = prepared.path.split_once('?').unwrap_or((&prepared.path, ""));
+    let full_path = format!("{}{}", client.base_path(), path_only);
     let outgoing = Outgoing {
         authority: client.authority(),
         path: &full_path,
-        query: client.query(),
+        query: if path_query.is_empty() { client.query() } else { path_query },
         content_type,
         body: &prepared.body,
     };

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{base_url_or, Built, Outgoing, Provider, StaticKey};
+use super::{base_url_or, Built, Credential, Outgoing, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{BackendConfig, ConfigError, Environment};
 
@@ -21,13 +21,13 @@ struct Options {
 
 #[derive(Debug)]
 pub struct Anthropic {
-    key: StaticKey,
+    key: Credential,
     version: String,
 }
 
 pub fn build(cfg: &BackendConfig, path: &str, environment: &Environment) -> Result<Built, ConfigError> {
     let options: Options = cfg.provider_options(path)?;
-    let key = StaticKey::from_config(cfg.auth.as_ref(), path, Some("x-api-key"), environment)?;
+    let key = Credential::from_config(cfg.auth.as_ref(), path, Some("x-api-key"), environment)?;
     Ok(Built {
         provider: Box::new(Anthropic {
             key,

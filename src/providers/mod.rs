@@ -7,15 +7,22 @@
 
 pub mod anthropic;
 pub mod aws;
+pub mod azure_openai;
 pub mod bedrock;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
+pub mod token;
+pub mod vertex;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::api::{Api, Endpoint};
-use crate::config::{err, AuthConfig, BackendConfig, ConfigError, Environment, Secret};
+use crate::config::{
+    err, AuthConfig, AzureEntraConfig, BackendConfig, ConfigError, Environment, GcpServiceAccountConfig, Secret,
+};
 use crate::error::GatewayError;
 
 /// How a provider's streamed responses are framed on the wire.
@@ -131,11 +138,18 @@ pub fn build(cfg: &BackendConfig, path: &str, environment: &Environment) -> Resu
         "anthropic" => anthropic::build(cfg, path, environment)?,
         "bedrock" => bedrock::build(cfg, path, environment, Api::Converse)?,
         "bedrock_anthropic" => bedrock::build(cfg, path, environment, Api::Anthropic)?,
+        "gemini" => gemini::build(cfg, path, environment)?,
+        "vertex" => vertex::build(cfg, path, environment, Api::Gemini)?,
+        "vertex_anthropic" => vertex::build(cfg, path, environment, Api::Anthropic)?,
+        "azure_openai" => azure_openai::build(cfg, path, environment)?,
         "mock" => mock::build(cfg, path)?,
         other => {
             return Err(err(
                 format!("{path}.schema"),
-                format!("unknown schema \"{other}\": one of openai, anthropic, bedrock, bedrock_anthropic, mock"),
+                format!(
+                    "unknown schema \"{other}\": one of openai, anthropic, bedrock, bedrock_anthropic, gemini, \
+                     vertex, vertex_anthropic, azure_openai, mock"
+                ),
             ))
         }
     };
@@ -183,6 +197,9 @@ impl StaticKey {
             Some(AuthConfig::Aws(_)) => {
                 return Err(err(format!("{path}.auth.type"), "\"aws\" is only for the bedrock schemas"))
             }
+            Some(AuthConfig::GcpServiceAccount(_) | AuthConfig::AzureEntra(_)) => {
+                return Err(err(format!("{path}.auth.type"), "expiring tokens are not accepted here"))
+            }
         };
         let secret = match (key, key_env, key_file) {
             (Some(k), None, None) => Ok(k.clone()),
@@ -227,4 +244,145 @@ impl StaticKey {
             _ => None,
         }
     }
+}
+
+/// A backend's credential: a static key, or an expiring token refreshed ahead of expiry
+/// ([`token::TokenSource`]), sent as `authorization: Bearer …`.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Static(StaticKey),
+    Token(Arc<token::TokenSource>),
+}
+
+impl Credential {
+    /// Reads `auth`: `bearer` or `header` (as [`StaticKey::from_config`]), `gcp_service_account` or
+    /// `azure_entra`. Files and variables are read now (so again on every reload); one that is missing
+    /// or unusable leaves the backend answering 503 with the reason, and a warning at start-up.
+    pub fn from_config(
+        auth: Option<&AuthConfig>,
+        path: &str,
+        default_header: Option<&str>,
+        environment: &Environment,
+    ) -> Result<Credential, ConfigError> {
+        let auth_path = format!("{path}.auth");
+        let made = match auth {
+            Some(AuthConfig::GcpServiceAccount(gcp)) => google(gcp, &auth_path, environment)?,
+            Some(AuthConfig::AzureEntra(entra)) => self::entra(entra, &auth_path, environment)?,
+            _ => return Ok(Credential::Static(StaticKey::from_config(auth, path, default_header, environment)?)),
+        };
+        Ok(match made {
+            Ok(source) => Credential::Token(source),
+            Err(missing) => Credential::Static(StaticKey::Missing(missing)),
+        })
+    }
+
+    pub fn owns_header(&self, name: &str) -> bool {
+        match self {
+            Credential::Static(key) => key.owns_header(name),
+            Credential::Token(_) => name.eq_ignore_ascii_case("authorization"),
+        }
+    }
+
+    /// Appends the credential's header, or says why there is none (the backend then answers 503).
+    /// A token source may wait for a token exchange here (yielding, in a coroutine).
+    pub fn authorize(&self, out: &mut Vec<(String, String)>) -> Result<(), String> {
+        match self {
+            Credential::Static(key) => key.authorize(out),
+            Credential::Token(source) => {
+                out.push(("authorization".into(), source.header()?.to_string()));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Credential::Static(key) => key.warning(),
+            Credential::Token(_) => None,
+        }
+    }
+}
+
+/// A value given inline or through the variable its `_env` twin names: `Ok(Err(missing))` when the
+/// variable is unset.
+fn inline_or_env(
+    inline: Option<&str>,
+    var: Option<&str>,
+    field: &str,
+    path: &str,
+    environment: &Environment,
+) -> Result<Result<String, String>, ConfigError> {
+    match (inline, var) {
+        (Some(v), None) if !v.is_empty() => Ok(Ok(v.to_string())),
+        (None, Some(var)) => Ok((environment.var)(var).ok_or(format!("the environment variable {var} is not set"))),
+        _ => Err(err(format!("{path}.{field}"), format!("set exactly one of \"{field}\" or \"{field}_env\""))),
+    }
+}
+
+/// A Google service account's token source.
+fn google(
+    cfg: &GcpServiceAccountConfig,
+    path: &str,
+    environment: &Environment,
+) -> Result<Result<Arc<token::TokenSource>, String>, ConfigError> {
+    let file = match (&cfg.credentials_file, &cfg.credentials_env) {
+        (Some(f), None) => f.clone(),
+        (None, Some(var)) => match (environment.var)(var) {
+            Some(f) => f,
+            None => return Ok(Err(format!("the environment variable {var} (the key file's path) is not set"))),
+        },
+        _ => return Err(err(path, "set exactly one of \"credentials_file\" or \"credentials_env\"")),
+    };
+    let scope = cfg.scope.as_deref().unwrap_or(token::GOOGLE_SCOPE);
+    let refresh = cfg.refresh_before_secs.unwrap_or(token::DEFAULT_REFRESH_BEFORE_SECS);
+    let Some(text) = (environment.file)(&file) else {
+        return Ok(Err(format!("the service account key file {file} cannot be read")));
+    };
+    Ok(token::Grant::google_service_account(&text, scope)
+        .map_err(|m| format!("the service account key file {file}: {m}"))
+        .and_then(|grant| token::TokenSource::shared(grant, &format!("key file {file}"), refresh)))
+}
+
+/// An Entra ID app's token source.
+fn entra(
+    cfg: &AzureEntraConfig,
+    path: &str,
+    environment: &Environment,
+) -> Result<Result<Arc<token::TokenSource>, String>, ConfigError> {
+    let tenant = inline_or_env(cfg.tenant_id.as_deref(), cfg.tenant_id_env.as_deref(), "tenant_id", path, environment)?;
+    let client = inline_or_env(cfg.client_id.as_deref(), cfg.client_id_env.as_deref(), "client_id", path, environment)?;
+    let secret = inline_or_env(
+        cfg.client_secret.as_deref(),
+        cfg.client_secret_env.as_deref(),
+        "client_secret",
+        path,
+        environment,
+    )?;
+    let authority = cfg.authority.as_deref().unwrap_or(token::ENTRA_AUTHORITY);
+    token::check_endpoint(authority).map_err(|m| err(format!("{path}.authority"), m))?;
+    let (tenant, client, secret) = match (tenant, client, secret) {
+        (Ok(t), Ok(c), Ok(s)) => (t, c, s),
+        (t, c, s) => return Ok(Err([t.err(), c.err(), s.err()].into_iter().flatten().collect::<Vec<_>>().join("; "))),
+    };
+    let scope = cfg.scope.as_deref().unwrap_or(token::ENTRA_SCOPE);
+    let refresh = cfg.refresh_before_secs.unwrap_or(token::DEFAULT_REFRESH_BEFORE_SECS);
+    let grant = token::Grant::entra(authority, &tenant, &client, Secret(secret), scope).map_err(|m| err(path, m))?;
+    Ok(token::TokenSource::shared(grant, &format!("tenant {tenant}"), refresh))
+}
+
+/// A model name or deployment as one path segment: RFC 3986 unreserved characters and `@` (Vertex's
+/// `claude-…@20241022`) kept, everything else percent-encoded (`:` too, which would start an
+/// operation, and `/`, `?`); a segment of dots is encoded whole so it cannot climb the path.
+pub fn path_segment(s: &str) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let all_dots = s.bytes().all(|b| b == b'.');
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'@') || (b == b'.' && !all_dots) {
+            out.push(b as char);
+        } else {
+            out.extend(['%', DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]);
+        }
+    }
+    out
 }

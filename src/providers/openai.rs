@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{base_url_or, Built, Outgoing, Provider, StaticKey};
+use super::{base_url_or, Built, Credential, Outgoing, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{BackendConfig, ConfigError, Environment};
 
@@ -25,13 +25,13 @@ fn yes() -> bool {
 
 #[derive(Debug)]
 pub struct OpenAi {
-    key: StaticKey,
+    key: Credential,
     stream_usage: bool,
 }
 
 pub fn build(cfg: &BackendConfig, path: &str, environment: &Environment) -> Result<Built, ConfigError> {
     let options: Options = cfg.provider_options(path)?;
-    let key = StaticKey::from_config(cfg.auth.as_ref(), path, None, environment)?;
+    let key = Credential::from_config(cfg.auth.as_ref(), path, None, environment)?;
     Ok(Built {
         provider: Box::new(OpenAi { key, stream_usage: options.stream_usage }),
         base_url: base_url_or(cfg, DEFAULT_BASE_URL),
