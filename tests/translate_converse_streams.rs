@@ -22,7 +22,7 @@ const CREATED: u64 = 1_700_000_000;
 const MODEL: &str = "claude-sonnet-4-5";
 
 fn opts(include_usage: bool) -> ResponseOptions {
-    ResponseOptions { created: CREATED, forced_json_tool: None, include_usage }
+    ResponseOptions { created: CREATED, forced_json_tool: None, include_usage, ..Default::default() }
 }
 
 fn pipeline(t: StreamTranslator) -> ConversePipeline {
@@ -232,7 +232,12 @@ fn frames_after_the_end_and_a_second_finish_write_nothing() {
 
 #[test]
 fn forced_json_tool_input_streams_as_content() {
-    let o = ResponseOptions { created: CREATED, forced_json_tool: Some("person".into()), include_usage: false };
+    let o = ResponseOptions {
+        created: CREATED,
+        forced_json_tool: Some("person".into()),
+        include_usage: false,
+        ..Default::default()
+    };
     let mut t = new(&o);
     let mut out = Vec::new();
     t.event("messageStart", br#"{"role":"assistant"}"#, &mut out);

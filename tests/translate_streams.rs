@@ -96,7 +96,7 @@ fn data_json(evs: &[SseEvent]) -> Vec<Value> {
 }
 
 fn with_usage() -> ResponseOptions {
-    ResponseOptions { created: CREATED, forced_json_tool: None, include_usage: true }
+    ResponseOptions { created: CREATED, forced_json_tool: None, include_usage: true, ..Default::default() }
 }
 
 #[test]
@@ -240,7 +240,12 @@ fn forced_json_tool_stream_is_returned_as_content_with_stop() {
         "event: message_stop\n",
         "data: {\"type\":\"message_stop\"}\n\n",
     );
-    let opts = ResponseOptions { created: CREATED, forced_json_tool: Some("person".into()), include_usage: false };
+    let opts = ResponseOptions {
+        created: CREATED,
+        forced_json_tool: Some("person".into()),
+        include_usage: false,
+        ..Default::default()
+    };
     let out = assert_split_invariant(to_openai(&opts), input.as_bytes());
     let chunks = data_json(&events(&out));
     assert!(chunks.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));

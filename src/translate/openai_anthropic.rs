@@ -119,7 +119,12 @@ pub struct RequestTranslation {
 impl RequestTranslation {
     /// Response options matching this request.
     pub fn response_options(&self, created: u64) -> ResponseOptions {
-        ResponseOptions { created, forced_json_tool: self.forced_json_tool.clone(), include_usage: self.include_usage }
+        ResponseOptions {
+            created,
+            forced_json_tool: self.forced_json_tool.clone(),
+            include_usage: self.include_usage,
+            ..ResponseOptions::default()
+        }
     }
 }
 
