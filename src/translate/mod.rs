@@ -271,7 +271,10 @@ impl Usage {
         let input = self.prompt_tokens();
         json!({
             "input_tokens": input,
-            "input_tokens_details": {"cached_tokens": self.cache_read_input_tokens},
+            "input_tokens_details": {
+                "cached_tokens": self.cache_read_input_tokens,
+                "cache_write_tokens": self.cache_creation_input_tokens,
+            },
             "output_tokens": self.output_tokens,
             "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
             "total_tokens": input + self.output_tokens,
@@ -376,8 +379,8 @@ pub fn usage_from_converse(v: &Value) -> Option<Usage> {
 }
 
 /// Usage from an OpenAI Responses `usage` object (or a whole response holding one): `input_tokens`
-/// includes `input_tokens_details.cached_tokens`; `output_tokens_details.reasoning_tokens` is part of
-/// `output_tokens`.
+/// includes `input_tokens_details.cached_tokens` (read from the cache) and `cache_write_tokens` (written
+/// to it); `output_tokens_details.reasoning_tokens` is part of `output_tokens`.
 pub fn usage_from_responses(v: &Value) -> Option<Usage> {
     let u = match v.get("usage") {
         Some(inner) if inner.is_object() => inner,
@@ -389,12 +392,14 @@ pub fn usage_from_responses(v: &Value) -> Option<Usage> {
         return None;
     }
     let input = input.unwrap_or(0);
-    let cached = u.pointer("/input_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0).min(input);
+    let detail = |k: &str| u.get("input_tokens_details").and_then(|d| d.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let cached = detail("cached_tokens").min(input);
+    let written = detail("cache_write_tokens").min(input - cached);
     Some(Usage {
-        input_tokens: input - cached,
+        input_tokens: input - cached - written,
         output_tokens: output.unwrap_or(0),
         cache_read_input_tokens: cached,
-        cache_creation_input_tokens: 0,
+        cache_creation_input_tokens: written,
         reasoning_tokens: u.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0),
     })
 }
