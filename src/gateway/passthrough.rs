@@ -159,11 +159,10 @@ pub(super) fn serve(
         let mut attempt = |target: &Target, backend: &super::Backend| {
             let Some(upstream_path) = backend.provider.passthrough_path(path).filter(|_| backend.upstream.is_some())
             else {
-                return Attempt::Skipped(GatewayError::BadRequest(format!(
-                    "{path} is not passed through to backend \"{}\" (schema {})",
-                    backend.name,
-                    backend.provider.schema()
-                )));
+                // This backend takes no passthrough: for it, the path does not exist.
+                let schema = backend.provider.schema();
+                crate::debug!("{path} is not passed through to backend \"{}\" (schema {schema})", backend.name);
+                return Attempt::Skipped(GatewayError::NotFound);
             };
             let rename = match (&body.model, &target.model) {
                 (Some(old), Some(new)) if old != new => Some((old.as_str(), new.as_str())),
