@@ -165,3 +165,21 @@ fn golden_anthropic_client_to_converse_upstream() {
     let n = run_pair("anthropic_converse", Pair::AnthropicConverse);
     assert!(n >= 20, "only {n} golden checks ran");
 }
+
+#[test]
+fn golden_responses_client_to_openai_chat_upstream() {
+    let n = run_pair("responses_openai", Pair::ResponsesOpenAi);
+    assert!(n >= 20, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_responses_client_to_anthropic_upstream_through_chat() {
+    let n = run_pair("responses_anthropic", Pair::ResponsesVia(switchyard::api::Api::Anthropic));
+    assert!(n >= 8, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_responses_client_to_converse_upstream_through_chat() {
+    let n = run_pair("responses_converse", Pair::ResponsesVia(switchyard::api::Api::Converse));
+    assert!(n >= 3, "only {n} golden checks ran");
+}

@@ -983,14 +983,17 @@ impl StreamTranslator {
         self.done = true;
     }
 
-    /// Ends the stream with an `error` event and `response.failed`.
-    fn fail_with(&mut self, code: &str, message: &str, out: &mut Vec<u8>) {
+    /// Ends the stream with an `error` event (the upstream's code) and `response.failed` (whose
+    /// `error.code` is one of OpenAI's: `rate_limit_exceeded` or `server_error`).
+    fn fail_with(&mut self, status: Option<u16>, code: &str, message: &str, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
         self.start(out);
         self.emit("error", json!({"code": code, "message": message, "param": null}), out);
-        let error = Some(json!({"code": code, "message": message}));
+        let limited = status == Some(429) || code.contains("rate_limit") || code.starts_with("Throttling");
+        let kind = if limited { "rate_limit_exceeded" } else { "server_error" };
+        let error = Some(json!({"code": kind, "message": message}));
         let r = self.snapshot(Ending { status: "failed", incomplete: None, error });
         self.emit("response.failed", json!({"response": r}), out);
         self.done = true;
@@ -1001,14 +1004,14 @@ impl StreamTranslator {
             if self.finish_reason.is_some() {
                 self.complete(out);
             } else {
-                self.fail_with("stream_incomplete", "upstream stream ended before finish_reason", out);
+                self.fail_with(None, "stream_incomplete", "upstream stream ended before finish_reason", out);
             }
             return;
         }
         let chunk: oa::ChatChunk = match serde_json::from_slice(data) {
             Ok(c) => c,
             Err(e) => {
-                self.fail_with("server_error", &format!("malformed upstream stream chunk: {e}"), out);
+                self.fail_with(None, "server_error", &format!("malformed upstream stream chunk: {e}"), out);
                 return;
             }
         };
@@ -1020,7 +1023,7 @@ impl StreamTranslator {
                 .or_else(|| err.get("type").and_then(Value::as_str))
                 .unwrap_or("server_error")
                 .to_string();
-            self.fail_with(&code, &message, out);
+            self.fail_with(None, &code, &message, out);
             return;
         }
         if !self.started && !chunk.id.is_empty() {
@@ -1069,12 +1072,12 @@ impl StreamTranslate for StreamTranslator {
         if self.finish_reason.is_some() {
             self.complete(out);
         } else {
-            self.fail_with("stream_incomplete", "upstream stream ended before finish_reason", out);
+            self.fail_with(None, "stream_incomplete", "upstream stream ended before finish_reason", out);
         }
     }
 
-    fn fail(&mut self, _status: u16, message: &str, code: &str, out: &mut Vec<u8>) -> bool {
-        self.fail_with(code, message, out);
+    fn fail(&mut self, status: u16, message: &str, code: &str, out: &mut Vec<u8>) -> bool {
+        self.fail_with(Some(status), code, message, out);
         true
     }
 
@@ -1120,6 +1123,17 @@ mod tests {
         let e = translate(json!({"model": "m", "input": "x", "store": true})).unwrap_err();
         assert_eq!(e.field(), Some("store"));
         assert!(translate(json!({"model": "m", "input": "x", "store": false})).is_ok());
+    }
+
+    #[test]
+    fn json_schemas_and_tool_parameters_keep_the_clients_key_order() {
+        let body = br#"{"model":"m","input":"x","text":{"format":{"type":"json_schema","name":"T",
+            "schema":{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"string"}}}}},
+            "tools":[{"type":"function","name":"f","parameters":{"properties":{"z":{},"a":{}},"type":"object"}}]}"#;
+        let t = request(body, &RequestOptions::default()).unwrap();
+        let text = String::from_utf8(t.body).unwrap();
+        assert!(text.find("\"zeta\"").unwrap() < text.find("\"alpha\"").unwrap(), "{text}");
+        assert!(text.contains(r#"{"properties":{"z":{},"a":{}},"type":"object"}"#), "{text}");
     }
 
     fn events(out: &[u8]) -> Vec<Value> {
