@@ -128,8 +128,12 @@ fn check_events(out: &[u8]) -> Vec<Value> {
                 if e["type"] != "response.failed" {
                     assert!(open.is_empty(), "items left open: {open:?}");
                 }
-                let done: Vec<&Value> =
-                    items.iter().enumerate().filter(|(n, _)| !open.contains_key(&(*n as u64))).map(|(_, v)| v).collect();
+                let done: Vec<&Value> = items
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| !open.contains_key(&(*n as u64)))
+                    .map(|(_, v)| v)
+                    .collect();
                 assert_eq!(e["response"]["output"], json!(done), "the final output is the items done");
             }
             _ => {}

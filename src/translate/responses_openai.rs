@@ -69,7 +69,6 @@ use super::{
     ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::openai as oa;
-use crate::sse::write_event;
 use crate::stream::{Event, StreamTranslate};
 
 /// Top-level request fields dropped on purpose (see the module documentation).
@@ -693,6 +692,46 @@ pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
     }}))
 }
 
+/// Writes one event straight into `out` (the hot path: no tree is built): `event:` and its data, `type`
+/// and `sequence_number` first, then what `fields` appends (`,"key":value…`).
+fn emit_with(sequence: &mut u64, kind: &str, out: &mut Vec<u8>, fields: impl FnOnce(&mut Vec<u8>)) {
+    use std::io::Write as _;
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: {\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    let _ = write!(out, "\",\"sequence_number\":{sequence}");
+    fields(out);
+    out.extend_from_slice(b"}\n\n");
+    *sequence += 1;
+}
+
+/// A `….delta` event of an item (and content part).
+fn emit_delta(
+    sequence: &mut u64,
+    kind: &str,
+    item_id: &str,
+    output_index: usize,
+    content_index: Option<usize>,
+    delta: &str,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write as _;
+    emit_with(sequence, kind, out, |o| {
+        o.extend_from_slice(b",\"item_id\":");
+        let _ = serde_json::to_writer(&mut *o, item_id);
+        let _ = write!(o, ",\"output_index\":{output_index}");
+        if let Some(c) = content_index {
+            let _ = write!(o, ",\"content_index\":{c}");
+        }
+        o.extend_from_slice(b",\"delta\":");
+        let _ = serde_json::to_writer(&mut *o, delta);
+        if kind == "response.output_text.delta" {
+            o.extend_from_slice(b",\"logprobs\":[]");
+        }
+    });
+}
+
 /// The part of a message being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PartKind {
@@ -758,19 +797,13 @@ impl StreamTranslator {
 
     /// Writes one event: `type` first and `sequence_number`, then `fields`.
     fn emit(&mut self, kind: &str, fields: Value, out: &mut Vec<u8>) {
-        let rest = to_bytes(&fields);
-        let mut data = Vec::with_capacity(rest.len() + kind.len() + 40);
-        data.extend_from_slice(b"{\"type\":");
-        data.extend_from_slice(&to_bytes(&json!(kind)));
-        data.extend_from_slice(format!(",\"sequence_number\":{}", self.sequence).as_bytes());
-        if rest.len() > 2 {
-            data.push(b',');
-            data.extend_from_slice(&rest[1..]);
-        } else {
-            data.push(b'}');
-        }
-        self.sequence += 1;
-        write_event(out, Some(kind), &data);
+        emit_with(&mut self.sequence, kind, out, |o| {
+            let rest = to_bytes(&fields);
+            if rest.len() > 2 {
+                o.push(b',');
+                o.extend_from_slice(&rest[1..rest.len() - 1]);
+            }
+        });
     }
 
     fn snapshot(&self, ending: Ending) -> Value {
@@ -785,8 +818,14 @@ impl StreamTranslator {
         self.started = true;
         let mut r = self.snapshot(Ending::of("in_progress", None));
         r["usage"] = Value::Null;
-        self.emit("response.created", json!({"response": r}), out);
-        self.emit("response.in_progress", json!({"response": r}), out);
+        // One serialization for both events.
+        let r = to_bytes(&r);
+        for kind in ["response.created", "response.in_progress"] {
+            emit_with(&mut self.sequence, kind, out, |o| {
+                o.extend_from_slice(b",\"response\":");
+                o.extend_from_slice(&r);
+            });
+        }
     }
 
     fn msg_id(&self) -> String {
@@ -895,8 +934,7 @@ impl StreamTranslator {
         }
         let Some(Open::Reasoning { index, id, text }) = &mut self.open else { return };
         text.push_str(delta);
-        let fields = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta});
-        self.emit("response.reasoning_text.delta", fields, out);
+        emit_delta(&mut self.sequence, "response.reasoning_text.delta", id, *index, Some(0), delta, out);
     }
 
     fn message_delta(&mut self, kind: PartKind, delta: &str, out: &mut Vec<u8>) {
@@ -927,18 +965,8 @@ impl StreamTranslator {
         let Some(Open::Message { index, id, parts, .. }) = &mut self.open else { return };
         let content_index = parts.len() - 1;
         parts[content_index].1.push_str(delta);
-        let (name, fields) = match kind {
-            PartKind::Text => (
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": content_index, "delta": delta,
-                       "logprobs": []}),
-            ),
-            PartKind::Refusal => (
-                "response.refusal.delta",
-                json!({"item_id": id, "output_index": index, "content_index": content_index, "delta": delta}),
-            ),
-        };
-        self.emit(name, fields, out);
+        let name = if kind == PartKind::Text { "response.output_text.delta" } else { "response.refusal.delta" };
+        emit_delta(&mut self.sequence, name, id, *index, Some(content_index), delta, out);
     }
 
     fn tool_call(&mut self, tc: &oa::ChunkToolCall, out: &mut Vec<u8>) {
@@ -966,11 +994,7 @@ impl StreamTranslator {
             // its own call in the final response.
             self.output[index]["arguments"] = json!(call.arguments);
         }
-        self.emit(
-            "response.function_call_arguments.delta",
-            json!({"item_id": id, "output_index": index, "delta": args}),
-            out,
-        );
+        emit_delta(&mut self.sequence, "response.function_call_arguments.delta", &id, index, None, args, out);
     }
 
     fn complete(&mut self, out: &mut Vec<u8>) {
