@@ -299,3 +299,38 @@ fn a_client_limited_to_some_models_cannot_use_other_routes() {
     assert_eq!(post(gw.addr, "/v1/batches", &[KEY], &json!({"input_file_id": "f"})).status, 200);
     assert!(up.requests().iter().all(|r| r.path == "/v1/batches"));
 }
+
+#[test]
+fn a_chunked_upload_is_forwarded_whole_and_json_endpoints_refuse_uploads() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config(&up));
+    let boundary = "chunky";
+    let file = audio(300 * 1024);
+    let body = multipart(boundary, &[("model", "whisper-1")], &file, &[]);
+    let mut s = connect(gw.addr);
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer client-key\r\n\
+         content-type: multipart/form-data; boundary={boundary}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(10_000) {
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).unwrap();
+        s.write_all(piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let r = read_response(&mut reader);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = up.last();
+    assert_eq!(got.headers.get("transfer-encoding").map(String::as_str), Some("chunked"));
+    assert_eq!(got.body.len(), body.len() - "whisper-1".len() + "whisper-large-v3".len());
+    // The connection stays usable after a streamed body read to its end.
+    post_raw(reader.get_mut(), "/v1/images/generations", &[KEY], br#"{"model":"gpt-image-1","prompt":"x"}"#);
+    assert_eq!(read_response(&mut reader).status, 200);
+    // The gateway's own JSON endpoints take no uploads.
+    let ctype = format!("multipart/form-data; boundary={boundary}");
+    let r = send(gw.addr, "POST", "/v1/chat/completions", &[KEY, ("content-type", &ctype)], &body);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("JSON body"), "{}", r.text());
+}
