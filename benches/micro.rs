@@ -215,6 +215,100 @@ fn main() {
         row(name, per_event, "memcpy of the stream, per event", g_copy);
     }
 
+    // Responses: one translator from chat chunks; other families composed through it; passthrough
+    // with its ids tagged. Each per upstream event, against the stream translator of the same input.
+    let responses_request = br#"{"model":"m","stream":true,"instructions":"Be brief.","input":"Weather?",
+        "tools":[{"type":"function","name":"get_weather","parameters":{"type":"object"}}]}"#;
+    let responses_opts = |pair: Pair| {
+        pair.request(Endpoint::Responses, responses_request, &RequestOptions::default(), 1).unwrap().response
+    };
+    let direct_opts = responses_opts(Pair::ResponsesOpenAi);
+    let to_responses = time(|| {
+        let translator = Pair::ResponsesOpenAi.stream("m", &direct_opts);
+        let mut t = StreamPipeline::new(Framing::Sse, Api::OpenAi, Api::Responses, Some(translator), false);
+        let mut out = Vec::new();
+        t.push(black_box(&stream));
+        t.relay(&mut out);
+        t.finish(&mut out);
+        black_box(out);
+    }) / events;
+    row("stream translate OpenAI -> Responses, /event", to_responses, "OpenAI -> Anthropic, per event", reverse);
+    let via = Pair::ResponsesVia(Api::Anthropic);
+    let via_opts = responses_opts(via);
+    let composed = time(|| {
+        let translator = via.stream("m", &via_opts);
+        let mut t = StreamPipeline::new(Framing::Sse, Api::Anthropic, Api::Responses, Some(translator), false);
+        let mut out = Vec::new();
+        t.push(black_box(&anthropic_stream));
+        t.relay(&mut out);
+        t.finish(&mut out);
+        black_box(out);
+    }) / a_events;
+    row("stream Anthropic -> chat -> Responses, /event", composed, "Anthropic -> OpenAI, per event", translate_stream);
+    // A longer text stream (200 content chunks, then the finish and usage chunks), where the per-stream
+    // events (created, completed with the whole response) weigh less.
+    let mut long_stream = Vec::new();
+    for i in 0..200 {
+        let c = serde_json::json!({"id": "chatcmpl-long", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"content": format!(" tok{i}")}, "logprobs": null, "finish_reason": null}]});
+        long_stream.extend_from_slice(format!("data: {c}\n\n").as_bytes());
+    }
+    long_stream.extend_from_slice(
+        br#"data: {"id":"chatcmpl-long","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+data: {"id":"chatcmpl-long","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":200,"total_tokens":209}}
+
+data: [DONE]
+
+"#,
+    );
+    let long_events = 203.0;
+    let long = |pair: Pair, client: Api, opts: &ResponseOptions| {
+        time(|| {
+            let mut t = StreamPipeline::new(Framing::Sse, Api::OpenAi, client, Some(pair.stream("m", opts)), false);
+            let mut out = Vec::new();
+            t.push(black_box(&long_stream));
+            t.relay(&mut out);
+            t.finish(&mut out);
+            black_box(out);
+        }) / long_events
+    };
+    let long_responses = long(Pair::ResponsesOpenAi, Api::Responses, &direct_opts);
+    let long_anthropic = long(Pair::AnthropicOpenAi, Api::Anthropic, &ResponseOptions::default());
+    row(
+        "OpenAI -> Responses, 200-chunk text, /event",
+        long_responses,
+        "OpenAI -> Anthropic, same stream",
+        long_anthropic,
+    );
+    let mut responses_stream = Vec::new();
+    for i in 0..20 {
+        let e = serde_json::json!({"type": "response.output_text.delta", "sequence_number": i, "item_id": "msg_68af",
+            "output_index": 0, "content_index": 0, "delta": " word", "logprobs": []});
+        responses_stream.extend_from_slice(format!("event: response.output_text.delta\ndata: {e}\n\n").as_bytes());
+    }
+    let done = serde_json::json!({"type": "response.completed", "sequence_number": 20, "response": {"id": "resp_68af0123",
+        "object": "response", "status": "completed", "output": [], "usage": {"input_tokens": 5, "output_tokens": 20}}});
+    responses_stream.extend_from_slice(format!("event: response.completed\ndata: {done}\n\n").as_bytes());
+    let r_events = 21.0;
+    let relay_responses = |tag: bool| {
+        time(|| {
+            let translator: Option<Box<dyn switchyard::stream::StreamTranslate>> = tag.then(|| {
+                Box::new(gateway::responses::TagIds::new("0a1b2c3d".into()))
+                    as Box<dyn switchyard::stream::StreamTranslate>
+            });
+            let mut t = StreamPipeline::new(Framing::Sse, Api::Responses, Api::Responses, translator, false);
+            let mut out = Vec::new();
+            t.push(black_box(&responses_stream));
+            t.relay(&mut out);
+            t.finish(&mut out);
+            black_box(out);
+        }) / r_events
+    };
+    let tagged = relay_responses(true);
+    let untagged = relay_responses(false);
+    row("Responses passthrough, ids tagged, /event", tagged, "same stream relayed as is", untagged);
+
     // Bedrock: SigV4 signing of a request, against the static header other providers send.
     let credentials = switchyard::providers::aws::AwsCredentials {
         access_key_id: "AKIDEXAMPLE".into(),

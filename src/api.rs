@@ -16,6 +16,9 @@ pub enum Api {
     /// Google Gemini `generateContent` (and `streamGenerateContent`, `batchEmbedContents`, `countTokens`):
     /// the Gemini API and Vertex AI, which share the wire format.
     Gemini,
+    /// OpenAI Responses (`/v1/responses`): a client family, and the upstream family of providers that
+    /// serve `/responses` themselves (`Provider::serves_responses`).
+    Responses,
 }
 
 impl Api {
@@ -38,6 +41,10 @@ pub enum Endpoint {
     Messages,
     /// Anthropic `POST /v1/messages/count_tokens`.
     CountTokens,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// OpenAI `POST /v1/responses/input_tokens`.
+    ResponsesInputTokens,
 }
 
 impl Endpoint {
@@ -50,6 +57,8 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/v1/messages",
             Endpoint::CountTokens => "/v1/messages/count_tokens",
+            Endpoint::Responses => "/responses",
+            Endpoint::ResponsesInputTokens => "/responses/input_tokens",
         }
     }
 
@@ -57,6 +66,7 @@ impl Endpoint {
     pub fn client_api(self) -> Api {
         match self {
             Endpoint::Messages | Endpoint::CountTokens => Api::Anthropic,
+            Endpoint::Responses | Endpoint::ResponsesInputTokens => Api::Responses,
             _ => Api::OpenAi,
         }
     }
@@ -66,7 +76,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => "messages",
             Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
+            Endpoint::Embeddings | Endpoint::Responses | Endpoint::ResponsesInputTokens => "input",
         }
     }
 
@@ -85,7 +95,51 @@ impl Endpoint {
             (Endpoint::ChatCompletions | Endpoint::Messages, Api::Gemini) => Some(self),
             (Endpoint::Embeddings, Api::Gemini) => Some(Endpoint::Embeddings),
             (Endpoint::CountTokens, Api::Gemini) => Some(Endpoint::CountTokens),
+            // A response is a chat in every other family (the translators go through OpenAI's).
+            (Endpoint::Responses, Api::OpenAi | Api::Converse | Api::Gemini) => Some(Endpoint::ChatCompletions),
+            (Endpoint::Responses, Api::Anthropic) => Some(Endpoint::Messages),
             _ => None,
+        }
+    }
+}
+
+/// The calls on one stored response (`/v1/responses/{id}…`): answered by the backend that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseCall {
+    /// `GET /v1/responses/{id}`.
+    Retrieve,
+    /// `DELETE /v1/responses/{id}`.
+    Delete,
+    /// `POST /v1/responses/{id}/cancel`.
+    Cancel,
+    /// `GET /v1/responses/{id}/input_items`.
+    InputItems,
+}
+
+impl ResponseCall {
+    /// The call for a method and the path after `/v1/responses/`, with the response id; `None` when the
+    /// path is not one of these calls (`Err(())`: a known path with the wrong method).
+    pub fn parse<'p>(method: &str, rest: &'p str) -> Option<Result<(ResponseCall, &'p str), ()>> {
+        let (id, suffix) = rest.split_once('/').unwrap_or((rest, ""));
+        if id.is_empty() {
+            return None;
+        }
+        let (call, wanted) = match suffix {
+            "" if method == "DELETE" => (ResponseCall::Delete, "DELETE"),
+            "" => (ResponseCall::Retrieve, "GET"),
+            "cancel" => (ResponseCall::Cancel, "POST"),
+            "input_items" => (ResponseCall::InputItems, "GET"),
+            _ => return None,
+        };
+        Some(if method == wanted { Ok((call, id)) } else { Err(()) })
+    }
+
+    /// The path of this call below `/v1` for the response `id`.
+    pub fn path(self, id: &str) -> String {
+        match self {
+            ResponseCall::Retrieve | ResponseCall::Delete => format!("/v1/responses/{id}"),
+            ResponseCall::Cancel => format!("/v1/responses/{id}/cancel"),
+            ResponseCall::InputItems => format!("/v1/responses/{id}/input_items"),
         }
     }
 }
@@ -101,5 +155,10 @@ mod tests {
         }
         assert_eq!(Endpoint::Completions.in_family(Api::Gemini), None);
         assert!(!Api::Gemini.is_anthropic());
+        assert_eq!(Endpoint::Responses.in_family(Api::Gemini), Some(Endpoint::ChatCompletions));
+        assert_eq!(
+            crate::translate::Pair::between(Api::Responses, Api::Gemini),
+            Some(crate::translate::Pair::ResponsesVia(Api::Gemini))
+        );
     }
 }

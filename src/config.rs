@@ -377,8 +377,16 @@ pub struct AwsAuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Exact model name, or a prefix followed by `*`.
+    /// Exact model name, or a prefix followed by `*` (empty for a passthrough route).
+    #[serde(default)]
     pub model: String,
+    /// A route for requests passed through by path (`/v1/files`…) rather than by model: requires
+    /// `path`, takes no `model`.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// For `passthrough` routes: the path prefix (whole segments) below `/v1` it takes.
+    #[serde(default)]
+    pub path: Option<String>,
     /// Request headers that must all be present with these exact values.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -18,6 +18,10 @@ pub enum GatewayError {
     ModelNotFound(String),
     /// Unknown path (404).
     NotFound,
+    /// A stored response the gateway cannot reach: unknown, or translated and never stored (404).
+    ResponseNotFound(String),
+    /// Reading a streamed request body failed: cut (400), too slow (408) or too large (413).
+    RequestBody { status: u16, message: String },
     /// Known path, wrong method (405).
     MethodNotAllowed,
     /// A backend cannot be used as configured, e.g. its key variable is unset (503).
@@ -46,7 +50,8 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::Unauthorized => 401,
             GatewayError::ModelNotAllowed(_) => 403,
-            GatewayError::ModelNotFound(_) | GatewayError::NotFound => 404,
+            GatewayError::ModelNotFound(_) | GatewayError::NotFound | GatewayError::ResponseNotFound(_) => 404,
+            GatewayError::RequestBody { status, .. } => *status,
             GatewayError::MethodNotAllowed => 405,
             GatewayError::BackendUnavailable(_) | GatewayError::Overloaded(_) => 503,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamConnect { timed_out: false, .. } => 502,
@@ -110,7 +115,7 @@ pub use crate::translate::{anthropic_error_type, openai_error_type};
 /// An error body in the client's schema. `message` is JSON-escaped here.
 pub fn error_body(client: Api, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
     let value = match client {
-        Api::OpenAi | Api::Converse | Api::Gemini => serde_json::json!({
+        Api::OpenAi | Api::Converse | Api::Gemini | Api::Responses => serde_json::json!({
             "error": {
                 "message": message,
                 "type": openai_error_type(status),
@@ -138,6 +143,8 @@ impl fmt::Display for GatewayError {
                 write!(f, "the model \"{m}\" does not exist or has no route")
             }
             GatewayError::NotFound => write!(f, "unknown endpoint"),
+            GatewayError::ResponseNotFound(id) => write!(f, "Response with id '{id}' not found."),
+            GatewayError::RequestBody { message, .. } => write!(f, "{message}"),
             GatewayError::MethodNotAllowed => write!(f, "method not allowed on this endpoint"),
             GatewayError::BackendUnavailable(m)
             | GatewayError::UpstreamConnect { message: m, .. }
@@ -163,6 +170,8 @@ mod tests {
             GatewayError::ModelNotAllowed("m".into()),
             GatewayError::ModelNotFound("m".into()),
             GatewayError::NotFound,
+            GatewayError::ResponseNotFound("resp_x".into()),
+            GatewayError::RequestBody { status: 413, message: "too large".into() },
             GatewayError::MethodNotAllowed,
             GatewayError::BackendUnavailable("b".into()),
             GatewayError::UpstreamUnreachable("u".into()),

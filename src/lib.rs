@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod health;
 pub mod json;
 pub mod metrics;
+pub mod multipart;
 pub mod providers;
 pub mod ratelimit;
 pub mod readbuf;

@@ -65,6 +65,9 @@ pub struct Route {
 #[derive(Debug, Default)]
 pub struct Router {
     pub routes: Vec<Route>,
+    /// Routes by path prefix for requests passed through without a model (`"passthrough": true`); their
+    /// `model` pattern holds the path (its label in metrics and client permissions).
+    pub passthrough: Vec<Route>,
 }
 
 impl Router {
@@ -72,8 +75,30 @@ impl Router {
     /// `retry` applies to routes without their own.
     pub fn build(routes: &[RouteConfig], backends: &[&str], retry: &RetryConfig) -> Result<Router, ConfigError> {
         let mut out = Vec::with_capacity(routes.len());
+        let mut passthrough = Vec::new();
         for (i, r) in routes.iter().enumerate() {
-            if r.model.is_empty() || r.model.trim_end_matches('*').contains('*') || r.model.ends_with("**") {
+            let error = |field: &str, message: &str| ConfigError {
+                path: format!("routes[{i}]{field}"),
+                message: message.to_string(),
+            };
+            match (r.passthrough, &r.path) {
+                (true, None) => {
+                    return Err(error(".path", "a passthrough route needs a path prefix like \"/v1/files\""))
+                }
+                (true, Some(_)) if !r.model.is_empty() => {
+                    return Err(error(".model", "a passthrough route is chosen by path: it takes no model"))
+                }
+                (true, Some(p)) if !valid_path_prefix(p) => {
+                    return Err(error(".path", "a path prefix under /v1 like \"/v1/files\" (no query, no `*`)"))
+                }
+                (false, Some(_)) => {
+                    return Err(error(".path", "only passthrough routes (\"passthrough\": true) take a path"))
+                }
+                _ => {}
+            }
+            if !r.passthrough
+                && (r.model.is_empty() || r.model.trim_end_matches('*').contains('*') || r.model.ends_with("**"))
+            {
                 return Err(ConfigError {
                     path: format!("routes[{i}].model"),
                     message: "a model name, optionally ending in a single `*`".into(),
@@ -103,9 +128,25 @@ impl Router {
             }
             targets.sort_by_key(|t| t.priority);
             let headers = r.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-            out.push(Route { model: ModelPattern::new(&r.model), headers, targets, retry: r.retry.unwrap_or(*retry) });
+            let retry = r.retry.unwrap_or(*retry);
+            match &r.path {
+                Some(p) if r.passthrough => {
+                    let path = p.trim_end_matches('/');
+                    passthrough.push(Route { model: ModelPattern::new(path), headers, targets, retry });
+                }
+                _ => out.push(Route { model: ModelPattern::new(&r.model), headers, targets, retry }),
+            }
         }
-        Ok(Router { routes: out })
+        Ok(Router { routes: out, passthrough })
+    }
+
+    /// The first passthrough route whose path prefix (whole segments) and headers match `path`.
+    pub fn find_path<'a>(&self, path: &str, header: impl Fn(&str) -> Option<&'a str>) -> Option<&Route> {
+        self.passthrough.iter().find(|r| {
+            let prefix = r.model.label();
+            path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                && r.headers.iter().all(|(name, value)| header(name) == Some(value.as_str()))
+        })
     }
 
     /// The first route whose model pattern and headers match. `header` looks a request header up by
@@ -149,6 +190,15 @@ impl Route {
         }
         plan
     }
+}
+
+/// `/v1` or a path below it, without a query, wildcard or empty segment.
+fn valid_path_prefix(p: &str) -> bool {
+    let p = p.trim_end_matches('/');
+    (p == "/v1" || p.starts_with("/v1/"))
+        && !p.contains(['?', '#', '*', ' '])
+        && !p.contains("//")
+        && p.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A fast thread-local pseudo-random number (xorshift), for weighted picks. Not for secrets.
@@ -208,6 +258,30 @@ mod tests {
             );
             let result = build(&json);
             assert_eq!(result.is_ok(), ["gpt-ü", "ü*", "*"].contains(&model), "{model}");
+        }
+    }
+
+    #[test]
+    fn passthrough_routes_match_whole_path_segments_and_are_checked() {
+        let r = router(
+            r#"{"backends":[{"name":"a","schema":"mock"}],
+                "routes":[{"passthrough":true,"path":"/v1/files","backends":[{"backend":"a"}]},
+                          {"model":"m","backends":[{"backend":"a"}]}]}"#,
+        );
+        let none = |_: &str| None;
+        assert!(r.find_path("/v1/files", none).is_some());
+        assert!(r.find_path("/v1/files/file-1/content", none).is_some());
+        assert!(r.find_path("/v1/filesystem", none).is_none());
+        assert_eq!(r.routes.len(), 1, "passthrough routes are not model routes");
+        for (bad, path) in [
+            (r#"{"passthrough":true,"backends":[{"backend":"a"}]}"#, "routes[0].path"),
+            (r#"{"passthrough":true,"path":"/files","backends":[{"backend":"a"}]}"#, "routes[0].path"),
+            (r#"{"passthrough":true,"path":"/v1/x","model":"m","backends":[{"backend":"a"}]}"#, "routes[0].model"),
+            (r#"{"model":"m","path":"/v1/x","backends":[{"backend":"a"}]}"#, "routes[0].path"),
+            (r#"{"backends":[{"backend":"a"}]}"#, "routes[0].model"),
+        ] {
+            let e = build(&format!(r#"{{"backends":[{{"name":"a","schema":"mock"}}],"routes":[{bad}]}}"#)).unwrap_err();
+            assert_eq!(e.path, path, "{bad}: {e}");
         }
     }
 

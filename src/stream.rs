@@ -36,6 +36,12 @@ pub trait StreamTranslate: Send {
     fn event(&mut self, event: &Event, out: &mut Vec<u8>);
     /// The upstream ended its stream (cleanly, as far as framing goes).
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// The stream failed (the upstream broke off, or sent what cannot be relayed): a translator whose
+    /// client needs the failure in its own terms (Responses' numbered events) writes it and returns
+    /// true; `false` leaves it to the pipeline's error event in the client's family.
+    fn fail(&mut self, _status: u16, _message: &str, _code: &str, _out: &mut Vec<u8>) -> bool {
+        false
+    }
     /// The client's stream is complete (or failed): later events are ignored.
     fn is_done(&self) -> bool;
     /// The upstream refused the request before any content (a blocked prompt). The translator has
@@ -64,8 +70,8 @@ enum Framer {
     EventStream(EventStreamFramer),
 }
 
-/// SSE events, found in place in the read buffer.
-struct SseFramer {
+/// SSE events, found in place in the read buffer: bytes go in as they come, whole events come out.
+pub struct SseFramer {
     pending: ReadBuf,
     /// Where, in `pending`, scanning for the end of the current event resumes (a line start): an event
     /// arriving in many reads is scanned once, not from its start at every read.
@@ -89,8 +95,21 @@ struct EventStreamFramer {
     failed: bool,
 }
 
+impl Default for SseFramer {
+    fn default() -> Self {
+        SseFramer { pending: ReadBuf::with_step(READ_CHUNK), scanned: 0, handed_out: 0 }
+    }
+}
+
 impl SseFramer {
-    fn next(&mut self) -> Option<Event<'_>> {
+    /// Appends bytes (the event handed out last is released first).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.consume(std::mem::take(&mut self.handed_out));
+        self.pending.extend(bytes);
+    }
+
+    /// The next complete event, if one has arrived.
+    pub fn next_event(&mut self) -> Option<Event<'_>> {
         self.pending.consume(std::mem::take(&mut self.handed_out));
         match scan_event(self.pending.pending(), self.scanned) {
             Err(resume) => {
@@ -107,7 +126,7 @@ impl SseFramer {
     }
 
     /// At the end: a last event whose final line ended is completed; one cut inside a line is an error.
-    fn finish(&mut self) -> Result<Option<Event<'_>>, StreamFailure> {
+    pub fn finish(&mut self) -> Result<Option<Event<'_>>, StreamFailure> {
         self.pending.consume(std::mem::take(&mut self.handed_out));
         let rest = self.pending.pending();
         if rest.is_empty() || rest.iter().all(|b| *b == b'\n' || *b == b'\r') {
@@ -305,9 +324,7 @@ impl StreamPipeline {
         strip_usage: bool,
     ) -> StreamPipeline {
         let framer = match framing {
-            Framing::Sse => {
-                Framer::Sse(SseFramer { pending: ReadBuf::with_step(READ_CHUNK), scanned: 0, handed_out: 0 })
-            }
+            Framing::Sse => Framer::Sse(SseFramer::default()),
             Framing::EventStream | Framing::EventStreamChunks => Framer::EventStream(EventStreamFramer {
                 decoder: eventstream::Decoder::new(),
                 messages: VecDeque::new(),
@@ -345,10 +362,7 @@ impl StreamPipeline {
     /// Appends bytes that were read elsewhere.
     pub fn push(&mut self, bytes: &[u8]) {
         match &mut self.framer {
-            Framer::Sse(f) => {
-                f.pending.consume(std::mem::take(&mut f.handed_out));
-                f.pending.extend(bytes);
-            }
+            Framer::Sse(f) => f.push(bytes),
             Framer::EventStream(f) => {
                 if let Err(failure) = f.push(bytes) {
                     f.messages.push_back(failure_message(&failure));
@@ -361,7 +375,7 @@ impl StreamPipeline {
     pub fn relay(&mut self, out: &mut Vec<u8>) {
         while !self.is_done() {
             let next = match &mut self.framer {
-                Framer::Sse(f) => f.next().map(Ok),
+                Framer::Sse(f) => f.next_event().map(Ok),
                 Framer::EventStream(f) => f.next(),
             };
             match next {
@@ -380,9 +394,8 @@ impl StreamPipeline {
                     }
                 }
                 Some(Err(failure)) => {
-                    self.failed = true;
                     let code = failure.code.as_deref().unwrap_or(STREAM_ERROR_CODE);
-                    out.extend_from_slice(&error_event(self.client, failure.status, &failure.message, code));
+                    self.fail_with(failure.status, &failure.message, code, out);
                 }
             }
         }
@@ -429,8 +442,16 @@ impl StreamPipeline {
     /// Ends the client's stream with an error event (the upstream failed or misbehaved mid-stream).
     pub fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
         if !self.is_done() {
-            self.failed = true;
-            out.extend_from_slice(&error_event(self.client, status, message, STREAM_ERROR_CODE));
+            self.fail_with(status, message, STREAM_ERROR_CODE, out);
+        }
+    }
+
+    /// The failure in the translator's terms when it has its own, else the client family's error event.
+    fn fail_with(&mut self, status: u16, message: &str, code: &str, out: &mut Vec<u8>) {
+        self.failed = true;
+        let written = self.translator.as_mut().is_some_and(|t| t.fail(status, message, code, out));
+        if !written {
+            out.extend_from_slice(&error_event(self.client, status, message, code));
         }
     }
 
@@ -482,12 +503,78 @@ fn failure_message(failure: &StreamFailure) -> Message {
 /// `error.code` of a stream that failed for a reason the upstream did not name.
 const STREAM_ERROR_CODE: &str = "upstream_stream_error";
 
-/// An SSE error event in the client's family.
+/// An SSE error event in the client's family. (Responses clients get an `error` event; its
+/// `sequence_number` is known only to the stream's translator, which writes its own when it can.)
 pub fn error_event(client: Api, status: u16, message: &str, code: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 128);
+    if client == Api::Responses {
+        let body = serde_json::json!({"type": "error", "code": code, "message": message, "param": null});
+        crate::sse::write_event(&mut out, Some("error"), body.to_string().as_bytes());
+        return out;
+    }
     let body = crate::error::error_body(client, status, message, Some(code));
-    let mut out = Vec::with_capacity(body.len() + 24);
     crate::sse::write_event(&mut out, client.is_anthropic().then_some("error"), &body);
     out
+}
+
+/// Two stream translators in series: the first one's client bytes (SSE in an intermediate family) are
+/// framed again and fed to the second, whose output the client receives. This is how one translator
+/// to OpenAI Chat Completions (`responses_openai`) reaches every family an OpenAI client can: upstream
+/// events → chat chunks → Responses events.
+pub struct Composed {
+    first: Box<dyn StreamTranslate>,
+    between: SseFramer,
+    second: Box<dyn StreamTranslate>,
+    scratch: Vec<u8>,
+}
+
+impl Composed {
+    pub fn new(first: Box<dyn StreamTranslate>, second: Box<dyn StreamTranslate>) -> Composed {
+        Composed { first, between: SseFramer::default(), second, scratch: Vec::new() }
+    }
+
+    /// Hands every complete intermediate event to the second translator.
+    fn drain(&mut self, out: &mut Vec<u8>) {
+        self.between.push(&self.scratch);
+        self.scratch.clear();
+        while !self.second.is_done() {
+            let Some(event) = self.between.next_event() else { return };
+            self.second.event(&event, out);
+        }
+    }
+}
+
+impl StreamTranslate for Composed {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) {
+        self.first.event(event, &mut self.scratch);
+        self.drain(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.first.finish(&mut self.scratch);
+        self.drain(out);
+        if self.second.is_done() {
+            return;
+        }
+        match self.between.finish() {
+            Ok(Some(event)) => self.second.event(&event, out),
+            Ok(None) => {}
+            Err(failure) => {
+                self.second.fail(failure.status, &failure.message, STREAM_ERROR_CODE, out);
+            }
+        }
+        if !self.second.is_done() {
+            self.second.finish(out);
+        }
+    }
+
+    fn fail(&mut self, status: u16, message: &str, code: &str, out: &mut Vec<u8>) -> bool {
+        self.second.fail(status, message, code, out)
+    }
+
+    fn is_done(&self) -> bool {
+        self.second.is_done()
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::stream::Event;
-use crate::translate::{usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, Usage};
+use crate::translate::{
+    usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses, Usage,
+};
 
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
 /// body is skipped without building a tree.
@@ -24,10 +26,12 @@ pub fn from_body(api: Api, body: &[u8]) -> Option<Usage> {
     }
     let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
     match api {
-        Api::OpenAi => usage_from_openai(&usage),
+        // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
+        Api::OpenAi => usage_from_openai(&usage).or_else(|| usage_from_responses(&usage)),
         Api::Anthropic => usage_from_anthropic(&usage),
         Api::Converse => usage_from_converse(&usage),
         Api::Gemini => None,
+        Api::Responses => usage_from_responses(&usage),
     }
 }
 
@@ -151,6 +155,22 @@ impl StreamUsage {
                     EventKind::Other
                 }
             }
+            Api::Responses => {
+                // `event:` names the type (OpenAI sends it); without one, the data's `type` is looked for.
+                let name = event.name.map(str::as_bytes).or_else(|| responses_event_type(data));
+                match name {
+                    Some(b"response.completed" | b"response.incomplete" | b"response.failed") => {
+                        if let Some(u) = serde_json::from_slice::<Value>(data).ok().and_then(|v| {
+                            v.pointer("/response/usage").filter(|u| u.is_object()).and_then(usage_from_responses)
+                        }) {
+                            self.usage = Some(u);
+                        }
+                        EventKind::Other
+                    }
+                    Some(n) if n.ends_with(b".delta") => EventKind::Content,
+                    _ => EventKind::Other,
+                }
+            }
             // Only an event with a usage *object* is parsed (OpenAI puts `"usage":null` in every chunk
             // once usage is requested).
             _ if !has_usage_object(data) => EventKind::Content,
@@ -186,6 +206,14 @@ impl StreamUsage {
             }
         }
     }
+}
+
+/// The `"type"` of a Responses event, when it is the data's first key (as OpenAI writes them).
+fn responses_event_type(data: &[u8]) -> Option<&[u8]> {
+    let rest = data.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start().strip_prefix(b"\"type\"")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    Some(&rest[..end])
 }
 
 /// Whether `"usage"` appears followed by `:` and an object (not `null`).
@@ -299,5 +327,34 @@ mod tests {
         let u = from_body(Api::Converse, br#"{"usage":{"inputTokens":3,"outputTokens":4,"totalTokens":7}}"#).unwrap();
         assert_eq!((u.input_tokens, u.output_tokens), (3, 4));
         assert!(from_body(Api::OpenAi, b"{}").is_none());
+        let u = from_body(
+            Api::Responses,
+            br#"{"id":"resp_1","usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},
+                "output_tokens":6,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":16}}"#,
+        )
+        .unwrap();
+        assert_eq!((u.input_tokens, u.cache_read_input_tokens, u.output_tokens, u.reasoning_tokens), (6, 4, 6, 2));
+        assert_eq!(u.prompt_tokens(), 10);
+    }
+
+    #[test]
+    fn responses_usage_comes_from_the_terminal_event_and_deltas_count_as_content() {
+        let mut s = StreamUsage::new(Api::Responses, false);
+        assert_eq!(
+            s.observe(&event(Some("response.created"), r#"{"type":"response.created","response":{"usage":null}}"#)),
+            EventKind::Other
+        );
+        assert_eq!(
+            s.observe(&event(None, r#"{"type":"response.output_text.delta","delta":"Hi"}"#)),
+            EventKind::Content
+        );
+        s.observe(&event(
+            Some("response.completed"),
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3,
+                "input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":0}}}}"#,
+        ));
+        let u = s.usage().unwrap();
+        assert_eq!((u.input_tokens, u.cache_read_input_tokens, u.output_tokens), (5, 2, 3));
+        assert_eq!(s.content_events(), 1);
     }
 }

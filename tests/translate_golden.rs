@@ -193,3 +193,21 @@ fn golden_anthropic_client_to_gemini_upstream() {
     let n = run_pair("anthropic_gemini", Pair::AnthropicGemini, Endpoint::Messages);
     assert!(n >= 20, "only {n} golden checks ran");
 }
+
+#[test]
+fn golden_responses_client_to_openai_chat_upstream() {
+    let n = run_pair("responses_openai", Pair::ResponsesOpenAi, Endpoint::Responses);
+    assert!(n >= 20, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_responses_client_to_anthropic_upstream_through_chat() {
+    let n = run_pair("responses_anthropic", Pair::ResponsesVia(switchyard::api::Api::Anthropic), Endpoint::Responses);
+    assert!(n >= 8, "only {n} golden checks ran");
+}
+
+#[test]
+fn golden_responses_client_to_converse_upstream_through_chat() {
+    let n = run_pair("responses_converse", Pair::ResponsesVia(switchyard::api::Api::Converse), Endpoint::Responses);
+    assert!(n >= 3, "only {n} golden checks ran");
+}

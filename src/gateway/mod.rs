@@ -15,7 +15,9 @@
 //! Each phase is a function; the order lives in [`serve`].
 
 pub mod admit;
+mod passthrough;
 mod relay;
+pub mod responses;
 
 use std::borrow::Cow;
 
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{Api, Endpoint};
+use crate::api::{Api, Endpoint, ResponseCall};
 use crate::config::RetryConfig;
 use crate::error::GatewayError;
 use crate::health::{Admit, Transition};
@@ -35,7 +37,7 @@ use crate::router::{random_draw, Route, Target};
 use crate::server::{Request, Responder};
 use crate::snapshot::{Backend, Client, Snapshot};
 use crate::translate::{Pair, RequestOptions, ResponseOptions};
-use crate::upstream::{Cancel, ResponseBody, UpstreamError};
+use crate::upstream::{Cancel, ResponseBody, SendBody, UpstreamError};
 
 pub use relay::{relay, Outcome};
 
@@ -71,17 +73,33 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], &body);
             Ok(())
         }
+        Operation::ResponseCall(call, id) => responses::serve_call(snapshot, req, resp, ids, call, &id),
+        Operation::Passthrough => passthrough::serve(snapshot, req, resp, ids),
         Operation::Proxy(endpoint) => {
             // Authenticate first: an unauthenticated caller learns nothing about its body.
             let client = authenticate(snapshot, req)?;
+            if req.body_streamed {
+                return Err(GatewayError::BadRequest(format!("{} takes a JSON body", req.head.path())));
+            }
             let peek = parse(endpoint, &req.body)?;
-            let (matched, plan) = route(snapshot, req, client, &peek.model)?;
+            let (matched, mut plan) = route(snapshot, req, client, &peek.model)?;
+            if let Some((tag, _)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
+                // A continuation goes to the backend that stored the conversation, when the route has it.
+                let pinned: Vec<&Target> = plan
+                    .iter()
+                    .copied()
+                    .filter(|t| responses::tag(&snapshot.backends[t.backend].name) == tag)
+                    .collect();
+                if !pinned.is_empty() {
+                    plan = pinned;
+                }
+            }
             let route_label = matched.model.label();
             let client_name = client.map_or("anonymous", |c| c.name.as_str());
             let header = |name: &str| req.head.header(name);
             let first = &snapshot.backends[plan[0].backend];
             // Counting tokens is free upstream: it is not charged against limits.
-            let admission = if endpoint == Endpoint::CountTokens {
+            let admission = if matches!(endpoint, Endpoint::CountTokens | Endpoint::ResponsesInputTokens) {
                 admit::Admission::none(snapshot)
             } else {
                 admit::admit(
@@ -140,14 +158,15 @@ fn reserved_output(endpoint: Endpoint, peek: &RequestPeek, backend: &Backend) ->
     }
     let upstream = backend.provider.api();
     // Translating `reasoning_effort` to a thinking budget adds that budget to the output.
-    let translated = endpoint == Endpoint::ChatCompletions && upstream != Api::OpenAi;
+    let chat = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Responses);
+    let translated = chat && upstream != Api::OpenAi;
     let thinking = match peek.reasoning_effort.as_deref() {
         Some("low") if translated => 1024,
         Some("medium") if translated => 4096,
         Some("high") if translated => 16384,
         _ => 0,
     };
-    let to_anthropic = endpoint == Endpoint::ChatCompletions && upstream == Api::Anthropic;
+    let to_anthropic = chat && upstream == Api::Anthropic;
     match peek.max_output {
         Some(n) => Some(n.saturating_add(thinking)),
         None if to_anthropic => Some(u64::from(backend.default_max_tokens).saturating_add(thinking)),
@@ -160,6 +179,10 @@ enum Operation {
     Metrics,
     Models,
     Proxy(Endpoint),
+    /// A call on a response a backend stored (`/v1/responses/{id}…`).
+    ResponseCall(ResponseCall, String),
+    /// Any other `/v1/*` request: passed through to the backend config routes it to.
+    Passthrough,
 }
 
 fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
@@ -175,7 +198,15 @@ fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
         "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), method == "POST"),
         "/v1/messages" => (Operation::Proxy(Endpoint::Messages), method == "POST"),
         "/v1/messages/count_tokens" => (Operation::Proxy(Endpoint::CountTokens), method == "POST"),
-        _ => return Err(GatewayError::NotFound),
+        "/v1/responses" => (Operation::Proxy(Endpoint::Responses), method == "POST"),
+        "/v1/responses/input_tokens" => (Operation::Proxy(Endpoint::ResponsesInputTokens), method == "POST"),
+        _ => match path.strip_prefix("/v1/responses/").and_then(|rest| ResponseCall::parse(method, rest)) {
+            Some(Ok((call, id))) => (Operation::ResponseCall(call, id.to_string()), true),
+            Some(Err(())) => (Operation::Passthrough, false),
+            // The gateway's own paths under `/anthropic/` are the only ones there.
+            None if req.head.path().starts_with("/v1/") => (Operation::Passthrough, true),
+            None => return Err(GatewayError::NotFound),
+        },
     };
     if allowed {
         Ok(op)
@@ -194,6 +225,8 @@ pub struct RequestPeek {
     pub reasoning_effort: Option<String>,
     /// The client asked for `stream_options.include_usage`.
     pub include_usage: bool,
+    /// Responses: the stored response a request continues.
+    pub previous_response_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +241,14 @@ struct PeekFields<'a> {
     max_completion_tokens: Option<u64>,
     stream_options: Option<StreamOptionsPeek>,
     reasoning_effort: Option<String>,
+    max_output_tokens: Option<u64>,
+    reasoning: Option<ReasoningPeek>,
+    previous_response_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReasoningPeek {
+    effort: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +267,8 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayErro
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => fields.messages.is_some(),
         Endpoint::Completions => fields.prompt.is_some(),
         Endpoint::Embeddings => fields.input.is_some(),
+        // `input` may be absent (a stored prompt): what the backend needs, it says.
+        Endpoint::Responses | Endpoint::ResponsesInputTokens => true,
     };
     let model = match fields.model {
         Some(m) if !m.is_empty() => m.into_owned(),
@@ -240,9 +283,11 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayErro
         max_output: match (fields.max_completion_tokens, fields.max_tokens) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
-        },
-        reasoning_effort: fields.reasoning_effort,
+        }
+        .or(fields.max_output_tokens),
+        reasoning_effort: fields.reasoning_effort.or(fields.reasoning.and_then(|r| r.effort)),
         include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        previous_response_id: fields.previous_response_id,
     })
 }
 
@@ -307,6 +352,10 @@ pub struct Prepared<'a> {
     pub response: ResponseOptions,
     /// The gateway asked the upstream for stream usage the client did not ask for: hide that chunk.
     pub strip_usage: bool,
+    /// The family of the upstream's bytes (`Api::Responses` for a passed-through response).
+    pub api: Api,
+    /// A passed-through response: the backend's tag for the ids the client receives.
+    pub id_tag: Option<String>,
 }
 
 /// Phase 4: the request to send to `backend`: its path, and the body renamed or translated.
@@ -326,10 +375,31 @@ pub fn prepare<'a>(
             provider.schema()
         ))
     };
-    let upstream_endpoint = endpoint.in_family(provider.api()).ok_or_else(unsupported)?;
+    // Responses clients are passed through to backends that serve the API themselves.
+    let responses_passthrough = endpoint.client_api() == Api::Responses && provider.serves_responses();
+    let upstream_endpoint = if responses_passthrough { Some(endpoint) } else { endpoint.in_family(provider.api()) }
+        .ok_or_else(unsupported)?;
     let path = provider.path(upstream_endpoint, model, peek.stream).ok_or_else(unsupported)?;
     let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
     let created = crate::clock::unix_secs();
+    if responses_passthrough {
+        let mut body = crate::json::with_model(&req.body, &peek.model, model).map_err(invalid)?;
+        if let Some((_, upstream_id)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
+            let value = serde_json::to_vec(&upstream_id).map_err(invalid)?;
+            body = Cow::Owned(crate::json::set_top_level(&body, "previous_response_id", &value).map_err(invalid)?);
+        }
+        let body = provider.finish_body(upstream_endpoint, body, &|name| req.head.header(name))?;
+        return Ok(Prepared {
+            path,
+            endpoint: upstream_endpoint,
+            body,
+            pair: None,
+            response: ResponseOptions { created, ..ResponseOptions::default() },
+            strip_usage: false,
+            api: Api::Responses,
+            id_tag: Some(responses::tag(&backend.name)),
+        });
+    }
     let (body, pair, response, strip_usage) = if endpoint.client_api() == provider.api() {
         let mut body = if provider.model_in_body() {
             crate::json::with_model(&req.body, &peek.model, model).map_err(invalid)?
@@ -359,7 +429,16 @@ pub fn prepare<'a>(
         (Cow::Owned(t.body), pair, t.response, false)
     };
     let body = provider.finish_body(upstream_endpoint, body, &|name| req.head.header(name))?;
-    Ok(Prepared { path, endpoint: upstream_endpoint, body, pair, response, strip_usage })
+    Ok(Prepared {
+        path,
+        endpoint: upstream_endpoint,
+        body,
+        pair,
+        response,
+        strip_usage,
+        api: provider.api(),
+        id_tag: None,
+    })
 }
 
 /// An upstream response whose head arrived; its body is still to be read.
@@ -373,8 +452,10 @@ pub struct Exchange {
     /// How long the upstream asked to wait before trying again (`Retry-After` and kin), in ms.
     pub retry_hint_ms: Option<u64>,
     pub body: Box<dyn ResponseBody>,
-    /// The operation in the upstream's family.
-    pub endpoint: Endpoint,
+    /// `content-length` of the body, when the upstream sent one.
+    pub content_length: Option<u64>,
+    /// The operation in the upstream's family (`None` for a request passed through as it came).
+    pub endpoint: Option<Endpoint>,
     pub pair: Option<Pair>,
     pub response: ResponseOptions,
     /// The family of the upstream's bytes and how its streams are framed.
@@ -383,6 +464,8 @@ pub struct Exchange {
     pub strip_usage: bool,
     /// Index of the backend that answered.
     pub backend: usize,
+    /// A passed-through Responses answer: the tag its ids get (see [`responses`]).
+    pub id_tag: Option<String>,
 }
 
 /// Request headers that are never forwarded: hop-by-hop, framing, and the client's own credentials.
@@ -419,6 +502,7 @@ fn relayed_response_header(name: &str) -> bool {
         || name.starts_with("anthropic-ratelimit-")
         || name == "retry-after"
         || name == "request-id"
+        || name == "content-disposition"
 }
 
 /// Phase 5: sends to the plan's backends in turn until one answers; falls back on connect failures,
@@ -436,6 +520,38 @@ fn send(
     retry: &RetryConfig,
     cancel: &Arc<Cancel>,
 ) -> Result<Option<Exchange>, GatewayError> {
+    let mut attempt = |target: &Target, backend: &Backend| {
+        let model = target.model.as_deref().unwrap_or(&peek.model);
+        match prepare(endpoint, backend, req, peek, model) {
+            Err(e) => Attempt::Skipped(e),
+            Ok(prepared) => Attempt::Sent(match backend.provider.mock() {
+                Some(mock) => send_mock(mock, target.backend, prepared, model),
+                None => send_http(backend, target.backend, req, prepared),
+            }),
+        }
+    };
+    send_plan(snapshot, plan, retry, cancel, &mut attempt, &|| true)
+}
+
+/// One try on one backend.
+pub(crate) enum Attempt {
+    /// What sending gave.
+    Sent(Result<Exchange, GatewayError>),
+    /// This backend cannot take the request at all (another of the route may).
+    Skipped(GatewayError),
+}
+
+/// The loop of [`send`] for any kind of request: `attempt` tries one backend; `replayable` says whether
+/// the request can still be sent again (a streamed upload, once read, cannot: no fallback or retry
+/// after it).
+pub(crate) fn send_plan(
+    snapshot: &Snapshot,
+    plan: &[&Target],
+    retry: &RetryConfig,
+    cancel: &Arc<Cancel>,
+    attempt: &mut dyn FnMut(&Target, &Backend) -> Attempt,
+    replayable: &dyn Fn() -> bool,
+) -> Result<Option<Exchange>, GatewayError> {
     let started = crate::clock::unix_millis();
     let candidates = by_health(snapshot, plan, started);
     let mut last_error = None;
@@ -446,20 +562,14 @@ fn send(
         next += 1;
         let more = next < candidates.len();
         let backend = &snapshot.backends[target.backend];
-        let model = target.model.as_deref().unwrap_or(&peek.model);
-        let prepared = match prepare(endpoint, backend, req, peek, model) {
-            Ok(p) => p,
-            // This backend cannot take the request; another one of the route may.
-            Err(e) if more => {
+        let result = match attempt(target, backend) {
+            Attempt::Sent(result) => result,
+            Attempt::Skipped(e) if more => {
                 crate::debug!("backend \"{}\" skipped: {e}", backend.name);
                 last_error = Some(e);
                 continue;
             }
-            Err(e) => return Err(last_error.filter(|_| next > 1).unwrap_or(e)),
-        };
-        let result = match backend.provider.mock() {
-            Some(mock) => Ok(send_mock(mock, target.backend, prepared, model)?),
-            None => send_http(backend, target.backend, req, prepared),
+            Attempt::Skipped(e) => return Err(last_error.filter(|_| next > 1).unwrap_or(e)),
         };
         if cancel.is_cancelled() {
             return Ok(None);
@@ -475,6 +585,9 @@ fn send(
         };
         record_health(snapshot, backend, &result);
         let Some(failure) = failure else { return result.map(Some) };
+        if !replayable() {
+            return result.map(Some);
+        }
         if more {
             match &result {
                 Ok(up) => crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status),
@@ -552,17 +665,41 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
         error_type: None,
         retry_hint_ms: None,
         body: Box::new(mock::MockBody::new(reply.chunks, mock.chunk_delay)),
-        endpoint: prepared.endpoint,
+        content_length: None,
+        endpoint: Some(prepared.endpoint),
         pair: prepared.pair,
         response: prepared.response,
         api: Api::OpenAi,
         framing: Framing::Sse,
         strip_usage: prepared.strip_usage,
         backend: index,
+        id_tag: None,
     })
 }
 
 fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared) -> Result<Exchange, GatewayError> {
+    let mut exchange = forward(backend, index, req, "POST", &prepared.path, "", SendBody::Bytes(&prepared.body))?;
+    exchange.endpoint = Some(prepared.endpoint);
+    exchange.pair = prepared.pair;
+    exchange.response = prepared.response;
+    exchange.api = prepared.api;
+    exchange.strip_usage = prepared.strip_usage;
+    exchange.id_tag = prepared.id_tag;
+    Ok(exchange)
+}
+
+/// Sends one request to `backend` at `path` (below its base URL) with the client's forwardable headers,
+/// the backend's own headers and credential. The exchange it gives treats the answer as passed through
+/// (the caller says otherwise).
+pub(crate) fn forward(
+    backend: &Backend,
+    index: usize,
+    req: &Request,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: SendBody,
+) -> Result<Exchange, GatewayError> {
     let provider = &*backend.provider;
     let client = backend
         .upstream
@@ -596,27 +733,41 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
     headers.extend(backend.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let content_type = match req.head.header("content-type") {
         Some(c) => c,
+        None if matches!(method, "GET" | "DELETE") => "",
         None => {
             headers.push(("content-type", "application/json"));
             "application/json"
         }
     };
-    // A provider's path may carry its own query (`?alt=sse`, `?api-version=…`); its base URL then has none.
-    let (path_only, path_query) = prepared.path.split_once('?').unwrap_or((&prepared.path, ""));
-    let full_path = format!("{}{}", client.base_path(), path_only);
-    let outgoing = Outgoing {
-        authority: client.authority(),
-        path: &full_path,
-        query: if path_query.is_empty() { client.query() } else { path_query },
-        content_type,
-        body: &prepared.body,
+    // A provider's path may carry its own query (`?alt=sse`, `?api-version=…`), sent with the client's.
+    let (path, path_query) = path.split_once('?').unwrap_or((path, ""));
+    let joined;
+    let query = match (path_query.is_empty(), query.is_empty()) {
+        (true, _) => query,
+        (false, true) => path_query,
+        (false, false) => {
+            joined = format!("{path_query}&{query}");
+            &joined
+        }
     };
+    let sent_query = match (client.query().is_empty(), query.is_empty()) {
+        (true, _) => std::borrow::Cow::Borrowed(query),
+        (false, true) => std::borrow::Cow::Borrowed(client.query()),
+        (false, false) => std::borrow::Cow::Owned(format!("{}&{query}", client.query())),
+    };
+    let full_path = format!("{}{}", client.base_path(), path);
+    let signed: &[u8] = match &body {
+        SendBody::Bytes(b) => b,
+        SendBody::Stream { prefix, .. } => prefix,
+    };
+    let outgoing =
+        Outgoing { authority: client.authority(), path: &full_path, query: &sent_query, content_type, body: signed };
     let mut credentials = Vec::new();
     provider.authorize(&outgoing, crate::clock::unix_secs(), &mut credentials).map_err(|missing| {
         GatewayError::BackendUnavailable(format!("backend \"{}\" has no credential: {missing}", backend.name))
     })?;
     headers.extend(credentials.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    let response = client.send(&prepared.path, &headers, &prepared.body).map_err(|e| match e {
+    let response = client.request(method, path, query, &headers, body).map_err(|e| match e {
         UpstreamError::Connect { timed_out, message } => GatewayError::UpstreamConnect {
             timed_out,
             message: format!("backend \"{}\" unreachable: {message}", backend.name),
@@ -625,8 +776,13 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
         UpstreamError::Unreachable(m) => {
             GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {m}", backend.name))
         }
+        UpstreamError::RequestBody(e) => match crate::server::BodyError::of(&e) {
+            Some(b) => GatewayError::RequestBody { status: b.status, message: b.message.to_string() },
+            None => GatewayError::RequestBody { status: 400, message: format!("reading the request body: {e}") },
+        },
     })?;
     let mut content_type = None;
+    let mut content_length = None;
     let mut error_type = None;
     let mut passthrough = Vec::new();
     let retry_hint_ms =
@@ -634,6 +790,8 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
     for (name, value) in response.headers {
         if name == "content-type" {
             content_type = Some(value);
+        } else if name == "content-length" {
+            content_length = value.parse().ok();
         } else if name == "x-amzn-errortype" {
             error_type = Some(value);
         } else if relayed_response_header(&name) {
@@ -647,13 +805,15 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
         error_type,
         retry_hint_ms,
         body: Box::new(response.body),
-        endpoint: prepared.endpoint,
-        pair: prepared.pair,
-        response: prepared.response,
+        content_length,
+        endpoint: None,
+        pair: None,
+        response: ResponseOptions::default(),
         api: provider.api(),
         framing: provider.framing(),
-        strip_usage: prepared.strip_usage,
+        strip_usage: false,
         backend: index,
+        id_tag: None,
     })
 }
 

@@ -88,7 +88,11 @@ pub fn relay(
     );
     headers.extend_from_slice(ids);
     if is_stream && up.status < 300 {
-        let translator = up.pair.map(|pair| pair.stream(model, &up.response));
+        let translator: Option<Box<dyn crate::stream::StreamTranslate>> = match (up.pair, up.id_tag.take()) {
+            (Some(pair), _) => Some(pair.stream(model, &up.response)),
+            (None, Some(tag)) => Some(Box::new(super::responses::TagIds::new(tag))),
+            (None, None) => None,
+        };
         let mut stream = StreamPipeline::new(up.framing, up.api, client, translator, up.strip_usage);
         let plain_headers = headers.len();
         headers.push(("content-type", "text/event-stream"));
@@ -173,9 +177,16 @@ pub fn relay(
             Some(pair) => pair.error(up.status, up.error_type.as_deref(), &body),
         }
     } else {
-        let body = provider.finish_response(up.endpoint, body);
+        let body = match up.endpoint {
+            Some(endpoint) => provider.finish_response(endpoint, body),
+            None => body,
+        };
         let translated = match up.pair {
             None => {
+                let body = match &up.id_tag {
+                    Some(tag) => super::responses::tag_ids(&body, tag).into_owned(),
+                    None => body,
+                };
                 headers.push(("content-type", up.content_type.as_deref().unwrap_or("application/json")));
                 let _ = resp.send(up.status, &headers, &body);
                 return outcome;

@@ -54,6 +54,11 @@ impl Provider for Anthropic {
         Some(("anthropic-version", &self.version))
     }
 
+    /// Anthropic's own paths keep their version: `/v1/files` → `{base_url}/v1/files`.
+    fn passthrough_path(&self, client_path: &str) -> Option<String> {
+        client_path.starts_with("/v1/").then(|| client_path.to_string())
+    }
+
     fn owns_header(&self, name: &str) -> bool {
         self.key.owns_header(name)
     }

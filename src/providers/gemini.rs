@@ -58,7 +58,7 @@ impl Provider for Gemini {
             (Endpoint::ChatCompletions | Endpoint::Messages, true) => "streamGenerateContent?alt=sse",
             (Endpoint::Embeddings, _) => "batchEmbedContents",
             (Endpoint::CountTokens, _) => "countTokens",
-            (Endpoint::Completions, _) => return None,
+            (Endpoint::Completions | Endpoint::Responses | Endpoint::ResponsesInputTokens, _) => return None,
         };
         Some(format!("/v1beta/models/{}:{operation}", model_segment(model)))
     }

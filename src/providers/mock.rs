@@ -106,7 +106,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
         Endpoint::Embeddings => return json_reply(embeddings(body, model, prompt_tokens)),
         Endpoint::ChatCompletions => true,
         Endpoint::Completions => false,
-        Endpoint::Messages | Endpoint::CountTokens => {
+        Endpoint::Messages | Endpoint::CountTokens | Endpoint::Responses | Endpoint::ResponsesInputTokens => {
             let error = json!({"error": {"message": "the mock backend speaks the OpenAI schema only",
                                          "type": "invalid_request_error", "code": null}});
             return MockReply { status: 400, ..json_reply(error) };
@@ -247,7 +247,7 @@ fn prompt_text(endpoint: Endpoint, body: &Value) -> String {
             .unwrap_or_default(),
         Endpoint::Completions => body.get("prompt").map(flatten).unwrap_or_default(),
         Endpoint::Embeddings => body.get("input").map(flatten).unwrap_or_default(),
-        Endpoint::Messages | Endpoint::CountTokens => String::new(),
+        _ => String::new(),
     }
 }
 

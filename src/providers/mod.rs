@@ -118,6 +118,18 @@ pub trait Provider: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether it serves OpenAI's Responses API itself (`/responses`, and the calls on the responses it
+    /// stored): Responses clients are then passed through to it, not translated.
+    fn serves_responses(&self) -> bool {
+        false
+    }
+
+    /// The path below the base URL for a request passed through as it came (`/v1/files/…`), or `None`
+    /// when the provider takes no passthrough.
+    fn passthrough_path(&self, _client_path: &str) -> Option<String> {
+        None
+    }
+
     /// The in-process mock, which answers without a socket.
     fn mock(&self) -> Option<&mock::Mock> {
         None

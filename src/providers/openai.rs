@@ -17,6 +17,10 @@ struct Options {
     /// usage chunk from the client. Turn off for servers that reject the field.
     #[serde(default = "yes")]
     stream_usage: bool,
+    /// The server has OpenAI's Responses API (`/responses`): Responses clients are passed through.
+    /// `false` for OpenAI-compatible servers without it, whose Responses clients are translated.
+    #[serde(default = "yes")]
+    responses: bool,
 }
 
 fn yes() -> bool {
@@ -27,13 +31,14 @@ fn yes() -> bool {
 pub struct OpenAi {
     key: Credential,
     stream_usage: bool,
+    responses: bool,
 }
 
 pub fn build(cfg: &BackendConfig, path: &str, environment: &Environment) -> Result<Built, ConfigError> {
     let options: Options = cfg.provider_options(path)?;
     let key = Credential::from_config(cfg.auth.as_ref(), path, None, environment)?;
     Ok(Built {
-        provider: Box::new(OpenAi { key, stream_usage: options.stream_usage }),
+        provider: Box::new(OpenAi { key, stream_usage: options.stream_usage, responses: options.responses }),
         base_url: base_url_or(cfg, DEFAULT_BASE_URL),
     })
 }
@@ -48,7 +53,20 @@ impl Provider for OpenAi {
     }
 
     fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<String> {
-        (endpoint.client_api() == Api::OpenAi).then(|| endpoint.path().to_string())
+        match endpoint.client_api() {
+            Api::OpenAi => Some(endpoint.path().to_string()),
+            Api::Responses if self.responses => Some(endpoint.path().to_string()),
+            _ => None,
+        }
+    }
+
+    fn serves_responses(&self) -> bool {
+        self.responses
+    }
+
+    /// `/v1/files` → `{base_url}/files` (the base URL ends in the version).
+    fn passthrough_path(&self, client_path: &str) -> Option<String> {
+        client_path.strip_prefix("/v1").filter(|p| p.starts_with('/')).map(str::to_string)
     }
 
     fn owns_header(&self, name: &str) -> bool {

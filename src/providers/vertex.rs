@@ -121,7 +121,7 @@ impl Provider for Vertex {
             }
             (_, Endpoint::CountTokens, _) => format!("{base}{model}:countTokens"),
             (_, Endpoint::Embeddings, _) => format!("{base}{model}:predict"),
-            (_, Endpoint::Completions, _) => return None,
+            (_, Endpoint::Completions | Endpoint::Responses | Endpoint::ResponsesInputTokens, _) => return None,
         })
     }
 

@@ -1,8 +1,11 @@
 //! The IO shell on the client side: one `may::net` listener per worker (SO_REUSEPORT), one coroutine
 //! per connection, HTTP/1.1 with keep-alive, pipelining, chunked bodies in and out, and limits.
 
+mod body;
 pub mod http1;
 mod watch;
+
+pub use body::{BodyError, RequestBody};
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -28,11 +31,14 @@ pub static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
 /// Open client connections.
 pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// A complete request: head and decoded body.
+/// A request: head and decoded body.
 pub struct Request {
     pub head: RequestHead,
+    /// The whole body — empty when `body_streamed`.
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// The body (an upload) was not read before the handler: it reads it through [`Responder::body`].
+    pub body_streamed: bool,
 }
 
 /// What serves each request. It must answer through the `Responder`.
@@ -375,14 +381,23 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             BodyFraming::Length(n) => (reader.pending().len() as u64) < n,
             BodyFraming::Chunked => true,
         };
-        if body_pending && head.expects_continue() && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-            return;
-        }
-        let body = match reader.read_body(&mut stream, framing, cfg) {
-            Ok(b) => b,
-            Err((status, message)) => {
-                refuse(&mut stream, schema, status, message);
+        let body_streamed = body::streams_body(&head, framing);
+        let mut streamed = body::StreamedBody::none();
+        let body = if body_streamed {
+            let timeout = Duration::from_millis(cfg.header_timeout_ms);
+            streamed =
+                body::StreamedBody::new(framing, body_pending && head.expects_continue(), timeout, cfg.max_body_bytes);
+            Vec::new()
+        } else {
+            if body_pending && head.expects_continue() && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
                 return;
+            }
+            match reader.read_body(&mut stream, framing, cfg) {
+                Ok(b) => b,
+                Err((status, message)) => {
+                    refuse(&mut stream, schema, status, message);
+                    return;
+                }
             }
         };
         // While the request is handled (a stream may last minutes) an empty buffer holds no memory.
@@ -392,7 +407,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";
-        let request = Request { head, body, peer };
+        let request = Request { head, body, peer, body_streamed };
         let _active = ActiveRequest::start();
         let mut responder = Responder {
             stream: &mut stream,
@@ -404,11 +419,14 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             scratch: Vec::new(),
             head_pending: false,
             watch: &mut watch,
+            reader: &mut reader,
+            body: streamed,
         };
         let started = Instant::now();
         handler(&request, &mut responder);
+        let body_done = responder.body.finish(responder.stream, responder.reader);
         let state = responder.state;
-        let keep_alive = responder.keep_alive;
+        let keep_alive = responder.keep_alive && body_done;
         // The access log, at debug level (SWITCHYARD_LOG=debug): one line per request.
         crate::debug!(
             "{} {} {} {} {}us{}",
@@ -456,6 +474,9 @@ pub struct Responder<'a> {
     scratch: Vec<u8>,
     head_pending: bool,
     watch: &'a mut ClientWatch,
+    /// The connection's read side, for a streamed request body.
+    reader: &'a mut Reader,
+    body: body::StreamedBody,
 }
 
 impl Responder<'_> {
@@ -463,6 +484,8 @@ impl Responder<'_> {
     pub fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         debug_assert_eq!(self.state, ResponseState::Fresh);
         self.status = status;
+        // An answer before the request body was read: the connection cannot carry another request.
+        self.keep_alive &= !self.body.unfinished();
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
@@ -480,6 +503,7 @@ impl Responder<'_> {
     pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
         debug_assert_eq!(self.state, ResponseState::Fresh);
         self.status = status;
+        self.keep_alive &= !self.body.unfinished();
         if self.minor == 0 {
             self.keep_alive = false;
         }

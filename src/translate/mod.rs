@@ -9,6 +9,9 @@
 //! * [`openai_gemini`] — an OpenAI client talking to Google Gemini (Gemini API or Vertex AI): chat and
 //!   embeddings.
 //! * [`anthropic_gemini`] — an Anthropic client talking to Google Gemini: messages and token counts.
+//! * [`responses_openai`] — an OpenAI Responses client talking to an OpenAI Chat Completions upstream,
+//!   and, composed with the OpenAI client's pair for another family ([`Pair::ResponsesVia`]), to every
+//!   upstream an OpenAI client can reach: one Responses translator, not one per family.
 //!
 //! Every function here is pure: no clock reads, no randomness, no IO. Ids in
 //! translated output are derived from upstream ids, and `created` is injected
@@ -22,13 +25,14 @@ pub mod openai_anthropic;
 pub mod openai_converse;
 pub mod openai_gemini;
 mod raw;
+pub mod responses_openai;
 
 use std::fmt;
 
 use serde_json::{json, Map, Value};
 
 use crate::api::{Api, Endpoint};
-use crate::stream::StreamTranslate;
+use crate::stream::{Composed, StreamTranslate};
 
 /// A (client API, upstream API) pair that needs translating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +43,12 @@ pub enum Pair {
     AnthropicConverse,
     OpenAiGemini,
     AnthropicGemini,
+    /// A Responses client on an OpenAI Chat Completions upstream.
+    ResponsesOpenAi,
+    /// A Responses client on an upstream of another family, through Chat Completions: `responses_openai`
+    /// composed with the OpenAI client's pair for that family (requests Responses → Chat → upstream,
+    /// responses and streams back the same way).
+    ResponsesVia(Api),
 }
 
 /// A request in the upstream's API, and what its response translation needs to know.
@@ -61,8 +71,18 @@ impl Pair {
             (Api::Anthropic, Api::Converse) => Some(Pair::AnthropicConverse),
             (Api::OpenAi, Api::Gemini) => Some(Pair::OpenAiGemini),
             (Api::Anthropic, Api::Gemini) => Some(Pair::AnthropicGemini),
+            (Api::Responses, Api::OpenAi) => Some(Pair::ResponsesOpenAi),
+            (Api::Responses, upstream) if upstream != Api::Responses => {
+                Pair::between(Api::OpenAi, upstream).map(|_| Pair::ResponsesVia(upstream))
+            }
             _ => None,
         }
+    }
+
+    /// For a composed pair, the OpenAI client's pair it goes through.
+    fn via(upstream: Api) -> Result<Pair, TranslateError> {
+        Pair::between(Api::OpenAi, upstream)
+            .ok_or_else(|| TranslateError::invalid("model", "no translation to this backend's API"))
     }
 
     /// The client's request body in the upstream's API. `endpoint` is the operation the client called
@@ -131,6 +151,22 @@ impl Pair {
                 let response = ResponseOptions { created, ..ResponseOptions::default() };
                 TranslatedRequest { body: t.body, dropped: t.dropped, response }
             }
+            Pair::ResponsesOpenAi => {
+                let t = responses_openai::request(body, opts)?;
+                let response = t.response_options(created);
+                TranslatedRequest { body: t.body, dropped: t.dropped, response }
+            }
+            Pair::ResponsesVia(upstream) => {
+                let chat = responses_openai::request(body, opts)?;
+                // The chat body already carries the upstream model name.
+                let inner_opts = RequestOptions { model: None, ..opts.clone() };
+                let inner =
+                    Pair::via(upstream)?.request(Endpoint::ChatCompletions, &chat.body, &inner_opts, created)?;
+                let mut dropped = chat.dropped;
+                dropped.extend(inner.dropped);
+                let response = ResponseOptions { responses: Some(chat.echo), ..inner.response };
+                TranslatedRequest { body: inner.body, dropped, response }
+            }
         })
     }
 
@@ -152,6 +188,11 @@ impl Pair {
             (Pair::AnthropicConverse, _) => anthropic_converse::response(body, model, opts),
             (Pair::OpenAiGemini, _) => openai_gemini::response(body, model, opts),
             (Pair::AnthropicGemini, _) => anthropic_gemini::response(body, model, opts),
+            (Pair::ResponsesOpenAi, _) => responses_openai::response(body, model, opts),
+            (Pair::ResponsesVia(upstream), _) => {
+                let chat = Pair::via(upstream)?.response(Endpoint::ChatCompletions, body, model, opts)?;
+                responses_openai::response(&chat, model, opts)
+            }
         }
     }
 
@@ -172,6 +213,11 @@ impl Pair {
             Pair::AnthropicConverse => anthropic_converse::error(status, error_type, body),
             Pair::OpenAiGemini => openai_gemini::error(status, body),
             Pair::AnthropicGemini => anthropic_gemini::error(status, body),
+            Pair::ResponsesOpenAi => responses_openai::error(status, body),
+            Pair::ResponsesVia(upstream) => match Pair::via(upstream) {
+                Ok(inner) => responses_openai::error(status, &inner.error(status, error_type, body)),
+                Err(_) => responses_openai::error(status, body),
+            },
         }
     }
 
@@ -184,6 +230,14 @@ impl Pair {
             Pair::AnthropicConverse => Box::new(anthropic_converse::StreamTranslator::new(model, opts)),
             Pair::OpenAiGemini => Box::new(openai_gemini::StreamTranslator::new(model, opts)),
             Pair::AnthropicGemini => Box::new(anthropic_gemini::StreamTranslator::new(model, opts)),
+            Pair::ResponsesOpenAi => Box::new(responses_openai::StreamTranslator::new(model, opts)),
+            Pair::ResponsesVia(upstream) => {
+                let last = Box::new(responses_openai::StreamTranslator::new(model, opts));
+                match Pair::via(upstream) {
+                    Ok(inner) => Box::new(Composed::new(inner.stream(model, opts), last)),
+                    Err(_) => last,
+                }
+            }
         }
     }
 }
@@ -270,6 +324,8 @@ pub struct ResponseOptions {
     pub include_usage: bool,
     /// The OpenAI client asked for embeddings with `encoding_format: "base64"`.
     pub embeddings_base64: bool,
+    /// For Responses clients: the request fields the response object repeats.
+    pub responses: Option<responses_openai::Echo>,
 }
 
 /// Token usage in Anthropic terms: `input_tokens` excludes cached tokens.
@@ -286,6 +342,21 @@ impl Usage {
     /// OpenAI `prompt_tokens`: all input, cached or not.
     pub fn prompt_tokens(&self) -> u64 {
         self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+    }
+
+    /// OpenAI Responses-shaped usage object.
+    pub fn to_responses_json(&self) -> Value {
+        let input = self.prompt_tokens();
+        json!({
+            "input_tokens": input,
+            "input_tokens_details": {
+                "cached_tokens": self.cache_read_input_tokens,
+                "cache_write_tokens": self.cache_creation_input_tokens,
+            },
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": input + self.output_tokens,
+        })
     }
 
     /// OpenAI-shaped usage object.
@@ -412,6 +483,32 @@ pub fn usage_from_gemini(v: &Value) -> Option<Usage> {
         cache_read_input_tokens: cached,
         cache_creation_input_tokens: 0,
         reasoning_tokens: thoughts,
+    })
+}
+
+/// Usage from an OpenAI Responses `usage` object (or a whole response holding one): `input_tokens`
+/// includes `input_tokens_details.cached_tokens` (read from the cache) and `cache_write_tokens` (written
+/// to it); `output_tokens_details.reasoning_tokens` is part of `output_tokens`.
+pub fn usage_from_responses(v: &Value) -> Option<Usage> {
+    let u = match v.get("usage") {
+        Some(inner) if inner.is_object() => inner,
+        _ => v,
+    };
+    let input = u.get("input_tokens").and_then(Value::as_u64);
+    let output = u.get("output_tokens").and_then(Value::as_u64);
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    let input = input.unwrap_or(0);
+    let detail = |k: &str| u.get("input_tokens_details").and_then(|d| d.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let cached = detail("cached_tokens").min(input);
+    let written = detail("cache_write_tokens").min(input - cached);
+    Some(Usage {
+        input_tokens: input - cached - written,
+        output_tokens: output.unwrap_or(0),
+        cache_read_input_tokens: cached,
+        cache_creation_input_tokens: written,
+        reasoning_tokens: u.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0),
     })
 }
 

@@ -123,7 +123,7 @@ impl RequestTranslation {
             created,
             forced_json_tool: self.forced_json_tool.clone(),
             include_usage: self.include_usage,
-            embeddings_base64: false,
+            ..ResponseOptions::default()
         }
     }
 }

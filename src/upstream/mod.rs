@@ -45,6 +45,8 @@ pub enum UpstreamError {
     },
     Timeout(String),
     Unreachable(String),
+    /// Reading the request body to forward (a streamed upload) failed: the client's side broke.
+    RequestBody(io::Error),
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -53,6 +55,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Connect { message: m, .. } | UpstreamError::Timeout(m) | UpstreamError::Unreachable(m) => {
                 write!(f, "{m}")
             }
+            UpstreamError::RequestBody(e) => write!(f, "reading the request body: {e}"),
         }
     }
 }
@@ -88,6 +91,19 @@ pub struct UpstreamSettings {
     /// When one of the addresses a name resolves to is skipped after failing to connect.
     pub health: HealthPolicy,
 }
+
+/// A request body to send.
+pub enum SendBody<'a> {
+    /// Bytes in memory, sent with `content-length` (none at all for an empty body of a GET or DELETE).
+    Bytes(&'a [u8]),
+    /// `prefix`, then everything `rest` yields, copied as it comes: with `content-length` when `length`
+    /// (of the whole) is known, else chunked. `rest` is read only once the request head is out, so a
+    /// failure to connect leaves it untouched.
+    Stream { prefix: &'a [u8], rest: &'a mut dyn Read, length: Option<u64> },
+}
+
+/// Pieces of a streamed body read and written at a time.
+const STREAM_PIECE: usize = 64 * 1024;
 
 /// One backend's client.
 pub struct UpstreamClient {
@@ -229,11 +245,34 @@ impl UpstreamClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, UpstreamError> {
-        let mut head = Vec::with_capacity(256 + headers.len() * 48 + body.len().min(COALESCE_BODY));
-        head.extend_from_slice(b"POST ");
+        self.request("POST", path, "", headers, SendBody::Bytes(body))
+    }
+
+    /// Sends `method` to `{base path}{path}?{base query}&{query}` with `headers` and `body`. A pooled
+    /// connection that turns out to be closed is replaced once, as long as no byte of a streamed body's
+    /// `rest` was read.
+    pub fn request(
+        self: &Arc<Self>,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        mut body: SendBody,
+    ) -> Result<Response, UpstreamError> {
+        let inline = match &body {
+            SendBody::Bytes(b) => b.len(),
+            SendBody::Stream { prefix, .. } => prefix.len(),
+        };
+        let mut head = Vec::with_capacity(256 + headers.len() * 48 + inline.min(COALESCE_BODY));
+        head.extend_from_slice(method.as_bytes());
+        head.push(b' ');
         head.extend_from_slice(self.base_path.as_bytes());
         head.extend_from_slice(path.as_bytes());
         head.extend_from_slice(self.query.as_bytes());
+        if !query.is_empty() {
+            head.push(if self.query.is_empty() { b'?' } else { b'&' });
+            head.extend_from_slice(query.as_bytes());
+        }
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         head.extend_from_slice(self.authority.as_bytes());
         for (name, value) in headers {
@@ -242,10 +281,29 @@ impl UpstreamClient {
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
         }
-        let _ = write!(head, "\r\ncontent-length: {}\r\n\r\n", body.len());
-        let separate_body = body.len() > COALESCE_BODY;
+        let chunked = match &body {
+            SendBody::Bytes(b) if b.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE") => false,
+            SendBody::Bytes(b) => {
+                let _ = write!(head, "\r\ncontent-length: {}", b.len());
+                false
+            }
+            SendBody::Stream { length: Some(n), .. } => {
+                let _ = write!(head, "\r\ncontent-length: {n}");
+                false
+            }
+            SendBody::Stream { length: None, .. } => {
+                head.extend_from_slice(b"\r\ntransfer-encoding: chunked");
+                true
+            }
+        };
+        head.extend_from_slice(b"\r\n\r\n");
+        let first: &[u8] = match &body {
+            SendBody::Bytes(b) => b,
+            SendBody::Stream { prefix, .. } => prefix,
+        };
+        let separate_body = first.len() > COALESCE_BODY || chunked;
         if !separate_body {
-            head.extend_from_slice(body);
+            head.extend_from_slice(first);
         }
         for attempt in 0..2 {
             // A retry always opens a fresh connection.
@@ -254,7 +312,25 @@ impl UpstreamClient {
                 Some(c) => (c, true),
                 None => (self.connect().map_err(not_connected)?, false),
             };
-            let written = conn.write_all(&head).and_then(|_| if separate_body { conn.write_all(body) } else { Ok(()) });
+            let mut written = conn.write_all(&head);
+            if written.is_ok() && separate_body {
+                written = if chunked { write_chunk(&mut conn, first) } else { conn.write_all(first) };
+            }
+            if written.is_ok() {
+                if let SendBody::Stream { rest, .. } = &mut body {
+                    match copy_body(&mut conn, &mut **rest, chunked) {
+                        Ok(()) => {}
+                        Err(Copy::Source(e)) => return Err(UpstreamError::RequestBody(e)),
+                        // The upstream may have answered early (a 413) and closed: its answer wins.
+                        Err(Copy::Sink(e)) => match conn.read_head(Duration::from_secs(1)) {
+                            Ok(head) => {
+                                return Ok(Response::new(self, conn, ResponseHead { keep_alive: false, ..head }))
+                            }
+                            Err(_) => return Err(classify(e, "sending the request body")),
+                        },
+                    }
+                }
+            }
             if let Err(e) = written {
                 // The request did not get out whole on a pooled connection the server had closed: the
                 // server cannot have acted on it, so a fresh connection may carry it. (Once the request
@@ -385,6 +461,45 @@ impl UpstreamClient {
         };
         Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
     }
+}
+
+/// Which side of a body copy failed.
+enum Copy {
+    /// Reading what the client sends.
+    Source(io::Error),
+    /// Writing to the upstream.
+    Sink(io::Error),
+}
+
+/// One chunk of a chunked request body (nothing for an empty piece: that would end the body).
+fn write_chunk(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut framed = Vec::with_capacity(data.len() + 12);
+    let _ = write!(framed, "{:x}\r\n", data.len());
+    framed.extend_from_slice(data);
+    framed.extend_from_slice(b"\r\n");
+    conn.write_all(&framed)
+}
+
+/// Copies `rest` to the connection as it comes, a piece at a time (and the last chunk when chunked).
+fn copy_body(conn: &mut Conn, rest: &mut dyn Read, chunked: bool) -> Result<(), Copy> {
+    let mut piece = vec![0u8; STREAM_PIECE];
+    loop {
+        let n = match rest.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Source(e)),
+        };
+        let written = if chunked { write_chunk(conn, &piece[..n]) } else { conn.write_all(&piece[..n]) };
+        written.map_err(Copy::Sink)?;
+    }
+    if chunked {
+        conn.write_all(b"0\r\n\r\n").map_err(Copy::Sink)?;
+    }
+    Ok(())
 }
 
 enum ConnIo {

@@ -40,6 +40,11 @@ impl Received {
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
 /// - `x-fake-head-delay-ms`: wait this long before answering at all
 ///
+///
+/// Besides chat completions and Anthropic messages it answers, by path (see [`scripted_reply`]), OpenAI's
+/// Responses API (`/v1/responses` streamed or not, and the calls on a response id), images, audio
+/// transcriptions and speech, files and batches.
+///
 /// It records every request and counts open and closed connections.
 pub struct FakeUpstream {
     pub addr: SocketAddr,
@@ -47,6 +52,27 @@ pub struct FakeUpstream {
     /// Connections whose peer closed (read returned 0 or failed) while the fake was writing/stalling.
     pub peer_closed: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
+    /// `x-fake-gated: 1` makes a scripted chunked answer wait here after its first piece.
+    pub gate: Arc<Gate>,
+}
+
+/// A gate a scripted answer waits at (up to 20 s) until the test opens it.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn wait(&self) {
+        let guard = self.open.lock().unwrap();
+        let _ = self.opened.wait_timeout_while(guard, Duration::from_secs(20), |open| !*open).unwrap();
+    }
 }
 
 impl FakeUpstream {
@@ -56,16 +82,17 @@ impl FakeUpstream {
         let received = Arc::new(Mutex::new(Vec::new()));
         let peer_closed = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (r, p, c) = (received.clone(), peer_closed.clone(), connections.clone());
+        let gate = Arc::new(Gate::default());
+        let (r, p, c, g) = (received.clone(), peer_closed.clone(), connections.clone(), gate.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, p) = (r.clone(), p.clone());
-                thread::spawn(move || fake_connection(stream, &r, &p));
+                let (r, p, g) = (r.clone(), p.clone(), g.clone());
+                thread::spawn(move || fake_connection(stream, &r, &p, &g));
             }
         });
-        FakeUpstream { addr, received, peer_closed, connections }
+        FakeUpstream { addr, received, peer_closed, connections, gate }
     }
 
     pub fn base_url(&self) -> String {
@@ -99,6 +126,19 @@ pub fn sse_payload(events: usize, with_done: bool) -> Vec<u8> {
     if with_done {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+    out
+}
+
+/// A chunk stream whose content is the JSON `{"location":"Paris"}` (for `response_format` requests).
+pub fn json_sse_payload() -> Vec<u8> {
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        let c = serde_json::json!({"id": "chatcmpl-json", "object": "chat.completion.chunk", "created": 1,
+            "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n").into_bytes()
+    };
+    let mut out = chunk(serde_json::json!({"role": "assistant", "content": "{\"location\":"}), serde_json::Value::Null);
+    out.extend(chunk(serde_json::json!({"content": "\"Paris\"}"}), serde_json::Value::Null));
+    out.extend(chunk(serde_json::json!({}), serde_json::json!("stop")));
     out
 }
 
@@ -160,6 +200,23 @@ pub fn anthropic_stream(model: &str, tool: Option<&str>) -> Vec<u8> {
     events.push(("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 9}})));
     events.push(("message_stop", serde_json::json!({"type": "message_stop"})));
     events.iter().flat_map(|(e, d)| format!("event: {e}\ndata: {d}\n\n").into_bytes()).collect()
+}
+
+/// An Anthropic event stream that only calls `tool` (as Claude does when the tool is forced).
+pub fn anthropic_forced_tool_stream(model: &str, tool: &str) -> Vec<u8> {
+    let events = [
+        serde_json::json!({"type": "message_start", "message": {"id": "msg_fake03", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+        serde_json::json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_03", "name": tool, "input": {}}}),
+        serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"location\": "}}),
+        serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+        serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 6}}),
+        serde_json::json!({"type": "message_stop"}),
+    ];
+    events.iter().flat_map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()).into_bytes()).collect()
 }
 
 /// An OpenAI chat completion that calls `tool`.
@@ -249,7 +306,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
     Some(Received { method, path, headers, body })
 }
 
-fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_closed: &AtomicUsize) {
+fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_closed: &AtomicUsize, gate: &Gate) {
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
@@ -271,7 +328,11 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
         received.lock().unwrap().push(req.clone());
         let h = |name: &str| req.headers.get(name).cloned();
         let status: u16 = h("x-fake-status").and_then(|s| s.parse().ok()).unwrap_or(200);
-        let mode = h("x-fake-mode").unwrap_or_else(|| "json".into());
+        let parsed: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        // A chat asking to stream gets a stream; one asking for a JSON schema gets JSON.
+        let chat_stream = req.path.ends_with("/chat/completions") && parsed["stream"] == true;
+        let mode = h("x-fake-mode").unwrap_or_else(|| if chat_stream { "sse" } else { "json" }.into());
+        let json_answer = parsed["response_format"]["type"] == "json_schema";
         let events: usize = h("x-fake-events").and_then(|s| s.parse().ok()).unwrap_or(3);
         let delay = Duration::from_millis(h("x-fake-delay-ms").and_then(|s| s.parse().ok()).unwrap_or(0));
         let split: usize = h("x-fake-split").and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
@@ -281,11 +342,26 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
             .unwrap_or_default();
         let anthropic = req.path.starts_with("/v1/messages");
         let tool = serde_json::from_slice::<serde_json::Value>(&req.body).ok().and_then(|v| {
+            // After a tool's result the model answers in text.
+            let last = v["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+            let answered = last["role"] == "tool"
+                || last["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+            if answered {
+                return None;
+            }
             v["tools"][0]
                 .get("name")
                 .or_else(|| v["tools"][0]["function"].get("name"))
                 .and_then(|n| n.as_str().map(str::to_string))
         });
+        if mode == "json" || mode == "sse" {
+            if let Some(reply) = scripted_reply(&req) {
+                if !reply.write(&mut out, gate, h("x-fake-gated").is_some()) {
+                    return;
+                }
+                continue;
+            }
+        }
         if req.path == "/v1/messages/count_tokens" && mode == "json" {
             let body = br#"{"input_tokens":42}"#;
             let head =
@@ -299,7 +375,17 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
             let wants_stream = mode == "sse"
                 || serde_json::from_slice::<serde_json::Value>(&req.body).is_ok_and(|v| v["stream"] == true);
             let (ctype, body) = match (anthropic, wants_stream) {
+                // With a forced tool Claude writes no text before calling it (Anthropic's documented behaviour).
+                (true, false) if parsed["tool_choice"]["type"] == "tool" => {
+                    let mut m: serde_json::Value =
+                        serde_json::from_slice(&anthropic_message(&model, tool.as_deref())).unwrap();
+                    m["content"].as_array_mut().unwrap().remove(0);
+                    ("application/json", serde_json::to_vec(&m).unwrap())
+                }
                 (true, false) => ("application/json", anthropic_message(&model, tool.as_deref())),
+                (true, true) if parsed["tool_choice"]["type"] == "tool" => {
+                    ("text/event-stream", anthropic_forced_tool_stream(&model, tool.as_deref().unwrap_or("f")))
+                }
                 (true, true) => ("text/event-stream", anthropic_stream(&model, tool.as_deref())),
                 (false, false) => ("application/json", openai_tool_message(&model, tool.as_deref().unwrap_or("f"))),
                 (false, true) => ("text/event-stream", openai_tool_stream(&model, tool.as_deref().unwrap_or("f"))),
@@ -321,7 +407,8 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     "garbage" => b"<html>upstream exploded</html>".to_vec(),
                     _ => serde_json::to_vec(&serde_json::json!({
                         "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fake reply"}, "finish_reason": "stop"}],
+                        "choices": [{"index": 0, "message": {"role": "assistant",
+                            "content": if json_answer { "{\"location\":\"Paris\"}" } else { "fake reply" }}, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
                     }))
                     .unwrap(),
@@ -340,7 +427,7 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                 }
             }
             "sse" | "reset-mid-stream" => {
-                let mut payload = sse_payload(events, false);
+                let mut payload = if json_answer { json_sse_payload() } else { sse_payload(events, false) };
                 let include_usage = serde_json::from_slice::<serde_json::Value>(&req.body)
                     .is_ok_and(|v| v["stream_options"]["include_usage"] == true);
                 if include_usage {
@@ -785,4 +872,244 @@ pub fn assert_converse_split_invariant(make: impl Fn() -> ConversePipeline, wire
         assert!(run(&[&wire[..i], &wire[i..]]) == whole, "split at byte {i} differs");
     }
     whole
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted answers by path: the Responses API and the passthrough family
+// ---------------------------------------------------------------------------------------------
+
+/// A scripted answer.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Written one chunk each (chunked) or together (`content-length`).
+    pub pieces: Vec<Vec<u8>>,
+    pub chunked: bool,
+}
+
+impl Reply {
+    fn json(status: u16, v: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            pieces: vec![serde_json::to_vec(&v).unwrap()],
+            chunked: false,
+        }
+    }
+
+    /// Writes the answer; with `gated`, waits at the gate after the first piece. `false`: the peer is gone.
+    fn write(&self, out: &mut TcpStream, gate: &Gate, gated: bool) -> bool {
+        let framing = if self.chunked {
+            "transfer-encoding: chunked".to_string()
+        } else {
+            format!("content-length: {}", self.pieces.iter().map(Vec::len).sum::<usize>())
+        };
+        let head = format!("HTTP/1.1 {} X\r\ncontent-type: {}\r\n{framing}\r\n\r\n", self.status, self.content_type);
+        if out.write_all(head.as_bytes()).is_err() {
+            return false;
+        }
+        for (i, piece) in self.pieces.iter().enumerate() {
+            let written = if self.chunked {
+                out.write_all(&[format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat())
+            } else {
+                out.write_all(piece)
+            };
+            if written.is_err() {
+                return false;
+            }
+            if gated && i == 0 {
+                let _ = out.flush();
+                gate.wait();
+            }
+        }
+        !self.chunked || out.write_all(b"0\r\n\r\n").is_ok()
+    }
+}
+
+/// The bytes `/v1/audio/speech` answers: `size` bytes of a recognisable pattern.
+pub fn speech_bytes(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+/// A Responses `response` object as OpenAI answers: a function call of the request's first tool when it
+/// offered tools and its input does not end with that call's output, JSON when `text.format` asks for
+/// a schema, else text. `previous_response_id` is echoed.
+pub fn fake_response(req: &serde_json::Value, id: &str, status: &str) -> serde_json::Value {
+    use serde_json::json;
+    let last_type = req["input"].as_array().and_then(|i| i.last()).map(|i| i["type"].clone()).unwrap_or_default();
+    let tool = req["tools"][0]["name"].as_str().filter(|_| last_type != "function_call_output");
+    let output = match tool {
+        Some(name) => json!([{"type": "function_call", "id": "fc_fake1", "call_id": "call_fake1", "name": name,
+                              "arguments": "{\"location\":\"Paris\"}", "status": "completed"}]),
+        None => {
+            let text = if req["text"]["format"]["type"] == "json_schema" {
+                "{\"location\":\"Paris\"}"
+            } else {
+                "Hello from fake Responses"
+            };
+            json!([{"type": "message", "id": "msg_fake1", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}])
+        }
+    };
+    json!({
+        "id": id, "object": "response", "created_at": 1, "status": status, "error": null,
+        "incomplete_details": null, "instructions": req["instructions"], "model": req["model"], "output": output,
+        "parallel_tool_calls": true, "previous_response_id": req["previous_response_id"],
+        "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": req["tools"].as_array().cloned().unwrap_or_default(),
+        "text": {"format": req["text"]["format"].as_object().map_or(json!({"type": "text"}), |f| json!(f))},
+        "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 0}, "output_tokens": 5,
+                  "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 17},
+        "metadata": {}
+    })
+}
+
+/// The event stream OpenAI sends for [`fake_response`].
+pub fn fake_response_stream(req: &serde_json::Value, id: &str) -> Vec<Vec<u8>> {
+    use serde_json::json;
+    let done = fake_response(req, id, "completed");
+    let mut started = done.clone();
+    started["status"] = json!("in_progress");
+    started["output"] = json!([]);
+    started["usage"] = json!(null);
+    let item = done["output"][0].clone();
+    let mut events = vec![
+        json!({"type": "response.created", "response": started}),
+        json!({"type": "response.in_progress", "response": started}),
+    ];
+    let mut added = item.clone();
+    added["status"] = json!("in_progress");
+    if item["type"] == "function_call" {
+        added["arguments"] = json!("");
+        events.push(json!({"type": "response.output_item.added", "output_index": 0, "item": added}));
+        for d in ["{\"location\":", "\"Paris\"}"] {
+            events.push(json!({"type": "response.function_call_arguments.delta", "item_id": "fc_fake1", "output_index": 0, "delta": d}));
+        }
+        events.push(json!({"type": "response.function_call_arguments.done", "item_id": "fc_fake1", "output_index": 0,
+                           "name": item["name"], "arguments": item["arguments"]}));
+    } else {
+        added["content"] = json!([]);
+        let text = item["content"][0]["text"].as_str().unwrap().to_string();
+        events.push(json!({"type": "response.output_item.added", "output_index": 0, "item": added}));
+        events.push(
+            json!({"type": "response.content_part.added", "item_id": "msg_fake1", "output_index": 0, "content_index": 0,
+                           "part": {"type": "output_text", "text": "", "annotations": []}}),
+        );
+        let (a, b) = text.split_at(text.len() / 2);
+        for d in [a, b] {
+            events.push(json!({"type": "response.output_text.delta", "item_id": "msg_fake1", "output_index": 0,
+                               "content_index": 0, "delta": d, "logprobs": []}));
+        }
+        events.push(json!({"type": "response.output_text.done", "item_id": "msg_fake1", "output_index": 0,
+                           "content_index": 0, "text": text, "logprobs": []}));
+        events.push(json!({"type": "response.content_part.done", "item_id": "msg_fake1", "output_index": 0,
+                           "content_index": 0, "part": item["content"][0]}));
+    }
+    events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
+    events.push(json!({"type": "response.completed", "response": done}));
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e["sequence_number"] = json!(i);
+            format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()).into_bytes()
+        })
+        .collect()
+}
+
+/// Answers by path for the Responses API and the passthrough family; `None` for everything else.
+pub fn scripted_reply(req: &Received) -> Option<Reply> {
+    use serde_json::json;
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let path = req.path.split('?').next().unwrap_or("");
+    if let Some(rest) = path.strip_prefix("/v1/responses") {
+        let known = |id: &str| id.starts_with("resp_fake");
+        let not_found = |id: &str| {
+            Reply::json(
+                404,
+                json!({"error": {"message": format!("Response with id '{id}' not found."),
+                                              "type": "invalid_request_error", "param": null, "code": null}}),
+            )
+        };
+        return Some(
+            match (req.method.as_str(), rest.trim_start_matches('/').split('/').collect::<Vec<_>>().as_slice()) {
+                ("POST", [""]) => {
+                    let id = format!("resp_fake{:04}", body.to_string().len() % 10_000);
+                    if body["stream"] == true {
+                        Reply {
+                            status: 200,
+                            content_type: "text/event-stream",
+                            pieces: fake_response_stream(&body, &id),
+                            chunked: true,
+                        }
+                    } else {
+                        Reply::json(200, fake_response(&body, &id, "completed"))
+                    }
+                }
+                ("POST", ["input_tokens"]) => {
+                    Reply::json(200, json!({"object": "response.input_tokens", "input_tokens": 42}))
+                }
+                ("GET", [id]) if known(id) => {
+                    Reply::json(200, fake_response(&json!({"model": "fake-model", "input": "hi"}), id, "completed"))
+                }
+                ("DELETE", [id]) if known(id) => {
+                    Reply::json(200, json!({"id": id, "object": "response", "deleted": true}))
+                }
+                ("POST", [id, "cancel"]) if known(id) => {
+                    Reply::json(200, fake_response(&json!({"model": "fake-model", "input": "hi"}), id, "cancelled"))
+                }
+                ("GET", [id, "input_items"]) if known(id) => Reply::json(
+                    200,
+                    json!({"object": "list", "data": [
+                {"id": "msg_in1", "type": "message", "role": "user", "status": "completed",
+                 "content": [{"type": "input_text", "text": "hi"}]}],
+                "first_id": "msg_in1", "last_id": "msg_in1", "has_more": false}),
+                ),
+                (_, [id, ..]) => not_found(id),
+                _ => return None,
+            },
+        );
+    }
+    Some(match (req.method.as_str(), path) {
+        ("POST", "/v1/images/generations") => Reply::json(
+            200,
+            json!({"created": 1, "data": [{"b64_json": "aGVsbG8="}],
+            "usage": {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30,
+                      "input_tokens_details": {"text_tokens": 10, "image_tokens": 0}}}),
+        ),
+        ("POST", "/v1/audio/transcriptions") => Reply::json(
+            200,
+            json!({"text": format!("heard {} bytes", req.body.len()),
+            "usage": {"type": "tokens", "input_tokens": 14, "output_tokens": 3, "total_tokens": 17}}),
+        ),
+        ("POST", "/v1/audio/speech") => {
+            let audio = speech_bytes(48 * 1024);
+            Reply {
+                status: 200,
+                content_type: "audio/mpeg",
+                pieces: audio.chunks(16 * 1024).map(<[u8]>::to_vec).collect(),
+                chunked: true,
+            }
+        }
+        ("POST", "/v1/files") => {
+            let purpose = if String::from_utf8_lossy(&req.body).contains("batch") { "batch" } else { "other" };
+            Reply::json(
+                200,
+                json!({"id": "file-fake1", "object": "file", "bytes": req.body.len(), "created_at": 1,
+                                    "filename": "requests.jsonl", "purpose": purpose, "status": "processed"}),
+            )
+        }
+        ("POST", "/v1/batches") => Reply::json(
+            200,
+            json!({"id": "batch_fake1", "object": "batch", "endpoint": body["endpoint"],
+            "input_file_id": body["input_file_id"], "completion_window": body["completion_window"], "status": "validating",
+            "created_at": 1, "errors": null, "output_file_id": null, "error_file_id": null,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0}}),
+        ),
+        ("GET", p) if p.starts_with("/v1/files/") => Reply::json(
+            200,
+            json!({"id": p.trim_start_matches("/v1/files/"),
+            "object": "file", "bytes": 3, "created_at": 1, "filename": "x", "purpose": "batch", "status": "processed"}),
+        ),
+        _ => return None,
+    })
 }
