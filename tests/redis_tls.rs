@@ -3,48 +3,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-
-/// A redis-server listening with TLS only, with the default user off and one ACL user `gw`.
-struct TlsRedis {
-    child: Child,
-}
-
-const PASSWORD: &str = "gw-secret-pass";
-
-impl TlsRedis {
-    fn start(bind: &str, port: u16) -> TlsRedis {
-        ensure_redis_server();
-        let names = |f: &str| tls_fixture(&format!("names/{f}"));
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", bind])
-            .args(["--tls-cert-file", &names("server.pem"), "--tls-key-file", &names("server.key")])
-            .args(["--tls-ca-cert-file", &names("ca.pem"), "--tls-auth-clients", "no"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--user", "default", "off"])
-            .args(["--user", "gw", "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
-        assert!(
-            eventually(Duration::from_secs(5), || std::net::TcpStream::connect((bind, port)).is_ok()),
-            "redis-server with TLS did not come up on {bind}:{port} (is it built with TLS?)"
-        );
-        TlsRedis { child }
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -70,22 +33,23 @@ fn shared_limits_work_through_a_tls_only_redis_with_an_acl_user() {
     let port = free_port();
     let _redis = TlsRedis::start("127.0.0.1", port);
     let ca = tls_fixture("names/ca.pem");
-    let cfg = config(&format!("rediss://gw:{PASSWORD}@localhost:{port}"), &ca, 3);
+    let cfg = config(&format!("rediss://gw:{REDIS_PASSWORD}@localhost:{port}"), &ca, 3);
     let (gw1, gw2) = (Gateway::start(&cfg), Gateway::start(&cfg));
     let statuses = [status(&gw1), status(&gw2), status(&gw1), status(&gw2), status(&gw1)];
     assert_eq!(statuses, [200, 200, 200, 429, 429], "{}\n{}", gw1.log(), gw2.log());
-    assert!(!gw1.log().contains(PASSWORD));
+    assert!(!gw1.log().contains(REDIS_PASSWORD));
 
     // Without the user name the password is the default user's, which is off: Redis refuses, and the
     // policy answers 503.
-    let gw = Gateway::start(&config(&format!("rediss://:{PASSWORD}@localhost:{port}"), &ca, 3));
+    let gw = Gateway::start(&config(&format!("rediss://:{REDIS_PASSWORD}@localhost:{port}"), &ca, 3));
     assert_eq!(status(&gw), 503);
     // A certificate from another CA is refused.
-    let gw = Gateway::start(&config(&format!("rediss://gw:{PASSWORD}@localhost:{port}"), &tls_fixture("ca.pem"), 3));
+    let gw =
+        Gateway::start(&config(&format!("rediss://gw:{REDIS_PASSWORD}@localhost:{port}"), &tls_fixture("ca.pem"), 3));
     assert_eq!(status(&gw), 503);
     assert!(eventually(Duration::from_secs(2), || gw.log().contains("certificate")), "{}", gw.log());
     // Plain text to a TLS port gets nowhere.
-    let mut plain = config(&format!("redis://gw:{PASSWORD}@localhost:{port}"), &ca, 3);
+    let mut plain = config(&format!("redis://gw:{REDIS_PASSWORD}@localhost:{port}"), &ca, 3);
     plain["ratelimit"].as_object_mut().unwrap().remove("redis_ca_file");
     let gw = Gateway::start(&plain);
     assert_eq!(status(&gw), 503);
@@ -104,17 +68,6 @@ fn mount_namespace_unavailable() -> Option<String> {
     }
 }
 
-/// Says (on the real stderr, past the test harness's capture) that a test is skipped and why; fails
-/// instead when `SWITCHYARD_REQUIRE_ROOT_TESTS=1` (CI sets it).
-fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    assert!(
-        std::env::var("SWITCHYARD_REQUIRE_ROOT_TESTS").map_or(true, |v| v != "1"),
-        "{test} cannot run: {why} (SWITCHYARD_REQUIRE_ROOT_TESTS=1)"
-    );
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-}
-
 #[test]
 fn limits_follow_redis_to_a_new_address_behind_the_same_host_name() {
     if let Some(why) = mount_namespace_unavailable() {
@@ -128,7 +81,7 @@ fn limits_follow_redis_to_a_new_address_behind_the_same_host_name() {
     let wrapper = ["unshare", "--mount", "sh", "-c", "mount --bind \"$0\" /etc/hosts && exec \"$@\"", hosts_path];
     let port = free_port();
     let first = TlsRedis::start("127.0.0.1", port);
-    let cfg = config(&format!("rediss://gw:{PASSWORD}@redis.test:{port}"), &tls_fixture("names/ca.pem"), 3);
+    let cfg = config(&format!("rediss://gw:{REDIS_PASSWORD}@redis.test:{port}"), &tls_fixture("names/ca.pem"), 3);
     let gw = Gateway::start_wrapped(&cfg, &[], &wrapper);
     assert_eq!([status(&gw), status(&gw), status(&gw), status(&gw)], [200, 200, 200, 429], "{}", gw.log());
 

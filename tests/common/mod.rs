@@ -691,6 +691,56 @@ pub fn ensure_redis_server() {
     });
 }
 
+/// A redis-server listening with TLS only, with the default user off and one ACL user `gw`.
+pub struct TlsRedis {
+    child: Child,
+}
+
+/// The password of the ACL user `gw` of [`TlsRedis`].
+pub const REDIS_PASSWORD: &str = "gw-secret-pass";
+
+impl TlsRedis {
+    /// Listens on `bind:port` (TLS only) with the certificate for `redis.test` in tls/names.
+    pub fn start(bind: &str, port: u16) -> TlsRedis {
+        ensure_redis_server();
+        let names = |f: &str| tls_fixture(&format!("names/{f}"));
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", bind])
+            .args(["--tls-cert-file", &names("server.pem"), "--tls-key-file", &names("server.key")])
+            .args(["--tls-ca-cert-file", &names("ca.pem"), "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--user", "default", "off"])
+            .args(["--user", "gw", "on", &format!(">{REDIS_PASSWORD}"), "~*", "&*", "+@all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        assert!(
+            eventually(Duration::from_secs(5), || std::net::TcpStream::connect((bind, port)).is_ok()),
+            "redis-server with TLS did not come up on {bind}:{port} (is it built with TLS?)"
+        );
+        TlsRedis { child }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Says (on the real stderr, past the test harness's capture) that a test is skipped and why; fails
+/// instead when `SWITCHYARD_REQUIRE_ROOT_TESTS=1` (CI sets it).
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var("SWITCHYARD_REQUIRE_ROOT_TESTS").map_or(true, |v| v != "1"),
+        "{test} cannot run: {why} (SWITCHYARD_REQUIRE_ROOT_TESTS=1)"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
 pub fn tls_fixture(name: &str) -> String {
     format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
 }
