@@ -81,7 +81,7 @@ fn describe_route(out: &mut String, snapshot: &Snapshot, i: usize, route: &Route
     table(out, indent, &rows);
     let _ = writeln!(out, "{indent}clients: {}", clients_of(snapshot, &route.model));
     let limits: Vec<String> =
-        snapshot.limits.iter().filter_map(|l| applies(l, &route.model).then(|| limit_text(l, &route.model))).collect();
+        snapshot.limits.iter().filter(|l| applies(l, &route.model)).map(|l| limit_text(l, &route.model)).collect();
     if limits.is_empty() {
         let _ = writeln!(out, "{indent}limits:  none");
     } else {
@@ -154,7 +154,7 @@ fn limit_text(limit: &Limit, pattern: &ModelPattern) -> String {
 /// `60000` → `1m`: the largest unit that divides the period.
 fn period(ms: u64) -> String {
     for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
