@@ -124,6 +124,43 @@ fn main() {
     });
     row("config snapshot read", snap, "parking_lot RwLock<Arc> + clone", rw);
 
+    // Client authentication: the key from the head, looked up among 1 or 10,000 clients (hash index,
+    // then a constant-time compare); and the linear constant-time scan it replaced, over 10,000 keys.
+    let (head, _) = http1::parse_head(HEAD, 64 * 1024, 100).unwrap().unwrap();
+    let request = switchyard::server::Request {
+        head,
+        body: Vec::new(),
+        peer: "127.0.0.1:1".parse().unwrap(),
+        body_streamed: false,
+    };
+    let with_clients = |n: usize| {
+        let mut clients: Vec<serde_json::Value> = (1..n)
+            .map(|i| serde_json::json!({"name": format!("c{i}"), "key": format!("sk-switchyard-client-{i:06}")}))
+            .collect();
+        clients.push(serde_json::json!({"name": "bench", "key": "sk-switchyard-client-key"}));
+        let cfg = Config::parse(&serde_json::json!({ "clients": clients }).to_string()).unwrap();
+        Snapshot::build(cfg, &Environment::process(), None).unwrap()
+    };
+    let (one, many) = (with_clients(1), with_clients(10_000));
+    let auth_one = time(|| {
+        black_box(gateway::authenticate(black_box(&one), &request).unwrap());
+    });
+    let auth_many = time(|| {
+        black_box(gateway::authenticate(black_box(&many), &request).unwrap());
+    });
+    row("authenticate, 10,000 clients", auth_many, "authenticate, 1 client", auth_one);
+    let key = black_box("sk-switchyard-client-key").as_bytes();
+    let scan = time(|| {
+        let mut found = None;
+        for c in &many.clients {
+            if snapshot::constant_time_eq(c.key.0.as_bytes(), key) {
+                found = Some(c);
+            }
+        }
+        black_box(found);
+    });
+    row("linear constant-time scan, 10,000 keys", scan, "authenticate, 10,000 clients", auth_many);
+
     // SSE: decode, and the relay's event tap (strip usage chunk) vs memcpy.
     let stream =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/openai_tool_calls_usage.sse"))
@@ -618,7 +655,7 @@ fn redis_limit_row(limits: &[ratelimit::Limit], facts: &Facts) -> Option<(f64, f
         std::thread::sleep(Duration::from_millis(20));
     }
     let client = Arc::new(
-        switchyard::redis::RedisClient::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(1)).ok()?,
+        switchyard::redis::RedisClient::new(&format!("redis://127.0.0.1:{port}"), None, Duration::from_secs(1)).ok()?,
     );
     let charges = ratelimit::charges(limits, facts);
     let args = ratelimit::redis_admit_args("bench:", "member", &charges);

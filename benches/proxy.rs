@@ -7,7 +7,9 @@
 //! it (`renice` acts on one thread at a time on Linux).
 //!
 //! `cargo bench --bench proxy` (env: BENCH_SECONDS per round, default 5; BENCH_ROUNDS, default 5;
-//! BENCH_CONNS, default 64; BENCH_ONLY=chat,stream to choose scenarios).
+//! BENCH_CONNS, default 64; BENCH_ONLY=chat,stream to choose scenarios; BENCH_BINARY=path to measure
+//! another build of the gateway; BENCH_COMPARE=path to measure a second build in the same rounds, e.g.
+//! the static `dist` build against `release`).
 
 mod common;
 
@@ -31,11 +33,28 @@ fn main() {
         std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let duration = Duration::from_secs(seconds);
     let upstream = start_upstream();
-    let gateway = start_gateway(upstream, serde_json::json!({}));
+    let mut binaries = vec![gateway_binary()];
+    binaries.extend(std::env::var("BENCH_COMPARE").ok());
+    // Each build is named by its profile directory (`release`, `dist`) when two are measured.
+    let gateways: Vec<(String, Proc)> = binaries
+        .iter()
+        .map(|b| {
+            let dir = std::path::Path::new(b).parent().and_then(|d| d.file_name());
+            let name = match (binaries.len(), dir) {
+                (1, _) | (_, None) => "switchyard".to_string(),
+                (_, Some(d)) => format!("sy-{}", d.to_string_lossy().chars().take(8).collect::<String>()),
+            };
+            let size = std::fs::metadata(b).map_or(0, |m| m.len());
+            println!("{name}: {b}, {size} bytes");
+            (name, start_gateway_binary(b, upstream, serde_json::json!({})))
+        })
+        .collect();
+    let gw_pid = gateways[0].1.child.id();
     let nginx = start_nginx(upstream);
-    let gw_pid = gateway.child.id();
     let nice = own_nice();
-    same_priority(gw_pid, nice);
+    for (_, gw) in &gateways {
+        same_priority(gw.child.id(), nice);
+    }
     if let Some(n) = &nginx {
         same_priority(n.child.id(), nice);
     }
@@ -60,25 +79,25 @@ fn main() {
         }
         let request = Arc::new(request);
         let direct = closed_loop(upstream, conns, duration, request.clone());
-        let mut ours = Vec::new();
+        let mut ours: Vec<Vec<Measured>> = gateways.iter().map(|_| Vec::new()).collect();
         let mut theirs = Vec::new();
         for _ in 0..rounds {
-            ours.push(measured(gw_pid, false, || closed_loop(gateway.addr, conns, duration, request.clone())));
+            for ((_, gw), runs) in gateways.iter().zip(ours.iter_mut()) {
+                runs.push(measured(gw.child.id(), false, || closed_loop(gw.addr, conns, duration, request.clone())));
+            }
             if let Some(n) = &nginx {
                 theirs.push(measured(n.child.id(), true, || closed_loop(n.addr, conns, duration, request.clone())));
             }
         }
         row(label, "direct", &direct, None, direct.rps(), None);
         let nginx_median = (!theirs.is_empty()).then(|| median(&theirs));
-        let ours = median(&ours);
-        row(
-            label,
-            "switchyard",
-            &ours.run,
-            Some(ours.cpu_us),
-            direct.rps(),
-            nginx_median.as_ref().map(|m| m.run.rps()),
-        );
+        let nginx_rps = nginx_median.as_ref().map(|m| m.run.rps());
+        for ((name, _), runs) in gateways.iter().zip(&ours).skip(1) {
+            let m = median(runs);
+            row(label, name, &m.run, Some(m.cpu_us), direct.rps(), nginx_rps);
+        }
+        let ours = median(&ours[0]);
+        row(label, &gateways[0].0, &ours.run, Some(ours.cpu_us), direct.rps(), nginx_rps);
         if let Some(m) = &nginx_median {
             row(label, "nginx", &m.run, Some(m.cpu_us), direct.rps(), Some(m.run.rps()));
             println!(

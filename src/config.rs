@@ -418,10 +418,14 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub name: String,
+    /// The client's key: exactly one of `key` (inline), `key_env` (a variable) or `key_file` (a file,
+    /// trimmed; re-read on every reload).
     #[serde(default)]
     pub key: Option<String>,
     #[serde(default)]
     pub key_env: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
     #[serde(default = "all_models")]
     pub models: Vec<String>,
 }
@@ -530,9 +534,13 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// `redis://[:password@]host:port[/db]`: limits shared by every instance using this Redis.
+    /// `redis://[[user]:password@]host:port[/db]` (`rediss://` for TLS): limits shared by every
+    /// instance using this Redis.
     #[serde(default)]
     pub redis: Option<String>,
+    /// PEM file of the roots trusted for `rediss://` instead of Mozilla's (a private CA).
+    #[serde(default)]
+    pub redis_ca_file: Option<String>,
     /// What to do when Redis cannot answer in time: `allow` (fail open) or `deny` (fail closed, 503).
     #[serde(default)]
     pub on_redis_error: FailurePolicy,
@@ -548,6 +556,7 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
             redis: None,
+            redis_ca_file: None,
             on_redis_error: FailurePolicy::Allow,
             redis_timeout_ms: default_redis_timeout_ms(),
             default_output_tokens: default_output_tokens(),

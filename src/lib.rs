@@ -7,6 +7,7 @@ pub mod log;
 pub mod api;
 pub mod base64;
 pub mod cancel;
+pub mod check;
 pub mod chunked;
 pub mod clock;
 pub mod config;

@@ -10,7 +10,7 @@ struct Args {
     /// path of the configuration file (default: config.json)
     #[argh(option, default = "String::from(\"config.json\")")]
     config: String,
-    /// validate the configuration, print what it holds, and exit (0 valid, 1 invalid)
+    /// validate the configuration, print the routing table it resolves to, and exit (0 valid, 1 invalid)
     #[argh(switch)]
     check: bool,
     /// listen address, overriding the config's "listen"
@@ -19,7 +19,7 @@ struct Args {
     /// scheduler threads, overriding the config's "workers" (0: one per core)
     #[argh(option)]
     workers: Option<usize>,
-    /// print the version and exit
+    /// print the version and the git commit it was built from, and exit
     #[argh(switch)]
     version: bool,
 }
@@ -27,7 +27,7 @@ struct Args {
 fn main() {
     let args: Args = argh::from_env();
     if args.version {
-        println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+        println!("switchyard {} (commit {})", env!("CARGO_PKG_VERSION"), env!("SWITCHYARD_GIT_COMMIT"));
         return;
     }
     switchyard::log::init_from_env();
@@ -56,10 +56,11 @@ fn main() {
     };
     if args.check {
         runtime::report(&snapshot);
-        println!("{}", runtime::describe(&snapshot));
+        print!("{}", switchyard::check::report(&snapshot));
         return;
     }
     runtime::report(&snapshot);
+    runtime::raise_open_file_limit(server_config.max_connections);
     let signals = runtime::catch_signals();
     let listen = snapshot.config.listen.clone();
     let addr = listen.parse().expect("validated listen address");

@@ -1,16 +1,22 @@
 //! A minimal Redis client on may sockets (RESP2): enough to run the rate-limit scripts without
 //! blocking a worker thread. Protocol encoding and parsing are pure functions; `RedisClient` is the
-//! IO shell: a small pool, timeouts on every call, and a short back-off while Redis is down.
+//! IO shell: a small pool, timeouts on every call, and a short back-off while Redis is down; TLS
+//! (`rediss://`, rustls) and ACL users for managed Redis; the host resolved again on every new
+//! connection, so a failover that moves the address is followed.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 use parking_lot::Mutex;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
+use crate::config::Secret;
 use crate::ratelimit::ReplyItem;
+use crate::upstream::resolve::Resolver;
 
 /// A RESP2 value.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,43 +114,100 @@ impl std::fmt::Display for RedisError {
     }
 }
 
-/// Connection settings parsed from `redis://[:password@]host:port[/db]`.
+/// Connection settings parsed from `redis[s]://[[user]:password@]host[:port][/db]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisUrl {
+    /// `rediss://`: TLS (rustls), the certificate checked against `host`.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
-    pub password: Option<String>,
+    /// An ACL user name (Redis 6+): sent as `AUTH user password`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
     pub db: u32,
 }
 
 impl RedisUrl {
     pub fn parse(url: &str) -> Result<RedisUrl, String> {
-        let rest = url.strip_prefix("redis://").ok_or("must start with redis://")?;
+        let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err("must start with redis:// or rediss://".into()),
+        };
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, r)) => (Some(a), r),
             None => (None, rest),
         };
-        let password = auth.map(|a| a.split_once(':').map_or(a, |(_, p)| p).to_string()).filter(|p| !p.is_empty());
+        // `user:password`, `:password`, or (the older form) a bare password; both percent-decoded.
+        let (user, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (Some(u), Some(p)),
+                None => (None, Some(a)),
+            },
+        };
+        let user = user.map(percent_decode).transpose()?.filter(|u| !u.is_empty());
+        let password = password.map(percent_decode).transpose()?.filter(|p| !p.is_empty()).map(Secret);
+        if user.is_some() && password.is_none() {
+            return Err("a user name needs a password (user:password@host)".into());
+        }
         let (hostport, db) = match rest.split_once('/') {
             Some((h, d)) if !d.is_empty() => (h, d.parse().map_err(|_| format!("\"{d}\" is not a database number"))?),
             Some((h, _)) => (h, 0),
             None => (rest, 0),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("\"{p}\" is not a port"))?),
-            None => (hostport, 6379),
+            Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => {
+                (h, p.parse().map_err(|_| format!("\"{p}\" is not a port"))?)
+            }
+            _ => (hostport, 6379),
         };
-        if host.is_empty() {
+        let host = host.trim_matches(['[', ']']);
+        if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
             return Err("a host is required".into());
         }
-        Ok(RedisUrl { host: host.trim_matches(['[', ']']).to_string(), port, password, db })
+        Ok(RedisUrl { tls, host: host.to_string(), port, user, password, db })
+    }
+
+    /// Where it points, without the password: `rediss://user@host:port/db`.
+    pub fn display(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let user = self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{scheme}://{user}{host}:{}/{}", self.port, self.db)
     }
 }
 
-/// A pooled client. Never holds a lock across IO; every call is bounded by `timeout`.
+/// `%XX` escapes decoded (user names and passwords may hold `@`, `:` or `/` that way).
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("an invalid %-escape in the URL")?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the URL's user or password is not UTF-8".to_string())
+}
+
+/// The TLS settings of a `rediss://` client: the trusted roots and the name the certificate must hold.
+type TlsSettings = (Arc<rustls::ClientConfig>, ServerName<'static>);
+
+/// A pooled client. Never holds a lock across IO; every call is bounded by `timeout`. The host name is
+/// resolved again for every new connection, so a failover that moves the address is followed.
 pub struct RedisClient {
     pub url: RedisUrl,
-    addr: SocketAddr,
+    /// `ratelimit.redis_ca_file`, as configured.
+    ca_file: Option<String>,
+    tls: Option<TlsSettings>,
+    resolver: Resolver,
     timeout: Duration,
     idle: Mutex<Vec<Conn>>,
     /// While Redis is failing, calls fail fast until this instant (ms since `epoch`), then one probes.
@@ -154,8 +217,13 @@ pub struct RedisClient {
     shas: Mutex<Vec<(&'static str, String)>>,
 }
 
+enum RedisIo {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
 struct Conn {
-    stream: TcpStream,
+    io: RedisIo,
     buf: Vec<u8>,
 }
 
@@ -163,23 +231,25 @@ const BACKOFF_MS: u64 = 500;
 
 impl std::fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold a password: show only where it points.
-        f.debug_struct("RedisClient").field("addr", &self.addr).field("db", &self.url.db).finish()
+        // Only where it points: never the password.
+        f.debug_struct("RedisClient").field("url", &self.url.display()).finish()
     }
 }
 
 impl RedisClient {
-    /// Resolves the host now (start-up or reload, off the workers); connects lazily.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisClient, String> {
+    /// Sets the client up (for `rediss://`, reads the CA file); connects, and resolves the host, lazily.
+    pub fn new(url: &str, ca_file: Option<&str>, timeout: Duration) -> Result<RedisClient, String> {
         let url = RedisUrl::parse(url)?;
-        let addr = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-            .next()
-            .ok_or_else(|| format!("no address for {}", url.host))?;
+        let tls = match (url.tls, ca_file) {
+            (false, Some(_)) => return Err("redis_ca_file needs a rediss:// URL".into()),
+            (false, None) => None,
+            (true, ca_file) => Some(tls_settings(&url.host, ca_file)?),
+        };
         Ok(RedisClient {
             url,
-            addr,
+            ca_file: ca_file.map(str::to_string),
+            tls,
+            resolver: Resolver::default(),
             timeout,
             idle: Mutex::new(Vec::new()),
             down_until_ms: AtomicU64::new(0),
@@ -192,19 +262,68 @@ impl RedisClient {
         self.timeout
     }
 
+    /// Whether a reload with these settings can keep this client (and its connections).
+    pub fn same_settings(&self, url: &RedisUrl, ca_file: Option<&str>, timeout: Duration) -> bool {
+        self.url == *url && self.ca_file.as_deref() == ca_file && self.timeout == timeout
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Resolves the host (afresh), connects to the first address that answers, handshakes TLS, then
+    /// `AUTH` and `SELECT`.
     fn connect(&self) -> Result<Conn, RedisError> {
-        let unavailable = |e: io::Error| RedisError::Unavailable(format!("{}: {e}", self.addr));
-        let stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(unavailable)?;
+        let deadline = Instant::now() + self.timeout;
+        let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let where_ = || format!("{}:{}", self.url.host, self.url.port);
+        let unavailable = |e: io::Error| RedisError::Unavailable(format!("{}: {e}", where_()));
+        let addrs = self.resolver.resolve_fresh(&self.url.host, self.url.port, left()).map_err(unavailable)?;
+        let mut last = None;
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, left()) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(format!("{addr}: {e}")),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let Some(stream) = stream else {
+            return Err(RedisError::Unavailable(last.unwrap_or_else(|| format!("{}: timed out", where_()))));
+        };
         let _ = stream.set_nodelay(true);
         stream.set_read_timeout(Some(self.timeout)).map_err(unavailable)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(unavailable)?;
-        let mut conn = Conn { stream, buf: Vec::with_capacity(512) };
+        let io = match &self.tls {
+            None => RedisIo::Plain(stream),
+            Some((config, name)) => {
+                let session = rustls::ClientConnection::new(config.clone(), name.clone())
+                    .map_err(|e| RedisError::Unavailable(format!("TLS setup: {e}")))?;
+                let mut tls = rustls::StreamOwned::new(session, stream);
+                while tls.conn.is_handshaking() {
+                    if Instant::now() >= deadline {
+                        return Err(RedisError::Unavailable(format!("{}: TLS handshake timed out", where_())));
+                    }
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| RedisError::Unavailable(format!("{}: TLS handshake: {e}", where_())))?;
+                }
+                RedisIo::Tls(Box::new(tls))
+            }
+        };
+        let mut conn = Conn { io, buf: Vec::with_capacity(512) };
+        // Each call gets the full timeout: the socket's read timeout is set to it once, above.
         if let Some(p) = &self.url.password {
-            expect_ok(conn.call(&[b"AUTH", p.as_bytes()], self.timeout)?)?;
+            let reply = match &self.url.user {
+                Some(user) => conn.call(&[b"AUTH", user.as_bytes(), p.0.as_bytes()], self.timeout)?,
+                None => conn.call(&[b"AUTH", p.0.as_bytes()], self.timeout)?,
+            };
+            expect_ok(reply)?;
         }
         if self.url.db != 0 {
             expect_ok(conn.call(&[b"SELECT", self.url.db.to_string().as_bytes()], self.timeout)?)?;
@@ -299,14 +418,70 @@ fn expect_ok(reply: Resp) -> Result<(), RedisError> {
     }
 }
 
+/// The roots (`ca_file`, else Mozilla's) and the server name for a `rediss://` host.
+fn tls_settings(host: &str, ca_file: Option<&str>) -> Result<TlsSettings, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("redis_ca_file {path}: {e}"))?
+                .filter_map(Result::ok)
+                .collect();
+            if certs.is_empty() {
+                return Err(format!("redis_ca_file {path}: no certificate in it"));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| format!("redis_ca_file {path}: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    Ok((Arc::new(config), name))
+}
+
 impl Conn {
+    fn socket(&self) -> &TcpStream {
+        match &self.io {
+            RedisIo::Plain(s) => s,
+            RedisIo::Tls(t) => &t.sock,
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.io {
+            RedisIo::Plain(s) => s.write_all(data),
+            RedisIo::Tls(t) => {
+                t.write_all(data)?;
+                t.flush()
+            }
+        }
+    }
+
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match &mut self.io {
+            RedisIo::Plain(s) => s.read(out),
+            // rustls reports a peer that closed without close_notify this way.
+            RedisIo::Tls(t) => match t.read(out) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+
     /// One command and its reply, within `timeout` in all (a trickling server cannot stretch it).
     fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Resp, RedisError> {
         let deadline = Instant::now() + timeout;
         let unavailable = |e: io::Error| RedisError::Unavailable(e.to_string());
         let mut out = Vec::with_capacity(64);
         encode(args, &mut out);
-        self.stream.write_all(&out).map_err(unavailable)?;
+        self.write_all(&out).map_err(unavailable)?;
         self.buf.clear();
         let mut chunk = [0u8; 4096];
         let mut first = true;
@@ -315,7 +490,7 @@ impl Conn {
             match parse(&self.buf) {
                 Ok(Some((reply, _))) => {
                     if shortened {
-                        self.stream.set_read_timeout(Some(timeout)).map_err(unavailable)?;
+                        self.socket().set_read_timeout(Some(timeout)).map_err(unavailable)?;
                     }
                     return Ok(reply);
                 }
@@ -328,11 +503,11 @@ impl Conn {
                 if left.is_zero() {
                     return Err(RedisError::Unavailable("timed out".into()));
                 }
-                self.stream.set_read_timeout(Some(left)).map_err(unavailable)?;
+                self.socket().set_read_timeout(Some(left)).map_err(unavailable)?;
                 shortened = true;
             }
             first = false;
-            let n = self.stream.read(&mut chunk).map_err(unavailable)?;
+            let n = self.read(&mut chunk).map_err(unavailable)?;
             if n == 0 {
                 return Err(RedisError::Unavailable("connection closed".into()));
             }
@@ -374,12 +549,47 @@ mod tests {
     }
 
     #[test]
-    fn urls_parse() {
+    fn urls_parse_with_tls_acl_users_and_escapes() {
+        let secret = |p: &str| Some(Secret(p.to_string()));
         assert_eq!(
             RedisUrl::parse("redis://:pw@127.0.0.1:6380/2").unwrap(),
-            RedisUrl { host: "127.0.0.1".into(), port: 6380, password: Some("pw".into()), db: 2 }
+            RedisUrl { tls: false, host: "127.0.0.1".into(), port: 6380, user: None, password: secret("pw"), db: 2 }
         );
+        assert_eq!(
+            RedisUrl::parse("rediss://gateway:p%40ss%3Aw@cache.example.com:6380").unwrap(),
+            RedisUrl {
+                tls: true,
+                host: "cache.example.com".into(),
+                port: 6380,
+                user: Some("gateway".into()),
+                password: secret("p@ss:w"),
+                db: 0
+            }
+        );
+        assert_eq!(RedisUrl::parse("redis://pw@h").unwrap().password, secret("pw"), "the older bare-password form");
+        let v6 = RedisUrl::parse("redis://[::1]:7000/1").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port, v6.db), ("::1", 7000, 1));
+        assert_eq!(v6.display(), "redis://[::1]:7000/1");
         assert_eq!(RedisUrl::parse("redis://localhost").unwrap().port, 6379);
         assert!(RedisUrl::parse("http://x").is_err());
+        assert!(RedisUrl::parse("redis://user:@h").is_err(), "a user without a password");
+        assert!(RedisUrl::parse("redis://:p%zz@h").is_err());
+    }
+
+    #[test]
+    fn password_never_shows_in_debug_or_display() {
+        let url = "rediss://gw:hunter2-secret@cache.internal:6380/3";
+        let client = RedisClient::new(url, None, Duration::from_millis(100)).unwrap();
+        let shown = format!("{client:?} {:?} {}", client.url, client.url.display());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("rediss://gw@cache.internal:6380/3"), "{shown}");
+    }
+
+    #[test]
+    fn a_ca_file_needs_rediss() {
+        let e = RedisClient::new("redis://h", Some("/nope.pem"), Duration::from_millis(100)).unwrap_err();
+        assert!(e.contains("rediss://"), "{e}");
+        let e = RedisClient::new("rediss://h", Some("/nope.pem"), Duration::from_millis(100)).unwrap_err();
+        assert!(e.contains("/nope.pem"), "{e}");
     }
 }

@@ -34,6 +34,25 @@ impl ModelPattern {
         &self.written
     }
 
+    /// Whether every model `other` matches is matched by this pattern too.
+    pub fn covers(&self, other: &ModelPattern) -> bool {
+        match (self.prefix, other.prefix) {
+            (true, _) => other.text.starts_with(&self.text),
+            (false, false) => self.text == other.text,
+            (false, true) => false,
+        }
+    }
+
+    /// Whether some model is matched by both patterns.
+    pub fn overlaps(&self, other: &ModelPattern) -> bool {
+        match (self.prefix, other.prefix) {
+            (true, true) => self.text.starts_with(&other.text) || other.text.starts_with(&self.text),
+            (true, false) => other.text.starts_with(&self.text),
+            (false, true) => self.text.starts_with(&other.text),
+            (false, false) => self.text == other.text,
+        }
+    }
+
     /// The name to list in `/v1/models`: only exact names are listable.
     pub fn exact_name(&self) -> Option<&str> {
         (!self.prefix).then_some(&self.text)
@@ -299,5 +318,17 @@ mod tests {
             }
         }
         assert!((2700..3300).contains(&first_a), "weight 3:1 gave {first_a}/4000");
+    }
+
+    #[test]
+    fn patterns_cover_and_overlap() {
+        let p = ModelPattern::new;
+        assert!(p("*").covers(&p("gpt-4o")) && p("*").covers(&p("gpt*")));
+        assert!(p("gpt*").covers(&p("gpt-4o*")) && p("gpt*").covers(&p("gpt-4o")));
+        assert!(!p("gpt-4o*").covers(&p("gpt*")) && !p("gpt-4o").covers(&p("gpt-4o*")));
+        assert!(p("gpt-4o").covers(&p("gpt-4o")) && !p("gpt-4o").covers(&p("gpt-4")));
+        assert!(p("gpt-4o*").overlaps(&p("gpt*")) && p("gpt*").overlaps(&p("gpt-4o*")));
+        assert!(p("gpt-4o-mini").overlaps(&p("gpt-4o*")) && p("gpt-4o*").overlaps(&p("gpt-4o-mini")));
+        assert!(!p("claude*").overlaps(&p("gpt*")) && !p("gpt-4").overlaps(&p("gpt-4o*")));
     }
 }

@@ -1,7 +1,7 @@
 //! Start-up, config reload and graceful shutdown: what `main` runs, callable from tests too.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,15 +24,9 @@ pub fn report(snapshot: &Snapshot) {
     }
 }
 
-/// A short description of a config, for `--check`.
+/// A one-line description of a config (the first line of `--check`, logged on every reload).
 pub fn describe(snapshot: &Snapshot) -> String {
-    format!(
-        "config OK: listen {}, {} backend(s), {} route(s), {} client(s)",
-        snapshot.config.listen,
-        snapshot.backends.len(),
-        snapshot.router.routes.len(),
-        snapshot.clients.len()
-    )
+    crate::check::summary(snapshot)
 }
 
 /// Sets the coroutine runtime up: scheduler threads and default stack. Must run before any spawn.
@@ -65,28 +59,76 @@ impl ConfigFile {
     }
 }
 
-/// Polls the config file and publishes each valid change; an invalid one is logged and the old kept.
+/// The files a config reads secrets from (`key_file` of backends and clients): a change to one of them
+/// reloads the config like a change to the config file itself.
+fn secret_files(config: &Config) -> Vec<String> {
+    let backends = config.backends.iter().filter_map(|b| match &b.auth {
+        Some(config::AuthConfig::Bearer { key_file, .. } | config::AuthConfig::Header { key_file, .. }) => {
+            key_file.clone()
+        }
+        _ => None,
+    });
+    let clients = config.clients.iter().filter_map(|c| c.key_file.clone());
+    backends.chain(clients).collect()
+}
+
+/// Modification times of files (`None`: unreadable), to notice a change.
+fn stamps(paths: &[String]) -> Vec<Option<SystemTime>> {
+    paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+}
+
+/// Why the config is read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Sighup,
+    ConfigFile,
+    SecretFile,
+}
+
+/// Reloads the config, and with it every secret it reads (key files and variables, AWS credentials),
+/// on SIGHUP, when the config file changes, and when a `key_file` it names changes; publishes each
+/// valid result. An invalid one is logged and the running config kept.
 pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: bool) {
     std::thread::Builder::new()
         .name("switchyard-config".into())
         .spawn(move || {
             let path = loaded.path.clone();
             let mut last = loaded;
-            loop {
-                std::thread::sleep(Duration::from_millis(300));
-                if std::fs::metadata(&path).and_then(|m| m.modified()).ok() == last.modified {
+            let mut secrets = secret_files(&snapshot::current().config);
+            let mut secret_stamps = stamps(&secrets);
+            let mut hangups = HANGUPS.load(Ordering::SeqCst);
+            for tick in 1u64.. {
+                // Signals are looked at every 100 ms, files every 300 ms.
+                std::thread::sleep(Duration::from_millis(100));
+                let seen = HANGUPS.load(Ordering::SeqCst);
+                let trigger = if seen != hangups {
+                    hangups = seen;
+                    Trigger::Sighup
+                } else if tick % 3 != 0 {
                     continue;
+                } else if std::fs::metadata(&path).and_then(|m| m.modified()).ok() != last.modified {
+                    Trigger::ConfigFile
+                } else if stamps(&secrets) != secret_stamps {
+                    Trigger::SecretFile
+                } else {
+                    continue;
+                };
+                if trigger == Trigger::Sighup {
+                    info!("SIGHUP: reloading the config from {path} and the secrets it names");
                 }
+                // Taken before reading, so a change made while reading is noticed next time.
+                secret_stamps = stamps(&secrets);
                 let file = match ConfigFile::read(&path) {
                     Ok(f) => f,
                     Err(e) => {
                         error!("config reload: {e}; keeping the running config");
+                        last.modified = None;
                         continue;
                     }
                 };
                 let changed = file.text != last.text;
                 last = file;
-                if !changed {
+                if trigger == Trigger::ConfigFile && !changed {
                     continue;
                 }
                 let previous = snapshot::current();
@@ -102,7 +144,14 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                 match result {
                     Ok(snapshot) => {
                         report(&snapshot);
-                        info!("config reloaded from {path}: {}", describe(&snapshot));
+                        let why = match trigger {
+                            Trigger::Sighup => "on SIGHUP",
+                            Trigger::ConfigFile => "after a change",
+                            Trigger::SecretFile => "after a key file changed",
+                        };
+                        info!("config reloaded from {path} {why}: {}", describe(&snapshot));
+                        secrets = secret_files(&snapshot.config);
+                        secret_stamps = stamps(&secrets);
                         snapshot::publish(snapshot);
                     }
                     Err(e) => error!("config reload from {path} rejected, keeping the previous one: {e}"),
@@ -112,8 +161,17 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
         .expect("spawn the config watcher");
 }
 
-/// Catches SIGINT/SIGTERM from now on (call before serving, so a signal never finds the default
-/// action); the receiver fires once a signal came.
+/// SIGHUPs received so far (the config watcher reloads when it grows).
+static HANGUPS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_sighup(_: libc::c_int) {
+    // Only an atomic increment: async-signal-safe.
+    HANGUPS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Catches SIGINT/SIGTERM (graceful shutdown) and SIGHUP (config reload) from now on (call before
+/// serving, so a signal never finds the default action); the receiver fires once SIGINT or SIGTERM
+/// came.
 pub fn catch_signals() -> std::sync::mpsc::Receiver<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     if let Err(e) = ctrlc::set_handler(move || {
@@ -121,7 +179,65 @@ pub fn catch_signals() -> std::sync::mpsc::Receiver<()> {
     }) {
         warn!("cannot catch SIGINT/SIGTERM: {e}");
     }
+    // ctrlc's `termination` feature routes SIGHUP to the shutdown handler above; it is installed after
+    // ctrlc's so that SIGHUP reloads instead.
+    // SAFETY: a zeroed `sigaction` is valid; the handler only touches an atomic.
+    let installed = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sighup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGHUP, &action, std::ptr::null_mut()) == 0
+    };
+    if !installed {
+        warn!("cannot catch SIGHUP: {}", std::io::Error::last_os_error());
+    }
     rx
+}
+
+/// Descriptors a gateway with `max_connections` may hold at once: a client and an upstream socket per
+/// connection, plus a margin for listeners, pooled connections, Redis and files.
+pub fn open_files_needed(max_connections: usize) -> u64 {
+    2 * max_connections as u64 + 256
+}
+
+/// Raises the open-file soft limit to the hard limit (the kernel's `nr_open` when the hard limit is
+/// unlimited) and warns when the result is below what `max_connections` needs. Returns the limit.
+pub fn raise_open_file_limit(max_connections: usize) -> u64 {
+    let needed = open_files_needed(max_connections);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!("cannot read the open-file limit: {}", std::io::Error::last_os_error());
+        return 0;
+    }
+    let before = limit.rlim_cur;
+    let ceiling = if limit.rlim_max == libc::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(1 << 20)
+    } else {
+        limit.rlim_max
+    };
+    if before < ceiling {
+        let raised = libc::rlimit { rlim_cur: ceiling, rlim_max: limit.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = ceiling;
+        } else {
+            warn!("cannot raise the open-file limit from {before}: {}", std::io::Error::last_os_error());
+        }
+    }
+    let now = limit.rlim_cur;
+    if now < needed {
+        warn!(
+            "the open-file limit is {now} (raised from {before}, the hard limit is {}): server.max_connections = \
+             {max_connections} needs about {needed} (2 per connection + 256); beyond it new connections fail. \
+             Raise the hard limit (systemd LimitNOFILE=, docker --ulimit nofile=, ulimit -Hn)",
+            if limit.rlim_max == libc::RLIM_INFINITY { "unlimited".to_string() } else { limit.rlim_max.to_string() }
+        );
+    } else if now != before {
+        debug!("open-file limit raised from {before} to {now}");
+    }
+    now
 }
 
 /// Blocks until SIGINT/SIGTERM, then drains: stop accepting, wait for in-flight requests up to the

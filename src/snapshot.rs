@@ -3,6 +3,9 @@
 //! a thread-local `Arc` revalidated against a global generation counter.
 
 use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,13 @@ pub struct Client {
     pub models: Vec<ModelPattern>,
 }
 
+impl Backend {
+    /// Where its requests go (`mock://` for the in-process mock).
+    pub fn base_url(&self) -> &str {
+        &self.settings.base_url
+    }
+}
+
 impl Client {
     pub fn may_use(&self, model: &str) -> bool {
         self.models.iter().any(|p| p.matches(model))
@@ -55,6 +65,8 @@ pub struct Snapshot {
     pub backends: Vec<Backend>,
     pub router: Router,
     pub clients: Vec<Client>,
+    /// `clients` indexed by key.
+    pub client_keys: ClientKeys,
     /// What operators must know: unset client keys, backends without credentials.
     pub warnings: Vec<String>,
     pub limits: Vec<crate::ratelimit::Limit>,
@@ -95,17 +107,66 @@ impl Snapshot {
             None => None,
             Some(url) => {
                 let timeout = Duration::from_millis(config.ratelimit.redis_timeout_ms);
+                let ca_file = config.ratelimit.redis_ca_file.as_deref();
                 let parsed = crate::redis::RedisUrl::parse(url).map_err(|e| err("ratelimit.redis", e))?;
                 let reused =
-                    previous.and_then(|p| p.redis.clone()).filter(|r| r.url == parsed && r.timeout() == timeout);
+                    previous.and_then(|p| p.redis.clone()).filter(|r| r.same_settings(&parsed, ca_file, timeout));
                 Some(match reused {
                     Some(r) => r,
-                    None => Arc::new(RedisClient::new(url, timeout).map_err(|e| err("ratelimit.redis", e))?),
+                    None => Arc::new(RedisClient::new(url, ca_file, timeout).map_err(|e| err("ratelimit.redis", e))?),
                 })
             }
         };
-        Ok(Snapshot { config, backends, router, clients, warnings, limits, redis, health })
+        let client_keys = ClientKeys::new(&clients);
+        Ok(Snapshot { config, backends, router, clients, client_keys, warnings, limits, redis, health })
     }
+
+    /// The client whose key this is: a hash lookup, then a constant-time comparison (see [`ClientKeys`]).
+    pub fn client_by_key(&self, key: &str) -> Option<&Client> {
+        self.client_keys.find(&self.clients, key.as_bytes())
+    }
+}
+
+/// Client keys indexed for lookup, so 10,000 clients cost a request what one does. The index is keyed
+/// by a SipHash of the key under a random per-process key (std's `RandomState`): how long a lookup
+/// takes depends only on that hash, which a caller cannot compute, and the candidates found are
+/// compared with the presented key in constant time.
+#[derive(Debug, Default)]
+pub struct ClientKeys {
+    hasher: RandomState,
+    /// Hash of a key → indexes into `Snapshot::clients` (more than one only on a hash collision).
+    by_hash: HashMap<u64, Vec<usize>>,
+}
+
+impl ClientKeys {
+    pub fn new(clients: &[Client]) -> ClientKeys {
+        let hasher = RandomState::new();
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::with_capacity(clients.len());
+        for (i, c) in clients.iter().enumerate() {
+            by_hash.entry(hasher.hash_one(c.key.0.as_bytes())).or_default().push(i);
+        }
+        ClientKeys { hasher, by_hash }
+    }
+
+    pub fn find<'c>(&self, clients: &'c [Client], key: &[u8]) -> Option<&'c Client> {
+        let candidates = self.by_hash.get(&self.hasher.hash_one(key))?;
+        let mut found = None;
+        for &i in candidates {
+            if constant_time_eq(clients[i].key.0.as_bytes(), key) {
+                found = Some(&clients[i]);
+            }
+        }
+        found
+    }
+}
+
+/// Byte equality whose time depends only on the lengths, not on where the bytes differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(!x);
+    }
+    diff == 0
 }
 
 fn build_backend(
@@ -153,23 +214,29 @@ fn build_clients(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Client>, ConfigError> {
     let mut clients: Vec<Client> = Vec::with_capacity(config.clients.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(config.clients.len());
     for (i, c) in config.clients.iter().enumerate() {
         let path = format!("clients[{i}]");
-        let key = match (&c.key, &c.key_env) {
-            (Some(k), None) if !k.is_empty() => k.clone(),
-            (None, Some(var)) => match (environment.var)(var) {
+        let cannot = |what: String| format!("{path}.{what}: client \"{}\" cannot authenticate", c.name);
+        let key = match (&c.key, &c.key_env, &c.key_file) {
+            (Some(k), None, None) if !k.is_empty() => k.clone(),
+            (None, Some(var), None) => match (environment.var)(var) {
                 Some(k) => k,
                 None => {
-                    warnings.push(format!(
-                        "{path}.key_env: variable {var} is unset: client \"{}\" cannot authenticate",
-                        c.name
-                    ));
+                    warnings.push(cannot(format!("key_env: variable {var} is unset")));
                     continue;
                 }
             },
-            _ => return Err(err(path, "set exactly one of \"key\" (non-empty) or \"key_env\"")),
+            (None, None, Some(file)) => match (environment.file)(file).map(|t| t.trim().to_string()) {
+                Some(k) if !k.is_empty() => k,
+                _ => {
+                    warnings.push(cannot(format!("key_file: {file} cannot be read or is empty")));
+                    continue;
+                }
+            },
+            _ => return Err(err(path, "set exactly one of \"key\" (non-empty), \"key_env\" or \"key_file\"")),
         };
-        if clients.iter().any(|x| x.key.0 == key) {
+        if !seen.insert(key.clone()) {
             return Err(err(path, "two clients share the same key"));
         }
         let models = c.models.iter().map(|m| ModelPattern::new(m)).collect();
@@ -313,5 +380,46 @@ mod tests {
         assert_eq!(s.clients.len(), 1);
         assert_eq!(s.warnings.len(), 1);
         assert!(s.warnings[0].contains("K2"));
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn every_one_of_many_clients_is_found_by_its_key_and_nothing_else_is() {
+        let clients: Vec<serde_json::Value> =
+            (0..2000).map(|i| serde_json::json!({"name": format!("c{i}"), "key": format!("sk-{i:05}")})).collect();
+        let s = snapshot(&serde_json::json!({ "clients": clients }).to_string()).unwrap();
+        for i in (0..2000).step_by(7) {
+            assert_eq!(s.client_by_key(&format!("sk-{i:05}")).unwrap().name, format!("c{i}"));
+        }
+        for wrong in ["sk-0000", "sk-000000", "sk-02000", "", "SK-00001"] {
+            assert!(s.client_by_key(wrong).is_none(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn client_key_from_a_file_is_trimmed_and_a_missing_file_is_a_warning() {
+        let file = |p: &str| (p == "/run/secrets/client").then(|| "sk-client-from-file\n".to_string());
+        let s = Snapshot::build(
+            Config::parse(
+                r#"{"clients":[{"name":"a","key_file":"/run/secrets/client"},{"name":"b","key_file":"/nope"}]}"#,
+            )
+            .unwrap(),
+            &Environment { var: &nothing, file: &file },
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.client_by_key("sk-client-from-file").unwrap().name, "a");
+        assert_eq!(s.clients.len(), 1);
+        assert!(s.warnings.iter().any(|w| w.contains("/nope") && w.contains("\"b\"")), "{:?}", s.warnings);
+        let e = snapshot(r#"{"clients":[{"name":"a","key":"k","key_file":"/f"}]}"#).unwrap_err();
+        assert_eq!(e.path, "clients[0]");
     }
 }

@@ -250,25 +250,6 @@ struct Redis {
     port: u16,
 }
 
-/// Installs redis-server from Debian's packages when it is missing (as .ci/run does), once per run, so
-/// `cargo test` alone works on a fresh machine.
-fn ensure_redis_server() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let present =
-            Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-        if present {
-            return;
-        }
-        let installed = Command::new("sh")
-            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server"])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(installed, "redis-server is missing and could not be installed with apt-get (run .ci/run as root)");
-    });
-}
-
 impl Redis {
     fn start_on(port: u16) -> Redis {
         ensure_redis_server();

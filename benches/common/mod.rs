@@ -312,7 +312,10 @@ fn free_port() -> u16 {
 }
 
 fn scratch(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-bench-{tag}-{}", std::process::id()));
+    // One directory per process started (two gateways in one run must not share a config file).
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{tag}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -325,9 +328,20 @@ fn wait_listening(addr: SocketAddr) {
     }
 }
 
-/// The release gateway with one OpenAI-compatible backend (`bench`) pointing at `upstream`, plus any
-/// extra top-level config.
+/// The gateway binary under test: `BENCH_BINARY` when set (e.g. the static `dist` build), else the one
+/// cargo built for this bench.
+pub fn gateway_binary() -> String {
+    std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchyard").to_string())
+}
+
+/// The gateway ([`gateway_binary`]) with one OpenAI-compatible backend (`bench`) pointing at
+/// `upstream`, plus any extra top-level config.
 pub fn start_gateway(upstream: SocketAddr, extra: serde_json::Value) -> Proc {
+    start_gateway_binary(&gateway_binary(), upstream, extra)
+}
+
+/// [`start_gateway`] with the binary at `binary`.
+pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_json::Value) -> Proc {
     let dir = scratch("gw");
     let port = free_port();
     let mut cfg = serde_json::json!({
@@ -345,7 +359,7 @@ pub fn start_gateway(upstream: SocketAddr, extra: serde_json::Value) -> Proc {
     }
     let path = dir.join("config.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let child = Command::new(binary)
         .arg("--config")
         .arg(&path)
         .env("SWITCHYARD_LOG", "error")

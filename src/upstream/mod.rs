@@ -7,7 +7,7 @@
 //! difference (pool scans, URI and header-map building, middleware and timing machinery) was a third
 //! of the gateway's CPU per request.
 
-mod resolve;
+pub(crate) mod resolve;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

@@ -28,24 +28,38 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// The addresses of `host:port`: a cached answer up to a minute old; past that the old answer is
+    /// served at once while one refresh runs.
     pub fn resolve(&self, host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
+        self.lookup(host, port, timeout, false)
+    }
+
+    /// The addresses of `host:port` looked up now (joining a lookup already under way), so an address
+    /// that moved is followed at once; the last answer is used only when this lookup fails.
+    pub fn resolve_fresh(&self, host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
+        self.lookup(host, port, timeout, true)
+    }
+
+    fn lookup(&self, host: &str, port: u16, timeout: Duration, fresh: bool) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let key = format!("{host}:{port}");
         let cached = self.cache.lock().get(&key).cloned();
         if let Some((addrs, at)) = &cached {
-            if at.elapsed() < TTL {
+            if !fresh && at.elapsed() < TTL {
                 return Ok(addrs.clone());
             }
         }
+        // With a stale answer and no need for a fresh one, nothing is waited for: the stale answer is
+        // served while one refresh runs.
+        let wait = fresh || cached.is_none();
         let (tx, rx) = may::sync::mpsc::channel();
         let start = {
             let mut pending = self.pending.lock();
             let start = !pending.contains_key(&key);
             let waiters = pending.entry(key.clone()).or_default();
-            // With a stale answer there is nothing to wait for: it is served while one refresh runs.
-            if cached.is_none() {
+            if wait {
                 waiters.push(tx);
             }
             start
@@ -68,20 +82,20 @@ impl Resolver {
             });
             if let Err(e) = spawned {
                 self.pending.lock().remove(&key);
-                if cached.is_none() {
-                    return Err(e);
-                }
+                return cached.map(|(addrs, _)| addrs).ok_or(e);
             }
         }
-        if let Some((addrs, _)) = cached {
-            return Ok(addrs);
+        let stale = cached.map(|(addrs, _)| addrs);
+        if !wait {
+            return Ok(stale.unwrap_or_default());
         }
-        match rx.recv_timeout(timeout) {
-            Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-            Ok(Ok(_)) => Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))),
-            Ok(Err(e)) => Err(io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}"))),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out"))),
-        }
+        let failed = match rx.recv_timeout(timeout) {
+            Ok(Ok(addrs)) if !addrs.is_empty() => return Ok(addrs),
+            Ok(Ok(_)) => io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")),
+            Ok(Err(e)) => io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}")),
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out")),
+        };
+        stale.ok_or(failed)
     }
 }
 
@@ -107,5 +121,17 @@ mod tests {
         let literal = resolver.resolve("127.0.0.1", 1, Duration::from_secs(1)).unwrap();
         assert_eq!(literal, vec![SocketAddr::from(([127, 0, 0, 1], 1))]);
         assert!(resolver.resolve("name.invalid", 1, Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn a_fresh_resolution_looks_the_name_up_again() {
+        let resolver = Resolver::default();
+        let first = resolver.resolve("localhost", 1, Duration::from_secs(5)).unwrap();
+        let at = resolver.cache.lock()["localhost:1"].1;
+        assert_eq!(resolver.resolve("localhost", 1, Duration::from_secs(5)).unwrap(), first);
+        assert_eq!(resolver.cache.lock()["localhost:1"].1, at, "a cached answer is reused");
+        assert_eq!(resolver.resolve_fresh("localhost", 1, Duration::from_secs(5)).unwrap(), first);
+        assert!(resolver.cache.lock()["localhost:1"].1 > at, "a fresh resolution looked the name up");
+        assert!(resolver.resolve_fresh("name.invalid", 1, Duration::from_secs(5)).is_err());
     }
 }

@@ -535,10 +535,23 @@ impl Gateway {
     }
 
     pub fn start_with_env(config: &serde_json::Value, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_wrapped(config, env, &[])
+    }
+
+    /// Starts the binary through `wrapper` (a program and its arguments that exec the rest of the
+    /// command line, e.g. `prlimit --nofile=…`, or `unshare --mount …`), when not empty.
+    pub fn start_wrapped(config: &serde_json::Value, env: &[(&str, &str)], wrapper: &[&str]) -> Gateway {
         let dir = TempDir::new("gw");
         let config_path = dir.0.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(env!("CARGO_BIN_EXE_switchyard")),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_switchyard"));
+                cmd
+            }
+        };
         cmd.arg("--config").arg(&config_path).arg("--listen").arg("127.0.0.1:0");
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
@@ -740,6 +753,158 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-server, and an https stand-in upstream
+// ---------------------------------------------------------------------------------------------
+
+/// Installs redis-server from Debian's packages when it is missing (as .ci/run does), once per run, so
+/// `cargo test` alone works on a fresh machine.
+pub fn ensure_redis_server() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let present =
+            Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+        if present {
+            return;
+        }
+        let installed = Command::new("sh")
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(installed, "redis-server is missing and could not be installed with apt-get (run .ci/run as root)");
+    });
+}
+
+/// A redis-server listening with TLS only, with the default user off and one ACL user `gw`.
+pub struct TlsRedis {
+    child: Child,
+}
+
+/// The password of the ACL user `gw` of [`TlsRedis`].
+pub const REDIS_PASSWORD: &str = "gw-secret-pass";
+
+impl TlsRedis {
+    /// Listens on `bind:port` (TLS only) with the certificate for `redis.test` in tls/names.
+    pub fn start(bind: &str, port: u16) -> TlsRedis {
+        ensure_redis_server();
+        let names = |f: &str| tls_fixture(&format!("names/{f}"));
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", bind])
+            .args(["--tls-cert-file", &names("server.pem"), "--tls-key-file", &names("server.key")])
+            .args(["--tls-ca-cert-file", &names("ca.pem"), "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--user", "default", "off"])
+            .args(["--user", "gw", "on", &format!(">{REDIS_PASSWORD}"), "~*", "&*", "+@all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        assert!(
+            eventually(Duration::from_secs(5), || std::net::TcpStream::connect((bind, port)).is_ok()),
+            "redis-server with TLS did not come up on {bind}:{port} (is it built with TLS?)"
+        );
+        TlsRedis { child }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Says (on the real stderr, past the test harness's capture) that a test is skipped and why; fails
+/// instead when `SWITCHYARD_REQUIRE_ROOT_TESTS=1` (CI sets it).
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var("SWITCHYARD_REQUIRE_ROOT_TESTS").map_or(true, |v| v != "1"),
+        "{test} cannot run: {why} (SWITCHYARD_REQUIRE_ROOT_TESTS=1)"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+pub fn tls_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A TLS fake upstream on 127.0.0.1 serving the certificate chain `cert` with `key` (PEM files): answers
+/// JSON, or SSE when the request asks for `stream: true`.
+pub fn start_tls_upstream(cert: &str, key: &str) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = config.clone();
+            thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let tls = rustls::StreamOwned::new(conn, tcp);
+                let mut reader = BufReader::new(tls);
+                loop {
+                    let mut content_length = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).is_err() {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            content_length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; content_length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let stream = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["stream"] == true;
+                    let out = reader.get_mut();
+                    if stream {
+                        let payload = sse_payload(3, true);
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                            payload.len()
+                        );
+                        let _ = out.write_all(&payload);
+                    } else {
+                        let b = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"over tls"},"finish_reason":"stop"}]}"#;
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            b.len()
+                        );
+                        let _ = out.write_all(b);
+                    }
+                    let _ = out.flush();
+                }
+            });
+        }
+    });
+    addr
 }
 
 // ---------------------------------------------------------------------------------------------
