@@ -61,9 +61,20 @@ fn main() {
     }
     runtime::report(&snapshot);
     let signals = runtime::catch_signals();
+    runtime::catch_reopen_signal();
     let listen = snapshot.config.listen.clone();
     let addr = listen.parse().expect("validated listen address");
-    switchyard::snapshot::publish(snapshot);
+    let admin = snapshot.config.admin_listen.as_ref().map(|a| a.parse().expect("validated admin address"));
+    runtime::publish(snapshot);
+    if let Some(admin) = admin {
+        match runtime::start_admin(admin, server_config.clone()) {
+            Ok(bound) => info!("admin endpoints (/metrics, /ready, /health) on {bound}"),
+            Err(e) => {
+                error!("admin_listen: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let (bound, accepts) = match runtime::start(addr, workers, server_config.clone()) {
         Ok(x) => x,
         Err(e) => {
@@ -71,7 +82,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    runtime::set_ready();
     info!("listening on {bound} with {workers} worker(s); config {}", args.config);
     runtime::watch_config(file, listen, args.listen.is_some());
-    runtime::wait_for_shutdown(signals, accepts, Duration::from_millis(server_config.drain_timeout_ms));
+    runtime::wait_for_shutdown(
+        signals,
+        accepts,
+        Duration::from_millis(server_config.drain_delay_ms),
+        Duration::from_millis(server_config.drain_timeout_ms),
+    );
 }

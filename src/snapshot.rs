@@ -57,6 +57,35 @@ pub struct Snapshot {
     pub limits: Vec<crate::ratelimit::Limit>,
     /// The shared store, when `ratelimit.redis` is set.
     pub redis: Option<Arc<RedisClient>>,
+    /// What `/metrics` requires.
+    pub admin: AdminAuth,
+}
+
+/// Who may read `/metrics` (`admin_key` / `admin_key_env`).
+#[derive(Debug, Clone)]
+pub enum AdminAuth {
+    /// No key configured.
+    Open,
+    /// `Authorization: Bearer <key>` required.
+    Key(Secret),
+    /// `admin_key_env` names an unset variable: nobody may (fail closed).
+    Unset,
+}
+
+impl AdminAuth {
+    fn build(config: &Config, environment: &Environment, warnings: &mut Vec<String>) -> AdminAuth {
+        match (&config.admin_key, &config.admin_key_env) {
+            (Some(k), _) => AdminAuth::Key(k.clone()),
+            (None, Some(var)) => match (environment.var)(var) {
+                Some(k) => AdminAuth::Key(Secret(k)),
+                None => {
+                    warnings.push(format!("admin_key_env: variable {var} is unset: /metrics refuses every caller"));
+                    AdminAuth::Unset
+                }
+            },
+            (None, None) => AdminAuth::Open,
+        }
+    }
 }
 
 impl Snapshot {
@@ -94,7 +123,8 @@ impl Snapshot {
                 })
             }
         };
-        Ok(Snapshot { config, backends, router, clients, warnings, limits, redis })
+        let admin = AdminAuth::build(&config, environment, &mut warnings);
+        Ok(Snapshot { config, backends, router, clients, warnings, limits, redis, admin })
     }
 }
 

@@ -10,11 +10,13 @@
 //!    failures that happen before any byte reaches the client.
 //! 7. [`relay`]: the upstream response to the client, streamed event by event or whole, translated
 //!    back into the client's schema where the schemas differ; it reports the usage it saw.
-//! 8. record: the admission is settled with that usage and the usage is counted in [`metrics`].
+//! 8. [`observe`] (record): the admission is settled with that usage; metrics, the access log line and
+//!    the trace's spans report what the request did.
 //!
 //! Each phase is a function; the order lives in [`serve`].
 
 pub mod admit;
+pub mod observe;
 mod relay;
 
 use std::borrow::Cow;
@@ -30,38 +32,126 @@ use crate::metrics;
 use crate::providers::{mock, Framing, Outgoing};
 use crate::router::{random_draw, Target};
 use crate::server::{Request, Responder};
-use crate::snapshot::{Backend, Client, Snapshot};
+use crate::snapshot::{AdminAuth, Backend, Client, Snapshot};
 use crate::translate::{Pair, RequestOptions, ResponseOptions};
 use crate::upstream::{Cancel, UpstreamError};
 
+pub use observe::{AttemptOutcome, Attempts, Observation};
 pub use relay::{relay, Outcome};
 
-/// Serves one request end to end.
+/// Serves one request end to end (the public listener).
 pub fn handle(req: &Request, resp: &mut Responder) {
     let snapshot = crate::snapshot::current();
     let request_id = request_id(req);
     let ids: [(&str, &str); 1] = [("x-request-id", &request_id)];
     let client_api = crate::server::api_for_path(req.head.path());
-    if let Err(e) = serve(&snapshot, req, resp, &ids) {
+    let mut obs = Observation::new(req);
+    if let Err(e) = serve(&snapshot, req, resp, &ids, &mut obs) {
+        obs.error = Some(e.kind());
         if !resp.started() {
             let _ = send_error(resp, client_api, &e, &ids);
         }
     }
+    obs.finish(&snapshot, req, resp, &request_id);
 }
 
-fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str, &str)]) -> Result<(), GatewayError> {
-    match parse_operation(req)? {
+/// Serves one request on the admin listener: `/metrics`, `/ready` and `/health` only. These are
+/// counted in `switchyard_requests_total` but not written to the access log.
+pub fn handle_admin(req: &Request, resp: &mut Responder) {
+    let snapshot = crate::snapshot::current();
+    let method = req.head.method();
+    let get = method == "GET" || method == "HEAD";
+    let result = match req.head.path() {
+        "/health" | "/healthz" if get => {
+            health(resp, &[]);
+            Ok(())
+        }
+        "/ready" | "/readyz" if get => {
+            ready(resp, &[]);
+            Ok(())
+        }
+        "/metrics" if method == "GET" => metrics_page(&snapshot, req, resp, &[]),
+        "/health" | "/healthz" | "/ready" | "/readyz" | "/metrics" => Err(GatewayError::MethodNotAllowed),
+        _ => Err(GatewayError::NotFound),
+    };
+    let error = match result {
+        Ok(()) => metrics::EMPTY,
+        Err(e) => {
+            let _ = send_error(resp, Api::OpenAi, &e, &[]);
+            metrics::label(e.kind())
+        }
+    };
+    metrics::count_request(metrics::EMPTY, resp.status(), error);
+}
+
+fn health(resp: &mut Responder, ids: &[(&str, &str)]) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(ids);
+    let _ = resp.send(200, &headers, br#"{"status":"ok"}"#);
+}
+
+/// `GET /ready`: 200 while the gateway serves; 503 before its first config is in use and while it
+/// drains at shutdown.
+fn ready(resp: &mut Responder, ids: &[(&str, &str)]) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(ids);
+    let (status, body): (u16, &[u8]) = match crate::runtime::readiness() {
+        crate::runtime::Readiness::Ready => (200, br#"{"status":"ready"}"#),
+        crate::runtime::Readiness::Starting => (503, br#"{"status":"starting"}"#),
+        crate::runtime::Readiness::Draining => (503, br#"{"status":"draining"}"#),
+    };
+    let _ = resp.send(status, &headers, body);
+}
+
+/// `GET /metrics`, behind `admin_key` when one is configured.
+fn metrics_page(
+    snapshot: &Snapshot,
+    req: &Request,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+) -> Result<(), GatewayError> {
+    match &snapshot.admin {
+        AdminAuth::Open => {}
+        AdminAuth::Unset => return Err(GatewayError::Unauthorized),
+        AdminAuth::Key(key) => {
+            let given = req
+                .head
+                .header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .unwrap_or("");
+            if !constant_time_eq(key.0.as_bytes(), given.as_bytes()) {
+                return Err(GatewayError::Unauthorized);
+            }
+        }
+    }
+    let body = metrics::render();
+    let mut headers = vec![("content-type", "text/plain; version=0.0.4")];
+    headers.extend_from_slice(ids);
+    let _ = resp.send(200, &headers, body.as_bytes());
+    Ok(())
+}
+
+fn serve<'s>(
+    snapshot: &'s Snapshot,
+    req: &Request,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+    obs: &mut Observation<'s>,
+) -> Result<(), GatewayError> {
+    match parse_operation(snapshot, req)? {
         Operation::Health => {
-            let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], br#"{"status":"ok"}"#);
+            health(resp, ids);
             Ok(())
         }
-        Operation::Metrics => {
-            let body = metrics::render();
-            let _ = resp.send(200, &[("content-type", "text/plain; version=0.0.4"), ids[0]], body.as_bytes());
+        Operation::Ready => {
+            ready(resp, ids);
             Ok(())
         }
+        Operation::Metrics => metrics_page(snapshot, req, resp, ids),
         Operation::Models => {
             let client = authenticate(snapshot, req)?;
+            obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
             let anthropic_shape =
                 req.head.header("anthropic-version").is_some() || req.head.path().starts_with("/anthropic/");
             let body = list_models(snapshot, client, anthropic_shape);
@@ -69,11 +159,23 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
             Ok(())
         }
         Operation::Proxy(endpoint) => {
+            obs.operation = Some(endpoint);
             // Authenticate first: an unauthenticated caller learns nothing about its body.
             let client = authenticate(snapshot, req)?;
-            let peek = parse(endpoint, &req.body)?;
-            let (route_label, plan) = route(snapshot, req, client, &peek.model)?;
             let client_name = client.map_or("anonymous", |c| c.name.as_str());
+            obs.client = Some(client_name);
+            let peek = parse(endpoint, &req.body)?;
+            obs.stream = peek.stream;
+            obs.model = Some(peek.model.clone());
+            // A model no route matched shares one label value: clients cannot grow the label set.
+            obs.model_label = metrics::OVERFLOW;
+            let (route_label, plan) = route(snapshot, req, client, &peek.model)?;
+            obs.route = Some(route_label);
+            obs.model_label = if route_label.ends_with('*') {
+                metrics::model_label(&peek.model)
+            } else {
+                metrics::label(&peek.model)
+            };
             let header = |name: &str| req.head.header(name);
             let first = &snapshot.backends[plan[0].backend];
             // Counting tokens is free upstream: it is not charged against limits.
@@ -90,35 +192,32 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                         est_input: crate::ratelimit::estimate_input_tokens(req.body.len()),
                         max_output: admit::output_reservation(snapshot, reserved_output(endpoint, &peek, first)),
                     },
+                    &mut obs.limited_by,
                 )?
             };
+            obs.limits.clone_from(&admission.applied);
             let mut headers: Vec<(&str, &str)> = ids.to_vec();
             headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let cancel = resp.watch_client();
-            match send(snapshot, req, endpoint, &peek, &plan, &cancel) {
+            match send(snapshot, req, endpoint, &peek, &plan, &cancel, &mut obs.attempts) {
                 Ok(Some(exchange)) => {
                     let backend = exchange.backend;
                     let provider = &*snapshot.backends[backend].provider;
-                    let outcome = relay(exchange, provider, endpoint.client_api(), &peek.model, resp, &headers);
+                    let traced = obs.trace.is_some();
+                    let outcome = relay(exchange, provider, endpoint.client_api(), &peek.model, resp, &headers, traced);
                     admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
-                    let estimated = crate::ratelimit::estimate_input_tokens(req.body.len()) + outcome.estimated_output;
-                    // Metrics are labelled by the route's pattern: a bounded set, whatever clients send.
-                    metrics::record(
-                        client_name,
-                        route_label,
-                        &snapshot.backends[backend].name,
-                        outcome.usage.as_ref(),
-                        estimated,
-                    );
+                    obs.outcome = Some(outcome);
                     Ok(())
                 }
                 // The client went away after the request may have reached the upstream, which may
                 // have generated everything it was allowed to: keep the reservation.
                 Ok(None) => {
                     admission.settle_as_reserved();
+                    obs.cancelled = true;
                     Ok(())
                 }
                 Err(e) => {
+                    obs.error = Some(e.kind());
                     let _ = send_error(resp, endpoint.client_api(), &e, &headers);
                     Ok(())
                 }
@@ -153,18 +252,21 @@ fn reserved_output(endpoint: Endpoint, peek: &RequestPeek, backend: &Backend) ->
 
 enum Operation {
     Health,
+    Ready,
     Metrics,
     Models,
     Proxy(Endpoint),
 }
 
-fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
+fn parse_operation(snapshot: &Snapshot, req: &Request) -> Result<Operation, GatewayError> {
     let method = req.head.method();
     let path = req.head.path();
     let path = path.strip_prefix("/anthropic").filter(|p| p.starts_with("/v1/")).unwrap_or(path);
     let (op, allowed) = match path {
         "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
-        "/metrics" => (Operation::Metrics, method == "GET"),
+        "/ready" | "/readyz" => (Operation::Ready, method == "GET" || method == "HEAD"),
+        // With an admin listener, metrics are served there only.
+        "/metrics" if snapshot.config.admin_listen.is_none() => (Operation::Metrics, method == "GET"),
         "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
         "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), method == "POST"),
         "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
@@ -414,6 +516,7 @@ fn relayed_response_header(name: &str) -> bool {
 }
 
 /// Phase 5: sends to each backend of the plan in turn until one answers. `None`: the client went away.
+/// Each attempt, and each backend passed over, is recorded in `attempts`.
 fn send(
     snapshot: &Snapshot,
     req: &Request,
@@ -421,6 +524,7 @@ fn send(
     peek: &RequestPeek,
     plan: &[&Target],
     cancel: &Arc<Cancel>,
+    attempts: &mut Attempts,
 ) -> Result<Option<Exchange>, GatewayError> {
     let mut last_error = None;
     for (i, target) in plan.iter().enumerate() {
@@ -432,24 +536,37 @@ fn send(
             // This backend cannot take the request; another one of the route may.
             Err(e) if !last => {
                 crate::debug!("backend \"{}\" skipped: {e}", backend.name);
+                attempts.skip(target.backend, "unsupported");
+                metrics::count_fallback(&backend.name, "unsupported");
                 last_error = Some(e);
                 continue;
             }
-            Err(e) => return Err(last_error.filter(|_| i > 0).unwrap_or(e)),
+            Err(e) => {
+                attempts.skip(target.backend, "unsupported");
+                return Err(last_error.filter(|_| i > 0).unwrap_or(e));
+            }
         };
+        let traceparent = attempts.begin(target.backend, model);
         let result = match backend.provider.mock() {
-            Some(mock) => Ok(send_mock(mock, target.backend, prepared, model)?),
-            None => send_http(backend, target.backend, req, prepared),
+            Some(mock) => send_mock(mock, target.backend, prepared, model),
+            None => send_http(backend, target.backend, req, prepared, traceparent.as_deref()),
         };
         if cancel.is_cancelled() {
+            attempts.end(AttemptOutcome::Cancelled);
             return Ok(None);
         }
+        attempts.end(match &result {
+            Ok(up) => AttemptOutcome::Answered(up.status),
+            Err(e) => AttemptOutcome::Failed(e.kind()),
+        });
         match result {
             Ok(up) if (up.status == 429 || up.status >= 500) && !last => {
+                metrics::count_fallback(&backend.name, if up.status == 429 { "status_429" } else { "status_5xx" });
                 crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status);
             }
             Ok(up) => return Ok(Some(up)),
             Err(e) if e.may_fall_back() && !last => {
+                metrics::count_fallback(&backend.name, e.kind());
                 crate::warn_throttled!("backend \"{}\" failed: {e}; falling back", backend.name);
                 last_error = Some(e);
             }
@@ -479,7 +596,14 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
     })
 }
 
-fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared) -> Result<Exchange, GatewayError> {
+/// `traceparent`: the attempt's span, sent instead of the client's (traced requests).
+fn send_http(
+    backend: &Backend,
+    index: usize,
+    req: &Request,
+    prepared: Prepared,
+    traceparent: Option<&str>,
+) -> Result<Exchange, GatewayError> {
     let provider = &*backend.provider;
     let client = backend
         .upstream
@@ -498,6 +622,8 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
             || backend.headers.iter().any(|(n, _)| named(n))
             // Hop-by-hop headers the client listed in `Connection`.
             || connection_tokens.split(',').any(|t| named(t.trim()))
+            // A traced request continues the trace from this attempt's span.
+            || (traceparent.is_some() && named("traceparent"))
         {
             continue;
         }
@@ -511,6 +637,9 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
         headers.push(header);
     }
     headers.extend(backend.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if let Some(tp) = traceparent {
+        headers.push(("traceparent", tp));
+    }
     let content_type = match req.head.header("content-type") {
         Some(c) => c,
         None => {
@@ -531,7 +660,13 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
         GatewayError::BackendUnavailable(format!("backend \"{}\" has no credential: {missing}", backend.name))
     })?;
     headers.extend(credentials.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    let response = client.send(&prepared.path, &headers, &prepared.body).map_err(|e| match e {
+    let response = client.send(&prepared.path, &headers, &prepared.body).inspect_err(|e| {
+        if let Some(connecting) = e.timed_out_connecting() {
+            let phase = if connecting { metrics::TimeoutPhase::Connect } else { metrics::TimeoutPhase::Response };
+            metrics::count_upstream_timeout(&backend.name, phase);
+        }
+    });
+    let response = response.map_err(|e| match e {
         UpstreamError::Timeout(m) => GatewayError::UpstreamTimeout(format!("backend \"{}\": {m}", backend.name)),
         UpstreamError::Unreachable(m) => {
             GatewayError::UpstreamUnreachable(format!("backend \"{}\" unreachable: {m}", backend.name))

@@ -1,6 +1,7 @@
 //! Phase 6: the upstream response back to the client, in the client's schema.
 
 use std::io::Read;
+use std::time::Instant;
 
 use super::Exchange;
 use crate::api::Api;
@@ -11,13 +12,27 @@ use crate::stream::StreamPipeline;
 use crate::translate::Usage;
 use crate::usage;
 
-/// What the response used, as far as the gateway could see.
+/// What the response used and how it went, as far as the gateway could see.
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Usage the upstream reported; `None` when it did not (the stream was cut, or never says).
     pub usage: Option<Usage>,
     /// Output tokens estimated from relayed content, for when `usage` is `None`.
     pub estimated_output: u64,
+    /// The response was relayed as a stream.
+    pub stream: bool,
+    /// When the response head (or whole response) was handed to the client.
+    pub first_byte: Option<Instant>,
+    /// Streams: when the first content event was written to the client.
+    pub first_token: Option<Instant>,
+    /// The model the upstream said answered.
+    pub response_model: Option<String>,
+    /// Finish reasons (non-streamed responses always; streams when `details` was asked).
+    pub finish_reasons: Vec<String>,
+    /// What went wrong after the upstream answered (`error.type`), if anything did.
+    pub error: Option<&'static str>,
+    /// The client went away before the response was complete.
+    pub client_gone: bool,
 }
 
 /// Largest single SSE event the relay holds while waiting for its end.
@@ -28,7 +43,8 @@ const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 
 /// Relays the upstream response. SSE is forwarded as it arrives (one client write per upstream read);
 /// a failure mid-stream ends the stream with an error event in the client's schema and a proper end of
-/// the body, never a fabricated `[DONE]`.
+/// the body, never a fabricated `[DONE]`. `details`: also collect a stream's finish reasons (traced
+/// requests).
 pub fn relay(
     mut up: Exchange,
     provider: &dyn Provider,
@@ -36,6 +52,7 @@ pub fn relay(
     model: &str,
     resp: &mut Responder,
     ids: &[(&str, &str)],
+    details: bool,
 ) -> Outcome {
     let is_stream = up
         .content_type
@@ -54,11 +71,26 @@ pub fn relay(
     if is_stream && up.status < 300 {
         let translator = up.pair.map(|pair| pair.stream(model, &up.response));
         let mut stream = StreamPipeline::new(up.framing, up.api, client, translator, up.strip_usage);
+        if details {
+            stream.collect_finish_reasons();
+        }
         headers.push(("content-type", "text/event-stream"));
         headers.push(("cache-control", "no-cache"));
-        let outcome = |s: &StreamPipeline| Outcome { usage: s.usage().cloned(), estimated_output: s.content_events() };
+        let mut facts = Outcome { stream: true, first_byte: Some(Instant::now()), ..Outcome::default() };
+        let outcome = |s: &StreamPipeline, mut facts: Outcome| {
+            if facts.error.is_none() && s.failed() {
+                facts.error = Some("stream_error");
+            }
+            Outcome {
+                usage: s.usage().cloned(),
+                estimated_output: s.content_events(),
+                response_model: s.response_model().map(str::to_string),
+                finish_reasons: s.finish_reasons().to_vec(),
+                ..facts
+            }
+        };
         if resp.start(up.status, &headers).is_err() {
-            return Outcome::default();
+            return Outcome { client_gone: true, ..facts };
         }
         let mut out = Vec::new();
         loop {
@@ -72,6 +104,7 @@ pub fn relay(
                     stream.relay(&mut out);
                     if stream.pending_len() > MAX_EVENT_BYTES {
                         stream.fail(502, &format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes"), &mut out);
+                        facts.error = Some("event_too_large");
                         true
                     } else {
                         false
@@ -80,6 +113,7 @@ pub fn relay(
                 Err(e) => {
                     let message = format!("upstream stream interrupted: {e}");
                     crate::warn_throttled!("{message}");
+                    facts.error = Some(if is_timeout(&e) { "upstream_idle_timeout" } else { "stream_interrupted" });
                     stream.relay(&mut out);
                     stream.fail(502, &message, &mut out);
                     true
@@ -87,11 +121,17 @@ pub fn relay(
             };
             if resp.chunk(&out).is_err() {
                 // The client went away: it is charged for what was generated until now.
-                return outcome(&stream);
+                facts.client_gone = true;
+                return outcome(&stream, facts);
+            }
+            if facts.first_token.is_none() && !out.is_empty() && stream.content_events() > 0 {
+                facts.first_token = Some(Instant::now());
             }
             if ended {
-                let _ = resp.finish();
-                return outcome(&stream);
+                if resp.finish().is_err() {
+                    facts.client_gone = true;
+                }
+                return outcome(&stream, facts);
             }
         }
     }
@@ -104,17 +144,28 @@ pub fn relay(
         }
     });
     if let Err(e) = read {
-        let err = if e.kind() == std::io::ErrorKind::TimedOut {
-            GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
+        let (err, kind) = if is_timeout(&e) {
+            (GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}")), "upstream_idle_timeout")
         } else {
-            GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}"))
+            (GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}")), "upstream_unreachable")
         };
-        let _ = super::send_error(resp, client, &err, ids);
-        return Outcome::default();
+        let first_byte = Some(Instant::now());
+        let client_gone = super::send_error(resp, client, &err, ids).is_err();
+        return Outcome { error: Some(kind), first_byte, client_gone, ..Outcome::default() };
     }
-    let usage = if up.status < 400 { usage::from_body(up.api, &body) } else { Some(Usage::default()) };
-    let estimated_output = if usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
-    let outcome = Outcome { usage, estimated_output };
+    let facts = if up.status < 400 {
+        usage::facts_from_body(up.api, &body)
+    } else {
+        usage::BodyFacts { usage: Some(Usage::default()), ..usage::BodyFacts::default() }
+    };
+    let estimated_output = if facts.usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
+    let mut outcome = Outcome {
+        usage: facts.usage,
+        estimated_output,
+        response_model: facts.model,
+        finish_reasons: facts.finish_reasons,
+        ..Outcome::default()
+    };
     let out = if up.status == 401 || up.status == 403 {
         // The upstream refused the gateway's own credential. Its message can quote part of the
         // provider key ("Incorrect API key provided: sk-…abcd"): never relay it.
@@ -141,7 +192,8 @@ pub fn relay(
         let translated = match up.pair {
             None => {
                 headers.push(("content-type", up.content_type.as_deref().unwrap_or("application/json")));
-                let _ = resp.send(up.status, &headers, &body);
+                outcome.first_byte = Some(Instant::now());
+                outcome.client_gone = resp.send(up.status, &headers, &body).is_err();
                 return outcome;
             }
             Some(pair) => pair.response(&body, model, &up.response),
@@ -151,12 +203,19 @@ pub fn relay(
             Err(e) => {
                 let err =
                     GatewayError::UpstreamUnreachable(format!("the upstream response could not be translated: {e}"));
-                let _ = super::send_error(resp, client, &err, ids);
+                outcome.error = Some("translation_failed");
+                outcome.first_byte = Some(Instant::now());
+                outcome.client_gone = super::send_error(resp, client, &err, ids).is_err();
                 return outcome;
             }
         }
     };
     headers.push(("content-type", "application/json"));
-    let _ = resp.send(up.status, &headers, &out);
+    outcome.first_byte = Some(Instant::now());
+    outcome.client_gone = resp.send(up.status, &headers, &out).is_err();
     outcome
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
 }

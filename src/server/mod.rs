@@ -33,6 +33,8 @@ pub struct Request {
     pub head: RequestHead,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// When its head was complete (request durations are measured from here).
+    pub received: Instant,
 }
 
 /// What serves each request. It must answer through the `Responder`.
@@ -163,6 +165,7 @@ fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str) 
 /// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
 /// request is read and dropped for up to a second or 1 MiB.
 fn refuse(stream: &mut TcpStream, schema: Api, status: u16, message: &str) {
+    crate::metrics::count_refused(status);
     if write_error(stream, schema, status, message).is_err() {
         return;
     }
@@ -355,6 +358,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
                 return;
             }
         };
+        let received = Instant::now();
         let schema = api_for_path(head.path());
         let framing = match head.body_framing() {
             Ok(f) => f,
@@ -392,7 +396,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";
-        let request = Request { head, body, peer };
+        let request = Request { head, body, peer, received };
         let _active = ActiveRequest::start();
         let mut responder = Responder {
             stream: &mut stream,
@@ -401,23 +405,14 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             head_only,
             state: ResponseState::Fresh,
             status: 0,
+            sent: 0,
             scratch: Vec::new(),
             watch: &mut watch,
         };
-        let started = Instant::now();
+        // The handler writes the access log line (gateway::observe).
         handler(&request, &mut responder);
         let state = responder.state;
         let keep_alive = responder.keep_alive;
-        // The access log, at debug level (SWITCHYARD_LOG=debug): one line per request.
-        crate::debug!(
-            "{} {} {} {} {}us{}",
-            peer,
-            request.head.method(),
-            request.head.path(),
-            responder.status,
-            started.elapsed().as_micros(),
-            if matches!(state, ResponseState::Done) { "" } else { " (cut)" }
-        );
         watch.request_done();
         match state {
             ResponseState::Done => {}
@@ -451,6 +446,8 @@ pub struct Responder<'a> {
     state: ResponseState,
     /// The status sent (0 before the head).
     status: u16,
+    /// Body bytes written so far.
+    sent: u64,
     scratch: Vec<u8>,
     watch: &'a mut ClientWatch,
 }
@@ -465,6 +462,7 @@ impl Responder<'_> {
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
         if !self.head_only {
             out.extend_from_slice(body);
+            self.sent += body.len() as u64;
         }
         let result = self.stream.write_all(&out);
         self.scratch = out;
@@ -493,6 +491,7 @@ impl Responder<'_> {
         if data.is_empty() || self.head_only {
             return Ok(());
         }
+        self.sent += data.len() as u64;
         let result = if self.minor == 0 {
             self.stream.write_all(data)
         } else {
@@ -523,6 +522,16 @@ impl Responder<'_> {
 
     pub fn started(&self) -> bool {
         self.state != ResponseState::Fresh
+    }
+
+    /// The status sent (0 before the head).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Body bytes handed to the socket (chunk framing not counted).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
     }
 
     /// Closes the connection after this response.

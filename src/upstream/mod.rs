@@ -47,6 +47,20 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// For a timeout, whether it struck while connecting (DNS, TCP connect, TLS handshake: the
+    /// backend's `connect_timeout_ms`) rather than while sending or waiting for the response head. It
+    /// reads the message this module wrote (see `classify` and `connect`).
+    pub fn timed_out_connecting(&self) -> Option<bool> {
+        match self {
+            UpstreamError::Timeout(m) => {
+                Some(m.starts_with("resolving ") || m.starts_with("connecting to ") || m.starts_with("TLS handshake"))
+            }
+            UpstreamError::Unreachable(_) => None,
+        }
+    }
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
@@ -637,6 +651,18 @@ mod tests {
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn timeouts_say_whether_they_struck_while_connecting() {
+        let timeout = |what: &str| classify(io::Error::new(io::ErrorKind::TimedOut, "t"), what);
+        assert_eq!(timeout("connecting to a:1").timed_out_connecting(), Some(true));
+        assert_eq!(timeout("resolving a").timed_out_connecting(), Some(true));
+        assert_eq!(timeout("TLS handshake").timed_out_connecting(), Some(true));
+        assert_eq!(UpstreamError::Timeout("TLS handshake timed out".into()).timed_out_connecting(), Some(true));
+        assert_eq!(timeout("waiting for the response").timed_out_connecting(), Some(false));
+        assert_eq!(timeout("sending the request").timed_out_connecting(), Some(false));
+        assert_eq!(UpstreamError::Unreachable("x".into()).timed_out_connecting(), None);
     }
 
     #[test]

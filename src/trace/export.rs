@@ -1,0 +1,208 @@
+//! The exporter: one OS thread that batches finished spans and POSTs them to the collector as
+//! OTLP/HTTP protobuf (`http://host:4318/v1/traces` by default). Requests never wait for it: they put
+//! their spans in a bounded queue and, when it is full, the spans are dropped and counted
+//! (`switchyard_trace_spans_dropped_total{reason="queue_full"}`). A batch the collector refuses, or
+//! that cannot be sent within the timeout, is dropped and counted too (`reason="export_failed"`);
+//! nothing is retried, so a collector that is down costs one failed connect per batch.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{otlp, Span, Value};
+use crate::config::TracingConfig;
+use crate::metrics;
+
+/// Where and how batches are sent (replaced on reload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// `host:port` for the `Host` header.
+    pub authority: String,
+    pub path: String,
+    pub timeout: Duration,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub service_name: String,
+}
+
+impl Target {
+    fn from_config(c: &TracingConfig) -> Target {
+        let (host, port, path) = crate::config::parse_otlp_endpoint(&c.endpoint)
+            .unwrap_or_else(|_| ("127.0.0.1".into(), 4318, "/v1/traces".into()));
+        let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        Target {
+            host,
+            port,
+            authority,
+            path,
+            timeout: Duration::from_millis(c.export_timeout_ms),
+            batch_size: c.batch_size.max(1),
+            flush_interval: Duration::from_millis(c.flush_interval_ms),
+            service_name: c.service_name.clone(),
+        }
+    }
+}
+
+static QUEUE: OnceLock<SyncSender<Vec<Span>>> = OnceLock::new();
+static TARGET: Mutex<Option<Arc<Target>>> = Mutex::new(None);
+
+/// Points the exporter at the config's collector; starts its thread the first time (the queue's size
+/// is fixed then: changing `queue_size` needs a restart).
+pub fn configure(c: &TracingConfig) {
+    *TARGET.lock() = Some(Arc::new(Target::from_config(c)));
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = sync_channel(c.queue_size.max(1));
+        std::thread::Builder::new()
+            .name("switchyard-trace-export".into())
+            .spawn(move || run(rx))
+            .expect("spawn the trace exporter");
+        tx
+    });
+}
+
+/// Queues one request's spans; never blocks.
+pub fn submit(spans: Vec<Span>) {
+    let n = spans.len() as u64;
+    let Some(tx) = QUEUE.get() else { return };
+    match tx.try_send(spans) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            metrics::TRACE_SPANS_DROPPED_QUEUE.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+fn current() -> Option<Arc<Target>> {
+    TARGET.lock().clone()
+}
+
+fn run(rx: Receiver<Vec<Span>>) {
+    let mut batch: Vec<Span> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let wait = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(wait) {
+            Ok(spans) => {
+                let Some(target) = current() else { continue };
+                batch.extend(spans);
+                deadline.get_or_insert_with(|| Instant::now() + target.flush_interval);
+                if batch.len() >= target.batch_size {
+                    export(&target, &mut batch);
+                    deadline = None;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(target) = current() {
+                    export(&target, &mut batch);
+                }
+                batch.clear();
+                deadline = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// The resource every span comes from.
+fn resource(target: &Target) -> Vec<(&'static str, Value)> {
+    vec![
+        ("service.name", Value::Str(target.service_name.clone())),
+        ("service.version", Value::Str(env!("CARGO_PKG_VERSION").into())),
+        ("telemetry.sdk.name", Value::Str("switchyard".into())),
+        ("telemetry.sdk.language", Value::Str("rust".into())),
+    ]
+}
+
+fn export(target: &Target, batch: &mut Vec<Span>) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    let body = otlp::export_request(&resource(target), ("switchyard", env!("CARGO_PKG_VERSION")), batch);
+    batch.clear();
+    match post(target, &body) {
+        Ok(()) => {
+            metrics::TRACE_SPANS_EXPORTED.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            metrics::TRACE_SPANS_DROPPED_EXPORT.fetch_add(n, Ordering::Relaxed);
+            crate::warn_throttled!(
+                "trace export to http://{}{} failed: {e}; {n} span(s) dropped",
+                target.authority,
+                target.path
+            );
+        }
+    }
+}
+
+/// One POST on a fresh connection; `Ok` when the collector answered 2xx.
+fn post(target: &Target, body: &[u8]) -> Result<(), String> {
+    let deadline = Instant::now() + target.timeout;
+    let addrs: Vec<_> =
+        (target.host.as_str(), target.port).to_socket_addrs().map_err(|e| format!("resolving: {e}"))?.collect();
+    let mut last = String::from("no address");
+    let mut stream = None;
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connecting: {e}"),
+        }
+    }
+    let mut s = stream.ok_or(last)?;
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let _ = s.set_write_timeout(Some(left));
+    let _ = s.set_read_timeout(Some(left));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\nuser-agent: switchyard/{}\r\n\r\n",
+        target.path,
+        target.authority,
+        body.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).map_err(|e| format!("sending: {e}"))?;
+    let mut buf = [0u8; 512];
+    let mut have = 0;
+    while !buf[..have].contains(&b'\n') && have < buf.len() {
+        match s.read(&mut buf[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf[..have]);
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(s) if (200..300).contains(&s) => Ok(()),
+        Some(s) => Err(format!("the collector answered {s}")),
+        None => Err("no HTTP answer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_otlp_endpoint as parse_endpoint;
+
+    #[test]
+    fn endpoints_default_port_and_path_and_refuse_https() {
+        assert_eq!(parse_endpoint("http://collector").unwrap(), ("collector".into(), 4318, "/v1/traces".into()));
+        assert_eq!(parse_endpoint("http://127.0.0.1:5555/x").unwrap(), ("127.0.0.1".into(), 5555, "/x".into()));
+        assert_eq!(parse_endpoint("http://[::1]:4318/").unwrap(), ("::1".into(), 4318, "/v1/traces".into()));
+        assert!(parse_endpoint("https://collector").is_err());
+        assert!(parse_endpoint("http://u@h").is_err());
+        assert!(parse_endpoint("http://h:notaport").is_err());
+    }
+}
