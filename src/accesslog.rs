@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::OnceLock;
 
 use crate::metrics;
@@ -118,7 +118,11 @@ fn open(path: &str) -> Option<File> {
     }
 }
 
-/// The writer thread: writes what is queued, in batches, flushing whenever the queue is empty.
+/// How often the writer looks at the queue. Senders never wake it (a wake-up per line would cost the
+/// request thread a system call); the queue holds what arrives meanwhile.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The writer thread: every [`POLL`], writes what is queued in one batch.
 fn writer(rx: Receiver<Msg>) {
     let mut out = Output::None;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -152,15 +156,22 @@ fn writer(rx: Receiver<Msg>) {
             }
         }
     };
-    while let Ok(msg) = rx.recv() {
-        handle(msg, &mut out, &mut buf);
-        while let Ok(msg) = rx.try_recv() {
-            handle(msg, &mut out, &mut buf);
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(msg) => handle(msg, &mut out, &mut buf),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    flush(&mut out, &mut buf);
+                    return;
+                }
+            }
             if buf.len() >= 64 * 1024 {
                 flush(&mut out, &mut buf);
             }
         }
         flush(&mut out, &mut buf);
+        std::thread::sleep(POLL);
     }
 }
 
@@ -213,6 +224,15 @@ impl JsonLine {
         self
     }
 
+    /// A string value written by `Display`, for values that need no escaping (addresses, timestamps).
+    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.key(key);
+        self.buf.push(b'"');
+        let _ = write!(self.buf, "{value}");
+        self.buf.push(b'"');
+        self
+    }
+
     /// A string, or `null`.
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         match value {
@@ -251,16 +271,59 @@ impl JsonLine {
         self
     }
 
-    /// A nested object or array, written by `f` into the raw buffer.
-    pub fn nested(&mut self, key: &str, f: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+    /// A nested object under `key`, written by `f` into the same buffer.
+    pub fn object(&mut self, key: &str, f: impl FnOnce(&mut JsonLine)) -> &mut Self {
         self.key(key);
-        f(&mut self.buf);
+        self.nested_object(f);
+        self
+    }
+
+    fn nested_object(&mut self, f: impl FnOnce(&mut JsonLine)) {
+        self.buf.push(b'{');
+        self.empty = true;
+        f(self);
+        self.buf.push(b'}');
+        self.empty = false;
+    }
+
+    /// An array under `key`, its items written by `f`.
+    pub fn array(&mut self, key: &str, f: impl FnOnce(&mut Items)) -> &mut Self {
+        self.key(key);
+        self.buf.push(b'[');
+        f(&mut Items { line: self, first: true });
+        self.buf.push(b']');
+        self.empty = false;
         self
     }
 
     pub fn finish(mut self) -> Vec<u8> {
         self.buf.push(b'}');
         self.buf
+    }
+}
+
+/// The items of an array being written.
+pub struct Items<'a> {
+    line: &'a mut JsonLine,
+    first: bool,
+}
+
+impl Items<'_> {
+    fn comma(&mut self) {
+        if !self.first {
+            self.line.buf.push(b',');
+        }
+        self.first = false;
+    }
+
+    pub fn str(&mut self, value: &str) {
+        self.comma();
+        string(&mut self.line.buf, value);
+    }
+
+    pub fn object(&mut self, f: impl FnOnce(&mut JsonLine)) {
+        self.comma();
+        self.line.nested_object(f);
     }
 }
 
@@ -294,25 +357,36 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 
 /// `2026-01-31T12:34:56.789Z` for milliseconds since the Unix epoch.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+    Rfc3339(unix_ms).to_string()
+}
+
+/// Displays milliseconds since the Unix epoch as `2026-01-31T12:34:56.789Z`.
+pub struct Rfc3339(pub u64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unix_ms = self.0;
+        let secs = unix_ms / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            unix_ms % 1000
+        )
+    }
 }
 
 #[cfg(test)]
@@ -327,7 +401,16 @@ mod tests {
             .bool("b", true)
             .opt_str("none", None)
             .millis("ms", Some(std::time::Duration::from_micros(1_234_567)))
-            .nested("list", |out| out.extend_from_slice(b"[1,2]"));
+            .array("list", |items| {
+                items.str("x");
+                items.object(|o| {
+                    o.num("a", 1).num("b", 2);
+                });
+            })
+            .object("o", |o| {
+                o.bool("t", false);
+            })
+            .num("after", 3);
         let bytes = line.finish();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["a"], "quote \" back \\ nl \n ctl \u{1} é");
@@ -335,7 +418,9 @@ mod tests {
         assert_eq!(v["b"], true);
         assert!(v["none"].is_null());
         assert_eq!(v["ms"], 1234.567);
-        assert_eq!(v["list"][1], 2);
+        assert_eq!(v["list"], serde_json::json!(["x", {"a": 1, "b": 2}]));
+        assert_eq!(v["o"], serde_json::json!({"t": false}));
+        assert_eq!(v["after"], 3);
     }
 
     #[test]

@@ -211,14 +211,20 @@ impl<'s> Observation<'s> {
     }
 
     /// Reports the request: metrics, the access log line, the trace's spans.
-    pub fn finish(mut self, snapshot: &Snapshot, req: &Request, resp: &Responder, request_id: &str) {
+    pub fn finish(self, snapshot: &Snapshot, req: &Request, resp: &Responder, request_id: &str) {
+        self.report(snapshot, req, resp.status(), resp.bytes_sent(), request_id);
+    }
+
+    /// [`finish`](Self::finish) with what the responder says passed in: `status` (0: nothing was
+    /// sent) and the body bytes written.
+    pub fn report(mut self, snapshot: &Snapshot, req: &Request, sent_status: u16, bytes_out: u64, request_id: &str) {
         let end = Instant::now();
         let duration = end.saturating_duration_since(self.received);
         let answered = self.outcome.is_some();
         let outcome = self.outcome.take().unwrap_or_default();
         let cancelled = self.cancelled || outcome.client_gone;
         // Nothing was sent: the client went away first (nginx's 499), or the handler failed to answer.
-        let status = match resp.status() {
+        let status = match sent_status {
             0 if cancelled => 499,
             0 => 500,
             s => s,
@@ -235,7 +241,6 @@ impl<'s> Observation<'s> {
         // Metrics.
         let client = metrics::label(self.client.unwrap_or(""));
         let error_label = error.as_deref().map_or(EMPTY, metrics::label);
-        metrics::count_request(client, status, error_label);
         let ttft = outcome.first_token.map(|t| t.saturating_duration_since(self.received));
         let output_tokens = outcome.usage.as_ref().map_or(outcome.estimated_output, |u| u.output_tokens);
         if let Some(op) = self.operation {
@@ -263,6 +268,7 @@ impl<'s> Observation<'s> {
             metrics::record_request(
                 &labels,
                 &GenAiSample {
+                    status,
                     duration: duration.as_secs_f64(),
                     ttft: ttft.map(|t| t.as_secs_f64()),
                     tpot,
@@ -271,6 +277,8 @@ impl<'s> Observation<'s> {
                     estimated_tokens,
                 },
             );
+        } else {
+            metrics::count_request(client, status, error_label);
         }
         if outcome.error == Some("upstream_idle_timeout") {
             if let Some(b) = backend {
@@ -278,9 +286,10 @@ impl<'s> Observation<'s> {
             }
         }
 
-        let facts = Facts { status, error: error.as_deref(), cancelled, duration, ttft, end, outcome: &outcome };
+        let facts =
+            Facts { status, error: error.as_deref(), cancelled, duration, ttft, end, bytes_out, outcome: &outcome };
         if accesslog::enabled() {
-            accesslog::write(self.access_line(snapshot, req, resp, request_id, &facts));
+            accesslog::write(self.access_line(snapshot, req, request_id, &facts));
         }
         if let Some(trace) = self.trace.take() {
             trace::submit(self.spans(&trace, snapshot, req, request_id, &facts));
@@ -288,19 +297,12 @@ impl<'s> Observation<'s> {
     }
 
     /// The access log line: never a key, never message content.
-    fn access_line(
-        &self,
-        snapshot: &Snapshot,
-        req: &Request,
-        resp: &Responder,
-        request_id: &str,
-        f: &Facts,
-    ) -> Vec<u8> {
+    fn access_line(&self, snapshot: &Snapshot, req: &Request, request_id: &str, f: &Facts) -> Vec<u8> {
         let o = f.outcome;
         let mut line = JsonLine::new();
-        line.str("ts", &accesslog::rfc3339_millis(self.received_unix_nanos / 1_000_000))
+        line.display("ts", accesslog::Rfc3339(self.received_unix_nanos / 1_000_000))
             .str("request_id", request_id)
-            .str("peer", &req.peer.to_string())
+            .display("peer", req.peer)
             .opt_str("client", self.client)
             .str("method", req.head.method())
             .str("path", req.head.path())
@@ -312,27 +314,22 @@ impl<'s> Observation<'s> {
             .opt_str("error_type", f.error)
             .bool("cancelled", f.cancelled)
             .num("attempts", self.attempts.sent() as u64)
-            .nested("backends", |out| {
-                out.push(b'[');
-                for (i, a) in self.attempts.list().iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    let mut entry = JsonLine::new();
-                    let name = snapshot.backends.get(a.backend).map_or("", |b| b.name.as_str());
-                    entry.str("backend", name);
-                    match a.outcome {
-                        AttemptOutcome::Answered(s) => entry.str("outcome", "answered").num("status", u64::from(s)),
-                        AttemptOutcome::Failed(e) => entry.str("outcome", "failed").str("error_type", e),
-                        AttemptOutcome::Skipped(r) => entry.str("outcome", "skipped").str("error_type", r),
-                        AttemptOutcome::Cancelled => entry.str("outcome", "cancelled"),
-                        AttemptOutcome::InFlight => entry.str("outcome", "in_flight"),
-                    };
-                    let took = a.ended.unwrap_or(f.end).saturating_duration_since(a.started);
-                    entry.millis("ms", Some(took));
-                    out.extend_from_slice(&entry.finish());
+            .array("backends", |items| {
+                for a in self.attempts.list() {
+                    items.object(|entry| {
+                        let name = snapshot.backends.get(a.backend).map_or("", |b| b.name.as_str());
+                        entry.str("backend", name);
+                        match a.outcome {
+                            AttemptOutcome::Answered(s) => entry.str("outcome", "answered").num("status", u64::from(s)),
+                            AttemptOutcome::Failed(e) => entry.str("outcome", "failed").str("error_type", e),
+                            AttemptOutcome::Skipped(r) => entry.str("outcome", "skipped").str("error_type", r),
+                            AttemptOutcome::Cancelled => entry.str("outcome", "cancelled"),
+                            AttemptOutcome::InFlight => entry.str("outcome", "in_flight"),
+                        };
+                        let took = a.ended.unwrap_or(f.end).saturating_duration_since(a.started);
+                        entry.millis("ms", Some(took));
+                    });
                 }
-                out.push(b']');
             })
             .opt_str(
                 "backend",
@@ -340,20 +337,18 @@ impl<'s> Observation<'s> {
             )
             .opt_str("response_model", o.response_model.as_deref().map(|m| truncated(m, MAX_LOGGED_MODEL)))
             .num("bytes_in", req.body.len() as u64)
-            .num("bytes_out", resp.bytes_sent())
+            .num("bytes_out", f.bytes_out)
             .millis("duration_ms", Some(f.duration))
             .millis("ttfb_ms", o.first_byte.map(|t| t.saturating_duration_since(self.received)))
             .millis("ttft_ms", f.ttft);
         match &o.usage {
             Some(u) => {
-                line.nested("tokens", |out| {
-                    let mut t = JsonLine::new();
+                line.object("tokens", |t| {
                     t.num("input", u.prompt_tokens())
                         .num("output", u.output_tokens)
                         .num("cached", u.cache_read_input_tokens)
                         .num("cache_creation", u.cache_creation_input_tokens)
                         .num("reasoning", u.reasoning_tokens);
-                    out.extend_from_slice(&t.finish());
                 });
             }
             None => {
@@ -363,15 +358,10 @@ impl<'s> Observation<'s> {
         if o.usage.is_none() && o.estimated_output > 0 {
             line.num("estimated_output_tokens", o.estimated_output);
         }
-        line.nested("limits", |out| {
-            out.push(b'[');
-            for (i, l) in self.limits.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                accesslog::string(out, l);
+        line.array("limits", |items| {
+            for l in &self.limits {
+                items.str(l);
             }
-            out.push(b']');
         })
         .opt_str("limited_by", self.limited_by)
         .opt_str("trace_id", self.trace.as_ref().map(|t| trace::hex(&t.trace_id)).as_deref());
@@ -519,6 +509,7 @@ struct Facts<'a> {
     duration: Duration,
     ttft: Option<Duration>,
     end: Instant,
+    bytes_out: u64,
     outcome: &'a Outcome,
 }
 

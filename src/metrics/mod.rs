@@ -42,6 +42,8 @@ pub struct GenAiLabels {
 /// What one request measured, in seconds and tokens.
 #[derive(Debug, Default)]
 pub struct GenAiSample<'a> {
+    /// The status answered (also counted in `switchyard_requests_total`).
+    pub status: u16,
     /// From the complete request head to the end of the response.
     pub duration: f64,
     /// Streams: to the first content event written to the client.
@@ -174,9 +176,13 @@ fn bump(family: Family, labels: [Label; 3], by: u64) {
     with_shard(|s| *s.counters.entry(CounterKey { family, labels }).or_insert(0) += by);
 }
 
-/// Records one finished gen_ai request (a proxied call, successful or not).
+/// Records one finished gen_ai request (a proxied call, successful or not), and counts it in
+/// `switchyard_requests_total`.
 pub fn record_request(labels: &GenAiLabels, sample: &GenAiSample) {
+    let requests =
+        CounterKey { family: Family::Requests, labels: [labels.client, status_class(sample.status), labels.error] };
     with_shard(|s| {
+        *s.counters.entry(requests).or_insert(0) += 1;
         let series = s.genai.entry(*labels).or_default();
         series.duration.observe(histogram::DURATION, sample.duration);
         if let Some(t) = sample.ttft {
@@ -210,7 +216,7 @@ fn status_class(status: u16) -> Label {
     label(CLASSES.get(i).copied().unwrap_or("other"))
 }
 
-/// Counts one answered request (every path: proxied, `/health`, `/metrics`…).
+/// Counts one answered request that is not a gen_ai call (`/health`, `/metrics`, `/v1/models`…).
 pub fn count_request(client: Label, status: u16, error: Label) {
     bump(Family::Requests, [client, status_class(status), error], 1);
 }
@@ -521,6 +527,7 @@ mod tests {
         record_request(
             &k,
             &GenAiSample {
+                status: 200,
                 duration: 0.5,
                 ttft: Some(0.3),
                 tpot: Some(0.02),
@@ -529,8 +536,10 @@ mod tests {
             },
         );
         let failed = GenAiLabels { error: label("upstream_timeout"), ..k };
-        record_request(&failed, &GenAiSample { duration: 3.0, usage_unknown: true, ..GenAiSample::default() });
-        count_request(k.client, 200, EMPTY);
+        record_request(
+            &failed,
+            &GenAiSample { status: 504, duration: 3.0, usage_unknown: true, ..GenAiSample::default() },
+        );
         count_fallback("render-test-backend", "status_5xx");
         let text = render();
         let base = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_original_model=\"render-test-model\",gen_ai_request_model=\"render-test-model\",gen_ai_response_model=\"render-test-model-2024\",client=\"render-test-client\",backend=\"render-test-backend\"";
@@ -550,8 +559,8 @@ mod tests {
         assert!(text.contains(&format!("gen_ai_server_time_to_first_token_seconds_bucket{{{base},le=\"0.5\"}} 1\n")));
         assert!(text.contains(&format!("switchyard_usage_unknown_total{{{base}}} 1\n")), "{text}");
         assert!(text.contains("switchyard_fallbacks_total{backend=\"render-test-backend\",reason=\"status_5xx\"} 1\n"));
-        assert!(text
-            .contains("switchyard_requests_total{client=\"render-test-client\",status_class=\"2xx\",error_type=\"\"}"));
+        let requests = "switchyard_requests_total{client=\"render-test-client\",status_class=\"2xx\",error_type=\"\"}";
+        assert!(text.contains(requests), "{text}");
         assert!(text.contains(
             "# TYPE switchyard_config_reloads_total counter\nswitchyard_config_reloads_total{result=\"ok\"} "
         ));

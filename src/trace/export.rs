@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -83,30 +83,39 @@ fn current() -> Option<Arc<Target>> {
     TARGET.lock().clone()
 }
 
+/// How often the exporter looks at its queue at most. Requests never wake it (a wake-up per request
+/// would cost the request thread a system call); the queue holds what arrives meanwhile.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The exporter thread: drains the queue every [`POLL`] (or flush interval, when shorter), and sends a
+/// batch when it is full or its oldest span has waited the flush interval.
 fn run(rx: Receiver<Vec<Span>>) {
     let mut batch: Vec<Span> = Vec::new();
-    let mut deadline: Option<Instant> = None;
+    let mut oldest: Option<Instant> = None;
     loop {
-        let wait = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
-        match rx.recv_timeout(wait) {
-            Ok(spans) => {
-                let Some(target) = current() else { continue };
-                batch.extend(spans);
-                deadline.get_or_insert_with(|| Instant::now() + target.flush_interval);
-                if batch.len() >= target.batch_size {
-                    export(&target, &mut batch);
-                    deadline = None;
+        let Some(target) = current() else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(spans) => {
+                    oldest.get_or_insert_with(Instant::now);
+                    batch.extend(spans);
+                    if batch.len() >= target.batch_size {
+                        export(&target, &mut batch);
+                        oldest = None;
+                    }
                 }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if let Some(target) = current() {
-                    export(&target, &mut batch);
-                }
-                batch.clear();
-                deadline = None;
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
         }
+        if oldest.is_some_and(|t| t.elapsed() >= target.flush_interval) {
+            export(&target, &mut batch);
+            oldest = None;
+        }
+        std::thread::sleep(POLL.min(target.flush_interval));
     }
 }
 

@@ -34,11 +34,22 @@ fn string_field(out: &mut Vec<u8>, field: u32, s: &str) {
     bytes_field(out, field, s.as_bytes());
 }
 
-/// A nested message: written to a scratch buffer by `f`, then length-prefixed.
+/// A nested message written by `f` in place; its length prefix is inserted once it is known (a move of
+/// its bytes, no allocation).
 fn message(out: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    f(&mut inner);
-    bytes_field(out, field, &inner);
+    tag(out, field, LEN);
+    let start = out.len();
+    f(out);
+    let mut prefix = [0u8; 10];
+    let mut v = (out.len() - start) as u64;
+    let mut n = 0;
+    while v >= 0x80 {
+        prefix[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    out.splice(start..start, prefix[..=n].iter().copied());
 }
 
 /// `AnyValue`.
