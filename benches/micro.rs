@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench micro` (a Redis row is added when `redis-server` is installed).
 
+#[path = "common/otlp_sink.rs"]
+mod otlp_sink;
+use otlp_sink::otlp_sink;
+
 use std::hint::black_box;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -418,38 +422,6 @@ fn time_parallel(threads: usize, f: impl Fn() + Sync) -> f64 {
     rounds[2]
 }
 
-/// A local OTLP sink: answers every POST 200 (the trace exporter's peer in the "sampled" row).
-fn otlp_sink() -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 65536];
-            while let Ok(n) = s.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    addr
-}
-
 /// What observing a request costs (metrics, the access log line, tracing off and on), next to that
 /// request's upstream round trip measured above; and the metrics recorder against the one it replaced,
 /// on one thread and on two at once.
@@ -540,32 +512,38 @@ fn observability_rows(round_trip: f64) {
     );
     trace::configure(None);
 
+    let reasons = vec!["stop".to_string()];
     let span = |kind| Span {
         trace_id: [7; 16],
         span_id: [1; 8],
         parent_span_id: Some([2; 8]),
-        trace_state: String::new(),
+        trace_state: "",
         name: "POST /v1/chat/completions".into(),
         kind,
         start_unix_nanos: 1,
         end_unix_nanos: 2,
         attributes: vec![
-            ("gen_ai.operation.name", Value::Str("chat".into())),
-            ("gen_ai.request.model", Value::Str("gpt-4o-mini".into())),
-            ("gen_ai.response.model", Value::Str("gpt-4o-mini-2024-07-18".into())),
-            ("gen_ai.provider.name", Value::Str("openai".into())),
+            ("gen_ai.operation.name", Value::str("chat")),
+            ("gen_ai.request.model", Value::str("gpt-4o-mini")),
+            ("gen_ai.response.model", Value::str("gpt-4o-mini-2024-07-18")),
+            ("gen_ai.provider.name", Value::str("openai")),
             ("gen_ai.usage.input_tokens", Value::Int(60)),
             ("gen_ai.usage.output_tokens", Value::Int(20)),
-            ("gen_ai.response.finish_reasons", Value::StrArray(vec!["stop".into()])),
+            ("gen_ai.response.finish_reasons", Value::StrArray(&reasons)),
             ("http.response.status_code", Value::Int(200)),
         ],
         error: None,
     };
-    let batch: Vec<Span> = (0..256).flat_map(|_| [span(SpanKind::Server), span(SpanKind::Client)]).collect();
+    let pair = [span(SpanKind::Server), span(SpanKind::Client)];
     let encode = time(|| {
-        black_box(trace::otlp::export_request(&[], ("switchyard", "0"), black_box(&batch)));
+        black_box(trace::otlp::span_entries(black_box(&pair)));
+    });
+    row("  of which: OTLP encoding of its 2 spans", encode, rt, round_trip);
+    let entries: Vec<u8> = (0..256).flat_map(|_| trace::otlp::span_entries(&pair)).collect();
+    let wrap = time(|| {
+        black_box(trace::otlp::export_request(&[], ("switchyard", "0"), black_box(&entries)));
     }) / 256.0;
-    row("exporter thread: OTLP encode, per request", encode, rt, round_trip);
+    row("exporter thread: batch of 256 requests, per request", wrap, rt, round_trip);
 
     let off_check = time(|| {
         black_box(trace::enabled());

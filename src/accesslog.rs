@@ -1,16 +1,20 @@
 //! The access log: one JSON line per request (`access_log` in config: `off`, `stderr` — the default —
-//! or a file path). Lines are built on the request's thread and handed to one writer thread through a
-//! bounded queue, so a slow disk or terminal never stalls a worker: when the queue is full the line is
-//! dropped and counted (`switchyard_access_log_dropped_total`). A file is opened for appending and
-//! reopened on SIGUSR1 and on every config reload, for log rotation.
+//! or a file path). A request thread appends its line to a buffer of its own (a lock nobody else takes
+//! but the writer, every 20 ms); the writer thread swaps each buffer out and writes it in one go. So a
+//! line costs a copy, never a system call, a wake-up or a shared lock, and a slow disk or terminal never
+//! stalls a worker: past 4 MiB waiting in one thread's buffer, lines are dropped and counted
+//! (`switchyard_access_log_dropped_total`). A file is opened for appending and reopened on SIGUSR1 and on
+//! every config reload, for log rotation; [`flush`] writes what is pending (at exit).
 //!
 //! On stderr the lines are `info`-level: `SWITCHYARD_LOG=warn` silences them there (not in a file).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::OnceLock;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use crate::metrics;
 
@@ -33,79 +37,36 @@ impl Target {
     }
 }
 
-enum Msg {
-    Line(Vec<u8>),
-    Retarget(Target),
-    Reopen,
-}
-
-/// Lines waiting for the writer at most.
-const QUEUE: usize = 65_536;
+/// How often the writer collects the threads' buffers.
+const POLL: Duration = Duration::from_millis(20);
+/// Bytes one thread may have waiting; past it its lines are dropped.
+const MAX_PENDING: usize = 4 << 20;
 
 const OFF: u8 = 0;
 const STDERR: u8 = 1;
 const FILE: u8 = 2;
 
 static MODE: AtomicU8 = AtomicU8::new(OFF);
-static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
-
-fn sink() -> &'static SyncSender<Msg> {
-    SINK.get_or_init(|| {
-        let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("switchyard-access-log".into())
-            .spawn(move || writer(rx))
-            .expect("spawn the access log writer");
-        tx
-    })
-}
-
-/// Points the log at `target` (at start-up and on every reload; a file is reopened each time).
-pub fn configure(target: &Target) {
-    let mode = match target {
-        Target::Off => OFF,
-        Target::Stderr => STDERR,
-        Target::File(_) => FILE,
-    };
-    if mode != OFF || SINK.get().is_some() {
-        let _ = sink().send(Msg::Retarget(target.clone()));
-    }
-    MODE.store(mode, Ordering::Release);
-}
-
-/// Reopens the file (SIGUSR1): after a rotation renamed it, lines go to a new file at the path.
-pub fn reopen() {
-    if let Some(tx) = SINK.get() {
-        let _ = tx.try_send(Msg::Reopen);
-    }
-}
-
-/// Whether a line would be written now (so callers can skip building it).
-#[inline]
-pub fn enabled() -> bool {
-    match MODE.load(Ordering::Relaxed) {
-        OFF => false,
-        STDERR => crate::log::enabled(crate::log::INFO),
-        _ => true,
-    }
-}
-
-/// Queues one line (without its newline). Never blocks: a full queue drops the line and counts it.
-pub fn write(line: Vec<u8>) {
-    if let Some(tx) = SINK.get() {
-        match tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                metrics::ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
 
 enum Output {
     None,
     Stderr,
     File(String, File),
+}
+
+/// Where the writer writes; taken by the writer, [`configure`], [`reopen`] and [`flush`] (never by a
+/// request).
+static OUTPUT: Mutex<Output> = Mutex::new(Output::None);
+/// Every thread's buffer (a thread's outlives it, so nothing it wrote is lost).
+static BUFFERS: Mutex<Vec<Arc<Mutex<Vec<u8>>>>> = Mutex::new(Vec::new());
+static WRITER: Once = Once::new();
+
+thread_local! {
+    static LOCAL: Arc<Mutex<Vec<u8>>> = {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        BUFFERS.lock().push(buffer.clone());
+        buffer
+    };
 }
 
 fn open(path: &str) -> Option<File> {
@@ -118,76 +79,113 @@ fn open(path: &str) -> Option<File> {
     }
 }
 
-/// How often the writer looks at the queue. Senders never wake it (a wake-up per line would cost the
-/// request thread a system call); the queue holds what arrives meanwhile.
-const POLL: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// The writer thread: every [`POLL`], writes what is queued in one batch.
-fn writer(rx: Receiver<Msg>) {
-    let mut out = Output::None;
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let handle = |msg: Msg, out: &mut Output, buf: &mut Vec<u8>| match msg {
-        Msg::Line(line) => {
-            if matches!(out, Output::None) {
-                metrics::ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            buf.extend_from_slice(&line);
-            buf.push(b'\n');
-        }
-        Msg::Retarget(target) => {
-            flush(out, buf);
-            *out = match target {
-                Target::Off => Output::None,
-                Target::Stderr => Output::Stderr,
-                Target::File(path) => match open(&path) {
-                    Some(f) => Output::File(path, f),
-                    None => Output::None,
-                },
-            };
-        }
-        Msg::Reopen => {
-            flush(out, buf);
-            if let Output::File(path, _) = out {
-                if let Some(f) = open(path) {
-                    let path = std::mem::take(path);
-                    *out = Output::File(path, f);
-                }
-            }
-        }
+/// Points the log at `target` (at start-up and on every reload; a file is reopened each time).
+pub fn configure(target: &Target) {
+    let mode = match target {
+        Target::Off => OFF,
+        Target::Stderr => STDERR,
+        Target::File(_) => FILE,
     };
-    loop {
-        loop {
-            match rx.try_recv() {
-                Ok(msg) => handle(msg, &mut out, &mut buf),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    flush(&mut out, &mut buf);
-                    return;
-                }
-            }
-            if buf.len() >= 64 * 1024 {
-                flush(&mut out, &mut buf);
-            }
-        }
-        flush(&mut out, &mut buf);
-        std::thread::sleep(POLL);
+    {
+        let mut out = OUTPUT.lock();
+        drain(&mut out);
+        *out = match target {
+            Target::Off => Output::None,
+            Target::Stderr => Output::Stderr,
+            Target::File(path) => open(path).map_or(Output::None, |f| Output::File(path.clone(), f)),
+        };
+    }
+    MODE.store(mode, Ordering::Release);
+    if mode != OFF {
+        WRITER.call_once(|| {
+            std::thread::Builder::new()
+                .name("switchyard-access-log".into())
+                .spawn(|| loop {
+                    std::thread::sleep(POLL);
+                    drain(&mut OUTPUT.lock());
+                })
+                .expect("spawn the access log writer");
+        });
     }
 }
 
-fn flush(out: &mut Output, buf: &mut Vec<u8>) {
-    if buf.is_empty() {
-        return;
+/// Reopens the file (SIGUSR1): after a rotation renamed it, lines go to a new file at the path.
+pub fn reopen() {
+    let mut out = OUTPUT.lock();
+    drain(&mut out);
+    if let Output::File(path, _) = &*out {
+        if let Some(f) = open(path) {
+            let path = path.clone();
+            *out = Output::File(path, f);
+        }
     }
-    let result = match out {
-        Output::None => Ok(()),
-        Output::Stderr => std::io::stderr().lock().write_all(buf),
-        Output::File(_, f) => f.write_all(buf),
-    };
-    if let Err(e) = result {
-        crate::warn_throttled!("access log: write failed: {e}");
+}
+
+/// Writes every line waiting (at exit, so the last 20 ms of lines are not lost).
+pub fn flush() {
+    drain(&mut OUTPUT.lock());
+}
+
+/// Whether a line would be written now (so callers can skip building it).
+#[inline]
+pub fn enabled() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        OFF => false,
+        STDERR => crate::log::enabled(crate::log::INFO),
+        _ => true,
     }
-    buf.clear();
+}
+
+/// Appends one line (without its newline) to this thread's buffer. Never blocks on IO.
+pub fn write(line: &[u8]) {
+    let kept = LOCAL
+        .try_with(|buffer| {
+            let mut b = buffer.lock();
+            if b.len() + line.len() >= MAX_PENDING {
+                return false;
+            }
+            b.extend_from_slice(line);
+            b.push(b'\n');
+            true
+        })
+        .unwrap_or(false);
+    if !kept {
+        metrics::ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An empty buffer with room, swapped in for a thread's full one (no allocation per collection).
+static SPARE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Moves every thread's pending lines to `out`.
+fn drain(out: &mut Output) {
+    let buffers: Vec<Arc<Mutex<Vec<u8>>>> = BUFFERS.lock().clone();
+    let mut batch = std::mem::take(&mut *SPARE.lock());
+    for buffer in buffers {
+        {
+            let mut b = buffer.lock();
+            if b.is_empty() {
+                continue;
+            }
+            std::mem::swap(&mut *b, &mut batch);
+        }
+        let result = match out {
+            Output::None => {
+                let lines = batch.iter().filter(|b| **b == b'\n').count() as u64;
+                metrics::ACCESS_LOG_DROPPED.fetch_add(lines, Ordering::Relaxed);
+                Ok(())
+            }
+            Output::Stderr => std::io::stderr().lock().write_all(&batch),
+            Output::File(_, f) => f.write_all(&batch),
+        };
+        if let Err(e) = result {
+            crate::warn_throttled!("access log: write failed: {e}");
+        }
+        batch.clear();
+        // A burst's buffer is not kept forever.
+        batch.shrink_to(1 << 20);
+    }
+    *SPARE.lock() = batch;
 }
 
 /// A JSON object written field by field, strings escaped.
@@ -243,7 +241,7 @@ impl JsonLine {
 
     pub fn num(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        let _ = write!(self.buf, "{value}");
+        push_u64(&mut self.buf, value);
         self
     }
 
@@ -252,12 +250,23 @@ impl JsonLine {
         match value {
             Some(d) => {
                 self.key(key);
-                let us = d.as_micros();
-                let _ = write!(self.buf, "{}.{:03}", us / 1000, us % 1000);
+                let us = d.as_micros() as u64;
+                push_u64(&mut self.buf, us / 1000);
+                self.buf.push(b'.');
+                push_padded(&mut self.buf, us % 1000, 3);
                 self
             }
             None => self.raw(key, "null"),
         }
+    }
+
+    /// A timestamp (milliseconds since the Unix epoch) as RFC 3339 UTC.
+    pub fn timestamp(&mut self, key: &str, unix_ms: u64) -> &mut Self {
+        self.key(key);
+        self.buf.push(b'"');
+        rfc3339_into(&mut self.buf, unix_ms);
+        self.buf.push(b'"');
+        self
     }
 
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
@@ -327,8 +336,41 @@ impl Items<'_> {
     }
 }
 
+/// Decimal digits of `n`, without formatting machinery.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `n` in at least `width` digits, zero-padded.
+fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let start = out.len();
+    push_u64(out, n);
+    let len = out.len() - start;
+    if len < width {
+        out.splice(start..start, std::iter::repeat_n(b'0', width - len));
+    }
+}
+
 /// Appends `s` as a JSON string.
 pub fn string(out: &mut Vec<u8>, s: &str) {
+    let clean = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\' && *b != 0x7f;
+    if s.as_bytes().iter().all(clean) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -357,36 +399,38 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 
 /// `2026-01-31T12:34:56.789Z` for milliseconds since the Unix epoch.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
-    Rfc3339(unix_ms).to_string()
+    let mut out = Vec::with_capacity(24);
+    rfc3339_into(&mut out, unix_ms);
+    String::from_utf8(out).expect("ASCII")
 }
 
-/// Displays milliseconds since the Unix epoch as `2026-01-31T12:34:56.789Z`.
-pub struct Rfc3339(pub u64);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unix_ms = self.0;
-        let secs = unix_ms / 1000;
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            unix_ms % 1000
-        )
+/// Appends `unix_ms` as `2026-01-31T12:34:56.789Z`.
+fn rfc3339_into(out: &mut Vec<u8>, unix_ms: u64) {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    push_padded(out, year.max(0) as u64, 4);
+    for (sep, value, width) in [
+        (b'-', month as u64, 2),
+        (b'-', day as u64, 2),
+        (b'T', rem / 3600, 2),
+        (b':', rem % 3600 / 60, 2),
+        (b':', rem % 60, 2),
+        (b'.', unix_ms % 1000, 3),
+    ] {
+        out.push(sep);
+        push_padded(out, value, width);
     }
+    out.push(b'Z');
 }
 
 #[cfg(test)]
@@ -421,6 +465,18 @@ mod tests {
         assert_eq!(v["list"], serde_json::json!(["x", {"a": 1, "b": 2}]));
         assert_eq!(v["o"], serde_json::json!({"t": false}));
         assert_eq!(v["after"], 3);
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut line = JsonLine::new();
+        line.num("zero", 0)
+            .num("max", u64::MAX)
+            .millis("padded", Some(std::time::Duration::from_micros(1_005)))
+            .millis("small", Some(std::time::Duration::from_micros(7)));
+        let v: serde_json::Value = serde_json::from_slice(&line.finish()).unwrap();
+        assert_eq!((v["zero"].as_u64(), v["max"].as_u64()), (Some(0), Some(u64::MAX)));
+        assert_eq!((v["padded"].as_f64(), v["small"].as_f64()), (Some(1.005), Some(0.007)));
     }
 
     #[test]

@@ -261,6 +261,7 @@ pub fn wait_for_shutdown(
     } else {
         info!("drained; exiting");
     }
+    accesslog::flush();
 }
 
 /// Binds the admin listener (`/metrics`, `/ready`, `/health`) and serves it until the process exits

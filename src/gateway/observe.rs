@@ -289,10 +289,10 @@ impl<'s> Observation<'s> {
         let facts =
             Facts { status, error: error.as_deref(), cancelled, duration, ttft, end, bytes_out, outcome: &outcome };
         if accesslog::enabled() {
-            accesslog::write(self.access_line(snapshot, req, request_id, &facts));
+            accesslog::write(&self.access_line(snapshot, req, request_id, &facts));
         }
-        if let Some(trace) = self.trace.take() {
-            trace::submit(self.spans(&trace, snapshot, req, request_id, &facts));
+        if let Some(trace) = &self.trace {
+            trace::submit(&self.spans(trace, snapshot, req, request_id, &facts));
         }
     }
 
@@ -300,7 +300,7 @@ impl<'s> Observation<'s> {
     fn access_line(&self, snapshot: &Snapshot, req: &Request, request_id: &str, f: &Facts) -> Vec<u8> {
         let o = f.outcome;
         let mut line = JsonLine::new();
-        line.display("ts", accesslog::Rfc3339(self.received_unix_nanos / 1_000_000))
+        line.timestamp("ts", self.received_unix_nanos / 1_000_000)
             .str("request_id", request_id)
             .display("peer", req.peer)
             .opt_str("client", self.client)
@@ -368,79 +368,80 @@ impl<'s> Observation<'s> {
         line.finish()
     }
 
-    /// The server span and one client span per attempt sent.
-    fn spans(&self, t: &RequestTrace, snapshot: &Snapshot, req: &Request, request_id: &str, f: &Facts) -> Vec<Span> {
+    /// The server span and one client span per attempt sent, borrowing what they describe.
+    fn spans<'a>(
+        &'a self,
+        t: &'a RequestTrace,
+        snapshot: &'a Snapshot,
+        req: &'a Request,
+        request_id: &'a str,
+        f: &'a Facts,
+    ) -> Vec<Span<'a>> {
         let o = f.outcome;
         let op = self.operation.map(operation_name);
-        let mut usage_attrs: Vec<(&'static str, Value)> = Vec::new();
+        let mut response: Vec<(&'static str, Value<'a>)> = Vec::with_capacity(7);
         if let Some(m) = &o.response_model {
-            usage_attrs.push(("gen_ai.response.model", Value::Str(truncated(m, MAX_LOGGED_MODEL).to_string())));
+            response.push(("gen_ai.response.model", Value::str(truncated(m, MAX_LOGGED_MODEL))));
         }
         if let Some(u) = &o.usage {
-            usage_attrs.push(("gen_ai.usage.input_tokens", Value::Int(u.prompt_tokens() as i64)));
-            usage_attrs.push(("gen_ai.usage.output_tokens", Value::Int(u.output_tokens as i64)));
-            if u.cache_read_input_tokens > 0 {
-                usage_attrs
-                    .push(("gen_ai.usage.cache_read.input_tokens", Value::Int(u.cache_read_input_tokens as i64)));
-            }
-            if u.cache_creation_input_tokens > 0 {
-                usage_attrs.push((
-                    "gen_ai.usage.cache_creation.input_tokens",
-                    Value::Int(u.cache_creation_input_tokens as i64),
-                ));
-            }
-            if u.reasoning_tokens > 0 {
-                usage_attrs.push(("gen_ai.usage.reasoning.output_tokens", Value::Int(u.reasoning_tokens as i64)));
+            response.push(("gen_ai.usage.input_tokens", Value::Int(u.prompt_tokens() as i64)));
+            response.push(("gen_ai.usage.output_tokens", Value::Int(u.output_tokens as i64)));
+            for (key, n) in [
+                ("gen_ai.usage.cache_read.input_tokens", u.cache_read_input_tokens),
+                ("gen_ai.usage.cache_creation.input_tokens", u.cache_creation_input_tokens),
+                ("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens),
+            ] {
+                if n > 0 {
+                    response.push((key, Value::Int(n as i64)));
+                }
             }
         }
         if !o.finish_reasons.is_empty() {
-            usage_attrs.push(("gen_ai.response.finish_reasons", Value::StrArray(o.finish_reasons.clone())));
+            response.push(("gen_ai.response.finish_reasons", Value::StrArray(&o.finish_reasons)));
         }
-        let model = self.model.as_deref().map(|m| truncated(m, MAX_LOGGED_MODEL).to_string());
         let last = self.attempts.last_index();
         let mut spans = Vec::with_capacity(1 + self.attempts.list().len());
 
-        let mut attrs: Vec<(&'static str, Value)> = vec![
-            ("http.request.method", Value::Str(req.head.method().to_string())),
-            ("url.path", Value::Str(req.head.path().to_string())),
-            ("http.response.status_code", Value::Int(i64::from(f.status))),
-            ("switchyard.request_id", Value::Str(request_id.to_string())),
-        ];
+        let mut attrs: Vec<(&'static str, Value<'a>)> = Vec::with_capacity(16 + response.len());
+        attrs.push(("http.request.method", Value::str(req.head.method())));
+        attrs.push(("url.path", Value::str(req.head.path())));
+        attrs.push(("http.response.status_code", Value::Int(i64::from(f.status))));
+        attrs.push(("switchyard.request_id", Value::str(request_id)));
         if let Some(op) = op {
-            attrs.push(("gen_ai.operation.name", Value::Str(op.into())));
+            attrs.push(("gen_ai.operation.name", Value::str(op)));
         }
-        if let Some(m) = &model {
-            attrs.push(("gen_ai.request.model", Value::Str(m.clone())));
+        if let Some(m) = &self.model {
+            attrs.push(("gen_ai.request.model", Value::str(truncated(m, MAX_LOGGED_MODEL))));
         }
         if let Some(b) = self.attempts.last().and_then(|a| snapshot.backends.get(a.backend)) {
-            attrs.push(("gen_ai.provider.name", Value::Str(b.provider.genai_provider_name().into())));
+            attrs.push(("gen_ai.provider.name", Value::str(b.provider.genai_provider_name())));
         }
         if let Some(c) = self.client {
-            attrs.push(("switchyard.client", Value::Str(c.into())));
+            attrs.push(("switchyard.client", Value::str(c)));
         }
         if let Some(r) = self.route {
-            attrs.push(("switchyard.route", Value::Str(r.into())));
+            attrs.push(("switchyard.route", Value::str(r)));
         }
         attrs.push(("switchyard.attempts", Value::Int(self.attempts.sent() as i64)));
         if f.cancelled {
             attrs.push(("switchyard.cancelled", Value::Bool(true)));
         }
-        attrs.extend(usage_attrs.iter().cloned());
+        attrs.extend(response.iter().cloned());
         if let Some(e) = f.error {
-            attrs.push(("error.type", Value::Str(e.into())));
+            attrs.push(("error.type", Value::str(e)));
         }
         let server_failed = f.status >= 500 || o.error.is_some();
         spans.push(Span {
             trace_id: t.trace_id,
             span_id: t.span_id,
             parent_span_id: t.parent,
-            trace_state: t.trace_state.clone(),
-            name: format!("{} {}", req.head.method(), req.head.path()),
+            trace_state: &t.trace_state,
+            name: Cow::Owned(format!("{} {}", req.head.method(), req.head.path())),
             kind: SpanKind::Server,
             start_unix_nanos: self.received_unix_nanos,
             end_unix_nanos: self.nanos_at(f.end),
             attributes: attrs,
-            error: server_failed.then(|| f.error.unwrap_or("error").to_string()),
+            error: server_failed.then(|| Cow::Borrowed(f.error.unwrap_or("error"))),
         });
 
         for (i, a) in self.attempts.list().iter().enumerate() {
@@ -449,20 +450,20 @@ impl<'s> Observation<'s> {
             }
             let Some(backend) = snapshot.backends.get(a.backend) else { continue };
             let upstream_model = a.model.as_deref().map(|m| truncated(m, MAX_LOGGED_MODEL));
-            let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(12);
-            if let Some(op) = op {
-                attrs.push(("gen_ai.operation.name", Value::Str(op.into())));
-            }
-            attrs.push(("gen_ai.provider.name", Value::Str(backend.provider.genai_provider_name().into())));
-            if let Some(m) = upstream_model {
-                attrs.push(("gen_ai.request.model", Value::Str(m.to_string())));
-            }
-            attrs.push(("switchyard.backend", Value::Str(backend.name.clone())));
-            if let Some(up) = &backend.upstream {
-                attrs.push(("server.address", Value::Str(up.authority().to_string())));
-            }
             let relayed = last == Some(i) && matches!(a.outcome, AttemptOutcome::Answered(_));
-            let failure: Option<Cow<str>> = match a.outcome {
+            let mut attrs: Vec<(&'static str, Value<'a>)> = Vec::with_capacity(8 + response.len());
+            if let Some(op) = op {
+                attrs.push(("gen_ai.operation.name", Value::str(op)));
+            }
+            attrs.push(("gen_ai.provider.name", Value::str(backend.provider.genai_provider_name())));
+            if let Some(m) = upstream_model {
+                attrs.push(("gen_ai.request.model", Value::str(m)));
+            }
+            attrs.push(("switchyard.backend", Value::str(&backend.name)));
+            if let Some(up) = &backend.upstream {
+                attrs.push(("server.address", Value::str(up.authority())));
+            }
+            let failure: Option<Cow<'a, str>> = match a.outcome {
                 AttemptOutcome::Answered(s) => {
                     attrs.push(("http.response.status_code", Value::Int(i64::from(s))));
                     (s >= 400).then(|| Cow::Owned(s.to_string()))
@@ -473,10 +474,10 @@ impl<'s> Observation<'s> {
             };
             let failure = failure.or_else(|| if relayed { o.error.map(Cow::Borrowed) } else { None });
             if relayed {
-                attrs.extend(usage_attrs.iter().cloned());
+                attrs.extend(response.iter().cloned());
             }
             if let Some(e) = &failure {
-                attrs.push(("error.type", Value::Str(e.to_string())));
+                attrs.push(("error.type", Value::Str(e.clone())));
             }
             // The relayed attempt lasts until its body was read; the others end at their answer.
             let ended = if relayed { f.end } else { a.ended.unwrap_or(f.end) };
@@ -484,17 +485,17 @@ impl<'s> Observation<'s> {
                 trace_id: t.trace_id,
                 span_id: a.span_id,
                 parent_span_id: Some(t.span_id),
-                trace_state: t.trace_state.clone(),
+                trace_state: &t.trace_state,
                 name: match (op, upstream_model) {
-                    (Some(op), Some(m)) => format!("{op} {m}"),
-                    (Some(op), None) => op.to_string(),
-                    _ => "upstream".to_string(),
+                    (Some(op), Some(m)) => Cow::Owned(format!("{op} {m}")),
+                    (Some(op), None) => Cow::Borrowed(op),
+                    _ => Cow::Borrowed("upstream"),
                 },
                 kind: SpanKind::Client,
                 start_unix_nanos: self.nanos_at(a.started),
                 end_unix_nanos: self.nanos_at(ended),
                 attributes: attrs,
-                error: failure.map(|e| e.into_owned()),
+                error: failure,
             });
         }
         spans

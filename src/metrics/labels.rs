@@ -2,9 +2,11 @@
 //! few `u32`s and allocates nothing once its label values have been seen.
 //!
 //! The table is process-wide and append-only (a value never changes its id). Each thread keeps a cache
-//! of the ids it has looked up, so the shared table's lock is taken only the first time a thread meets
-//! a value. Model names — which clients choose — are capped: past `max_models` distinct names every new
-//! one is [`OVERFLOW`], and names longer than [`MAX_MODEL_BYTES`] are always.
+//! of the ids it has looked up, so the shared table is consulted only the first time a thread meets a
+//! value (under a read lock: threads do not exclude each other; only adding a value takes the write
+//! lock). Model names — which clients choose — are capped: past `max_models` distinct names every new
+//! one is [`OVERFLOW`], and names longer than [`MAX_MODEL_BYTES`] are always. Overflowing names are not
+//! cached, so made-up names cannot grow the caches either.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,7 +14,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 /// An interned label value.
 pub type Label = u32;
@@ -94,7 +96,7 @@ struct Table {
     models: usize,
 }
 
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+static TABLE: RwLock<Option<Table>> = RwLock::new(None);
 static MAX_MODELS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_MODELS);
 /// Set once the model cap is reached: later unknown names go straight to [`OVERFLOW`], unlocked.
 static MODELS_FULL: AtomicBool = AtomicBool::new(false);
@@ -103,8 +105,13 @@ thread_local! {
     static CACHE: RefCell<HashMap<Box<str>, Label, FxBuild>> = RefCell::new(HashMap::default());
 }
 
+/// Looks `value` up in the shared table (read lock).
+fn find(value: &str) -> Option<Label> {
+    TABLE.read().as_ref().and_then(|t| t.ids.get(value).copied())
+}
+
 fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    let mut guard = TABLE.lock();
+    let mut guard = TABLE.write();
     let table = guard.get_or_insert_with(|| {
         let mut t = Table { ids: HashMap::default(), values: Vec::new(), models: 0 };
         for v in ["", OVERFLOW_TEXT] {
@@ -133,14 +140,16 @@ pub fn label(value: &str) -> Label {
     if let Some(id) = cached(value) {
         return id;
     }
-    let id = with_table(|t| match t.ids.get(value) {
-        Some(id) => *id,
-        None => {
-            let id = t.values.len() as Label;
-            t.ids.insert(value.into(), id);
-            t.values.push(value.into());
-            id
-        }
+    let id = find(value).unwrap_or_else(|| {
+        with_table(|t| match t.ids.get(value) {
+            Some(id) => *id,
+            None => {
+                let id = t.values.len() as Label;
+                t.ids.insert(value.into(), id);
+                t.values.push(value.into());
+                id
+            }
+        })
     });
     remember(value, id);
     id
@@ -157,9 +166,12 @@ pub fn model(value: &str) -> Label {
     if let Some(id) = cached(value) {
         return id;
     }
+    if let Some(id) = find(value) {
+        remember(value, id);
+        return id;
+    }
     if MODELS_FULL.load(Ordering::Relaxed) {
-        // Either a value another thread interned (rare: look it up) or one past the cap.
-        return with_table(|t| t.ids.get(value).copied()).unwrap_or(OVERFLOW);
+        return OVERFLOW;
     }
     let id = with_table(|t| match t.ids.get(value) {
         Some(id) => Some(*id),
@@ -193,7 +205,10 @@ pub fn set_max_models(max: usize) {
 
 /// Every value by id, for rendering.
 pub fn values() -> Vec<Arc<str>> {
-    with_table(|t| t.values.clone())
+    if TABLE.read().is_none() {
+        with_table(|_| ());
+    }
+    TABLE.read().as_ref().map(|t| t.values.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
             builder.spawn(move || {
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
+                    crate::metrics::count_refused(503);
                     let mut stream = stream;
                     let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections");
                     return;

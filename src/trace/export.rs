@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{otlp, Span, Value};
+use super::{otlp, Value};
 use crate::config::TracingConfig;
 use crate::metrics;
 
@@ -50,7 +50,10 @@ impl Target {
     }
 }
 
-static QUEUE: OnceLock<SyncSender<Vec<Span>>> = OnceLock::new();
+/// One request's encoded span entries, and how many spans they are.
+type Entries = (Vec<u8>, usize);
+
+static QUEUE: OnceLock<SyncSender<Entries>> = OnceLock::new();
 static TARGET: Mutex<Option<Arc<Target>>> = Mutex::new(None);
 
 /// Points the exporter at the config's collector; starts its thread the first time (the queue's size
@@ -67,14 +70,13 @@ pub fn configure(c: &TracingConfig) {
     });
 }
 
-/// Queues one request's spans; never blocks.
-pub fn submit(spans: Vec<Span>) {
-    let n = spans.len() as u64;
+/// Queues one request's encoded spans ([`otlp::span_entries`]); never blocks.
+pub fn submit(entries: Vec<u8>, spans: usize) {
     let Some(tx) = QUEUE.get() else { return };
-    match tx.try_send(spans) {
+    match tx.try_send((entries, spans)) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-            metrics::TRACE_SPANS_DROPPED_QUEUE.fetch_add(n, Ordering::Relaxed);
+            metrics::TRACE_SPANS_DROPPED_QUEUE.fetch_add(spans as u64, Ordering::Relaxed);
         }
     }
 }
@@ -89,8 +91,8 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// The exporter thread: drains the queue every [`POLL`] (or flush interval, when shorter), and sends a
 /// batch when it is full or its oldest span has waited the flush interval.
-fn run(rx: Receiver<Vec<Span>>) {
-    let mut batch: Vec<Span> = Vec::new();
+fn run(rx: Receiver<Entries>) {
+    let mut batch = Batch::default();
     let mut oldest: Option<Instant> = None;
     loop {
         let Some(target) = current() else {
@@ -99,10 +101,11 @@ fn run(rx: Receiver<Vec<Span>>) {
         };
         loop {
             match rx.try_recv() {
-                Ok(spans) => {
+                Ok((entries, n)) => {
                     oldest.get_or_insert_with(Instant::now);
-                    batch.extend(spans);
-                    if batch.len() >= target.batch_size {
+                    batch.entries.extend_from_slice(&entries);
+                    batch.spans += n;
+                    if batch.spans >= target.batch_size {
                         export(&target, &mut batch);
                         oldest = None;
                     }
@@ -119,23 +122,31 @@ fn run(rx: Receiver<Vec<Span>>) {
     }
 }
 
+/// Encoded spans waiting to be sent.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<u8>,
+    spans: usize,
+}
+
 /// The resource every span comes from.
-fn resource(target: &Target) -> Vec<(&'static str, Value)> {
+fn resource(target: &Target) -> Vec<(&'static str, Value<'_>)> {
     vec![
-        ("service.name", Value::Str(target.service_name.clone())),
-        ("service.version", Value::Str(env!("CARGO_PKG_VERSION").into())),
-        ("telemetry.sdk.name", Value::Str("switchyard".into())),
-        ("telemetry.sdk.language", Value::Str("rust".into())),
+        ("service.name", Value::str(&target.service_name)),
+        ("service.version", Value::str(env!("CARGO_PKG_VERSION"))),
+        ("telemetry.sdk.name", Value::str("switchyard")),
+        ("telemetry.sdk.language", Value::str("rust")),
     ]
 }
 
-fn export(target: &Target, batch: &mut Vec<Span>) {
-    if batch.is_empty() {
+fn export(target: &Target, batch: &mut Batch) {
+    if batch.spans == 0 {
         return;
     }
-    let n = batch.len() as u64;
-    let body = otlp::export_request(&resource(target), ("switchyard", env!("CARGO_PKG_VERSION")), batch);
-    batch.clear();
+    let n = batch.spans as u64;
+    let body = otlp::export_request(&resource(target), ("switchyard", env!("CARGO_PKG_VERSION")), &batch.entries);
+    batch.entries.clear();
+    batch.spans = 0;
     match post(target, &body) {
         Ok(()) => {
             metrics::TRACE_SPANS_EXPORTED.fetch_add(n, Ordering::Relaxed);

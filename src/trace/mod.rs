@@ -5,26 +5,35 @@
 //! parent in `traceparent`, and the client's `tracestate` unchanged. Sampling is parent-based: a client
 //! that says "sampled" (or "not sampled") is followed; without a `traceparent` the configured ratio
 //! decides. A request that is not sampled costs one check and passes the client's trace headers
-//! through untouched. Finished spans go to a bounded queue drained by the exporter thread
-//! ([`export`]); when the queue is full (the collector is slow or down) they are dropped and counted,
-//! never waited for.
+//! through untouched. Finished spans are encoded on the request's thread (borrowing what they
+//! describe: one allocation) and go to a bounded queue drained by the exporter thread ([`export`]);
+//! when the queue is full (the collector is slow or down) they are dropped and counted, never waited
+//! for.
 
 pub mod export;
 pub mod otlp;
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::router::random_draw;
 
-/// A span attribute value.
+/// A span attribute value, borrowed from the request where it can be.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Str(String),
+pub enum Value<'a> {
+    Str(Cow<'a, str>),
     Bool(bool),
     Int(i64),
     Double(f64),
-    StrArray(Vec<String>),
+    StrArray(&'a [String]),
+}
+
+impl<'a> Value<'a> {
+    /// A borrowed string.
+    pub fn str(s: &'a str) -> Value<'a> {
+        Value::Str(Cow::Borrowed(s))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,21 +43,21 @@ pub enum SpanKind {
     Client,
 }
 
-/// A finished span.
+/// A finished span, borrowing from the request it describes; encoded at once ([`otlp::span_entries`]).
 #[derive(Debug, Clone)]
-pub struct Span {
+pub struct Span<'a> {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
     /// W3C `tracestate`, as the client sent it.
-    pub trace_state: String,
-    pub name: String,
+    pub trace_state: &'a str,
+    pub name: Cow<'a, str>,
     pub kind: SpanKind,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
-    pub attributes: Vec<(&'static str, Value)>,
+    pub attributes: Vec<(&'static str, Value<'a>)>,
     /// `Some(message)`: the span's status is ERROR.
-    pub error: Option<String>,
+    pub error: Option<Cow<'a, str>>,
 }
 
 /// A `traceparent` as a client sent it.
@@ -199,9 +208,10 @@ pub fn configure(cfg: Option<&crate::config::TracingConfig>) {
     }
 }
 
-/// Hands a request's finished spans to the exporter (dropped and counted when its queue is full).
-pub fn submit(spans: Vec<Span>) {
-    export::submit(spans);
+/// Encodes a request's finished spans and hands them to the exporter (dropped and counted when its
+/// queue is full).
+pub fn submit(spans: &[Span]) {
+    export::submit(otlp::span_entries(spans), spans.len());
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! OTLP/protobuf encoding of the few messages a trace export needs, by hand (no IO): an
-//! `ExportTraceServiceRequest` holding one `ResourceSpans` with one `ScopeSpans`.
+//! `ExportTraceServiceRequest` holding one `ResourceSpans` with one `ScopeSpans`, whose `spans` are
+//! encoded ahead, request by request ([`span_entries`]), and wrapped per batch ([`export_request`]).
 //!
 //! Field numbers are those of opentelemetry-proto (`collector/trace/v1/trace_service.proto`,
 //! `trace/v1/trace.proto`, `common/v1/common.proto`, `resource/v1/resource.proto`); the tests decode what
@@ -69,7 +70,7 @@ fn any_value(out: &mut Vec<u8>, v: &Value) {
             out.extend_from_slice(&d.to_le_bytes());
         }
         Value::StrArray(items) => message(out, 5, |array| {
-            for item in items {
+            for item in items.iter() {
                 message(array, 1, |value| string_field(value, 1, item));
             }
         }),
@@ -88,7 +89,7 @@ fn span(out: &mut Vec<u8>, s: &Span) {
     bytes_field(out, 1, &s.trace_id);
     bytes_field(out, 2, &s.span_id);
     if !s.trace_state.is_empty() {
-        string_field(out, 3, &s.trace_state);
+        string_field(out, 3, s.trace_state);
     }
     if let Some(parent) = &s.parent_span_id {
         bytes_field(out, 4, parent);
@@ -123,9 +124,19 @@ fn span(out: &mut Vec<u8>, s: &Span) {
     out.extend_from_slice(&1u32.to_le_bytes());
 }
 
-/// An `ExportTraceServiceRequest` with the resource's attributes, the instrumentation scope and `spans`.
-pub fn export_request(resource: &[(&str, Value)], scope: (&str, &str), spans: &[Span]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + spans.len() * 512);
+/// `spans` as entries of `ScopeSpans.spans` (field 2), ready to be concatenated with other requests'.
+pub fn span_entries(spans: &[Span]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(spans.len() * 640);
+    for s in spans {
+        message(&mut out, 2, |m| span(m, s));
+    }
+    out
+}
+
+/// An `ExportTraceServiceRequest` with the resource's attributes, the instrumentation scope and span
+/// entries from [`span_entries`].
+pub fn export_request(resource: &[(&str, Value)], scope: (&str, &str), entries: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + entries.len());
     message(&mut out, 1, |resource_spans| {
         message(resource_spans, 1, |res| {
             for (k, v) in resource {
@@ -137,9 +148,7 @@ pub fn export_request(resource: &[(&str, Value)], scope: (&str, &str), spans: &[
                 string_field(sc, 1, scope.0);
                 string_field(sc, 2, scope.1);
             });
-            for s in spans {
-                message(scope_spans, 2, |m| span(m, s));
-            }
+            scope_spans.extend_from_slice(entries);
         });
     });
     out
@@ -165,9 +174,17 @@ mod tests {
     }
 
     #[test]
+    fn nested_lengths_are_inserted_in_place_even_past_one_byte() {
+        let mut out = Vec::new();
+        message(&mut out, 1, |m| m.extend_from_slice(&[7u8; 300]));
+        assert_eq!(&out[..3], &[0x0a, 0xac, 0x02]);
+        assert_eq!(out.len(), 3 + 300);
+    }
+
+    #[test]
     fn a_key_value_has_the_expected_bytes() {
         let mut out = Vec::new();
-        key_value(&mut out, 9, "k", &Value::Str("v".into()));
+        key_value(&mut out, 9, "k", &Value::str("v"));
         // field 9 LEN, len 8: { 1: "k", 2: { 1: "v" } }
         assert_eq!(out, [0x4a, 8, 0x0a, 1, b'k', 0x12, 3, 0x0a, 1, b'v']);
     }
