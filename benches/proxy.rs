@@ -118,7 +118,7 @@ fn observability(upstream: std::net::SocketAddr, conns: usize, duration: Duratio
         let cpu = (cpu_seconds(pid) - cpu0) / (r.requests.max(1) as f64) * 1e6;
         let base = *first.get_or_insert(cpu);
         println!(
-            "{:<8} {:<12} {:>10.0} req/s  p99 {:>6.2} ms  CPU {:>6.1} µs/req  (+{:.1} µs vs off)",
+            "{:<8} {:<12} {:>10.0} req/s  p99 {:>6.2} ms  CPU {:>6.1} µs/req  ({:+.1} µs vs off)",
             "small",
             label,
             r.rps(),

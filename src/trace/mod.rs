@@ -14,7 +14,6 @@ pub mod export;
 pub mod otlp;
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::router::random_draw;
@@ -108,18 +107,31 @@ pub fn parse_traceparent(value: &str) -> Option<Parent> {
     Some(Parent { trace_id, span_id, sampled: flags[0] & 1 == 1 })
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
+    push_hex(&mut s, bytes);
     s
 }
 
 /// The `traceparent` that makes `span_id` the parent of what receives it (sampled).
 pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
-    format!("00-{}-{}-01", hex(trace_id), hex(span_id))
+    let mut s = String::with_capacity(55);
+    s.push_str("00-");
+    push_hex(&mut s, trace_id);
+    s.push('-');
+    push_hex(&mut s, span_id);
+    s.push_str("-01");
+    s
 }
 
 /// A `tracestate` worth forwarding: at most 512 visible ASCII characters (W3C's limit).
