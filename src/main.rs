@@ -65,6 +65,12 @@ fn main() {
     let listen = snapshot.config.listen.clone();
     let addr = listen.parse().expect("validated listen address");
     let admin = snapshot.config.admin_listen.as_ref().map(|a| a.parse().expect("validated admin address"));
+    if let Some(t) = &snapshot.config.tracing {
+        info!("tracing: OTLP to {}, sample ratio {}", t.endpoint, t.sample_ratio);
+    }
+    if snapshot.config.access_log != "stderr" {
+        info!("access log: {}", snapshot.config.access_log);
+    }
     runtime::publish(snapshot);
     if let Some(admin) = admin {
         match runtime::start_admin(admin, server_config.clone()) {
