@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench micro` (a Redis row is added when `redis-server` is installed).
 
+#[path = "common/otlp_sink.rs"]
+mod otlp_sink;
+use otlp_sink::otlp_sink;
+
 use std::hint::black_box;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -132,6 +136,7 @@ fn main() {
         body: Vec::new(),
         peer: "127.0.0.1:1".parse().unwrap(),
         body_streamed: false,
+        received: Instant::now(),
     };
     let with_clients = |n: usize| {
         let mut clients: Vec<serde_json::Value> = (1..n)
@@ -444,6 +449,8 @@ data: [DONE]
     let (with_client, raw) = upstream_client_row();
     row("upstream round trip, our HTTP/1.1 client", with_client, "raw HTTP/1.1 on the same may socket", raw);
 
+    observability_rows(with_client);
+
     if let Some(redis_row) = redis_limit_row(&limits, &facts) {
         let (admit, ping) = redis_row;
         row("limit check, Redis (admit script)", admit, "Redis PING round trip", ping);
@@ -674,4 +681,266 @@ fn redis_limit_row(limits: &[ratelimit::Limit], facts: &Facts) -> Option<(f64, f
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// The recorder before issue 11, kept here as the baseline: one process-wide mutex around maps keyed
+/// by client, model and backend.
+mod previous_recorder {
+    use std::collections::BTreeMap;
+
+    use parking_lot::Mutex;
+
+    type Totals = [u64; 6];
+    type ByClient = BTreeMap<String, BTreeMap<String, BTreeMap<String, Totals>>>;
+    static USAGE: Mutex<ByClient> = Mutex::new(BTreeMap::new());
+
+    fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+        if !map.contains_key(key) {
+            map.insert(key.to_string(), V::default());
+        }
+        map.get_mut(key).expect("inserted above")
+    }
+
+    pub fn record(client: &str, model: &str, backend: &str, input: u64, output: u64) {
+        let mut map = USAGE.lock();
+        let t = slot(slot(slot(&mut map, client), model), backend);
+        t[0] += 1;
+        t[1] += input;
+        t[2] += output;
+    }
+}
+
+/// CPU time of the calling thread, in nanoseconds (Linux `CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_ns() -> u64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
+}
+
+/// CPU nanoseconds per call of `f` while `threads` threads call it at once (started together). CPU
+/// time rather than wall time: on a shared machine the threads may not all get a core, and contention
+/// (a lock's cache line moving between cores, spinning) shows as CPU spent per call.
+fn time_parallel(threads: usize, f: impl Fn() + Sync) -> f64 {
+    let iters = 300_000u64;
+    let mut rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = std::sync::Barrier::new(threads);
+            let total: u64 = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            f();
+                            start.wait();
+                            let cpu = thread_cpu_ns();
+                            for _ in 0..iters {
+                                f();
+                            }
+                            thread_cpu_ns() - cpu
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            total as f64 / (iters * threads as u64) as f64
+        })
+        .collect();
+    rounds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rounds[2]
+}
+
+/// What observing a request costs (metrics, the access log line, tracing off and on), next to that
+/// request's upstream round trip measured above; and the metrics recorder against the one it replaced,
+/// on one thread and on two at once.
+fn observability_rows(round_trip: f64) {
+    use std::sync::atomic::Ordering;
+
+    use switchyard::accesslog;
+    use switchyard::config::TracingConfig;
+    use switchyard::gateway::{AttemptOutcome, Observation, Outcome};
+    use switchyard::metrics::{self, GenAiLabels, GenAiSample};
+    use switchyard::server::Request;
+    use switchyard::trace::{self, Span, SpanKind, Value};
+    use switchyard::translate::Usage;
+
+    let cfg = Config::parse(
+        r#"{"backends":[{"name":"primary","schema":"mock"}],
+            "routes":[{"model":"gpt-4o*","backends":[{"backend":"primary"}]}],
+            "clients":[{"name":"team-a","key":"k"}]}"#,
+    )
+    .unwrap();
+    let snapshot = Snapshot::build(cfg, &Environment::process(), None).unwrap();
+    let (head, _) = http1::parse_head(HEAD, 64 * 1024, 100).unwrap().unwrap();
+    let req = Request {
+        head,
+        body: chat_body(0),
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        received: Instant::now(),
+        body_streamed: false,
+    };
+    let usage = Usage { input_tokens: 50, output_tokens: 20, cache_read_input_tokens: 10, ..Usage::default() };
+    // What the gateway does for one streamed, routed request once it is answered.
+    let observe = || {
+        let mut obs = Observation::new(&req);
+        obs.operation = Some(Endpoint::ChatCompletions);
+        obs.client = Some("team-a");
+        obs.model = Some("gpt-4o-mini".into());
+        obs.model_label = metrics::model_label("gpt-4o-mini");
+        obs.route = Some("gpt-4o*");
+        obs.stream = true;
+        black_box(obs.attempts.begin(0, "gpt-4o-mini"));
+        obs.attempts.end(AttemptOutcome::Answered(200));
+        let now = Instant::now();
+        obs.outcome = Some(Outcome {
+            usage: Some(usage.clone()),
+            stream: true,
+            first_byte: Some(now),
+            first_token: Some(now),
+            response_model: Some("gpt-4o-mini-2024-07-18".into()),
+            finish_reasons: vec!["stop".into()],
+            ..Outcome::default()
+        });
+        obs.report(&snapshot, &req, 200, 1234, "0123456789abcdef0123456789abcdef");
+    };
+    let rt = "upstream round trip (row above)";
+
+    accesslog::configure(&accesslog::Target::Off);
+    trace::configure(None);
+    let metrics_only = time(observe);
+    row("observe a request: metrics only", metrics_only, rt, round_trip);
+
+    accesslog::configure(&accesslog::Target::File("/dev/null".into()));
+    let dropped = metrics::ACCESS_LOG_DROPPED.load(Ordering::Relaxed);
+    // The writer's share (collecting and writing the lines) is done here every 1,000 lines, so the row
+    // is the whole cost of a line and none is dropped for outrunning the writer.
+    let lines = std::cell::Cell::new(0u32);
+    let with_log = time(|| {
+        observe();
+        lines.set(lines.get() + 1);
+        if lines.get().is_multiple_of(1000) {
+            accesslog::flush();
+        }
+    });
+    let dropped = metrics::ACCESS_LOG_DROPPED.load(Ordering::Relaxed) - dropped;
+    row("  + access log line (to /dev/null, writing included)", with_log, rt, round_trip);
+    if dropped > 0 {
+        println!("    ({dropped} access log lines dropped: the writer thread fell behind)");
+    }
+    accesslog::configure(&accesslog::Target::Off);
+
+    let sink = otlp_sink();
+    let tracing = |ratio: f64| TracingConfig {
+        endpoint: format!("http://{sink}/v1/traces"),
+        sample_ratio: ratio,
+        queue_size: 1 << 16,
+        flush_interval_ms: 50,
+        ..TracingConfig::default()
+    };
+    trace::configure(Some(&tracing(0.0)));
+    let unsampled = time(observe);
+    row("  + tracing on, request not sampled", unsampled, rt, round_trip);
+    trace::configure(Some(&tracing(1.0)));
+    let queue_drops = metrics::TRACE_SPANS_DROPPED_QUEUE.load(Ordering::Relaxed);
+    let sampled = time(observe);
+    row("  + tracing on, sampled (2 spans queued)", sampled, rt, round_trip);
+    std::thread::sleep(Duration::from_millis(500));
+    let queue_drops = metrics::TRACE_SPANS_DROPPED_QUEUE.load(Ordering::Relaxed) - queue_drops;
+    println!(
+        "    (exporter: {} spans exported, {} dropped because the queue was full, {} failed)",
+        metrics::TRACE_SPANS_EXPORTED.load(Ordering::Relaxed),
+        queue_drops,
+        metrics::TRACE_SPANS_DROPPED_EXPORT.load(Ordering::Relaxed)
+    );
+    trace::configure(None);
+
+    let reasons = vec!["stop".to_string()];
+    let span = |kind| Span {
+        trace_id: [7; 16],
+        span_id: [1; 8],
+        parent_span_id: Some([2; 8]),
+        trace_state: "",
+        name: "POST /v1/chat/completions".into(),
+        kind,
+        start_unix_nanos: 1,
+        end_unix_nanos: 2,
+        attributes: vec![
+            ("gen_ai.operation.name", Value::str("chat")),
+            ("gen_ai.request.model", Value::str("gpt-4o-mini")),
+            ("gen_ai.response.model", Value::str("gpt-4o-mini-2024-07-18")),
+            ("gen_ai.provider.name", Value::str("openai")),
+            ("gen_ai.usage.input_tokens", Value::Int(60)),
+            ("gen_ai.usage.output_tokens", Value::Int(20)),
+            ("gen_ai.response.finish_reasons", Value::StrArray(&reasons)),
+            ("http.response.status_code", Value::Int(200)),
+        ],
+        error: None,
+    };
+    let pair = [span(SpanKind::Server), span(SpanKind::Client)];
+    let encode = time(|| {
+        black_box(trace::otlp::span_entries(black_box(&pair)));
+    });
+    row("  of which: OTLP encoding of its 2 spans", encode, rt, round_trip);
+    let entries: Vec<u8> = (0..256).flat_map(|_| trace::otlp::span_entries(&pair)).collect();
+    let wrap = time(|| {
+        black_box(trace::otlp::export_request(&[], ("switchyard", "0"), black_box(&entries)));
+    }) / 256.0;
+    row("exporter thread: batch of 256 requests, per request", wrap, rt, round_trip);
+
+    let off_check = time(|| {
+        black_box(trace::enabled());
+    });
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let load = time(|| {
+        black_box(flag.load(Ordering::Relaxed));
+    });
+    row("tracing off: the per-request check", off_check, "one relaxed atomic load", load);
+
+    // The recorder alone, against the one it replaced, on one thread and on two at once.
+    let labels = GenAiLabels {
+        operation: metrics::label("chat"),
+        provider: metrics::label("openai"),
+        request_model: metrics::model_label("gpt-4o-mini"),
+        response_model: metrics::model_label("gpt-4o-mini-2024-07-18"),
+        client: metrics::label("team-a"),
+        backend: metrics::label("primary"),
+        error: metrics::EMPTY,
+    };
+    let record = || {
+        let labels = GenAiLabels {
+            client: metrics::label("team-a"),
+            backend: metrics::label("primary"),
+            request_model: metrics::model_label("gpt-4o-mini"),
+            ..labels
+        };
+        metrics::record_request(
+            &labels,
+            &GenAiSample {
+                status: 200,
+                duration: 0.5,
+                ttft: Some(0.1),
+                tpot: Some(0.02),
+                usage: Some(&usage),
+                ..GenAiSample::default()
+            },
+        );
+    };
+    let old = || previous_recorder::record("team-a", "gpt-4o*", "primary", 60, 20);
+    let new1 = time(record);
+    let old1 = time(old);
+    row("metrics: record a request, 1 thread", new1, "previous global-mutex recorder", old1);
+    let new_cpu1 = time_parallel(1, record);
+    let new_cpu2 = time_parallel(2, record);
+    let old_cpu1 = time_parallel(1, old);
+    let old_cpu2 = time_parallel(2, old);
+    row("metrics: CPU per record, 2 threads (ours)", new_cpu2, "the same on 1 thread", new_cpu1);
+    row("metrics: CPU per record, 2 threads (previous)", old_cpu2, "the same on 1 thread", old_cpu1);
 }

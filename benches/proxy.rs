@@ -9,9 +9,13 @@
 //! `cargo bench --bench proxy` (env: BENCH_SECONDS per round, default 5; BENCH_ROUNDS, default 5;
 //! BENCH_CONNS, default 64; BENCH_ONLY=chat,stream to choose scenarios; BENCH_BINARY=path to measure
 //! another build of the gateway; BENCH_COMPARE=path to measure a second build in the same rounds, e.g.
-//! the static `dist` build against `release`).
+//! the static `dist` build against `release`; BENCH_OBSERVABILITY=1 to add the small-body load through three
+//! gateways in the same run: access log and tracing off, the access log to a file, and the access log plus
+//! every request traced to a local OTLP sink).
 
 mod common;
+#[path = "common/otlp_sink.rs"]
+mod otlp_sink;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +118,9 @@ fn main() {
     if nginx.is_none() {
         println!("\n(nginx not found: install it (Debian: nginx-light) to compare against proxy_pass in the same run)");
     }
+    if std::env::var("BENCH_OBSERVABILITY").is_ok_and(|v| v == "1") {
+        observability(upstream, conns, duration);
+    }
     println!(
         "\ngateway peak RSS (VmHWM): {} KiB, threads: {}",
         status_field(gw_pid, "VmHWM:"),
@@ -176,4 +183,47 @@ fn same_priority(pid: u32, nice: i64) {
                 .status();
         }
     }
+}
+
+/// CPU per request with the access log and tracing off, the access log on, and both on (every request
+/// traced), each through its own gateway, in one run.
+fn observability(upstream: std::net::SocketAddr, conns: usize, duration: Duration) {
+    let sink = otlp_sink::otlp_sink();
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-obs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let log = log.to_str().unwrap();
+    let setups = [
+        ("obs off", serde_json::json!({"access_log": "off"})),
+        ("+log", serde_json::json!({"access_log": log})),
+        (
+            "+log+trace",
+            serde_json::json!({"access_log": log,
+            "tracing": {"endpoint": format!("http://{sink}/v1/traces"), "sample_ratio": 1.0, "queue_size": 65536}}),
+        ),
+    ];
+    let request = Arc::new(chat_request("bench", 200, false, ""));
+    println!(
+        "\nobservability, small body, {conns} connections (CPU per request includes the writer and exporter threads):"
+    );
+    let mut first = None;
+    for (label, extra) in setups {
+        let gw = start_gateway(upstream, extra);
+        let pid = gw.child.id();
+        let _ = closed_loop(gw.addr, conns, Duration::from_millis(500), request.clone());
+        let cpu0 = cpu_seconds(pid);
+        let r = closed_loop(gw.addr, conns, duration, request.clone());
+        let cpu = (cpu_seconds(pid) - cpu0) / (r.requests.max(1) as f64) * 1e6;
+        let base = *first.get_or_insert(cpu);
+        println!(
+            "{:<8} {:<12} {:>10.0} req/s  p99 {:>6.2} ms  CPU {:>6.1} µs/req  ({:+.1} µs vs off)",
+            "small",
+            label,
+            r.rps(),
+            r.pct(0.99),
+            cpu,
+            cpu - base
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

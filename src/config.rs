@@ -36,6 +36,24 @@ pub struct Config {
     /// Passive health of backends.
     #[serde(default)]
     pub health: HealthConfig,
+    /// A second address serving only `/metrics`, `/ready` and `/health`. When set, the public port no
+    /// longer serves `/metrics`.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// A key `/metrics` requires (`Authorization: Bearer <key>`), wherever it is served.
+    #[serde(default)]
+    pub admin_key: Option<Secret>,
+    /// The environment variable holding that key.
+    #[serde(default)]
+    pub admin_key_env: Option<String>,
+    /// `off`, `stderr` (the default) or a file path: one JSON line per request.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// OTLP trace export; off when absent.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// When a failed request is tried again (the route's `retry`, else the top-level one).
@@ -90,6 +108,84 @@ fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
 
+fn default_access_log() -> String {
+    "stderr".into()
+}
+
+/// `metrics` in config.json.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Distinct model names that get a label value of their own (models a `*` route matched, and the
+    /// models upstreams answer with); past it they are `_OTHER`. Exact route names always have theirs.
+    pub max_models: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { max_models: 200 }
+    }
+}
+
+/// `tracing` in config.json: OTLP/HTTP protobuf export of spans.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's traces URL (`http://host[:4318][/v1/traces]`).
+    pub endpoint: String,
+    /// Share of requests without a `traceparent` that are traced (0 to 1). A client's sampled flag
+    /// is followed either way.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Requests' spans waiting for export at most; past it spans are dropped (and counted).
+    pub queue_size: usize,
+    /// Spans sent in one export at most.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch is sent.
+    pub flush_interval_ms: u64,
+    /// Longest an export may take (connect, send, answer).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            sample_ratio: 1.0,
+            service_name: "switchyard".into(),
+            queue_size: 2048,
+            batch_size: 512,
+            flush_interval_ms: 1000,
+            export_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Splits an OTLP/HTTP endpoint `http://host[:port][/path]` (port 4318 and path `/v1/traces` by
+/// default) into host, port and path.
+pub fn parse_otlp_endpoint(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// endpoints are supported (send to a local collector; it can forward over TLS)")?;
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
+    if authority.is_empty() || authority.contains(['@', '?', '#', ' ']) {
+        return Err(format!("\"{url}\" is not a valid URL"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => {
+            (h, p.parse::<u16>().map_err(|_| format!("bad port in \"{url}\""))?)
+        }
+        _ => (authority, 4318),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    if host.is_empty() {
+        return Err(format!("\"{url}\" has no host"));
+    }
+    let path = if path.is_empty() || path == "/" { "/v1/traces".to_string() } else { path.to_string() };
+    Ok((host, port, path))
+}
+
 /// Limits and timeouts of the client-facing HTTP/1.1 server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +207,9 @@ pub struct ServerConfig {
     /// Stack of each connection coroutine, in KiB. A rustls handshake needs ~34 KiB in a release build
     /// (may's 32 KiB default overflows) and over 128 KiB in a debug build; only touched pages cost memory.
     pub stack_kib: usize,
+    /// On SIGINT/SIGTERM, `/ready` answers 503 for this long while everything is still served, so
+    /// load balancers stop sending before the listener closes (0: close at once).
+    pub drain_delay_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +223,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             drain_timeout_ms: 30_000,
             stack_kib: if cfg!(debug_assertions) { 512 } else { 128 },
+            drain_delay_ms: 0,
         }
     }
 }
@@ -467,6 +567,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 /// Where secrets come from besides the config text: environment variables and files (keys mounted as
 /// files, AWS's shared credentials file). Injectable, so tests need not touch the process's own.
 pub struct Environment<'a> {
@@ -653,12 +759,55 @@ impl Config {
                 return Err(err(format!("{path}.retries"), "at most 10"));
             }
         }
+        if s.drain_delay_ms > MAX_TIMEOUT_MS {
+            return Err(err("server.drain_delay_ms", format!("must be at most {MAX_TIMEOUT_MS} (one day)")));
+        }
+        self.validate_observability()?;
         for (i, b) in self.backends.iter().enumerate() {
             let path = format!("backends[{i}]");
             b.validate(&path)?;
             if self.backends[..i].iter().any(|x| x.name == b.name) {
                 return Err(err(format!("{path}.name"), format!("duplicate backend name \"{}\"", b.name)));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `admin_listen`, `admin_key(_env)`, `access_log`, `tracing`.
+    fn validate_observability(&self) -> Result<(), ConfigError> {
+        if let Some(admin) = &self.admin_listen {
+            let addr = admin
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| err("admin_listen", format!("\"{admin}\" is not an address like 127.0.0.1:9090")))?;
+            if self.listen.parse::<std::net::SocketAddr>().is_ok_and(|l| l == addr && l.port() != 0) {
+                return Err(err("admin_listen", "must differ from \"listen\""));
+            }
+        }
+        match (&self.admin_key, &self.admin_key_env) {
+            (Some(_), Some(_)) => {
+                return Err(err("admin_key", "set at most one of \"admin_key\" and \"admin_key_env\""))
+            }
+            (Some(k), None) if k.0.is_empty() => return Err(err("admin_key", "must not be empty")),
+            _ => {}
+        }
+        if self.access_log.is_empty() {
+            return Err(err("access_log", "\"off\", \"stderr\" or a file path"));
+        }
+        if let Some(t) = &self.tracing {
+            parse_otlp_endpoint(&t.endpoint).map_err(|m| err("tracing.endpoint", m))?;
+            if !(0.0..=1.0).contains(&t.sample_ratio) {
+                return Err(err("tracing.sample_ratio", "must be between 0 and 1"));
+            }
+            if t.queue_size == 0 || t.batch_size == 0 {
+                return Err(err("tracing", "queue_size and batch_size must be at least 1"));
+            }
+            if t.service_name.is_empty() {
+                return Err(err("tracing.service_name", "must not be empty"));
+            }
+            check_timeout("tracing.flush_interval_ms", t.flush_interval_ms)?;
+            check_timeout("tracing.export_timeout_ms", t.export_timeout_ms)?;
         }
         Ok(())
     }

@@ -61,6 +61,29 @@ impl GatewayError {
         }
     }
 
+    /// `error.type` in metrics, the access log and traces: one fixed word per variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::Unauthorized => "unauthorized",
+            GatewayError::ModelNotAllowed(_) => "model_not_allowed",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::BackendUnavailable(_) => "backend_unavailable",
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamConnect { timed_out: false, .. } => {
+                "upstream_unreachable"
+            }
+            GatewayError::UpstreamTimeout(_) | GatewayError::UpstreamConnect { timed_out: true, .. } => {
+                "upstream_timeout"
+            }
+            GatewayError::ResponseNotFound(_) => "response_not_found",
+            GatewayError::RequestBody { .. } => "request_body",
+            GatewayError::Overloaded(_) => "overloaded",
+            GatewayError::RateLimited { .. } => "rate_limited",
+        }
+    }
+
     /// Response headers the error carries besides its body (`Retry-After`, `x-ratelimit-*`).
     pub fn headers(&self) -> Vec<(String, String)> {
         match self {

@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod log;
 
+pub mod accesslog;
 pub mod api;
 pub mod base64;
 pub mod cancel;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod snapshot;
 pub mod sse;
 pub mod stream;
+pub mod trace;
 pub mod translate;
 pub mod upstream;
 pub mod usage;

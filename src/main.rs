@@ -62,9 +62,26 @@ fn main() {
     runtime::report(&snapshot);
     runtime::raise_open_file_limit(server_config.max_connections);
     let signals = runtime::catch_signals();
+    runtime::catch_reopen_signal();
     let listen = snapshot.config.listen.clone();
     let addr = listen.parse().expect("validated listen address");
-    switchyard::snapshot::publish(snapshot);
+    let admin = snapshot.config.admin_listen.as_ref().map(|a| a.parse().expect("validated admin address"));
+    if let Some(t) = &snapshot.config.tracing {
+        info!("tracing: OTLP to {}, sample ratio {}", t.endpoint, t.sample_ratio);
+    }
+    if snapshot.config.access_log != "stderr" {
+        info!("access log: {}", snapshot.config.access_log);
+    }
+    runtime::publish(snapshot);
+    if let Some(admin) = admin {
+        match runtime::start_admin(admin, server_config.clone()) {
+            Ok(bound) => info!("admin endpoints (/metrics, /ready, /health) on {bound}"),
+            Err(e) => {
+                error!("admin_listen: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let (bound, accepts) = match runtime::start(addr, workers, server_config.clone()) {
         Ok(x) => x,
         Err(e) => {
@@ -72,7 +89,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    runtime::set_ready();
     info!("listening on {bound} with {workers} worker(s); config {}", args.config);
     runtime::watch_config(file, listen, args.listen.is_some());
-    runtime::wait_for_shutdown(signals, accepts, Duration::from_millis(server_config.drain_timeout_ms));
+    runtime::wait_for_shutdown(
+        signals,
+        accepts,
+        Duration::from_millis(server_config.drain_delay_ms),
+        Duration::from_millis(server_config.drain_timeout_ms),
+    );
 }

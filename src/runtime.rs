@@ -1,13 +1,102 @@
 //! Start-up, config reload and graceful shutdown: what `main` runs, callable from tests too.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{self, Config, Environment};
-use crate::server;
 use crate::snapshot::{self, Snapshot};
+use crate::{accesslog, metrics, server, trace};
+
+/// Whether the gateway takes traffic, as `GET /ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// No config is in use yet (503).
+    Starting,
+    /// Serving (200).
+    Ready,
+    /// Shutting down: load balancers should stop sending (503).
+    Draining,
+}
+
+static READINESS: AtomicU8 = AtomicU8::new(0);
+
+pub fn readiness() -> Readiness {
+    match READINESS.load(Ordering::Acquire) {
+        0 => Readiness::Starting,
+        1 => Readiness::Ready,
+        _ => Readiness::Draining,
+    }
+}
+
+/// Marks the gateway ready: its config is published and its listeners serve.
+pub fn set_ready() {
+    let _ = READINESS.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+}
+
+/// Publishes a snapshot for new requests and applies its observability settings: the model label cap,
+/// the access log's target (a file is reopened: rotation on reload), tracing.
+pub fn publish(snapshot: Snapshot) {
+    metrics::set_max_models(snapshot.config.metrics.max_models);
+    accesslog::configure(&accesslog::Target::parse(&snapshot.config.access_log));
+    trace::configure(snapshot.config.tracing.as_ref());
+    snapshot::publish(snapshot);
+    metrics::CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SIGUSR1 sets a flag (nothing else is safe in a signal handler); the config watcher reopens the
+/// access log when it sees it.
+#[cfg(all(
+    unix,
+    not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc", target_arch = "sparc64"))
+))]
+mod usr1 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    pub static RECEIVED: AtomicBool = AtomicBool::new(false);
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const SIGUSR1: i32 = 10;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const SIGUSR1: i32 = 30;
+
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+
+    extern "C" fn on_signal(_: i32) {
+        RECEIVED.store(true, Ordering::Relaxed);
+    }
+
+    pub fn install() {
+        let handler: extern "C" fn(i32) = on_signal;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal(SIGUSR1, handler as usize);
+        }
+    }
+
+    pub fn take() -> bool {
+        RECEIVED.swap(false, Ordering::Relaxed)
+    }
+}
+
+#[cfg(not(all(
+    unix,
+    not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc", target_arch = "sparc64"))
+)))]
+mod usr1 {
+    pub fn install() {}
+    pub fn take() -> bool {
+        false
+    }
+}
+
+/// From now on SIGUSR1 reopens the access log file (log rotation).
+pub fn catch_reopen_signal() {
+    usr1::install();
+}
 
 /// Builds a snapshot from a parsed config with this process's environment and files.
 pub fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
@@ -87,12 +176,14 @@ enum Trigger {
 
 /// Reloads the config, and with it every secret it reads (key files and variables, AWS credentials),
 /// on SIGHUP, when the config file changes, and when a `key_file` it names changes; publishes each
-/// valid result. An invalid one is logged and the running config kept.
+/// valid result. An invalid one is logged and the running config kept. It also reopens the access log
+/// after a SIGUSR1.
 pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: bool) {
     std::thread::Builder::new()
         .name("switchyard-config".into())
         .spawn(move || {
             let path = loaded.path.clone();
+            let admin_listen = loaded.parse().ok().and_then(|c| c.admin_listen);
             let mut last = loaded;
             let mut secrets = secret_files(&snapshot::current().config);
             let mut secret_stamps = stamps(&secrets);
@@ -100,6 +191,10 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
             for tick in 1u64.. {
                 // Signals are looked at every 100 ms, files every 300 ms.
                 std::thread::sleep(Duration::from_millis(100));
+                if usr1::take() {
+                    info!("SIGUSR1: reopening the access log");
+                    accesslog::reopen();
+                }
                 let seen = HANGUPS.load(Ordering::SeqCst);
                 let trigger = if seen != hangups {
                     hangups = seen;
@@ -139,6 +234,10 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                         }
                         c.listen = listen.clone();
                     }
+                    if c.admin_listen != admin_listen {
+                        warn!("config reload: \"admin_listen\" changed; a restart is needed to apply it");
+                        c.admin_listen = admin_listen.clone();
+                    }
                     build_snapshot(c, Some(&previous))
                 });
                 match result {
@@ -153,8 +252,12 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                         secrets = secret_files(&snapshot.config);
                         secret_stamps = stamps(&secrets);
                         snapshot::publish(snapshot);
+                        metrics::CONFIG_RELOADS_OK.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => error!("config reload from {path} rejected, keeping the previous one: {e}"),
+                    Err(e) => {
+                        metrics::CONFIG_RELOADS_REJECTED.fetch_add(1, Ordering::Relaxed);
+                        error!("config reload from {path} rejected, keeping the previous one: {e}");
+                    }
                 }
             }
         })
@@ -240,14 +343,24 @@ pub fn raise_open_file_limit(max_connections: usize) -> u64 {
     now
 }
 
-/// Blocks until SIGINT/SIGTERM, then drains: stop accepting, wait for in-flight requests up to the
+/// Blocks until SIGINT/SIGTERM, then drains: `/ready` answers 503 (for `delay` with everything still
+/// served, so load balancers notice), then stop accepting and wait for in-flight requests up to the
 /// deadline.
 pub fn wait_for_shutdown(
     signals: std::sync::mpsc::Receiver<()>,
     accepts: Vec<may::coroutine::JoinHandle<()>>,
+    delay: Duration,
     drain: Duration,
 ) {
     let _ = signals.recv();
+    READINESS.store(2, Ordering::Release);
+    if !delay.is_zero() {
+        info!(
+            "shutting down: /ready answers 503; still serving for {} ms before closing the listener",
+            delay.as_millis()
+        );
+        std::thread::sleep(delay);
+    }
     info!("shutting down: no new connections, draining in-flight requests (up to {} ms)", drain.as_millis());
     server::SHUTTING_DOWN.store(true, Ordering::SeqCst);
     for accept in &accepts {
@@ -264,6 +377,17 @@ pub fn wait_for_shutdown(
     } else {
         info!("drained; exiting");
     }
+    accesslog::flush();
+}
+
+/// Binds the admin listener (`/metrics`, `/ready`, `/health`) and serves it until the process exits
+/// (through the drain, so `/ready` keeps answering 503 there); returns the bound address.
+pub fn start_admin(listen: SocketAddr, server_config: Arc<config::ServerConfig>) -> std::io::Result<SocketAddr> {
+    let listeners = server::bind(listen, 1)?;
+    let addr = listeners[0].local_addr()?;
+    let handler: server::Handler = Arc::new(crate::gateway::handle_admin);
+    drop(server::serve(listeners, handler, server_config));
+    Ok(addr)
 }
 
 /// Binds and starts serving; returns the bound address and the accept loops.

@@ -74,6 +74,35 @@ pub struct Snapshot {
     pub redis: Option<Arc<RedisClient>>,
     /// When backends are ejected.
     pub health: HealthPolicy,
+    /// What `/metrics` requires.
+    pub admin: AdminAuth,
+}
+
+/// Who may read `/metrics` (`admin_key` / `admin_key_env`).
+#[derive(Debug, Clone)]
+pub enum AdminAuth {
+    /// No key configured.
+    Open,
+    /// `Authorization: Bearer <key>` required.
+    Key(Secret),
+    /// `admin_key_env` names an unset variable: nobody may (fail closed).
+    Unset,
+}
+
+impl AdminAuth {
+    fn build(config: &Config, environment: &Environment, warnings: &mut Vec<String>) -> AdminAuth {
+        match (&config.admin_key, &config.admin_key_env) {
+            (Some(k), _) => AdminAuth::Key(k.clone()),
+            (None, Some(var)) => match (environment.var)(var) {
+                Some(k) => AdminAuth::Key(Secret(k)),
+                None => {
+                    warnings.push(format!("admin_key_env: variable {var} is unset: /metrics refuses every caller"));
+                    AdminAuth::Unset
+                }
+            },
+            (None, None) => AdminAuth::Open,
+        }
+    }
 }
 
 impl Snapshot {
@@ -118,7 +147,8 @@ impl Snapshot {
             }
         };
         let client_keys = ClientKeys::new(&clients);
-        Ok(Snapshot { config, backends, router, clients, client_keys, warnings, limits, redis, health })
+        let admin = AdminAuth::build(&config, environment, &mut warnings);
+        Ok(Snapshot { config, backends, router, clients, client_keys, warnings, limits, redis, health, admin })
     }
 
     /// The client whose key this is: a hash lookup, then a constant-time comparison (see [`ClientKeys`]).

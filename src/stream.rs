@@ -478,6 +478,25 @@ impl StreamPipeline {
         self.usage.usage()
     }
 
+    /// The model the upstream named in its events, if it did.
+    pub fn response_model(&self) -> Option<&str> {
+        self.usage.model()
+    }
+
+    /// Also collect the finish reasons the upstream sends (for traces).
+    pub fn collect_finish_reasons(&mut self) {
+        self.usage.collect_finish_reasons();
+    }
+
+    pub fn finish_reasons(&self) -> &[String] {
+        self.usage.finish_reasons()
+    }
+
+    /// Whether the client's stream was ended by a failure (an error event was written).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Content-bearing events seen: about one output token each (for streams that report no usage).
     pub fn content_events(&self) -> u64 {
         self.usage.content_events()

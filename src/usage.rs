@@ -17,22 +17,169 @@ use crate::translate::{
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
 /// body is skipped without building a tree.
 pub fn from_body(api: Api, body: &[u8]) -> Option<Usage> {
+    facts_from_body(api, body).usage
+}
+
+/// What a complete response body says about itself, for metrics and traces.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BodyFacts {
+    pub usage: Option<Usage>,
+    /// The model the upstream says answered (`model`; Converse has none).
+    pub model: Option<String>,
+    /// `choices[].finish_reason`, `stop_reason` or `stopReason`.
+    pub finish_reasons: Vec<String>,
+}
+
+/// Reads [`BodyFacts`] in one pass; `usage`, `model` and the finish reasons are materialised, the
+/// rest is skipped. Fields of an unexpected type are ignored rather than failing the whole read.
+pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
     if api == Api::Gemini {
-        return gemini_body(body);
+        return BodyFacts { usage: gemini_body(body), ..BodyFacts::default() };
     }
     #[derive(serde::Deserialize)]
-    struct UsageOnly {
+    struct Fields {
         usage: Option<Value>,
+        model: Option<Value>,
+        choices: Option<FinishReasons>,
+        stop_reason: Option<Value>,
+        #[serde(rename = "stopReason")]
+        stop_reason_converse: Option<Value>,
     }
-    let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-    match api {
-        // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
-        Api::OpenAi => usage_from_openai(&usage).or_else(|| usage_from_responses(&usage)),
+    let Ok(f) = serde_json::from_slice::<Fields>(body) else { return BodyFacts::default() };
+    let usage = f.usage.and_then(|usage| match api {
         Api::Anthropic => usage_from_anthropic(&usage),
         Api::Converse => usage_from_converse(&usage),
-        Api::Gemini => None,
+        // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
+        Api::OpenAi => usage_from_openai(&usage).or_else(|| usage_from_responses(&usage)),
         Api::Responses => usage_from_responses(&usage),
+        Api::Gemini => None,
+    });
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let mut finish_reasons = f.choices.map(|c| c.0).unwrap_or_default();
+    finish_reasons.extend(text(f.stop_reason).into_iter().chain(text(f.stop_reason_converse)));
+    BodyFacts { usage, model: text(f.model), finish_reasons }
+}
+
+/// `choices[].finish_reason` strings, read leniently: anything not shaped like OpenAI's choices is
+/// skipped without an error (and without building a tree of the choices' content).
+struct FinishReasons(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for FinishReasons {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+        /// One choice: its `finish_reason` when it is a string.
+        struct Choice(Option<String>);
+
+        impl<'de> serde::Deserialize<'de> for Choice {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Choice;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a choice")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choice, A::Error> {
+                        let mut reason = None;
+                        while let Some(key) = map.next_key::<std::borrow::Cow<str>>()? {
+                            if key == "finish_reason" {
+                                if let Value::String(s) = map.next_value::<Value>()? {
+                                    reason = Some(s);
+                                }
+                            } else {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        }
+                        Ok(Choice(reason))
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choice, A::Error> {
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(Choice(None))
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<Choice, E> {
+                        Ok(Choice(None))
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<Choice, E> {
+                        Ok(Choice(None))
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<Choice, E> {
+                        Ok(Choice(None))
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Choice, E> {
+                        Ok(Choice(None))
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Choice, E> {
+                        Ok(Choice(None))
+                    }
+                    fn visit_unit<E>(self) -> Result<Choice, E> {
+                        Ok(Choice(None))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = FinishReasons;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("choices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FinishReasons, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Choice(reason)) = seq.next_element::<Choice>()? {
+                    out.extend(reason);
+                }
+                Ok(FinishReasons(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FinishReasons, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(FinishReasons(Vec::new()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<FinishReasons, E> {
+                Ok(FinishReasons(Vec::new()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<FinishReasons, E> {
+                Ok(FinishReasons(Vec::new()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<FinishReasons, E> {
+                Ok(FinishReasons(Vec::new()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<FinishReasons, E> {
+                Ok(FinishReasons(Vec::new()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<FinishReasons, E> {
+                Ok(FinishReasons(Vec::new()))
+            }
+            fn visit_unit<E>(self) -> Result<FinishReasons, E> {
+                Ok(FinishReasons(Vec::new()))
+            }
+        }
+        d.deserialize_any(List)
     }
+}
+
+/// The string value of the first `"key":"…"` in `data` (`key` with its quotes), when it has no
+/// escapes: a byte scan, for fields read from every streamed event.
+fn string_field<'d>(data: &'d [u8], key: &[u8]) -> Option<&'d str> {
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&data[from..], key) {
+        let rest = &data[from + at + key.len()..];
+        let mut i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        if rest[i] == b':' {
+            i += 1 + rest[i + 1..].iter().position(|b| !b.is_ascii_whitespace())?;
+            if rest[i] == b'"' {
+                let value = &rest[i + 1..];
+                let end = value.iter().position(|b| *b == b'"' || *b == b'\\')?;
+                return (value[end] == b'"').then(|| std::str::from_utf8(&value[..end]).ok()).flatten();
+            }
+        }
+        from += at + key.len();
+    }
+    None
 }
 
 /// Usage in a Gemini answer: `usageMetadata` (generateContent, countTokens); for embeddings, Vertex's
@@ -93,11 +240,48 @@ pub struct StreamUsage {
     strip_usage_chunk: bool,
     usage: Option<Usage>,
     content_events: u64,
+    /// The model the upstream says answered (read from the first event that names it).
+    model: Option<String>,
+    /// Collect finish reasons (for traces; it costs a scan of every OpenAI event).
+    want_finish_reasons: bool,
+    finish_reasons: Vec<String>,
 }
+
+/// Finish reasons kept per stream at most (one per choice).
+const MAX_FINISH_REASONS: usize = 8;
 
 impl StreamUsage {
     pub fn new(api: Api, strip_usage_chunk: bool) -> StreamUsage {
-        StreamUsage { api, strip_usage_chunk, usage: None, content_events: 0 }
+        StreamUsage {
+            api,
+            strip_usage_chunk,
+            usage: None,
+            content_events: 0,
+            model: None,
+            want_finish_reasons: false,
+            finish_reasons: Vec::new(),
+        }
+    }
+
+    /// Also collect finish reasons from now on.
+    pub fn collect_finish_reasons(&mut self) {
+        self.want_finish_reasons = true;
+    }
+
+    /// The model the upstream named, if it did.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The finish reasons seen (when collected).
+    pub fn finish_reasons(&self) -> &[String] {
+        &self.finish_reasons
+    }
+
+    fn add_finish_reason(&mut self, reason: &str) {
+        if self.finish_reasons.len() < MAX_FINISH_REASONS {
+            self.finish_reasons.push(reason.to_string());
+        }
     }
 
     /// The usage the stream reported, if it did.
@@ -124,8 +308,25 @@ impl StreamUsage {
         if data.is_empty() || data == b"[DONE]" {
             return EventKind::Other;
         }
+        if self.api == Api::OpenAi {
+            if self.model.is_none() {
+                self.model = string_field(data, b"\"model\"").map(str::to_string);
+            }
+            if self.want_finish_reasons {
+                if let Some(reason) = string_field(data, b"\"finish_reason\"") {
+                    let reason = reason.to_string();
+                    self.add_finish_reason(&reason);
+                }
+            }
+        }
         match self.api {
             Api::Converse => {
+                if event.name == Some("messageStop") && self.want_finish_reasons {
+                    if let Some(reason) = string_field(data, b"\"stopReason\"") {
+                        let reason = reason.to_string();
+                        self.add_finish_reason(&reason);
+                    }
+                }
                 if event.name != Some("metadata") {
                     return if event.name == Some("contentBlockDelta") { EventKind::Content } else { EventKind::Other };
                 }
@@ -193,11 +394,19 @@ impl StreamUsage {
                         if let Some(u) = v.pointer("/message/usage").and_then(usage_from_anthropic) {
                             self.usage = Some(u);
                         }
+                        if let Some(m) = v.pointer("/message/model").and_then(Value::as_str) {
+                            self.model = Some(m.to_string());
+                        }
                     }
                     Some("message_delta") => {
                         // Cumulative: fields present replace what message_start said.
                         if let Some(u) = v.get("usage") {
                             self.usage.get_or_insert_with(Usage::default).merge_anthropic(u);
+                        }
+                        if self.want_finish_reasons {
+                            if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                                self.add_finish_reason(r);
+                            }
                         }
                     }
                     _ => return EventKind::Content,
@@ -309,6 +518,76 @@ mod tests {
         assert_eq!(from_body(Api::Gemini, predict).unwrap().prompt_tokens(), 8);
         assert_eq!(from_body(Api::Gemini, br#"{"embeddings":[{"values":[0.1]}]}"#), Some(Usage::default()));
         assert_eq!(from_body(Api::Gemini, br#"{"usage":{"prompt_tokens":1}}"#), None);
+    }
+
+    #[test]
+    fn response_model_and_finish_reasons_come_from_streams_of_each_family() {
+        let mut s = StreamUsage::new(Api::OpenAi, false);
+        s.collect_finish_reasons();
+        s.observe(&event(
+            None,
+            r#"{"model":"gpt-4o-2024","choices":[{"delta":{"content":"the \"model\" is"},"finish_reason":null}]}"#,
+        ));
+        s.observe(&event(None, r#"{"model":"gpt-4o-2024","choices":[{"delta":{},"finish_reason":"stop"}]}"#));
+        assert_eq!(s.model(), Some("gpt-4o-2024"));
+        assert_eq!(s.finish_reasons(), ["stop"]);
+        let mut s = StreamUsage::new(Api::Anthropic, false);
+        s.collect_finish_reasons();
+        s.observe(&event(
+            None,
+            r#"{"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":1}}}"#,
+        ));
+        s.observe(&event(
+            None,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}"#,
+        ));
+        assert_eq!((s.model(), s.finish_reasons()), (Some("claude-x"), &["end_turn".to_string()][..]));
+        let mut s = StreamUsage::new(Api::Converse, false);
+        s.collect_finish_reasons();
+        s.observe(&event(Some("messageStop"), r#"{"stopReason":"max_tokens"}"#));
+        assert_eq!(s.finish_reasons(), ["max_tokens"]);
+        // Not collected unless asked.
+        let mut s = StreamUsage::new(Api::OpenAi, false);
+        s.observe(&event(None, r#"{"model":"m","choices":[{"delta":{},"finish_reason":"stop"}]}"#));
+        assert!(s.finish_reasons().is_empty());
+    }
+
+    #[test]
+    fn body_facts_are_read_leniently() {
+        let f = facts_from_body(
+            Api::OpenAi,
+            br#"{"model":"gpt-x","choices":[{"message":{"content":"hi"},"finish_reason":"stop"},{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        );
+        assert_eq!(f.model.as_deref(), Some("gpt-x"));
+        assert_eq!(f.finish_reasons, ["stop", "length"]);
+        assert_eq!(f.usage.unwrap().output_tokens, 4);
+        // Odd shapes lose only themselves.
+        let f = facts_from_body(
+            Api::OpenAi,
+            br#"{"model":7,"choices":"x","usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        );
+        assert_eq!((f.model, f.finish_reasons.len(), f.usage.unwrap().output_tokens), (None, 0, 2));
+        let f = facts_from_body(Api::OpenAi, br#"{"choices":[1,[2],null,{"finish_reason":null}]}"#);
+        assert!(f.finish_reasons.is_empty());
+        let f = facts_from_body(
+            Api::Anthropic,
+            br#"{"model":"claude","stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#,
+        );
+        assert_eq!((f.model.as_deref(), &f.finish_reasons[..]), (Some("claude"), &["tool_use".to_string()][..]));
+        let f = facts_from_body(
+            Api::Converse,
+            br#"{"stopReason":"end_turn","usage":{"inputTokens":1,"outputTokens":2,"totalTokens":3}}"#,
+        );
+        assert_eq!(f.finish_reasons, ["end_turn"]);
+    }
+
+    #[test]
+    fn string_fields_are_found_by_a_byte_scan() {
+        assert_eq!(string_field(br#"{"a":1, "model" : "x-1"}"#, b"\"model\""), Some("x-1"));
+        assert_eq!(string_field(br#"{"model":null}"#, b"\"model\""), None);
+        assert_eq!(string_field(br#"{"model":"a\"b"}"#, b"\"model\""), None);
+        assert_eq!(string_field(br#"{"x":"\"model\" here","model":"y"}"#, b"\"model\""), Some("y"));
+        assert_eq!(string_field(br#"{"model""#, b"\"model\""), None);
     }
 
     #[test]

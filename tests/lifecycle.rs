@@ -153,12 +153,27 @@ fn workers_flag_sets_the_scheduler_threads() {
 }
 
 #[test]
-fn debug_level_writes_an_access_log_without_secrets() {
+fn debug_level_writes_the_access_log_without_secrets() {
     let mut cfg = demo_config();
     cfg["clients"] = json!([{"name": "c", "key": "client-secret-key"}]);
     let gw = Gateway::start_with_env(&cfg, &[("SWITCHYARD_LOG", "debug")]);
     let r = post(gw.addr, "/v1/chat/completions", &[("authorization", "Bearer client-secret-key")], &chat("demo"));
     assert_eq!(r.status, 200);
-    assert!(eventually(Duration::from_secs(2), || gw.log().contains("POST /v1/chat/completions 200")), "{}", gw.log());
+    let logged =
+        || gw.log().lines().any(|l| l.contains(r#""path":"/v1/chat/completions""#) && l.contains(r#""status":200"#));
+    assert!(eventually(Duration::from_secs(2), logged), "{}", gw.log());
     assert!(!gw.log().contains("client-secret-key"));
+}
+
+#[test]
+fn access_log_off_writes_no_line() {
+    let mut cfg = demo_config();
+    cfg["access_log"] = json!("off");
+    let gw = Gateway::start(&cfg);
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("demo")).status, 200);
+    // A request after it, on the same connection-less path, whose effect is visible: the metrics.
+    assert!(eventually(Duration::from_secs(2), || get(gw.addr, "/metrics", &[])
+        .text()
+        .contains("status_class=\"2xx\"")));
+    assert!(!gw.log().contains(r#""request_id""#), "{}", gw.log());
 }

@@ -21,13 +21,25 @@ fn limited_config(up: &FakeUpstream, limits: serde_json::Value) -> serde_json::V
 const A: (&str, &str) = ("authorization", "Bearer key-a");
 const B: (&str, &str) = ("authorization", "Bearer key-b");
 
-/// The value of a counter in /metrics for a client (0 when absent).
-fn metric(gw: &Gateway, name: &str, client: &str) -> u64 {
+/// The sum of the series `name{…}` in /metrics whose labels include the client and `extra` (0 when
+/// absent).
+fn metric_where(gw: &Gateway, name: &str, client: &str, extra: &str) -> u64 {
     let text = get(gw.addr, "/metrics", &[]).text();
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{client=\"{client}\"")))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && l.contains(&format!("client=\"{client}\"")) && l.contains(extra)
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
         .sum()
+}
+
+fn metric(gw: &Gateway, name: &str, client: &str) -> u64 {
+    metric_where(gw, name, client, "")
+}
+
+/// Tokens of one `gen_ai_token_type` recorded for a client.
+fn tokens(gw: &Gateway, kind: &str, client: &str) -> u64 {
+    metric_where(gw, "gen_ai_client_token_usage_sum", client, &format!("gen_ai_token_type=\"{kind}\""))
 }
 
 #[test]
@@ -151,10 +163,7 @@ fn token_budget_under_a_burst_never_exceeds_the_written_bound() {
     // The fake reports 7 tokens per request; every reservation (input estimate + 100) is larger, so
     // the bound Σ max(0, actual − reserved) is 0: the real total may not pass the limit.
     // Usage is recorded just after each response is sent: the last ones may land a moment later.
-    let used = || {
-        metric(&gw, "gen_ai_client_token_usage_input_total", "team-a")
-            + metric(&gw, "gen_ai_client_token_usage_output_total", "team-a")
-    };
+    let used = || tokens(&gw, "input", "team-a") + tokens(&gw, "output", "team-a");
     assert!(eventually(Duration::from_secs(2), || used() == admitted as u64 * 7), "{} != {}", used(), admitted * 7);
     let used = used();
     eprintln!("one instance, 1000-token budget, 64 clients x 640 attempts: admitted {admitted}, used {used} tokens");
@@ -193,7 +202,7 @@ fn stream_usage_is_recorded_with_and_without_include_usage_and_shown_only_when_a
     assert!(!without.contains("\"usage\":{"), "usage chunk leaked: {without}");
     assert_eq!(without.into_bytes(), sse_payload(3, true));
     assert!(up.last().json()["stream_options"]["include_usage"] == true, "the gateway asked upstream for usage");
-    let output = || metric(&gw, "gen_ai_client_token_usage_output_total", "team-a");
+    let output = || tokens(&gw, "output", "team-a");
     // Usage is recorded just after the response ends.
     assert!(eventually(Duration::from_secs(2), || output() == 3), "{}", output());
     let with = stream(true);

@@ -187,10 +187,14 @@ fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
 }
 
-/// The value of an unlabelled counter in /metrics.
+/// A counter's value in /metrics, summed over its label sets.
 fn counter(gw: &Gateway, name: &str) -> u64 {
     let text = get(gw.addr, "/metrics", &[]).text();
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Sends `n` requests one after another; returns each one's latency (all must succeed).

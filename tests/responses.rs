@@ -44,12 +44,13 @@ fn config(up: &FakeUpstream) -> serde_json::Value {
 }
 
 /// The value of a usage counter in /metrics for a route (0 when absent).
-fn metric(gw: &Gateway, name: &str, route: &str) -> u64 {
-    let label = format!("gen_ai_request_model=\"{route}\"");
+/// Tokens of `kind` (`input`, `output`, `cached_input`…) counted for `model` in /metrics.
+fn tokens(gw: &Gateway, kind: &str, model: &str) -> u64 {
+    let (kind, model) = (format!("gen_ai_token_type=\"{kind}\""), format!("gen_ai_request_model=\"{model}\""));
     get(gw.addr, "/metrics", &[])
         .text()
         .lines()
-        .filter(|l| l.starts_with(name) && l.contains(&label))
+        .filter(|l| l.starts_with("gen_ai_client_token_usage_sum{") && l.contains(&kind) && l.contains(&model))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -126,15 +127,14 @@ fn passthrough_renames_the_model_tags_ids_and_reads_usage() {
     let id = r.json()["id"].as_str().unwrap().to_string();
     let (tag, rest) = id.strip_prefix("resp_").unwrap().split_at(8);
     assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()) && rest.starts_with("_fake"), "{id}");
-    assert!(eventually(Duration::from_secs(2), || metric(&gw, "gen_ai_client_token_usage_input_total", "gpt-renamed")
-        == 12));
-    assert_eq!(metric(&gw, "gen_ai_client_token_usage_cached_input_total", "gpt-renamed"), 2);
+    assert!(eventually(Duration::from_secs(2), || tokens(&gw, "input", "gpt-renamed") == 12));
+    assert_eq!(tokens(&gw, "cached_input", "gpt-renamed"), 2);
     // A streamed response: its ids are tagged in every event, its usage read from response.completed.
     let r = post(gw.addr, "/v1/responses", &[KEY], &json!({"model": "gpt-4o", "input": "hi", "stream": true}));
     let text = r.text();
     assert!(text.contains(&format!("\"id\":\"resp_{tag}_fake")), "{text}");
     assert!(!text.contains("\"id\":\"resp_fake"), "{text}");
-    assert!(eventually(Duration::from_secs(2), || metric(&gw, "gen_ai_client_token_usage_output_total", "gpt*") == 5));
+    assert!(eventually(Duration::from_secs(2), || tokens(&gw, "output", "gpt-4o") == 5));
 }
 
 #[test]

@@ -312,7 +312,7 @@ fn free_port() -> u16 {
 }
 
 fn scratch(tag: &str) -> std::path::PathBuf {
-    // One directory per process started (two gateways in one run must not share a config file).
+    // Several gateways may run at once: each needs its own directory (its config file is watched).
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("switchyard-bench-{tag}-{}-{n}", std::process::id()));

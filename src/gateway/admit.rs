@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
+use std::time::Instant;
 
 use crate::config::FailurePolicy;
 use crate::error::GatewayError;
@@ -35,6 +36,8 @@ pub struct Admission<'s> {
     member: String,
     /// `x-ratelimit-*` response headers.
     pub headers: Vec<(String, String)>,
+    /// The names of the limits charged.
+    pub applied: Vec<&'s str>,
 }
 
 impl<'s> Admission<'s> {
@@ -44,7 +47,7 @@ impl<'s> Admission<'s> {
             Some(redis) => Store::Redis(redis),
             None => Store::Local,
         };
-        Admission { store, held: Held::default(), member: String::new(), headers: Vec::new() }
+        Admission { store, held: Held::default(), member: String::new(), headers: Vec::new(), applied: Vec::new() }
     }
 }
 
@@ -54,7 +57,13 @@ pub fn output_reservation(snapshot: &Snapshot, max_output: Option<u64>) -> u64 {
     max_output.unwrap_or(snapshot.config.ratelimit.default_output_tokens).min(MAX_OUTPUT_RESERVATION)
 }
 
-pub fn admit<'s>(snapshot: &'s Snapshot, facts: &Facts) -> Result<Admission<'s>, GatewayError> {
+/// Charges the request against every limit that applies, all or nothing. On a rejection,
+/// `denied_by` names the limit that refused it.
+pub fn admit<'s>(
+    snapshot: &'s Snapshot,
+    facts: &Facts,
+    denied_by: &mut Option<&'s str>,
+) -> Result<Admission<'s>, GatewayError> {
     let mut admission = Admission::none(snapshot);
     if snapshot.limits.is_empty() {
         return Ok(admission);
@@ -85,6 +94,8 @@ pub fn admit<'s>(snapshot: &'s Snapshot, facts: &Facts) -> Result<Admission<'s>,
     match verdict {
         Verdict::Admit(granted) => {
             admission.headers = ratelimit::headers(&snapshot.limits, &charges, &granted);
+            admission.applied = charges.iter().map(|c| snapshot.limits[c.limit].name.as_str()).collect();
+            admission.applied.dedup();
             admission.held = Held {
                 entries: charges
                     .iter()
@@ -96,9 +107,10 @@ pub fn admit<'s>(snapshot: &'s Snapshot, facts: &Facts) -> Result<Admission<'s>,
             Ok(admission)
         }
         Verdict::Deny { charge, used, retry_after_ms } => {
-            metrics::RATE_LIMITED.fetch_add(1, Ordering::Relaxed);
             let c = &charges[charge];
             let limit = &snapshot.limits[c.limit];
+            metrics::count_rate_limited(&limit.name, facts.client);
+            *denied_by = Some(limit.name.as_str());
             let what = match limit.kind {
                 ratelimit::Kind::Requests { .. } => "requests",
                 ratelimit::Kind::Tokens { .. } => "tokens",
@@ -130,7 +142,10 @@ pub fn admit<'s>(snapshot: &'s Snapshot, facts: &Facts) -> Result<Admission<'s>,
 
 fn redis_admit(redis: &RedisClient, member: &str, charges: &[Charge]) -> Result<Verdict, String> {
     let args = ratelimit::redis_admit_args(REDIS_PREFIX, member, charges);
-    match redis.eval(ratelimit::REDIS_ADMIT_SCRIPT, &args) {
+    let started = Instant::now();
+    let reply = redis.eval(ratelimit::REDIS_ADMIT_SCRIPT, &args);
+    metrics::observe_redis(started.elapsed().as_secs_f64());
+    match reply {
         Ok(Resp::Error(e)) => Err(e),
         Ok(reply) => reply
             .items()
@@ -178,9 +193,14 @@ impl Admission<'_> {
                 let args = ratelimit::redis_settle_args(&self.member, &corrections);
                 // Settling ignores the back-off and tries twice: a lost release would hold a
                 // concurrency slot until its lease ends.
-                let first = redis.eval_now(ratelimit::REDIS_SETTLE_SCRIPT, &args);
-                if first.is_err() {
-                    if let Err(e) = redis.eval_now(ratelimit::REDIS_SETTLE_SCRIPT, &args) {
+                let settle = || {
+                    let started = Instant::now();
+                    let reply = redis.eval_now(ratelimit::REDIS_SETTLE_SCRIPT, &args);
+                    metrics::observe_redis(started.elapsed().as_secs_f64());
+                    reply
+                };
+                if settle().is_err() {
+                    if let Err(e) = settle() {
                         redis_failed(&format!("settling: {e}"));
                     }
                 }

@@ -10,11 +10,13 @@
 //!    failures that happen before any byte reaches the client.
 //! 7. [`relay`]: the upstream response to the client, streamed event by event or whole, translated
 //!    back into the client's schema where the schemas differ; it reports the usage it saw.
-//! 8. record: the admission is settled with that usage and the usage is counted in [`metrics`].
+//! 8. [`observe`] (record): the admission is settled with that usage; metrics, the access log line and
+//!    the trace's spans report what the request did.
 //!
 //! Each phase is a function; the order lives in [`serve`].
 
 pub mod admit;
+pub mod observe;
 mod passthrough;
 mod relay;
 pub mod responses;
@@ -35,53 +37,148 @@ use crate::providers::{mock, Framing, Outgoing};
 use crate::retry::AttemptFailure;
 use crate::router::{random_draw, Route, Target};
 use crate::server::{Request, Responder};
-use crate::snapshot::{Backend, Client, Snapshot};
+use crate::snapshot::{AdminAuth, Backend, Client, Snapshot};
 use crate::translate::{Pair, RequestOptions, ResponseOptions};
 use crate::upstream::{Cancel, ResponseBody, SendBody, UpstreamError};
 
+pub use observe::{AttemptOutcome, Attempts, Observation};
 pub use relay::{relay, Outcome};
 
-/// Serves one request end to end.
+/// Serves one request end to end (the public listener).
 pub fn handle(req: &Request, resp: &mut Responder) {
     let snapshot = crate::snapshot::current();
     let request_id = request_id(req);
     let ids: [(&str, &str); 1] = [("x-request-id", &request_id)];
     let client_api = crate::server::api_for_path(req.head.path());
-    if let Err(e) = serve(&snapshot, req, resp, &ids) {
+    let mut obs = Observation::new(req);
+    if let Err(e) = serve(&snapshot, req, resp, &ids, &mut obs) {
+        obs.error = Some(e.kind());
         if !resp.started() {
             let _ = send_error(resp, client_api, &e, &ids);
         }
     }
+    obs.finish(&snapshot, req, resp, &request_id);
 }
 
-fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str, &str)]) -> Result<(), GatewayError> {
-    match parse_operation(req)? {
+/// Serves one request on the admin listener: `/metrics`, `/ready` and `/health` only. These are
+/// counted in `switchyard_requests_total` but not written to the access log.
+pub fn handle_admin(req: &Request, resp: &mut Responder) {
+    let snapshot = crate::snapshot::current();
+    let method = req.head.method();
+    let get = method == "GET" || method == "HEAD";
+    let result = match req.head.path() {
+        "/health" | "/healthz" if get => {
+            health(resp, &[]);
+            Ok(())
+        }
+        "/ready" | "/readyz" if get => {
+            ready(resp, &[]);
+            Ok(())
+        }
+        "/metrics" if method == "GET" => metrics_page(&snapshot, req, resp, &[]),
+        "/health" | "/healthz" | "/ready" | "/readyz" | "/metrics" => Err(GatewayError::MethodNotAllowed),
+        _ => Err(GatewayError::NotFound),
+    };
+    let error = match result {
+        Ok(()) => metrics::EMPTY,
+        Err(e) => {
+            let _ = send_error(resp, Api::OpenAi, &e, &[]);
+            metrics::label(e.kind())
+        }
+    };
+    metrics::count_request(metrics::EMPTY, resp.status(), error);
+}
+
+fn health(resp: &mut Responder, ids: &[(&str, &str)]) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(ids);
+    let _ = resp.send(200, &headers, br#"{"status":"ok"}"#);
+}
+
+/// `GET /ready`: 200 while the gateway serves; 503 before its first config is in use and while it
+/// drains at shutdown.
+fn ready(resp: &mut Responder, ids: &[(&str, &str)]) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(ids);
+    let (status, body): (u16, &[u8]) = match crate::runtime::readiness() {
+        crate::runtime::Readiness::Ready => (200, br#"{"status":"ready"}"#),
+        crate::runtime::Readiness::Starting => (503, br#"{"status":"starting"}"#),
+        crate::runtime::Readiness::Draining => (503, br#"{"status":"draining"}"#),
+    };
+    let _ = resp.send(status, &headers, body);
+}
+
+/// `GET /metrics`, behind `admin_key` when one is configured.
+fn metrics_page(
+    snapshot: &Snapshot,
+    req: &Request,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+) -> Result<(), GatewayError> {
+    match &snapshot.admin {
+        AdminAuth::Open => {}
+        AdminAuth::Unset => return Err(GatewayError::Unauthorized),
+        AdminAuth::Key(key) => {
+            let given = req
+                .head
+                .header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .unwrap_or("");
+            if !crate::snapshot::constant_time_eq(key.0.as_bytes(), given.as_bytes()) {
+                return Err(GatewayError::Unauthorized);
+            }
+        }
+    }
+    let body = metrics::render();
+    let mut headers = vec![("content-type", "text/plain; version=0.0.4")];
+    headers.extend_from_slice(ids);
+    let _ = resp.send(200, &headers, body.as_bytes());
+    Ok(())
+}
+
+fn serve<'s>(
+    snapshot: &'s Snapshot,
+    req: &Request,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+    obs: &mut Observation<'s>,
+) -> Result<(), GatewayError> {
+    match parse_operation(snapshot, req)? {
         Operation::Health => {
-            let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], br#"{"status":"ok"}"#);
+            health(resp, ids);
             Ok(())
         }
-        Operation::Metrics => {
-            let body = metrics::render();
-            let _ = resp.send(200, &[("content-type", "text/plain; version=0.0.4"), ids[0]], body.as_bytes());
+        Operation::Ready => {
+            ready(resp, ids);
             Ok(())
         }
+        Operation::Metrics => metrics_page(snapshot, req, resp, ids),
         Operation::Models => {
             let client = authenticate(snapshot, req)?;
+            obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
             let anthropic_shape =
                 req.head.header("anthropic-version").is_some() || req.head.path().starts_with("/anthropic/");
             let body = list_models(snapshot, client, anthropic_shape);
             let _ = resp.send(200, &[("content-type", "application/json"), ids[0]], &body);
             Ok(())
         }
-        Operation::ResponseCall(call, id) => responses::serve_call(snapshot, req, resp, ids, call, &id),
-        Operation::Passthrough => passthrough::serve(snapshot, req, resp, ids),
+        Operation::ResponseCall(call, id) => responses::serve_call(snapshot, req, resp, ids, call, &id, obs),
+        Operation::Passthrough => passthrough::serve(snapshot, req, resp, ids, obs),
         Operation::Proxy(endpoint) => {
+            obs.operation = Some(endpoint);
             // Authenticate first: an unauthenticated caller learns nothing about its body.
             let client = authenticate(snapshot, req)?;
+            let client_name = client.map_or("anonymous", |c| c.name.as_str());
+            obs.client = Some(client_name);
             if req.body_streamed {
                 return Err(GatewayError::BadRequest(format!("{} takes a JSON body", req.head.path())));
             }
             let peek = parse(endpoint, &req.body)?;
+            obs.stream = peek.stream;
+            obs.model = Some(peek.model.clone());
+            // A model no route matched shares one label value: clients cannot grow the label set.
+            obs.model_label = metrics::OVERFLOW;
             let (matched, mut plan) = route(snapshot, req, client, &peek.model)?;
             if let Some((tag, _)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
                 // A continuation goes to the backend that stored the conversation, when the route has it.
@@ -95,7 +192,12 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                 }
             }
             let route_label = matched.model.label();
-            let client_name = client.map_or("anonymous", |c| c.name.as_str());
+            obs.route = Some(route_label);
+            obs.model_label = if route_label.ends_with('*') {
+                metrics::model_label(&peek.model)
+            } else {
+                metrics::label(&peek.model)
+            };
             let header = |name: &str| req.head.header(name);
             let first = &snapshot.backends[plan[0].backend];
             // Counting tokens is free upstream: it is not charged against limits.
@@ -112,35 +214,32 @@ fn serve(snapshot: &Snapshot, req: &Request, resp: &mut Responder, ids: &[(&str,
                         est_input: crate::ratelimit::estimate_input_tokens(req.body.len()),
                         max_output: admit::output_reservation(snapshot, reserved_output(endpoint, &peek, first)),
                     },
+                    &mut obs.limited_by,
                 )?
             };
+            obs.limits.clone_from(&admission.applied);
             let mut headers: Vec<(&str, &str)> = ids.to_vec();
             headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let cancel = resp.watch_client();
-            match send(snapshot, req, endpoint, &peek, &plan, &matched.retry, &cancel) {
+            match send(snapshot, req, endpoint, &peek, &plan, &matched.retry, &cancel, &mut obs.attempts) {
                 Ok(Some(exchange)) => {
                     let backend = exchange.backend;
                     let provider = &*snapshot.backends[backend].provider;
-                    let outcome = relay(exchange, provider, endpoint, &peek.model, resp, &headers);
+                    let traced = obs.trace.is_some();
+                    let outcome = relay(exchange, provider, endpoint, &peek.model, resp, &headers, traced);
                     admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
-                    let estimated = crate::ratelimit::estimate_input_tokens(req.body.len()) + outcome.estimated_output;
-                    // Metrics are labelled by the route's pattern: a bounded set, whatever clients send.
-                    metrics::record(
-                        client_name,
-                        route_label,
-                        &snapshot.backends[backend].name,
-                        outcome.usage.as_ref(),
-                        estimated,
-                    );
+                    obs.outcome = Some(outcome);
                     Ok(())
                 }
                 // The client went away after the request may have reached the upstream, which may
                 // have generated everything it was allowed to: keep the reservation.
                 Ok(None) => {
                     admission.settle_as_reserved();
+                    obs.cancelled = true;
                     Ok(())
                 }
                 Err(e) => {
+                    obs.error = Some(e.kind());
                     let _ = send_error(resp, endpoint.client_api(), &e, &headers);
                     Ok(())
                 }
@@ -176,6 +275,7 @@ fn reserved_output(endpoint: Endpoint, peek: &RequestPeek, backend: &Backend) ->
 
 enum Operation {
     Health,
+    Ready,
     Metrics,
     Models,
     Proxy(Endpoint),
@@ -185,13 +285,15 @@ enum Operation {
     Passthrough,
 }
 
-fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
+fn parse_operation(snapshot: &Snapshot, req: &Request) -> Result<Operation, GatewayError> {
     let method = req.head.method();
     let path = req.head.path();
     let path = path.strip_prefix("/anthropic").filter(|p| p.starts_with("/v1/")).unwrap_or(path);
     let (op, allowed) = match path {
         "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
-        "/metrics" => (Operation::Metrics, method == "GET"),
+        "/ready" | "/readyz" => (Operation::Ready, method == "GET" || method == "HEAD"),
+        // With an admin listener, metrics are served there only.
+        "/metrics" if snapshot.config.admin_listen.is_none() => (Operation::Metrics, method == "GET"),
         "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
         "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), method == "POST"),
         "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
@@ -495,7 +597,8 @@ fn relayed_response_header(name: &str) -> bool {
 /// least recently failed is tried). When every backend failed in a way that shows the request was not
 /// processed (connect failure, 429, 503 with a hint), it is retried up to the route's `retry.retries`
 /// times after the provider's hinted wait or a jittered back-off, within `retry.deadline_ms`.
-/// `None`: the client went away.
+/// `None`: the client went away. Each attempt, and each backend passed over, is recorded in `attempts`.
+#[allow(clippy::too_many_arguments)] // the request's parts, the plan and its policy, and the two observers
 fn send(
     snapshot: &Snapshot,
     req: &Request,
@@ -504,15 +607,27 @@ fn send(
     plan: &[&Target],
     retry: &RetryConfig,
     cancel: &Arc<Cancel>,
+    attempts: &mut Attempts,
 ) -> Result<Option<Exchange>, GatewayError> {
     let mut attempt = |target: &Target, backend: &Backend| {
         let model = target.model.as_deref().unwrap_or(&peek.model);
         match prepare(endpoint, backend, req, peek, model) {
-            Err(e) => Attempt::Skipped(e),
-            Ok(prepared) => Attempt::Sent(match backend.provider.mock() {
-                Some(mock) => send_mock(mock, target.backend, prepared, model),
-                None => send_http(backend, target.backend, req, prepared),
-            }),
+            Err(e) => {
+                attempts.skip(target.backend, "unsupported");
+                Attempt::Skipped(e)
+            }
+            Ok(prepared) => {
+                let traceparent = attempts.begin(target.backend, model);
+                let result = match backend.provider.mock() {
+                    Some(mock) => send_mock(mock, target.backend, prepared, model),
+                    None => send_http(backend, target.backend, req, prepared, traceparent.as_deref()),
+                };
+                attempts.end(match &result {
+                    Ok(up) => AttemptOutcome::Answered(up.status),
+                    Err(e) => AttemptOutcome::Failed(e.kind()),
+                });
+                Attempt::Sent(result)
+            }
         }
     };
     send_plan(snapshot, plan, retry, cancel, &mut attempt, &|| true)
@@ -551,6 +666,7 @@ pub(crate) fn send_plan(
             Attempt::Sent(result) => result,
             Attempt::Skipped(e) if more => {
                 crate::debug!("backend \"{}\" skipped: {e}", backend.name);
+                metrics::count_fallback(&backend.name, "unsupported");
                 last_error = Some(e);
                 continue;
             }
@@ -575,8 +691,14 @@ pub(crate) fn send_plan(
         }
         if more {
             match &result {
-                Ok(up) => crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status),
-                Err(e) => crate::warn_throttled!("backend \"{}\" failed: {e}; falling back", backend.name),
+                Ok(up) => {
+                    metrics::count_fallback(&backend.name, if up.status == 429 { "status_429" } else { "status_5xx" });
+                    crate::warn_throttled!("backend \"{}\" answered {}; falling back", backend.name, up.status)
+                }
+                Err(e) => {
+                    metrics::count_fallback(&backend.name, e.kind());
+                    crate::warn_throttled!("backend \"{}\" failed: {e}; falling back", backend.name)
+                }
             }
             if let Err(e) = result {
                 last_error = Some(e);
@@ -591,7 +713,13 @@ pub(crate) fn send_plan(
             .flatten();
         let Some(wait) = wait else { return result.map(Some) };
         retries += 1;
-        crate::metrics::RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reason = match failure {
+            AttemptFailure::Connect => "connect_error",
+            AttemptFailure::Status { status: 429, .. } => "status_429",
+            AttemptFailure::Status { .. } => "status_503",
+            AttemptFailure::Other => "other",
+        };
+        metrics::count_retry(&backend.name, reason);
         crate::debug!("retrying in {wait} ms after {failure:?} from backend \"{}\"", backend.name);
         may::coroutine::sleep(std::time::Duration::from_millis(wait));
         if cancel.is_cancelled() {
@@ -628,11 +756,11 @@ fn record_health(snapshot: &Snapshot, backend: &Backend, result: &Result<Exchang
     let transition = if failed { backend.health.failure(now, &snapshot.health) } else { backend.health.success() };
     match transition {
         Some(Transition::Ejected(ms)) => {
-            crate::metrics::EJECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::EJECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::warn!("backend \"{}\" ejected for {ms} ms after repeated failures", backend.name);
         }
         Some(Transition::Restored) => {
-            crate::metrics::RESTORATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::RESTORATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::info!("backend \"{}\" restored", backend.name);
         }
         None => {}
@@ -662,8 +790,16 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
     })
 }
 
-fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared) -> Result<Exchange, GatewayError> {
-    let mut exchange = forward(backend, index, req, "POST", &prepared.path, "", SendBody::Bytes(&prepared.body))?;
+/// `traceparent`: the attempt's span, sent instead of the client's (traced requests).
+fn send_http(
+    backend: &Backend,
+    index: usize,
+    req: &Request,
+    prepared: Prepared,
+    traceparent: Option<&str>,
+) -> Result<Exchange, GatewayError> {
+    let body = SendBody::Bytes(&prepared.body);
+    let mut exchange = forward(backend, index, req, "POST", &prepared.path, "", body, traceparent)?;
     exchange.endpoint = Some(prepared.endpoint);
     exchange.pair = prepared.pair;
     exchange.response = prepared.response;
@@ -676,6 +812,7 @@ fn send_http(backend: &Backend, index: usize, req: &Request, prepared: Prepared)
 /// Sends one request to `backend` at `path` (below its base URL) with the client's forwardable headers,
 /// the backend's own headers and credential. The exchange it gives treats the answer as passed through
 /// (the caller says otherwise).
+#[allow(clippy::too_many_arguments)] // what goes upstream: where (method, path, query), what, and the trace
 pub(crate) fn forward(
     backend: &Backend,
     index: usize,
@@ -684,6 +821,7 @@ pub(crate) fn forward(
     path: &str,
     query: &str,
     body: SendBody,
+    traceparent: Option<&str>,
 ) -> Result<Exchange, GatewayError> {
     let provider = &*backend.provider;
     let client = backend
@@ -703,6 +841,8 @@ pub(crate) fn forward(
             || backend.headers.iter().any(|(n, _)| named(n))
             // Hop-by-hop headers the client listed in `Connection`.
             || connection_tokens.split(',').any(|t| named(t.trim()))
+            // A traced request continues the trace from this attempt's span.
+            || (traceparent.is_some() && named("traceparent"))
         {
             continue;
         }
@@ -716,6 +856,9 @@ pub(crate) fn forward(
         headers.push(header);
     }
     headers.extend(backend.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if let Some(tp) = traceparent {
+        headers.push(("traceparent", tp));
+    }
     let content_type = match req.head.header("content-type") {
         Some(c) => c,
         None if matches!(method, "GET" | "DELETE") => "",
@@ -752,7 +895,14 @@ pub(crate) fn forward(
         GatewayError::BackendUnavailable(format!("backend \"{}\" has no credential: {missing}", backend.name))
     })?;
     headers.extend(credentials.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    let response = client.request(method, path, query, &headers, body).map_err(|e| match e {
+    let response = client.request(method, path, query, &headers, body).inspect_err(|e| match e {
+        UpstreamError::Connect { timed_out: true, .. } => {
+            metrics::count_upstream_timeout(&backend.name, metrics::TimeoutPhase::Connect)
+        }
+        UpstreamError::Timeout(_) => metrics::count_upstream_timeout(&backend.name, metrics::TimeoutPhase::Response),
+        _ => {}
+    });
+    let response = response.map_err(|e| match e {
         UpstreamError::Connect { timed_out, message } => GatewayError::UpstreamConnect {
             timed_out,
             message: format!("backend \"{}\" unreachable: {message}", backend.name),

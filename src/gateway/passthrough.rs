@@ -25,6 +25,7 @@ use std::cell::Cell;
 use std::io::Read;
 use std::ops::Range;
 
+use super::observe::Observation;
 use super::relay::Outcome;
 use super::{admit, authenticate, forward, relay, send_plan, Attempt, Exchange, Target};
 use crate::api::{Api, Endpoint};
@@ -101,13 +102,15 @@ fn body_error(e: std::io::Error) -> GatewayError {
 }
 
 /// Serves a passed-through request end to end.
-pub(super) fn serve(
-    snapshot: &Snapshot,
+pub(super) fn serve<'s>(
+    snapshot: &'s Snapshot,
     req: &Request,
     resp: &mut Responder,
     ids: &[(&str, &str)],
+    obs: &mut Observation<'s>,
 ) -> Result<(), GatewayError> {
     let client = authenticate(snapshot, req)?;
+    obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
     let method = req.head.method();
     if !matches!(method, "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
         return Err(GatewayError::MethodNotAllowed);
@@ -137,6 +140,7 @@ pub(super) fn serve(
     }
     let plan = route.plan(crate::router::random_draw());
     let client_name = client.map_or("anonymous", |c| c.name.as_str());
+    obs.route = Some(route.model.label());
     let first = &snapshot.backends[plan[0].backend];
     let admission = admit::admit(
         snapshot,
@@ -148,6 +152,7 @@ pub(super) fn serve(
             est_input: 0,
             max_output: 0,
         },
+        &mut obs.limited_by,
     )?;
     let mut headers: Vec<(&str, &str)> = ids.to_vec();
     headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
@@ -188,6 +193,7 @@ pub(super) fn serve(
                     &upstream_path,
                     query,
                     SendBody::Stream { prefix: &prefix, rest: &mut rest, length },
+                    None,
                 );
                 if !matches!(
                     result,
@@ -206,7 +212,7 @@ pub(super) fn serve(
                     },
                     None => Cow::Borrowed(&req.body),
                 };
-                forward(backend, target.backend, req, method, &upstream_path, query, SendBody::Bytes(&sent))
+                forward(backend, target.backend, req, method, &upstream_path, query, SendBody::Bytes(&sent), None)
             };
             Attempt::Sent(result)
         };
@@ -220,12 +226,12 @@ pub(super) fn serve(
             let outcome = if streams_raw(&exchange) {
                 relay_raw(exchange, resp, &headers)
             } else {
-                relay(exchange, provider, Endpoint::ChatCompletions, label, resp, &headers)
+                relay(exchange, provider, Endpoint::ChatCompletions, label, resp, &headers, obs.trace.is_some())
             };
             // No estimate for what reports no usage: files, audio and most of these are not tokens.
-            let usage = outcome.usage.unwrap_or_default();
+            let usage = outcome.usage.clone().unwrap_or_default();
             admission.settle(Some(&usage), 0);
-            crate::metrics::record(client_name, route.model.label(), &snapshot.backends[backend].name, Some(&usage), 0);
+            obs.outcome = Some(outcome);
             Ok(())
         }
         Ok(None) => {

@@ -1,6 +1,7 @@
 //! Phase 6: the upstream response back to the client, in the client's schema.
 
 use std::io::Read;
+use std::time::Instant;
 
 use super::Exchange;
 use crate::api::Endpoint;
@@ -12,13 +13,27 @@ use crate::translate::{TranslateError, Usage};
 use crate::upstream::ResponseBody;
 use crate::usage;
 
-/// What the response used, as far as the gateway could see.
+/// What the response used and how it went, as far as the gateway could see.
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Usage the upstream reported; `None` when it did not (the stream was cut, or never says).
     pub usage: Option<Usage>,
     /// Output tokens estimated from relayed content, for when `usage` is `None`.
     pub estimated_output: u64,
+    /// The response was relayed as a stream.
+    pub stream: bool,
+    /// When the response head (or whole response) was handed to the client.
+    pub first_byte: Option<Instant>,
+    /// Streams: when the first content event was written to the client.
+    pub first_token: Option<Instant>,
+    /// The model the upstream said answered.
+    pub response_model: Option<String>,
+    /// Finish reasons (non-streamed responses always; streams when `details` was asked).
+    pub finish_reasons: Vec<String>,
+    /// What went wrong after the upstream answered (`error.type`), if anything did.
+    pub error: Option<&'static str>,
+    /// The client went away before the response was complete.
+    pub client_gone: bool,
 }
 
 /// Largest single SSE event the relay holds while waiting for its end.
@@ -30,7 +45,12 @@ const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 /// One upstream read, and every further one that is ready without waiting, turned into the client's
 /// bytes (`out`): what the upstream sent together leaves together. Returns whether the stream ended
 /// (the upstream's end, or a failure that ended the client's stream with an error event).
-fn relay_read(stream: &mut StreamPipeline, body: &mut dyn ResponseBody, out: &mut Vec<u8>) -> bool {
+fn relay_read(
+    stream: &mut StreamPipeline,
+    body: &mut dyn ResponseBody,
+    out: &mut Vec<u8>,
+    facts: &mut Outcome,
+) -> bool {
     loop {
         match stream.read_from(body) {
             Ok(0) => {
@@ -41,6 +61,7 @@ fn relay_read(stream: &mut StreamPipeline, body: &mut dyn ResponseBody, out: &mu
             Err(e) => {
                 let message = format!("upstream stream interrupted: {e}");
                 crate::warn_throttled!("{message}");
+                facts.error = Some(if is_timeout(&e) { "upstream_idle_timeout" } else { "stream_interrupted" });
                 stream.relay(out);
                 stream.fail(502, &message, out);
                 return true;
@@ -48,6 +69,7 @@ fn relay_read(stream: &mut StreamPipeline, body: &mut dyn ResponseBody, out: &mu
         }
         if stream.pending_len() > MAX_EVENT_BYTES {
             stream.fail(502, &format!("an upstream event exceeded {MAX_EVENT_BYTES} bytes"), out);
+            facts.error = Some("event_too_large");
             return true;
         }
         if body.finished() {
@@ -63,7 +85,8 @@ fn relay_read(stream: &mut StreamPipeline, body: &mut dyn ResponseBody, out: &mu
 /// Relays the upstream response to a client that called `endpoint`. SSE is forwarded as it arrives
 /// (one client write per upstream read); a failure mid-stream ends the stream with an error event in
 /// the client's schema and a proper end of the body, never a fabricated `[DONE]`. An upstream answer
-/// that refuses the request (a prompt Gemini blocked) is answered with the refusal's status.
+/// that refuses the request (a prompt Gemini blocked) is answered with the refusal's status. `details`:
+/// also collect a stream's finish reasons (traced requests).
 pub fn relay(
     mut up: Exchange,
     provider: &dyn Provider,
@@ -71,6 +94,7 @@ pub fn relay(
     model: &str,
     resp: &mut Responder,
     ids: &[(&str, &str)],
+    details: bool,
 ) -> Outcome {
     let client = endpoint.client_api();
     let is_stream = up
@@ -94,43 +118,75 @@ pub fn relay(
             (None, None) => None,
         };
         let mut stream = StreamPipeline::new(up.framing, up.api, client, translator, up.strip_usage);
+        if details {
+            stream.collect_finish_reasons();
+        }
         let plain_headers = headers.len();
         headers.push(("content-type", "text/event-stream"));
         headers.push(("cache-control", "no-cache"));
-        let outcome = |s: &StreamPipeline| Outcome { usage: s.usage().cloned(), estimated_output: s.content_events() };
+        let mut facts = Outcome { stream: true, ..Outcome::default() };
+        let outcome = |s: &StreamPipeline, mut facts: Outcome| {
+            if facts.error.is_none() && s.failed() {
+                facts.error = Some("stream_error");
+            }
+            Outcome {
+                usage: s.usage().cloned(),
+                estimated_output: s.content_events(),
+                response_model: s.response_model().map(str::to_string),
+                finish_reasons: s.finish_reasons().to_vec(),
+                ..facts
+            }
+        };
         // A stream that may turn out to be a refusal keeps its head until the first client bytes.
         let mut started = !up.pair.is_some_and(|p| p.stream_may_refuse());
         if started && resp.start(up.status, &headers).is_err() {
-            return Outcome::default();
+            return Outcome { client_gone: true, ..facts };
         }
         let mut out = Vec::new();
         loop {
             out.clear();
             // About to wait for the upstream: the client gets the head now rather than with the first event.
-            if started && !up.body.buffered() && resp.flush().is_err() {
-                return outcome(&stream);
+            if started && !up.body.buffered() {
+                facts.first_byte.get_or_insert_with(Instant::now);
+                if resp.flush().is_err() {
+                    facts.client_gone = true;
+                    return outcome(&stream, facts);
+                }
             }
-            let ended = relay_read(&mut stream, &mut *up.body, &mut out);
+            let ended = relay_read(&mut stream, &mut *up.body, &mut out, &mut facts);
             if !started {
                 if let Some(refusal) = stream.refusal() {
                     headers.truncate(plain_headers);
                     headers.push(("content-type", "application/json"));
                     let body = error_body(client, refusal.status, &refusal.message, refusal.code.as_deref());
-                    let _ = resp.send(refusal.status, &headers, &body);
-                    return outcome(&stream);
+                    facts.first_byte = Some(Instant::now());
+                    facts.error = Some("refused");
+                    facts.client_gone = resp.send(refusal.status, &headers, &body).is_err();
+                    return outcome(&stream, facts);
                 }
                 if out.is_empty() && !ended {
                     continue;
                 }
                 if resp.start(up.status, &headers).is_err() {
-                    return outcome(&stream);
+                    facts.client_gone = true;
+                    return outcome(&stream, facts);
                 }
                 started = true;
             }
+            // Stamped as the bytes are handed to the client (a write may return after the client read them).
+            let now = Instant::now();
+            facts.first_byte.get_or_insert(now);
+            if facts.first_token.is_none() && !out.is_empty() && stream.content_events() > 0 {
+                facts.first_token = Some(now);
+            }
             let written = if ended { resp.chunk_and_finish(&out) } else { resp.chunk(&out) };
-            if written.is_err() || ended {
-                // On a write error the client went away: it is charged for what was generated until now.
-                return outcome(&stream);
+            if written.is_err() {
+                // The client went away: it is charged for what was generated until now.
+                facts.client_gone = true;
+                return outcome(&stream, facts);
+            }
+            if ended {
+                return outcome(&stream, facts);
             }
         }
     }
@@ -143,18 +199,29 @@ pub fn relay(
         }
     });
     if let Err(e) = read {
-        let err = if e.kind() == std::io::ErrorKind::TimedOut {
-            GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}"))
+        let (err, kind) = if is_timeout(&e) {
+            (GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}")), "upstream_idle_timeout")
         } else {
-            GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}"))
+            (GatewayError::UpstreamUnreachable(format!("upstream body failed: {e}")), "upstream_unreachable")
         };
-        let _ = super::send_error(resp, client, &err, ids);
-        return Outcome::default();
+        let first_byte = Some(Instant::now());
+        let client_gone = super::send_error(resp, client, &err, ids).is_err();
+        return Outcome { error: Some(kind), first_byte, client_gone, ..Outcome::default() };
     }
-    let usage = if up.status < 400 { usage::from_body(up.api, &body) } else { Some(Usage::default()) };
+    let facts = if up.status < 400 {
+        usage::facts_from_body(up.api, &body)
+    } else {
+        usage::BodyFacts { usage: Some(Usage::default()), ..usage::BodyFacts::default() }
+    };
+    let estimated_output = if facts.usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
     let mut status = up.status;
-    let estimated_output = if usage.is_none() { (body.len() as u64).div_ceil(4) } else { 0 };
-    let outcome = Outcome { usage, estimated_output };
+    let mut outcome = Outcome {
+        usage: facts.usage,
+        estimated_output,
+        response_model: facts.model,
+        finish_reasons: facts.finish_reasons,
+        ..Outcome::default()
+    };
     let out = if up.status == 401 || up.status == 403 {
         // The upstream refused the gateway's own credential. Its message can quote part of the
         // provider key ("Incorrect API key provided: sk-…abcd"): never relay it.
@@ -188,7 +255,8 @@ pub fn relay(
                     None => body,
                 };
                 headers.push(("content-type", up.content_type.as_deref().unwrap_or("application/json")));
-                let _ = resp.send(up.status, &headers, &body);
+                outcome.first_byte = Some(Instant::now());
+                outcome.client_gone = resp.send(up.status, &headers, &body).is_err();
                 return outcome;
             }
             Some(pair) => pair.response(endpoint, &body, model, &up.response),
@@ -202,12 +270,19 @@ pub fn relay(
             Err(e) => {
                 let err =
                     GatewayError::UpstreamUnreachable(format!("the upstream response could not be translated: {e}"));
-                let _ = super::send_error(resp, client, &err, ids);
+                outcome.error = Some("translation_failed");
+                outcome.first_byte = Some(Instant::now());
+                outcome.client_gone = super::send_error(resp, client, &err, ids).is_err();
                 return outcome;
             }
         }
     };
     headers.push(("content-type", "application/json"));
-    let _ = resp.send(status, &headers, &out);
+    outcome.first_byte = Some(Instant::now());
+    outcome.client_gone = resp.send(status, &headers, &out).is_err();
     outcome
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
 }

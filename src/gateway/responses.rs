@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 
+use super::observe::Observation;
 use super::{admit, authenticate, forward, relay};
 use crate::api::{Api, Endpoint, ResponseCall};
 use crate::error::GatewayError;
@@ -28,15 +29,18 @@ const LABEL: &str = "/v1/responses";
 /// Serves a call on a stored response: the backend its id names answers it, once (no other backend
 /// has it), with its ids tagged again on the way back. Limits that count requests apply; a retrieved
 /// response's usage is not charged again.
-pub(super) fn serve_call(
-    snapshot: &Snapshot,
+pub(super) fn serve_call<'s>(
+    snapshot: &'s Snapshot,
     req: &Request,
     resp: &mut Responder,
     ids: &[(&str, &str)],
     call: ResponseCall,
     id: &str,
+    obs: &mut Observation<'s>,
 ) -> Result<(), GatewayError> {
     let client = authenticate(snapshot, req)?;
+    obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
+    obs.route = Some(LABEL);
     let not_found = || GatewayError::ResponseNotFound(id.to_string());
     let (tag, upstream_id) = decode(id).ok_or_else(not_found)?;
     let index = snapshot
@@ -58,12 +62,13 @@ pub(super) fn serve_call(
             est_input: 0,
             max_output: 0,
         },
+        &mut obs.limited_by,
     )?;
     let mut headers: Vec<(&str, &str)> = ids.to_vec();
     headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let query = req.head.target().split_once('?').map_or("", |(_, q)| q);
     let cancel = resp.watch_client();
-    let sent = forward(backend, index, req, req.head.method(), &path, query, SendBody::Bytes(&req.body));
+    let sent = forward(backend, index, req, req.head.method(), &path, query, SendBody::Bytes(&req.body), None);
     if cancel.is_cancelled() {
         return Ok(());
     }
@@ -71,10 +76,10 @@ pub(super) fn serve_call(
         Ok(mut exchange) => {
             exchange.api = Api::Responses;
             exchange.id_tag = Some(tag.to_string());
-            relay(exchange, &*backend.provider, Endpoint::Responses, "", resp, &headers);
+            let outcome = relay(exchange, &*backend.provider, Endpoint::Responses, "", resp, &headers, false);
             let zero = crate::translate::Usage::default();
             admission.settle(Some(&zero), 0);
-            crate::metrics::record(client_name, LABEL, &backend.name, Some(&zero), 0);
+            obs.outcome = Some(outcome);
         }
         Err(e) => {
             let _ = super::send_error(resp, Api::OpenAi, &e, &headers);

@@ -79,6 +79,10 @@ impl Provider for Bedrock {
         }
     }
 
+    fn genai_provider_name(&self) -> &'static str {
+        "aws.bedrock"
+    }
+
     fn api(&self) -> Api {
         self.api
     }

@@ -55,6 +55,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// The config `schema` name (`openai`, `bedrock`, …).
     fn schema(&self) -> &'static str;
 
+    /// `gen_ai.provider.name` in metrics and traces: the OpenTelemetry conventions' name where they have
+    /// one (`openai`, `anthropic`, `aws.bedrock`, `gcp.gemini`, `gcp.vertex_ai`, `azure.ai.openai`…),
+    /// else the schema name.
+    fn genai_provider_name(&self) -> &'static str {
+        self.schema()
+    }
+
     /// The API family of the bodies it takes and answers.
     fn api(&self) -> Api;
 

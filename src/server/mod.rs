@@ -39,6 +39,8 @@ pub struct Request {
     pub peer: SocketAddr,
     /// The body (an upload) was not read before the handler: it reads it through [`Responder::body`].
     pub body_streamed: bool,
+    /// When its head was complete (request durations are measured from here).
+    pub received: Instant,
 }
 
 /// What serves each request. It must answer through the `Responder`.
@@ -119,6 +121,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
             builder.spawn(move || {
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
+                    crate::metrics::count_refused(503);
                     let mut stream = stream;
                     let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections");
                     return;
@@ -169,6 +172,7 @@ fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str) 
 /// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
 /// request is read and dropped for up to a second or 1 MiB.
 fn refuse(stream: &mut TcpStream, schema: Api, status: u16, message: &str) {
+    crate::metrics::count_refused(status);
     if write_error(stream, schema, status, message).is_err() {
         return;
     }
@@ -361,6 +365,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
                 return;
             }
         };
+        let received = Instant::now();
         let schema = api_for_path(head.path());
         let framing = match head.body_framing() {
             Ok(f) => f,
@@ -407,7 +412,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";
-        let request = Request { head, body, peer, body_streamed };
+        let request = Request { head, body, peer, body_streamed, received };
         let _active = ActiveRequest::start();
         let mut responder = Responder {
             stream: &mut stream,
@@ -416,27 +421,18 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             head_only,
             state: ResponseState::Fresh,
             status: 0,
+            sent: 0,
             scratch: Vec::new(),
             head_pending: false,
             watch: &mut watch,
             reader: &mut reader,
             body: streamed,
         };
-        let started = Instant::now();
+        // The handler writes the access log line (gateway::observe).
         handler(&request, &mut responder);
         let body_done = responder.body.finish(responder.stream, responder.reader);
         let state = responder.state;
         let keep_alive = responder.keep_alive && body_done;
-        // The access log, at debug level (SWITCHYARD_LOG=debug): one line per request.
-        crate::debug!(
-            "{} {} {} {} {}us{}",
-            peer,
-            request.head.method(),
-            request.head.path(),
-            responder.status,
-            started.elapsed().as_micros(),
-            if matches!(state, ResponseState::Done) { "" } else { " (cut)" }
-        );
         watch.request_done();
         match state {
             ResponseState::Done => {}
@@ -470,6 +466,8 @@ pub struct Responder<'a> {
     state: ResponseState,
     /// The status sent (0 before the head).
     status: u16,
+    /// Body bytes written so far.
+    sent: u64,
     /// Output being assembled; while `head_pending`, it holds a streamed response's head.
     scratch: Vec<u8>,
     head_pending: bool,
@@ -491,6 +489,7 @@ impl Responder<'_> {
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
         if !self.head_only {
             out.extend_from_slice(body);
+            self.sent += body.len() as u64;
         }
         let result = self.stream.write_all(&out);
         self.scratch = out;
@@ -555,6 +554,7 @@ impl Responder<'_> {
         self.head_pending = false;
         let chunked = self.minor != 0 && !self.head_only;
         if !data.is_empty() && !self.head_only {
+            self.sent += data.len() as u64;
             if chunked {
                 let _ = write!(out, "{:x}\r\n", data.len());
                 out.extend_from_slice(data);
@@ -577,6 +577,16 @@ impl Responder<'_> {
 
     pub fn started(&self) -> bool {
         self.state != ResponseState::Fresh
+    }
+
+    /// The status sent (0 before the head).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Body bytes handed to the socket (chunk framing not counted).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
     }
 
     /// Closes the connection after this response.
