@@ -18,8 +18,8 @@ pub enum GatewayError {
     ModelNotFound(String),
     /// Unknown path (404).
     NotFound,
-    /// Known path, wrong method (405).
-    MethodNotAllowed,
+    /// Known path, wrong method (405): the methods it takes, for `Allow`.
+    MethodNotAllowed { allow: &'static str },
     /// A backend cannot be used as configured, e.g. its key variable is unset (503).
     BackendUnavailable(String),
     /// The upstream could not be reached or broke the protocol (502).
@@ -44,7 +44,7 @@ impl GatewayError {
             GatewayError::Unauthorized => 401,
             GatewayError::ModelNotAllowed(_) => 403,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound => 404,
-            GatewayError::MethodNotAllowed => 405,
+            GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BackendUnavailable(_) | GatewayError::Overloaded(_) => 503,
             GatewayError::UpstreamUnreachable(_) => 502,
             GatewayError::UpstreamTimeout(_) => 504,
@@ -61,6 +61,7 @@ impl GatewayError {
                 out
             }
             GatewayError::Overloaded(_) => vec![("retry-after".to_string(), "1".to_string())],
+            GatewayError::MethodNotAllowed { allow } => vec![("allow".to_string(), allow.to_string())],
             _ => Vec::new(),
         }
     }
@@ -76,31 +77,74 @@ impl GatewayError {
     }
 
     /// OpenAI's `error.code`.
-    fn code(&self) -> Option<&'static str> {
+    fn code(&self) -> &'static str {
         match self {
-            GatewayError::Unauthorized => Some("invalid_api_key"),
-            GatewayError::ModelNotAllowed(_) => Some("model_not_allowed"),
-            GatewayError::ModelNotFound(_) => Some("model_not_found"),
-            GatewayError::NotFound => Some("unknown_url"),
-            GatewayError::BackendUnavailable(_) => Some("backend_unavailable"),
-            GatewayError::UpstreamUnreachable(_) => Some("upstream_unreachable"),
-            GatewayError::UpstreamTimeout(_) => Some("upstream_timeout"),
-            GatewayError::Overloaded(_) => Some("overloaded"),
-            GatewayError::RateLimited { .. } => Some("rate_limit_exceeded"),
-            _ => None,
+            GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::Unauthorized => "invalid_api_key",
+            GatewayError::ModelNotAllowed(_) => "model_not_allowed",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::NotFound => "unknown_url",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::BackendUnavailable(_) => "backend_unavailable",
+            GatewayError::UpstreamUnreachable(_) => "upstream_unreachable",
+            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::Overloaded(_) => "overloaded",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
         }
     }
 
     /// Renders the error body in the client's schema.
     pub fn body(&self, client: Api) -> Vec<u8> {
-        error_body(client, self.status(), &self.to_string(), self.code())
+        error_body(client, self.status(), &self.to_string(), Some(self.code()))
+    }
+}
+
+/// OpenAI's `error.code` for an error the gateway answers with no more specific one: the spec we
+/// implement (Envoy AI Gateway's `ErrorResponse`) types `code` as a string, so it is never `null`.
+pub fn default_code(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request",
+        401 => "invalid_api_key",
+        402 => "payment_required",
+        403 => "permission_denied",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "request_too_large",
+        414 => "uri_too_long",
+        422 => "unprocessable_entity",
+        429 => "rate_limit_exceeded",
+        431 => "request_header_fields_too_large",
+        500 => "internal_error",
+        501 => "not_implemented",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        529 => "overloaded",
+        400..=499 => "client_error",
+        _ => "server_error",
+    }
+}
+
+/// Most characters of a client-supplied value (a model name) echoed in an error message.
+pub const MAX_ECHO_CHARS: usize = 256;
+
+/// `value` cut to [`MAX_ECHO_CHARS`] characters with an ellipsis, so that an absurd value (a 5 MB model
+/// name) is not echoed back in full.
+pub fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &value[..end])),
     }
 }
 
 pub use crate::translate::{anthropic_error_type, openai_error_type};
 
-/// An error body in the client's schema. `message` is JSON-escaped here.
+/// An error body in the client's schema. `message` is JSON-escaped here; `code` (OpenAI's shape only)
+/// defaults to one for the status.
 pub fn error_body(client: Api, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
+    let code = code.unwrap_or_else(|| default_code(status));
     let value = match client {
         Api::OpenAi | Api::Converse => serde_json::json!({
             "error": {
@@ -125,12 +169,14 @@ impl fmt::Display for GatewayError {
             GatewayError::Unauthorized => {
                 write!(f, "missing or invalid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
             }
-            GatewayError::ModelNotAllowed(m) => write!(f, "this API key may not use model \"{m}\""),
+            GatewayError::ModelNotAllowed(m) => write!(f, "this API key may not use model \"{}\"", clip(m)),
             GatewayError::ModelNotFound(m) => {
-                write!(f, "the model \"{m}\" does not exist or has no route")
+                write!(f, "the model \"{}\" does not exist or has no route", clip(m))
             }
             GatewayError::NotFound => write!(f, "unknown endpoint"),
-            GatewayError::MethodNotAllowed => write!(f, "method not allowed on this endpoint"),
+            GatewayError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed on this endpoint (allowed: {allow})")
+            }
             GatewayError::BackendUnavailable(m)
             | GatewayError::UpstreamUnreachable(m)
             | GatewayError::UpstreamTimeout(m)
@@ -154,7 +200,7 @@ mod tests {
             GatewayError::ModelNotAllowed("m".into()),
             GatewayError::ModelNotFound("m".into()),
             GatewayError::NotFound,
-            GatewayError::MethodNotAllowed,
+            GatewayError::MethodNotAllowed { allow: "POST" },
             GatewayError::BackendUnavailable("b".into()),
             GatewayError::UpstreamUnreachable("u".into()),
             GatewayError::UpstreamTimeout("t".into()),
@@ -164,10 +210,29 @@ mod tests {
         for e in &all {
             let v: serde_json::Value = serde_json::from_slice(&e.body(Api::OpenAi)).unwrap();
             assert_eq!(v["error"]["message"], e.to_string());
+            assert!(v["error"]["code"].is_string(), "{e:?}: code must be a string");
             let v: serde_json::Value = serde_json::from_slice(&e.body(Api::Anthropic)).unwrap();
             assert_eq!(v["type"], "error");
             assert!((400..600).contains(&e.status()));
         }
+    }
+
+    #[test]
+    fn error_code_is_a_string_for_every_status() {
+        for status in [400, 401, 403, 404, 405, 408, 413, 414, 418, 429, 431, 500, 501, 502, 503, 504, 529, 599] {
+            let v: serde_json::Value = serde_json::from_slice(&error_body(Api::OpenAi, status, "m", None)).unwrap();
+            assert!(v["error"]["code"].is_string(), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_absurd_model_name_is_clipped_in_messages() {
+        let huge = "m".repeat(5 << 20);
+        let message = GatewayError::ModelNotFound(huge).to_string();
+        assert!(message.len() < 400, "{}", message.len());
+        assert!(message.contains(&format!("{}…\"", "m".repeat(MAX_ECHO_CHARS))));
+        assert_eq!(clip("é".repeat(MAX_ECHO_CHARS).as_str()), "é".repeat(MAX_ECHO_CHARS));
+        assert_eq!(clip(&"é".repeat(MAX_ECHO_CHARS + 1)), format!("{}…", "é".repeat(MAX_ECHO_CHARS)));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use relay::{relay, Outcome};
 /// Serves one request end to end.
 pub fn handle(req: &Request, resp: &mut Responder) {
     let snapshot = crate::snapshot::current();
-    let request_id = request_id(req);
+    let request_id = crate::server::request_id(Some(&req.head));
     let ids: [(&str, &str); 1] = [("x-request-id", &request_id)];
     let client_api = crate::server::api_for_path(req.head.path());
     if let Err(e) = serve(&snapshot, req, resp, &ids) {
@@ -162,21 +162,21 @@ fn parse_operation(req: &Request) -> Result<Operation, GatewayError> {
     let method = req.head.method();
     let path = req.head.path();
     let path = path.strip_prefix("/anthropic").filter(|p| p.starts_with("/v1/")).unwrap_or(path);
-    let (op, allowed) = match path {
-        "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
-        "/metrics" => (Operation::Metrics, method == "GET"),
-        "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
-        "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), method == "POST"),
-        "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
-        "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), method == "POST"),
-        "/v1/messages" => (Operation::Proxy(Endpoint::Messages), method == "POST"),
-        "/v1/messages/count_tokens" => (Operation::Proxy(Endpoint::CountTokens), method == "POST"),
+    let (op, allow) = match path {
+        "/health" | "/healthz" => (Operation::Health, "GET, HEAD"),
+        "/metrics" => (Operation::Metrics, "GET"),
+        "/v1/models" => (Operation::Models, "GET, HEAD"),
+        "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), "POST"),
+        "/v1/completions" => (Operation::Proxy(Endpoint::Completions), "POST"),
+        "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), "POST"),
+        "/v1/messages" => (Operation::Proxy(Endpoint::Messages), "POST"),
+        "/v1/messages/count_tokens" => (Operation::Proxy(Endpoint::CountTokens), "POST"),
         _ => return Err(GatewayError::NotFound),
     };
-    if allowed {
+    if allow.split(", ").any(|m| m == method) {
         Ok(op)
     } else {
-        Err(GatewayError::MethodNotAllowed)
+        Err(GatewayError::MethodNotAllowed { allow })
     }
 }
 
@@ -601,14 +601,6 @@ fn list_models(snapshot: &Snapshot, client: Option<&Client>, anthropic: bool) ->
         serde_json::json!({"object": "list", "data": data})
     };
     value.to_string().into_bytes()
-}
-
-/// The client's `x-request-id` when it is a sane token, else a fresh one.
-fn request_id(req: &Request) -> String {
-    match req.head.header("x-request-id") {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
-        _ => format!("{:016x}{:016x}", random_draw(), random_draw()),
-    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ impl Provider for Anthropic {
         self.key.owns_header(name)
     }
 
+    fn secrets(&self) -> Vec<&str> {
+        self.key.secrets()
+    }
+
     fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
         self.key.authorize(out)
     }

@@ -139,6 +139,16 @@ impl Provider for Bedrock {
         name.eq_ignore_ascii_case("authorization") || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
     }
 
+    fn secrets(&self) -> Vec<&str> {
+        match &self.auth {
+            Ok(AwsAuth::SigV4(c)) => {
+                std::iter::once(c.secret_access_key.as_str()).chain(c.session_token.as_deref()).collect()
+            }
+            Ok(AwsAuth::Bearer(token)) => vec![token.as_str()],
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn authorize(&self, request: &Outgoing, now_secs: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
         match &self.auth {
             Ok(AwsAuth::SigV4(credentials)) => {

@@ -69,6 +69,10 @@ impl Provider for Mock {
         false
     }
 
+    fn secrets(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
     fn authorize(&self, _: &Outgoing, _: u64, _: &mut Vec<(String, String)>) -> Result<(), String> {
         Ok(())
     }
@@ -108,7 +112,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
         Endpoint::Completions => false,
         Endpoint::Messages | Endpoint::CountTokens => {
             let error = json!({"error": {"message": "the mock backend speaks the OpenAI schema only",
-                                         "type": "invalid_request_error", "code": null}});
+                                         "type": "invalid_request_error", "code": "unsupported_endpoint"}});
             return MockReply { status: 400, ..json_reply(error) };
         }
     };

@@ -79,6 +79,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// authentication sets it.
     fn owns_header(&self, name: &str) -> bool;
 
+    /// Every secret string its authentication sends (static keys, bearer tokens, an AWS secret key
+    /// and session token), so that any occurrence in a relayed error body or header is masked. Each
+    /// provider lists its own: there is no default, so a new provider cannot forget.
+    fn secrets(&self) -> Vec<&str>;
+
     /// Appends the headers that authenticate `request` (computed over its final bytes where the
     /// provider signs). `Err` says which credential is missing (the backend then answers 503).
     fn authorize(&self, request: &Outgoing, now_secs: u64, out: &mut Vec<(String, String)>) -> Result<(), String>;
@@ -207,6 +212,17 @@ impl StaticKey {
 
     pub fn owns_header(&self, name: &str) -> bool {
         matches!(self, StaticKey::Header(h, _) if h.eq_ignore_ascii_case(name))
+    }
+
+    /// The key itself (without the `Bearer ` the header adds), when there is one.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            StaticKey::Header(name, value) if name == "authorization" => {
+                vec![value.0.strip_prefix("Bearer ").unwrap_or(&value.0)]
+            }
+            StaticKey::Header(_, value) => vec![value.0.as_str()],
+            _ => Vec::new(),
+        }
     }
 
     /// Appends the header, or says what is missing.
