@@ -122,7 +122,7 @@ pub fn default_code(status: u16) -> &'static str {
         503 => "service_unavailable",
         504 => "gateway_timeout",
         529 => "overloaded",
-        400..=499 => "client_error",
+        s if s < 500 => "client_error",
         _ => "server_error",
     }
 }

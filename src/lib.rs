@@ -12,6 +12,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod eventstream;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod json;
 pub mod metrics;

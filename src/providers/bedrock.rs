@@ -343,4 +343,13 @@ mod tests {
         let missing = Bedrock { auth: Err("AWS_ACCESS_KEY_ID unset".into()), ..bedrock(Api::Converse) };
         assert!(missing.authorize(&request, 0, &mut out).unwrap_err().contains("AWS_ACCESS_KEY_ID"));
     }
+
+    #[test]
+    fn secrets_are_the_secret_key_and_session_token_or_the_bearer_token_never_the_key_id() {
+        assert_eq!(bedrock(Api::Converse).secrets(), ["secret", "token"]);
+        let bearer = Bedrock { auth: Ok(AwsAuth::Bearer("bedrock-api-key".into())), ..bedrock(Api::Converse) };
+        assert_eq!(bearer.secrets(), ["bedrock-api-key"]);
+        let missing = Bedrock { auth: Err("unset".into()), ..bedrock(Api::Converse) };
+        assert!(missing.secrets().is_empty());
+    }
 }

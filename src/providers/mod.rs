@@ -244,3 +244,18 @@ impl StaticKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_key_lists_the_key_without_the_bearer_prefix() {
+        let bearer = StaticKey::Header("authorization".into(), Secret("Bearer sk-abc123456".into()));
+        assert_eq!(bearer.secrets(), ["sk-abc123456"]);
+        let header = StaticKey::Header("x-api-key".into(), Secret("sk-ant-987654321".into()));
+        assert_eq!(header.secrets(), ["sk-ant-987654321"]);
+        assert!(StaticKey::None.secrets().is_empty());
+        assert!(StaticKey::Missing("VAR unset".into()).secrets().is_empty());
+    }
+}

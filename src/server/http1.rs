@@ -195,6 +195,9 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 /// itself; absolute-form (`http://host/p?q`, RFC 9112 §3.2.2) is the part after its authority, which
 /// must be a valid host; `*` (asterisk-form) only for OPTIONS. Fragments are refused.
 fn origin_form(method: &str, target: &str) -> Result<Range<usize>, HeadError> {
+    if !target.is_ascii() {
+        return Err(HeadError::Malformed("a request target is ASCII (percent-encode other bytes)"));
+    }
     if target.contains('#') {
         return Err(HeadError::Malformed("a request target cannot carry a fragment (#)"));
     }
@@ -206,7 +209,7 @@ fn origin_form(method: &str, target: &str) -> Result<Range<usize>, HeadError> {
     }
     let rest = [("http://", 7), ("https://", 8)]
         .iter()
-        .find(|(scheme, n)| target.len() >= *n && target[..*n].eq_ignore_ascii_case(scheme))
+        .find(|(scheme, n)| target.get(..*n).is_some_and(|t| t.eq_ignore_ascii_case(scheme)))
         .map(|(_, n)| *n);
     let Some(start) = rest else {
         return Err(HeadError::Malformed("the request target must be a path (/…) or an absolute http(s) URI"));
@@ -600,6 +603,8 @@ mod tests {
             "POST v1/chat/completions HTTP/1.1",
             "POST /v1/chat/completions#frag HTTP/1.1",
             "GET * HTTP/1.1",
+            "GET /caf\u{e9} HTTP/1.1",
+            "GET h\u{e9}ttp://x/ HTTP/1.1",
         ] {
             assert_eq!(refused(&format!("{bad}\r\nHost: gw\r\n\r\n")).status(), 400, "{bad}");
         }

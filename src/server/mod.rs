@@ -381,11 +381,7 @@ impl BodyPace {
 
     /// Time left at `now` after `received` body bytes; `None` once the deadline has passed.
     pub fn left(&self, received: u64, now: Instant) -> Option<Duration> {
-        let earned = if self.rate == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(received.saturating_mul(1000) / self.rate)
-        };
+        let earned = Duration::from_millis(received.saturating_mul(1000).checked_div(self.rate).unwrap_or(0));
         let deadline = self.start + self.allowance + earned.min(Duration::from_secs(86_400 * 365));
         deadline.checked_duration_since(now).filter(|d| !d.is_zero())
     }

@@ -39,6 +39,7 @@ impl Received {
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
 /// - `x-fake-head-delay-ms`: wait this long before answering at all
+/// - `x-fake-response-header`: `name=value`, a header added to a `json`/`raw`/`garbage` answer
 ///
 /// It records every request and counts open and closed connections.
 pub struct FakeUpstream {
@@ -327,8 +328,11 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     .unwrap(),
                 };
                 let ctype = if mode == "garbage" { "text/html" } else { "application/json" };
+                let extra = h("x-fake-response-header")
+                    .and_then(|v| v.split_once('=').map(|(n, v)| format!("{n}: {v}\r\n")))
+                    .unwrap_or_default();
                 let head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-ratelimit-remaining-requests: 99\r\n\r\n",
+                    "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-ratelimit-remaining-requests: 99\r\n{extra}\r\n",
                     body.len()
                 );
                 if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body)).is_err() {
@@ -451,7 +455,9 @@ impl Gateway {
         let dir = TempDir::new("gw");
         let config_path = dir.0.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        // SWITCHYARD_TEST_BIN runs the tests against another build (to compare before and after a change).
+        let bin = std::env::var_os("SWITCHYARD_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_switchyard").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&config_path).arg("--listen").arg("127.0.0.1:0");
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
