@@ -583,3 +583,35 @@ impl Responder<'_> {
         self.watch.start(self.stream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_earns_a_second_per_min_rate_bytes_after_its_allowance() {
+        let cfg = ServerConfig { body_timeout_ms: 1000, min_body_rate_bytes_per_s: 100, ..ServerConfig::default() };
+        let start = Instant::now();
+        let pace = BodyPace::new(&cfg, start);
+        assert_eq!(pace.left(0, start), Some(Duration::from_millis(1000)));
+        assert_eq!(pace.left(0, start + Duration::from_millis(1000)), None);
+        assert_eq!(pace.left(50, start + Duration::from_millis(1000)), Some(Duration::from_millis(500)));
+        // One byte a second never keeps up.
+        assert_eq!(pace.left(2, start + Duration::from_secs(2)), None);
+        let fixed = BodyPace::new(&ServerConfig { min_body_rate_bytes_per_s: 0, ..cfg }, start);
+        assert_eq!(fixed.left(u64::MAX, start + Duration::from_millis(999)), Some(Duration::from_millis(1)));
+        assert_eq!(fixed.left(u64::MAX, start + Duration::from_millis(1000)), None);
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_others_replaced() {
+        let head = |id: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nx-request-id: {id}\r\n\r\n");
+            http1::parse_head(raw.as_bytes(), 4096, 10).unwrap().unwrap().0
+        };
+        assert_eq!(request_id(Some(&head("abc-1"))), "abc-1");
+        assert_eq!(request_id(None).len(), 32);
+        assert_ne!(request_id(Some(&head(&"a".repeat(129)))), "a".repeat(129));
+        assert_eq!(request_id(Some(&head("a b"))).len(), 32);
+    }
+}
