@@ -43,9 +43,9 @@ pub fn relay(
         .as_deref()
         .is_some_and(|c| c.starts_with("text/event-stream") || c.starts_with("application/vnd.amazon.eventstream"));
     // The backend's credential never reaches a client, whatever the status: relayed headers are masked.
-    let secrets = provider.secrets();
+    let masker = Masker::new(&provider.secrets());
     for (_, value) in up.passthrough.iter_mut() {
-        if let Cow::Owned(masked) = mask_secrets(value.as_bytes(), &secrets) {
+        if let Cow::Owned(masked) = masker.mask(value.as_bytes()) {
             *value = String::from_utf8_lossy(&masked).into_owned();
         }
     }
@@ -121,7 +121,7 @@ pub fn relay(
         return Outcome::default();
     }
     if up.status >= 400 {
-        if let Cow::Owned(masked) = mask_secrets(&body, &secrets) {
+        if let Cow::Owned(masked) = masker.mask(&body) {
             body = masked;
         }
     }
@@ -185,38 +185,49 @@ const MIN_SECRET_LEN: usize = 8;
 /// What a masked secret is replaced by.
 const MASK: &[u8] = b"[redacted]";
 
-/// `bytes` with every occurrence of each secret replaced by `[redacted]`: as it is, JSON-escaped
-/// (`/` as `\/`) and percent-encoded, the forms an upstream may quote it in. Borrowed when nothing
-/// matched.
-pub fn mask_secrets<'a>(bytes: &'a [u8], secrets: &[&str]) -> Cow<'a, [u8]> {
-    let mut needles: Vec<Vec<u8>> = Vec::new();
-    for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
-        let escaped = secret.replace('/', "\\/");
-        let encoded: String = secret
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
+/// Masks a backend's secrets: every occurrence is replaced by `[redacted]`, as it is, JSON-escaped
+/// (`/` as `\/`) and percent-encoded, the forms an upstream may quote it in.
+pub struct Masker {
+    /// Every form of every secret, longest first.
+    needles: Vec<Vec<u8>>,
+}
+
+impl Masker {
+    pub fn new(secrets: &[&str]) -> Masker {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
+            let escaped = secret.replace('/', "\\/");
+            let encoded: String = secret
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            for form in [secret.to_string(), escaped, encoded] {
+                if !needles.iter().any(|n| n == form.as_bytes()) {
+                    needles.push(form.into_bytes());
                 }
-            })
-            .collect();
-        for form in [secret.to_string(), escaped, encoded] {
-            if !needles.iter().any(|n| n == form.as_bytes()) {
-                needles.push(form.into_bytes());
             }
         }
+        // Longest first, so a longer form is masked whole before a shorter one could split it.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Masker { needles }
     }
-    // Longest first, so a longer form is masked whole before a shorter one could split it.
-    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let mut out = Cow::Borrowed(bytes);
-    for needle in &needles {
-        if let Some(replaced) = replace_all(&out, needle) {
-            out = Cow::Owned(replaced);
+
+    /// `bytes` with the secrets masked; borrowed when none occurs.
+    pub fn mask<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out = Cow::Borrowed(bytes);
+        for needle in &self.needles {
+            if let Some(replaced) = replace_all(&out, needle) {
+                out = Cow::Owned(replaced);
+            }
         }
+        out
     }
-    out
 }
 
 /// `haystack` with each `needle` replaced by [`MASK`], or `None` when there is none.
@@ -268,14 +279,14 @@ mod tests {
             secret.replace('/', "\\/"),
             "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLEKEY"
         );
-        let masked = mask_secrets(body.as_bytes(), &[secret, "xyz"]);
-        let text = String::from_utf8(masked.into_owned()).unwrap();
+        let masked = Masker::new(&[secret, "xyz"]).mask(body.as_bytes()).into_owned();
+        let text = String::from_utf8(masked).unwrap();
         assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
         assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
         assert!(text.contains("short xyz kept"), "secrets under 8 bytes are not masked: {text}");
         serde_json::from_str::<serde_json::Value>(&text).unwrap();
-        assert!(matches!(mask_secrets(b"nothing here", &[secret]), Cow::Borrowed(_)));
-        assert_eq!(&*mask_secrets(b"sk-abcdefgh sk-abcdefgh", &["sk-abcdefgh"]), b"[redacted] [redacted]");
+        assert!(matches!(Masker::new(&[secret]).mask(b"nothing here"), Cow::Borrowed(_)));
+        assert_eq!(&*Masker::new(&["sk-abcdefgh"]).mask(b"sk-abcdefgh sk-abcdefgh"), b"[redacted] [redacted]");
     }
 
     #[test]

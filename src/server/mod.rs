@@ -319,7 +319,7 @@ impl Reader {
         let slow = || Refusal { status: 408, message: "request body not received in time".into() };
         let closed = || Refusal { status: 400, message: "connection closed before the body was complete".into() };
         let mut received = self.buf.len() as u64;
-        // Reads more within the body's deadline; `Ok(false)`: the peer closed.
+        // Reads more within the body's deadline (the socket timeout changes only near it).
         let mut read = |this: &mut Reader, want: usize, received: &mut u64| -> Result<(), Refusal> {
             let left = pace.left(*received, Instant::now()).ok_or_else(slow)?;
             this.set_timeout(stream, gap.min(left).max(Duration::from_millis(1)));
