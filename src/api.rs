@@ -118,20 +118,23 @@ pub enum ResponseCall {
 
 impl ResponseCall {
     /// The call for a method and the path after `/v1/responses/`, with the response id; `None` when the
-    /// path is not one of these calls (`Err(())`: a known path with the wrong method).
-    pub fn parse<'p>(method: &str, rest: &'p str) -> Option<Result<(ResponseCall, &'p str), ()>> {
+    /// path is not one of these calls (`Err(allow)`: a known path with the wrong method, and the methods it takes).
+    pub fn parse<'p>(method: &str, rest: &'p str) -> Option<Result<(ResponseCall, &'p str), &'static str>> {
         let (id, suffix) = rest.split_once('/').unwrap_or((rest, ""));
         if id.is_empty() {
             return None;
         }
-        let (call, wanted) = match suffix {
-            "" if method == "DELETE" => (ResponseCall::Delete, "DELETE"),
-            "" => (ResponseCall::Retrieve, "GET"),
-            "cancel" => (ResponseCall::Cancel, "POST"),
-            "input_items" => (ResponseCall::InputItems, "GET"),
+        let (call, allow) = match (suffix, method) {
+            ("", "DELETE") => (Some(ResponseCall::Delete), "GET, DELETE"),
+            ("", "GET") => (Some(ResponseCall::Retrieve), "GET, DELETE"),
+            ("", _) => (None, "GET, DELETE"),
+            ("cancel", "POST") => (Some(ResponseCall::Cancel), "POST"),
+            ("cancel", _) => (None, "POST"),
+            ("input_items", "GET") => (Some(ResponseCall::InputItems), "GET"),
+            ("input_items", _) => (None, "GET"),
             _ => return None,
         };
-        Some(if method == wanted { Ok((call, id)) } else { Err(()) })
+        Some(call.map(|call| (call, id)).ok_or(allow))
     }
 
     /// The path of this call below `/v1` for the response `id`.

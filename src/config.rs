@@ -198,6 +198,12 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Time allowed to receive a complete request head, and between body reads (408).
     pub header_timeout_ms: u64,
+    /// Time a request body gets to arrive, from the end of its head, before the minimum rate is added
+    /// (408 when exceeded): a body that trickles cannot hold a connection for ever.
+    pub body_timeout_ms: u64,
+    /// Each this many body bytes received extend the body's deadline by one second (Apache's
+    /// `MinRate`); 0: `body_timeout_ms` is a fixed deadline for the whole body.
+    pub min_body_rate_bytes_per_s: u64,
     /// An idle keep-alive connection is closed after this long.
     pub keepalive_timeout_ms: u64,
     /// Open client connections; past this new ones get 503 and are closed.
@@ -219,6 +225,8 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_body_bytes: 32 * 1024 * 1024,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            min_body_rate_bytes_per_s: 1024,
             keepalive_timeout_ms: 60_000,
             max_connections: 10_000,
             drain_timeout_ms: 30_000,
@@ -732,6 +740,7 @@ impl Config {
         }
         for (field, ms) in [
             ("server.header_timeout_ms", s.header_timeout_ms),
+            ("server.body_timeout_ms", s.body_timeout_ms),
             ("server.keepalive_timeout_ms", s.keepalive_timeout_ms),
             ("server.drain_timeout_ms", s.drain_timeout_ms),
             ("ratelimit.redis_timeout_ms", self.ratelimit.redis_timeout_ms),

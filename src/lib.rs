@@ -15,6 +15,8 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod eventstream;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod health;
 pub mod json;

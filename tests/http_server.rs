@@ -38,14 +38,14 @@ fn oversized_body_is_413_before_the_body_is_sent() {
 fn oversized_chunked_body_is_413() {
     let gw = demo_gateway(json!({"max_body_bytes": 100}));
     let chunk = "x".repeat(80);
-    let req = format!("POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n50\r\n{chunk}\r\n50\r\n{chunk}\r\n0\r\n\r\n");
+    let req = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n50\r\n{chunk}\r\n50\r\n{chunk}\r\n0\r\n\r\n");
     assert_eq!(status_of(&raw_exchange(gw.addr, req.as_bytes())), 413);
 }
 
 #[test]
 fn anthropic_paths_get_anthropic_error_shape_from_the_server_layer() {
     let gw = demo_gateway(json!({"max_body_bytes": 10}));
-    let out = raw_exchange(gw.addr, b"POST /v1/messages HTTP/1.1\r\ncontent-length: 50\r\n\r\n");
+    let out = raw_exchange(gw.addr, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n");
     assert_eq!(status_of(&out), 413);
     assert!(out.contains(r#""type":"error""#), "{out}");
 }
@@ -54,10 +54,13 @@ fn anthropic_paths_get_anthropic_error_shape_from_the_server_layer() {
 fn too_many_or_too_large_headers_are_431_and_long_request_line_is_414() {
     let gw = demo_gateway(json!({"max_headers": 20, "max_head_bytes": 4096}));
     let many: String = (0..30).map(|i| format!("x-h{i}: v\r\n")).collect();
-    assert_eq!(status_of(&raw_exchange(gw.addr, format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes())), 431);
-    let big = format!("GET /health HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(5000));
+    assert_eq!(
+        status_of(&raw_exchange(gw.addr, format!("GET /health HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes())),
+        431
+    );
+    let big = format!("GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(5000));
     assert_eq!(status_of(&raw_exchange(gw.addr, big.as_bytes())), 431);
-    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(5000));
+    let long = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(5000));
     assert_eq!(status_of(&raw_exchange(gw.addr, long.as_bytes())), 414);
 }
 
@@ -75,17 +78,18 @@ fn official_sdk_header_counts_are_accepted() {
 fn malformed_framing_is_400_and_closes() {
     let gw = demo_gateway(json!({}));
     for req in [
-        "POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\ncontent-length: abc\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
-        "GET /health HTTP/1.1\r\nx-a: b\r\n folded\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+        "GET /health HTTP/1.1\r\nhost: x\r\nx-a: b\r\n folded\r\n\r\n",
         "NOT A REQUEST\r\n\r\n",
     ] {
         let out = raw_exchange(gw.addr, req.as_bytes());
         assert_eq!(status_of(&out), 400, "{req:?} → {out}");
         assert!(out.contains("connection: close"), "{out}");
     }
-    let out = raw_exchange(gw.addr, b"POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n");
+    let out =
+        raw_exchange(gw.addr, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n");
     assert_eq!(status_of(&out), 501);
 }
 
@@ -121,7 +125,7 @@ fn connections_over_the_limit_get_503() {
     let a = connect(gw.addr);
     let b = connect(gw.addr);
     std::thread::sleep(Duration::from_millis(200));
-    let out = raw_exchange(gw.addr, b"GET /health HTTP/1.1\r\n\r\n");
+    let out = raw_exchange(gw.addr, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(status_of(&out), 503, "{out}");
     drop((a, b));
     assert!(eventually(Duration::from_secs(3), || get(gw.addr, "/health", &[]).status == 200));
@@ -133,10 +137,10 @@ fn pipelined_requests_are_answered_in_order() {
     let body = serde_json::to_vec(&chat("demo")).unwrap();
     let mut batch = Vec::new();
     batch.extend_from_slice(
-        format!("POST /v1/chat/completions HTTP/1.1\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
     );
     batch.extend_from_slice(&body);
-    batch.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\nGET /v1/models HTTP/1.1\r\n\r\n");
+    batch.extend_from_slice(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n");
     let mut s = connect(gw.addr);
     s.write_all(&batch).unwrap();
     let mut reader = BufReader::new(s);
@@ -151,8 +155,10 @@ fn chunked_request_body_and_expect_continue_are_supported() {
     let body = serde_json::to_vec(&chat("demo")).unwrap();
     let (a, b) = body.split_at(7);
     let mut s = connect(gw.addr);
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 100);
@@ -169,7 +175,7 @@ fn chunked_request_body_and_expect_continue_are_supported() {
 #[test]
 fn connection_close_is_honoured() {
     let gw = demo_gateway(json!({}));
-    let out = raw_exchange(gw.addr, b"GET /health HTTP/1.1\r\nconnection: close\r\n\r\n");
+    let out = raw_exchange(gw.addr, b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
     assert!(out.contains("connection: close"));
     assert!(out.ends_with(r#"{"status":"ok"}"#));
 }

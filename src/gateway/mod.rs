@@ -47,7 +47,7 @@ pub use relay::{relay, Outcome};
 /// Serves one request end to end (the public listener).
 pub fn handle(req: &Request, resp: &mut Responder) {
     let snapshot = crate::snapshot::current();
-    let request_id = request_id(req);
+    let request_id = crate::server::request_id(Some(&req.head));
     let ids: [(&str, &str); 1] = [("x-request-id", &request_id)];
     let client_api = crate::server::api_for_path(req.head.path());
     let mut obs = Observation::new(req);
@@ -76,7 +76,8 @@ pub fn handle_admin(req: &Request, resp: &mut Responder) {
             Ok(())
         }
         "/metrics" if method == "GET" => metrics_page(&snapshot, req, resp, &[]),
-        "/health" | "/healthz" | "/ready" | "/readyz" | "/metrics" => Err(GatewayError::MethodNotAllowed),
+        "/health" | "/healthz" | "/ready" | "/readyz" => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
+        "/metrics" => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
         _ => Err(GatewayError::NotFound),
     };
     let error = match result {
@@ -289,31 +290,32 @@ fn parse_operation(snapshot: &Snapshot, req: &Request) -> Result<Operation, Gate
     let method = req.head.method();
     let path = req.head.path();
     let path = path.strip_prefix("/anthropic").filter(|p| p.starts_with("/v1/")).unwrap_or(path);
-    let (op, allowed) = match path {
-        "/health" | "/healthz" => (Operation::Health, method == "GET" || method == "HEAD"),
-        "/ready" | "/readyz" => (Operation::Ready, method == "GET" || method == "HEAD"),
+    let (op, allow) = match path {
+        "/health" | "/healthz" => (Operation::Health, "GET, HEAD"),
+        "/ready" | "/readyz" => (Operation::Ready, "GET, HEAD"),
         // With an admin listener, metrics are served there only.
-        "/metrics" if snapshot.config.admin_listen.is_none() => (Operation::Metrics, method == "GET"),
-        "/v1/models" => (Operation::Models, method == "GET" || method == "HEAD"),
-        "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), method == "POST"),
-        "/v1/completions" => (Operation::Proxy(Endpoint::Completions), method == "POST"),
-        "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), method == "POST"),
-        "/v1/messages" => (Operation::Proxy(Endpoint::Messages), method == "POST"),
-        "/v1/messages/count_tokens" => (Operation::Proxy(Endpoint::CountTokens), method == "POST"),
-        "/v1/responses" => (Operation::Proxy(Endpoint::Responses), method == "POST"),
-        "/v1/responses/input_tokens" => (Operation::Proxy(Endpoint::ResponsesInputTokens), method == "POST"),
+        "/metrics" if snapshot.config.admin_listen.is_none() => (Operation::Metrics, "GET"),
+        "/v1/models" => (Operation::Models, "GET, HEAD"),
+        "/v1/chat/completions" => (Operation::Proxy(Endpoint::ChatCompletions), "POST"),
+        "/v1/completions" => (Operation::Proxy(Endpoint::Completions), "POST"),
+        "/v1/embeddings" => (Operation::Proxy(Endpoint::Embeddings), "POST"),
+        "/v1/messages" => (Operation::Proxy(Endpoint::Messages), "POST"),
+        "/v1/messages/count_tokens" => (Operation::Proxy(Endpoint::CountTokens), "POST"),
+        "/v1/responses" => (Operation::Proxy(Endpoint::Responses), "POST"),
+        "/v1/responses/input_tokens" => (Operation::Proxy(Endpoint::ResponsesInputTokens), "POST"),
         _ => match path.strip_prefix("/v1/responses/").and_then(|rest| ResponseCall::parse(method, rest)) {
-            Some(Ok((call, id))) => (Operation::ResponseCall(call, id.to_string()), true),
-            Some(Err(())) => (Operation::Passthrough, false),
-            // The gateway's own paths under `/anthropic/` are the only ones there.
-            None if req.head.path().starts_with("/v1/") => (Operation::Passthrough, true),
+            Some(Ok((call, id))) => return Ok(Operation::ResponseCall(call, id.to_string())),
+            Some(Err(allow)) => return Err(GatewayError::MethodNotAllowed { allow }),
+            // The gateway's own paths under `/anthropic/` are the only ones there; passthrough checks
+            // its own methods.
+            None if req.head.path().starts_with("/v1/") => return Ok(Operation::Passthrough),
             None => return Err(GatewayError::NotFound),
         },
     };
-    if allowed {
+    if allow.split(", ").any(|m| m == method) {
         Ok(op)
     } else {
-        Err(GatewayError::MethodNotAllowed)
+        Err(GatewayError::MethodNotAllowed { allow })
     }
 }
 
@@ -988,14 +990,6 @@ fn list_models(snapshot: &Snapshot, client: Option<&Client>, anthropic: bool) ->
         serde_json::json!({"object": "list", "data": data})
     };
     value.to_string().into_bytes()
-}
-
-/// The client's `x-request-id` when it is a sane token, else a fresh one.
-fn request_id(req: &Request) -> String {
-    match req.head.header("x-request-id") {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
-        _ => format!("{:016x}{:016x}", random_draw(), random_draw()),
-    }
 }
 
 #[cfg(test)]

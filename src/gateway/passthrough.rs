@@ -113,7 +113,7 @@ pub(super) fn serve<'s>(
     obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
     let method = req.head.method();
     if !matches!(method, "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(GatewayError::MethodNotAllowed { allow: "GET, POST, PUT, PATCH, DELETE" });
     }
     let path = req.head.path();
     let query = req.head.target().split_once('?').map_or("", |(_, q)| q);

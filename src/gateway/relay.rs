@@ -1,11 +1,12 @@
 //! Phase 6: the upstream response back to the client, in the client's schema.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::time::Instant;
 
 use super::Exchange;
-use crate::api::Endpoint;
-use crate::error::{error_body, GatewayError};
+use crate::api::{Api, Endpoint};
+use crate::error::{default_code, error_body, GatewayError};
 use crate::providers::Provider;
 use crate::server::Responder;
 use crate::stream::StreamPipeline;
@@ -101,6 +102,13 @@ pub fn relay(
         .content_type
         .as_deref()
         .is_some_and(|c| c.starts_with("text/event-stream") || c.starts_with("application/vnd.amazon.eventstream"));
+    // The backend's credential never reaches a client, whatever the status: relayed headers are masked.
+    let masker = Masker::new(&provider.secrets());
+    for (_, value) in up.passthrough.iter_mut() {
+        if let Cow::Owned(masked) = masker.mask(value.as_bytes()) {
+            *value = String::from_utf8_lossy(&masked).into_owned();
+        }
+    }
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + ids.len() + 2);
     // The gateway's own limits, when any applied, speak for x-ratelimit-*.
     let own_limits = ids.iter().any(|(n, _)| n.starts_with("x-ratelimit-"));
@@ -208,6 +216,11 @@ pub fn relay(
         let client_gone = super::send_error(resp, client, &err, ids).is_err();
         return Outcome { error: Some(kind), first_byte, client_gone, ..Outcome::default() };
     }
+    if up.status >= 400 {
+        if let Cow::Owned(masked) = masker.mask(&body) {
+            body = masked;
+        }
+    }
     let facts = if up.status < 400 {
         usage::facts_from_body(up.api, &body)
     } else {
@@ -230,7 +243,7 @@ pub fn relay(
         error_body(client, up.status, &message, Some("backend_auth_failed"))
     } else if up.status >= 400 {
         let body = provider.family_error(up.status, up.error_type.as_deref(), body);
-        match up.pair {
+        let body = match up.pair {
             None => {
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
                     body
@@ -242,6 +255,11 @@ pub fn relay(
                 }
             }
             Some(pair) => pair.error(up.status, up.error_type.as_deref(), &body),
+        };
+        if client == Api::OpenAi {
+            string_error_code(body, up.status)
+        } else {
+            body
         }
     } else {
         let body = match up.endpoint {
@@ -285,4 +303,130 @@ pub fn relay(
 
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+}
+
+/// Shortest secret masked: shorter strings occur in ordinary text, and no real credential is that short.
+const MIN_SECRET_LEN: usize = 8;
+
+/// What a masked secret is replaced by.
+const MASK: &[u8] = b"[redacted]";
+
+/// Masks a backend's secrets: every occurrence is replaced by `[redacted]`, as it is, JSON-escaped
+/// (`/` as `\/`) and percent-encoded, the forms an upstream may quote it in.
+pub struct Masker {
+    /// Every form of every secret, longest first.
+    needles: Vec<Vec<u8>>,
+}
+
+impl Masker {
+    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Masker {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for secret in secrets.iter().map(|s| s.as_ref()).filter(|s| s.len() >= MIN_SECRET_LEN) {
+            let escaped = secret.replace('/', "\\/");
+            let encoded: String = secret
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            for form in [secret.to_string(), escaped, encoded] {
+                if !needles.iter().any(|n| n == form.as_bytes()) {
+                    needles.push(form.into_bytes());
+                }
+            }
+        }
+        // Longest first, so a longer form is masked whole before a shorter one could split it.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Masker { needles }
+    }
+
+    /// `bytes` with the secrets masked; borrowed when none occurs.
+    pub fn mask<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out = Cow::Borrowed(bytes);
+        for needle in &self.needles {
+            if let Some(replaced) = replace_all(&out, needle) {
+                out = Cow::Owned(replaced);
+            }
+        }
+        out
+    }
+}
+
+/// `haystack` with each `needle` replaced by [`MASK`], or `None` when there is none.
+fn replace_all(haystack: &[u8], needle: &[u8]) -> Option<Vec<u8>> {
+    let find = |from: usize| {
+        haystack[from..].windows(needle.len()).position(|w| w[0] == needle[0] && w == needle).map(|i| from + i)
+    };
+    let mut at = find(0)?;
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut copied = 0;
+    loop {
+        out.extend_from_slice(&haystack[copied..at]);
+        out.extend_from_slice(MASK);
+        copied = at + needle.len();
+        match find(copied) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    out.extend_from_slice(&haystack[copied..]);
+    Some(out)
+}
+
+/// An OpenAI-shaped error body whose `error.code` is a string, as the spec we implement types it: a
+/// number becomes its text, `null` (what OpenAI itself often sends) or another value the status's
+/// code. Other bodies are returned as they are.
+fn string_error_code(body: Vec<u8>, status: u16) -> Vec<u8> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    let Some(code) = value.get_mut("error").and_then(|e| e.as_object_mut()).and_then(|e| e.get_mut("code")) else {
+        return body;
+    };
+    *code = match code {
+        serde_json::Value::String(_) => return body,
+        serde_json::Value::Number(n) => serde_json::Value::String(n.to_string()),
+        _ => serde_json::Value::String(default_code(status).to_string()),
+    };
+    serde_json::to_vec(&value).unwrap_or(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_in_every_form_and_only_secrets() {
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let body = format!(
+            r#"{{"error":{{"message":"key {secret} and {} and {} refused; short xyz kept"}}}}"#,
+            secret.replace('/', "\\/"),
+            "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLEKEY"
+        );
+        let masked = Masker::new(&[secret, "xyz"]).mask(body.as_bytes()).into_owned();
+        let text = String::from_utf8(masked).unwrap();
+        assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
+        assert!(text.contains("short xyz kept"), "secrets under 8 bytes are not masked: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        assert!(matches!(Masker::new(&[secret]).mask(b"nothing here"), Cow::Borrowed(_)));
+        assert_eq!(&*Masker::new(&["sk-abcdefgh"]).mask(b"sk-abcdefgh sk-abcdefgh"), b"[redacted] [redacted]");
+    }
+
+    #[test]
+    fn openai_error_codes_become_strings() {
+        let code = |body: &str, status| -> serde_json::Value {
+            serde_json::from_slice::<serde_json::Value>(&string_error_code(body.as_bytes().to_vec(), status)).unwrap()
+                ["error"]["code"]
+                .clone()
+        };
+        assert_eq!(code(r#"{"error":{"message":"m","code":null}}"#, 400), "invalid_request");
+        assert_eq!(code(r#"{"error":{"message":"m","code":400}}"#, 400), "400");
+        assert_eq!(code(r#"{"error":{"message":"m","code":"x"}}"#, 400), "x");
+        let untouched = br#"{"error":{"message":"m"}}"#.to_vec();
+        assert_eq!(string_error_code(untouched.clone(), 400), untouched);
+        assert_eq!(string_error_code(b"not json".to_vec(), 500), b"not json");
+    }
 }

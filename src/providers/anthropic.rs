@@ -1,6 +1,8 @@
 //! `"schema": "anthropic"`: Anthropic's Messages API: `{base_url}/v1/messages`, `x-api-key` auth, an
 //! `anthropic-version` header when the client sent none.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{base_url_or, Built, Credential, Outgoing, Provider};
@@ -61,6 +63,10 @@ impl Provider for Anthropic {
 
     fn owns_header(&self, name: &str) -> bool {
         self.key.owns_header(name)
+    }
+
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        self.key.secrets()
     }
 
     fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {

@@ -10,6 +10,8 @@
 //! newer `/openai/v1` API needs no deployment in the path: use `"schema": "openai"` with
 //! `base_url: https://{resource}.openai.azure.com/openai/v1` for it.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{path_segment, Built, Credential, Outgoing, Provider};
@@ -83,6 +85,10 @@ impl Provider for AzureOpenAi {
 
     fn owns_header(&self, name: &str) -> bool {
         self.credential.owns_header(name)
+    }
+
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        self.credential.secrets()
     }
 
     fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {

@@ -143,6 +143,17 @@ impl Provider for Bedrock {
         name.eq_ignore_ascii_case("authorization") || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
     }
 
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        match &self.auth {
+            Ok(AwsAuth::SigV4(c)) => std::iter::once(c.secret_access_key.as_str())
+                .chain(c.session_token.as_deref())
+                .map(Cow::Borrowed)
+                .collect(),
+            Ok(AwsAuth::Bearer(token)) => vec![Cow::Borrowed(token.as_str())],
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn authorize(&self, request: &Outgoing, now_secs: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
         match &self.auth {
             Ok(AwsAuth::SigV4(credentials)) => {
@@ -336,5 +347,14 @@ mod tests {
         assert!(out[3].1.starts_with("AWS4-HMAC-SHA256 Credential=AKID/20231114/us-east-1/bedrock/aws4_request"));
         let missing = Bedrock { auth: Err("AWS_ACCESS_KEY_ID unset".into()), ..bedrock(Api::Converse) };
         assert!(missing.authorize(&request, 0, &mut out).unwrap_err().contains("AWS_ACCESS_KEY_ID"));
+    }
+
+    #[test]
+    fn secrets_are_the_secret_key_and_session_token_or_the_bearer_token_never_the_key_id() {
+        assert_eq!(bedrock(Api::Converse).secrets(), ["secret", "token"]);
+        let bearer = Bedrock { auth: Ok(AwsAuth::Bearer("bedrock-api-key".into())), ..bedrock(Api::Converse) };
+        assert_eq!(bearer.secrets(), ["bedrock-api-key"]);
+        let missing = Bedrock { auth: Err("unset".into()), ..bedrock(Api::Converse) };
+        assert!(missing.secrets().is_empty());
     }
 }

@@ -7,6 +7,8 @@
 //! (`"auth": {"type": "header", …}`); a service account (`gcp_service_account`) or a ready OAuth token
 //! (`bearer`) work too. Errors come in Google's shape `{"error": {"code", "message", "status"}}`.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{path_segment, Built, Credential, Outgoing, Provider};
@@ -65,6 +67,10 @@ impl Provider for Gemini {
 
     fn owns_header(&self, name: &str) -> bool {
         self.credential.owns_header(name)
+    }
+
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        self.credential.secrets()
     }
 
     fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! `"schema": "mock"`: a built-in, deterministic, OpenAI-shaped provider. It needs no network and no
 //! key, so the shipped `config.json` works on a fresh machine; it streams with realistic spacing.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -69,6 +70,10 @@ impl Provider for Mock {
         false
     }
 
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        Vec::new()
+    }
+
     fn authorize(&self, _: &Outgoing, _: u64, _: &mut Vec<(String, String)>) -> Result<(), String> {
         Ok(())
     }
@@ -108,7 +113,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
         Endpoint::Completions => false,
         Endpoint::Messages | Endpoint::CountTokens | Endpoint::Responses | Endpoint::ResponsesInputTokens => {
             let error = json!({"error": {"message": "the mock backend speaks the OpenAI schema only",
-                                         "type": "invalid_request_error", "code": null}});
+                                         "type": "invalid_request_error", "code": "unsupported_endpoint"}});
             return MockReply { status: 400, ..json_reply(error) };
         }
     };

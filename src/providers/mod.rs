@@ -93,6 +93,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// authentication sets it.
     fn owns_header(&self, name: &str) -> bool;
 
+    /// Every secret string its authentication sends (static keys, bearer tokens, an AWS secret key
+    /// and session token), so that any occurrence in a relayed error body or header is masked. Each
+    /// provider lists its own: there is no default, so a new provider cannot forget.
+    fn secrets(&self) -> Vec<Cow<'_, str>>;
+
     /// Appends the headers that authenticate `request` (computed over its final bytes where the
     /// provider signs). `Err` says which credential is missing (the backend then answers 503).
     fn authorize(&self, request: &Outgoing, now_secs: u64, out: &mut Vec<(String, String)>) -> Result<(), String>;
@@ -245,6 +250,17 @@ impl StaticKey {
         matches!(self, StaticKey::Header(h, _) if h.eq_ignore_ascii_case(name))
     }
 
+    /// The key itself (without the `Bearer ` the header adds), when there is one.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            StaticKey::Header(name, value) if name == "authorization" => {
+                vec![value.0.strip_prefix("Bearer ").unwrap_or(&value.0)]
+            }
+            StaticKey::Header(_, value) => vec![value.0.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
     /// Appends the header, or says what is missing.
     pub fn authorize(&self, out: &mut Vec<(String, String)>) -> Result<(), String> {
         match self {
@@ -293,6 +309,14 @@ impl Credential {
             Ok(source) => Credential::Token(source),
             Err(missing) => Credential::Static(StaticKey::Missing(missing)),
         })
+    }
+
+    /// The secrets this credential sends: the static key, or the token in use now.
+    pub fn secrets(&self) -> Vec<Cow<'_, str>> {
+        match self {
+            Credential::Static(key) => key.secrets().into_iter().map(Cow::Borrowed).collect(),
+            Credential::Token(source) => source.current_token().map(Cow::Owned).into_iter().collect(),
+        }
     }
 
     pub fn owns_header(&self, name: &str) -> bool {
@@ -404,4 +428,19 @@ pub fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_key_lists_the_key_without_the_bearer_prefix() {
+        let bearer = StaticKey::Header("authorization".into(), Secret("Bearer sk-abc123456".into()));
+        assert_eq!(bearer.secrets(), ["sk-abc123456"]);
+        let header = StaticKey::Header("x-api-key".into(), Secret("sk-ant-987654321".into()));
+        assert_eq!(header.secrets(), ["sk-ant-987654321"]);
+        assert!(StaticKey::None.secrets().is_empty());
+        assert!(StaticKey::Missing("VAR unset".into()).secrets().is_empty());
+    }
 }

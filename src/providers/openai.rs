@@ -1,6 +1,8 @@
 //! `"schema": "openai"`: OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Mistral, Together,
 //! DeepSeek, Azure's `/openai/v1`…): `{base_url}/chat/completions` etc., a bearer key or a named header.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{base_url_or, Built, Credential, Outgoing, Provider};
@@ -71,6 +73,10 @@ impl Provider for OpenAi {
 
     fn owns_header(&self, name: &str) -> bool {
         self.key.owns_header(name)
+    }
+
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        self.key.secrets()
     }
 
     fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {

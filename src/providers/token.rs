@@ -490,6 +490,13 @@ impl TokenSource {
 
     /// The `authorization` header value (`Bearer …`) for a request now; waits (yielding, in a
     /// coroutine) only when no valid token exists. `Err` says why there is none, naming the credential.
+    /// The token in use now (without `Bearer `), if one was issued: what relayed bodies are masked for.
+    pub fn current_token(&self) -> Option<String> {
+        let state = self.state.lock();
+        let header = &state.token.as_ref()?.header;
+        Some(header.strip_prefix("Bearer ").unwrap_or(header).to_string())
+    }
+
     pub fn header(self: &Arc<Self>) -> Result<Arc<str>, String> {
         let mut waited = false;
         loop {

@@ -151,6 +151,10 @@ impl Provider for Vertex {
         self.credential.owns_header(name)
     }
 
+    fn secrets(&self) -> Vec<Cow<'_, str>> {
+        self.credential.secrets()
+    }
+
     fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
         self.credential.authorize(out)
     }

@@ -163,9 +163,10 @@ impl StreamedBody {
                 }
                 decoded.clear();
                 *at = 0;
-                let (used, done) = decoder
-                    .decode(reader.buf.pending(), decoded)
-                    .map_err(|m| io::Error::new(io::ErrorKind::InvalidData, BodyError { status: 400, message: m }))?;
+                let (used, done) = decoder.decode(reader.buf.pending(), decoded).map_err(|e| match e {
+                    crate::chunked::ChunkError::Invalid(m) => BodyError::io(400, m),
+                    crate::chunked::ChunkError::TooLarge => BodyError::io(413, "request body too large"),
+                })?;
                 reader.buf.consume(used);
                 *seen += decoded.len() as u64;
                 if *seen > self.max {

@@ -1,6 +1,28 @@
 //! HTTP/1.1 request heads and bodies, without IO: bytes in, values out.
+//!
+//! Strict where RFC 9112 lets a recipient choose, because the gateway is a proxy: a request that two
+//! parsers could frame differently is refused (400) and the connection closed, never guessed at.
+//! [`frame_requests`] runs the same steps the connection loop runs over a whole byte string, for the
+//! differential and fuzz tests.
 
+use std::borrow::Cow;
 use std::ops::Range;
+
+use crate::chunked::{ChunkError, ChunkedDecoder};
+
+/// What framing enforces, from the `server` config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+}
+
+impl From<&crate::config::ServerConfig> for Limits {
+    fn from(c: &crate::config::ServerConfig) -> Limits {
+        Limits { max_head_bytes: c.max_head_bytes, max_headers: c.max_headers, max_body_bytes: c.max_body_bytes }
+    }
+}
 
 /// A parsed request head. Header names and values are ranges into `raw`, so a head costs two
 /// allocations however many headers it has.
@@ -8,7 +30,11 @@ use std::ops::Range;
 pub struct RequestHead {
     raw: Vec<u8>,
     method: Range<usize>,
-    path: Range<usize>,
+    /// The request target as sent.
+    target: Range<usize>,
+    /// Its path and query (origin form): all of `target`, or the part after the authority of an
+    /// absolute-form target (empty when that has no path: it then means `/`).
+    origin: Range<usize>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     headers: Vec<(Range<usize>, Range<usize>)>,
@@ -22,11 +48,13 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// Why a head was refused: each maps to a status, and the connection is closed after answering.
+/// Why a request was refused: each maps to a status, and the connection is closed after answering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
-    /// 400: malformed request, conflicting or invalid framing, obs-fold.
+    /// 400: malformed request, conflicting or invalid framing, obs-fold, a bad Host.
     Malformed(&'static str),
+    /// 413: the body is larger than `max_body_bytes` (`length` when a Content-Length announced it).
+    BodyTooLarge { length: Option<u64>, limit: u64 },
     /// 414: the request line alone exceeds the head limit.
     UriTooLong,
     /// 431: too many headers or too many header bytes.
@@ -36,27 +64,48 @@ pub enum HeadError {
 }
 
 impl HeadError {
+    /// The refusal for a chunked body the decoder refused.
+    pub fn from_chunk(e: ChunkError, limits: &Limits) -> HeadError {
+        match e {
+            ChunkError::Invalid(m) => HeadError::Malformed(m),
+            ChunkError::TooLarge => HeadError::BodyTooLarge { length: None, limit: limits.max_body_bytes },
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             HeadError::Malformed(_) => 400,
+            HeadError::BodyTooLarge { .. } => 413,
             HeadError::UriTooLong => 414,
             HeadError::HeadersTooLarge => 431,
             HeadError::UnsupportedTransferEncoding => 501,
         }
     }
 
-    pub fn message(&self) -> &'static str {
+    pub fn message(&self) -> Cow<'static, str> {
         match self {
-            HeadError::Malformed(m) => m,
-            HeadError::UriTooLong => "request line too long",
-            HeadError::HeadersTooLarge => "request headers too large",
-            HeadError::UnsupportedTransferEncoding => "only the chunked transfer coding is supported",
+            HeadError::Malformed(m) => Cow::Borrowed(m),
+            HeadError::BodyTooLarge { length: Some(n), limit } => {
+                Cow::Owned(format!("request body of {n} bytes exceeds the limit of {limit} bytes"))
+            }
+            HeadError::BodyTooLarge { length: None, limit } => {
+                Cow::Owned(format!("request body too large: the limit is {limit} bytes"))
+            }
+            HeadError::UriTooLong => Cow::Borrowed("request line too long"),
+            HeadError::HeadersTooLarge => Cow::Borrowed("request headers too large"),
+            HeadError::UnsupportedTransferEncoding => Cow::Borrowed("only the chunked transfer coding is supported"),
         }
     }
 }
 
-/// Parses a head from the start of `buf`. `Ok(None)`: incomplete, read more (unless `buf` already holds
-/// `max_head_bytes`, which is then an error). On success returns the head and its length in `buf`.
+/// Parses and checks a head from the start of `buf`. `Ok(None)`: incomplete, read more (unless `buf`
+/// already holds `max_head_bytes`, which is then an error). On success returns the head and its length
+/// in `buf`.
+///
+/// Besides httparse's grammar (tokens, visible header values, no obs-fold), a head is refused when a
+/// line ends in a bare LF, when its target is neither origin-form, absolute-form (`http://host/path`,
+/// whose authority must be a valid host) nor `*` for OPTIONS, and when its Host is missing (HTTP/1.1),
+/// repeated (even identically) or not a valid `host[:port]` (RFC 9112 §3.2: MUST answer 400).
 pub fn parse_head(
     buf: &[u8],
     max_head_bytes: usize,
@@ -82,25 +131,163 @@ pub fn parse_head(
     })?;
     let len = match status {
         httparse::Status::Complete(len) => len,
-        httparse::Status::Partial if window.len() >= max_head_bytes => {
-            return Err(if memchr_newline(window) { HeadError::HeadersTooLarge } else { HeadError::UriTooLong });
+        httparse::Status::Partial => {
+            // httparse takes a bare LF as a line end; a proxy must not (another hop may not).
+            if has_bare_lf(window) {
+                return Err(BARE_LF);
+            }
+            if window.len() >= max_head_bytes {
+                return Err(if memchr_newline(window) { HeadError::HeadersTooLarge } else { HeadError::UriTooLong });
+            }
+            return Ok(None);
         }
-        httparse::Status::Partial => return Ok(None),
     };
+    if has_bare_lf(&buf[..len]) {
+        return Err(BARE_LF);
+    }
     let base = buf.as_ptr() as usize;
     let range = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let method = range(req.method.unwrap_or("").as_bytes());
-    let path = range(req.path.unwrap_or("").as_bytes());
+    let method_str = req.method.unwrap_or("");
+    let method = range(method_str.as_bytes());
+    let target_str = req.path.unwrap_or("");
+    let target = range(target_str.as_bytes());
+    let origin = origin_form(method_str, target_str)?;
+    let origin = target.start + origin.start..target.start + origin.end;
     let minor_version = req.version.unwrap_or(1);
+    let mut hosts = 0;
+    for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")) {
+        hosts += 1;
+        if hosts > 1 {
+            return Err(HeadError::Malformed("more than one Host header"));
+        }
+        if !valid_host(trim_ows(h.value)) {
+            return Err(HeadError::Malformed("invalid Host header"));
+        }
+    }
+    if hosts == 0 && minor_version == 1 {
+        return Err(HeadError::Malformed("missing Host header"));
+    }
     let headers = req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
-    Ok(Some((RequestHead { raw: buf[..len].to_vec(), method, path, minor_version, headers }, len)))
+    Ok(Some((RequestHead { raw: buf[..len].to_vec(), method, target, origin, minor_version, headers }, len)))
+}
+
+const BARE_LF: HeadError = HeadError::Malformed("a line ends in a bare LF (CRLF is required)");
+
+/// Whether some LF in `b` is not preceded by CR. It runs on every head, so it looks at eight bytes at
+/// a time and byte by byte only at the words that hold an LF.
+fn has_bare_lf(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bare = |i: usize| b[i] == b'\n' && (i == 0 || b[i - 1] != b'\r');
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'\n'));
+        // Non-zero exactly when some byte of `x` is zero, i.e. some byte of the word is an LF.
+        if x.wrapping_sub(ONES) & !x & HIGH != 0 && (at..at + 8).any(bare) {
+            return true;
+        }
+        at += 8;
+    }
+    (at..b.len()).any(bare)
 }
 
 fn memchr_newline(b: &[u8]) -> bool {
     b.contains(&b'\n')
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// The path-and-query part of a request target, as a range of `target`: origin-form (`/p?q`) is
+/// itself; absolute-form (`http://host/p?q`, RFC 9112 §3.2.2) is the part after its authority, which
+/// must be a valid host; `*` (asterisk-form) only for OPTIONS. Fragments are refused.
+fn origin_form(method: &str, target: &str) -> Result<Range<usize>, HeadError> {
+    if !target.is_ascii() {
+        return Err(HeadError::Malformed("a request target is ASCII (percent-encode other bytes)"));
+    }
+    if target.contains('#') {
+        return Err(HeadError::Malformed("a request target cannot carry a fragment (#)"));
+    }
+    if target.starts_with('/') {
+        return Ok(0..target.len());
+    }
+    if target == "*" && method == "OPTIONS" {
+        return Ok(0..1);
+    }
+    let rest = [("http://", 7), ("https://", 8)]
+        .iter()
+        .find(|(scheme, n)| target.get(..*n).is_some_and(|t| t.eq_ignore_ascii_case(scheme)))
+        .map(|(_, n)| *n);
+    let Some(start) = rest else {
+        return Err(HeadError::Malformed("the request target must be a path (/…) or an absolute http(s) URI"));
+    };
+    let end = target[start..].find(['/', '?']).map_or(target.len(), |i| start + i);
+    let authority = &target[start..end];
+    if authority.is_empty() || !valid_host(authority.as_bytes()) {
+        return Err(HeadError::Malformed("invalid authority in the request target"));
+    }
+    Ok(end..target.len())
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name (unreserved, pct-encoded,
+/// sub-delims), an IPv4 address (a reg-name too) or a bracketed IP literal, then an optional port of
+/// digits. An empty value is valid (a target without authority). Userinfo (`u@h`), `/`, `?`, `#` and
+/// whitespace are not.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(close) = v.iter().position(|b| *b == b']') else { return false };
+        let literal = &v[1..close];
+        let ipv6 = literal.contains(&b':') && literal.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        let future = matches!(literal.first(), Some(b'v' | b'V'))
+            && literal.iter().all(|b| is_unreserved(*b) || is_sub_delim(*b) || *b == b':');
+        if !(ipv6 || future) {
+            return false;
+        }
+        match &v[close + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&v[..0], port),
+            _ => return false,
+        }
+    } else {
+        match v.iter().rposition(|b| *b == b':') {
+            Some(i) => (&v[..i], &v[i + 1..]),
+            None => (v, &v[v.len()..]),
+        }
+    };
+    if !port.iter().all(u8::is_ascii_digit) || port.len() > 5 {
+        return false;
+    }
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            if !(i + 2 < host.len() && host[i + 1].is_ascii_hexdigit() && host[i + 2].is_ascii_hexdigit()) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(is_unreserved(b) || is_sub_delim(b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
 }
 
 impl RequestHead {
@@ -108,15 +295,20 @@ impl RequestHead {
         std::str::from_utf8(&self.raw[self.method.clone()]).unwrap_or("")
     }
 
-    /// The request target, query string included.
+    /// The request target as sent (origin-form or absolute-form), query string included.
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.raw[self.path.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
     }
 
-    /// The target without its query string.
+    /// The target's path without its query string (`/` for an absolute-form target without a path).
     pub fn path(&self) -> &str {
-        let t = self.target();
-        t.split_once('?').map_or(t, |(p, _)| p)
+        let t = std::str::from_utf8(&self.raw[self.origin.clone()]).unwrap_or("");
+        let p = t.split_once('?').map_or(t, |(p, _)| p);
+        if p.is_empty() {
+            "/"
+        } else {
+            p
+        }
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
@@ -169,7 +361,7 @@ impl RequestHead {
         for v in self.header_values("content-length") {
             let s = std::str::from_utf8(v).map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
             for part in s.split(',') {
-                let part = part.trim();
+                let part = part.trim_matches([' ', '\t']);
                 if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 19 {
                     return Err(HeadError::Malformed("invalid Content-Length"));
                 }
@@ -195,6 +387,7 @@ impl RequestHead {
                 .collect();
             return match codings.as_slice() {
                 [only] if only == "chunked" => Ok(BodyFraming::Chunked),
+                [] => Err(HeadError::Malformed("empty Transfer-Encoding")),
                 _ => Err(HeadError::UnsupportedTransferEncoding),
             };
         }
@@ -203,6 +396,85 @@ impl RequestHead {
             Some(n) => BodyFraming::Length(n),
         })
     }
+
+    /// The body framing, with a declared length over `max_body_bytes` refused before the body is read.
+    pub fn checked_framing(&self, limits: &Limits) -> Result<BodyFraming, HeadError> {
+        let framing = self.body_framing()?;
+        match framing {
+            BodyFraming::Length(n) if n > limits.max_body_bytes => {
+                Err(HeadError::BodyTooLarge { length: Some(n), limit: limits.max_body_bytes })
+            }
+            f => Ok(f),
+        }
+    }
+}
+
+/// One request framed off the wire: its head and decoded body.
+#[derive(Debug)]
+pub struct Framed {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+}
+
+/// Why [`frame_requests`] stopped before the end of its input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameStop {
+    /// The input ends inside a request (a connection would wait for more).
+    Incomplete,
+    /// The request is refused: the connection answers this error and closes.
+    Refused(HeadError),
+}
+
+/// The requests framed before [`frame_requests`] stopped, and why it stopped.
+#[derive(Debug)]
+pub struct FrameError {
+    pub framed: Vec<Framed>,
+    pub stop: FrameStop,
+}
+
+/// Frames every request of `input` as one connection would, with the same steps (head, framing,
+/// body) as the server's connection loop, without IO. A request that does not keep the connection
+/// alive ends the framing: what follows it is never read.
+pub fn frame_requests(input: &[u8], limits: &Limits) -> Result<Vec<Framed>, FrameError> {
+    let mut framed = Vec::new();
+    let mut at = 0;
+    while at < input.len() {
+        let stop = |framed, stop| Err(FrameError { framed, stop });
+        let (head, len) = match parse_head(&input[at..], limits.max_head_bytes, limits.max_headers) {
+            Ok(Some(h)) => h,
+            Ok(None) => return stop(framed, FrameStop::Incomplete),
+            Err(e) => return stop(framed, FrameStop::Refused(e)),
+        };
+        at += len;
+        let body = match head.checked_framing(limits) {
+            Err(e) => return stop(framed, FrameStop::Refused(e)),
+            Ok(BodyFraming::None) => Vec::new(),
+            Ok(BodyFraming::Length(n)) => {
+                if ((input.len() - at) as u64) < n {
+                    return stop(framed, FrameStop::Incomplete);
+                }
+                at += n as usize;
+                input[at - n as usize..at].to_vec()
+            }
+            Ok(BodyFraming::Chunked) => {
+                let mut body = Vec::new();
+                match ChunkedDecoder::with_limit(limits.max_body_bytes).decode(&input[at..], &mut body) {
+                    Err(e) => return stop(framed, FrameStop::Refused(HeadError::from_chunk(e, limits))),
+                    Ok((_, false)) => return stop(framed, FrameStop::Incomplete),
+                    Ok((used, true)) => {
+                        at += used;
+                        body
+                    }
+                }
+            }
+        };
+        let keep_alive = head.keep_alive();
+        framed.push(Framed { head, body });
+        if !keep_alive {
+            break;
+        }
+    }
+    Ok(framed)
 }
 
 /// The reason phrase for the statuses the gateway sends itself.
@@ -237,6 +509,10 @@ mod tests {
         parse_head(raw.as_bytes(), 64 * 1024, 100)
     }
 
+    fn refused(raw: &str) -> HeadError {
+        head(raw).map(|h| h.map(|(h, _)| h.target().to_string())).unwrap_err()
+    }
+
     #[test]
     fn parses_method_path_and_headers() {
         let raw = "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
@@ -256,26 +532,26 @@ mod tests {
         assert_eq!(parse_head(long_line.as_bytes(), 256, 100).unwrap_err(), HeadError::UriTooLong);
         let many = format!("GET / HTTP/1.1\r\n{}", "X-Y: z\r\n".repeat(60));
         assert_eq!(parse_head(many.as_bytes(), 256, 100).unwrap_err(), HeadError::HeadersTooLarge);
-        let count = format!("GET / HTTP/1.1\r\n{}\r\n", "X-Y: z\r\n".repeat(11));
+        let count = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-Y: z\r\n".repeat(11));
         assert_eq!(parse_head(count.as_bytes(), 4096, 10).unwrap_err(), HeadError::HeadersTooLarge);
     }
 
     #[test]
     fn ambiguous_framing_is_refused() {
         let bad = [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         ];
         for raw in bad {
             let (h, _) = head(raw).unwrap().unwrap();
             assert_eq!(h.body_framing().unwrap_err().status(), 400, "{raw}");
         }
-        let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
+        let (h, _) = head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.body_framing().unwrap_err().status(), 501);
-        assert_eq!(head("GET / HTTP/1.1\r\nX-A: b\r\n c\r\n\r\n").unwrap_err().status(), 400, "obs-fold");
+        assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n").status(), 400, "obs-fold");
     }
 
     #[test]
@@ -284,7 +560,98 @@ mod tests {
         assert!(!h.keep_alive());
         let (h, _) = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
         assert!(h.keep_alive());
-        let (h, _) = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let (h, _) = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive());
+    }
+
+    #[test]
+    fn host_is_required_once_and_valid_on_http11() {
+        assert_eq!(refused("GET / HTTP/1.1\r\n\r\n"), HeadError::Malformed("missing Host header"));
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            HeadError::Malformed("more than one Host header")
+        );
+        assert_eq!(refused("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status(), 400);
+        for bad in ["x/?", "a b", "u@evil.example", "evil#x", "a:b:c", "[::1", "[zz]", "a:99999999", "a%zz", "a\\b"] {
+            assert_eq!(
+                refused(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")),
+                HeadError::Malformed("invalid Host header"),
+                "{bad}"
+            );
+        }
+        for good in
+            ["", "a", "api.example.com:8443", "127.0.0.1", "[::1]:80", "[v1.x]", "xn--bcher-kva.example", "a%41"]
+        {
+            assert!(head(&format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n")).unwrap().is_some(), "{good}");
+        }
+        assert!(head("GET / HTTP/1.0\r\n\r\n").unwrap().is_some(), "HTTP/1.0 needs no Host");
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_refused() {
+        assert_eq!(refused("GET / HTTP/1.1\nHost: a\r\n\r\n"), BARE_LF);
+        assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\n\r\n"), BARE_LF);
+        assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\r\n\n"), BARE_LF);
+        assert_eq!(refused("\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), BARE_LF);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\nHost", 1024, 10).unwrap_err(),
+            BARE_LF,
+            "even before the head is complete"
+        );
+    }
+
+    #[test]
+    fn absolute_form_targets_are_accepted_with_a_valid_authority() {
+        let (h, _) =
+            head("POST http://gw.example:8080/v1/chat/completions?x=1 HTTP/1.1\r\nHost: gw.example:8080\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(h.path(), "/v1/chat/completions");
+        assert_eq!(h.target(), "http://gw.example:8080/v1/chat/completions?x=1");
+        let (h, _) = head("GET HTTPS://gw HTTP/1.1\r\nHost: gw\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.path(), "/");
+        for bad in [
+            "POST http://u@evil.example/v1/chat/completions HTTP/1.1",
+            "POST http:///v1/chat/completions HTTP/1.1",
+            "POST ftp://gw/v1/chat/completions HTTP/1.1",
+            "POST v1/chat/completions HTTP/1.1",
+            "POST /v1/chat/completions#frag HTTP/1.1",
+            "GET * HTTP/1.1",
+            "GET /caf\u{e9} HTTP/1.1",
+            "GET h\u{e9}ttp://x/ HTTP/1.1",
+        ] {
+            assert_eq!(refused(&format!("{bad}\r\nHost: gw\r\n\r\n")).status(), 400, "{bad}");
+        }
+        assert!(head("OPTIONS * HTTP/1.1\r\nHost: gw\r\n\r\n").unwrap().is_some());
+    }
+
+    fn limits() -> Limits {
+        Limits { max_head_bytes: 4096, max_headers: 20, max_body_bytes: 16 }
+    }
+
+    #[test]
+    fn frame_requests_gives_each_pipelined_request_its_body() {
+        let wire = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcPOST /b HTTP/1.1\r\nHost: h\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\nT: 1\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+        let framed = frame_requests(wire, &limits()).unwrap();
+        let got: Vec<(&str, &[u8])> = framed.iter().map(|f| (f.head.path(), &f.body[..])).collect();
+        assert_eq!(got, [("/a", &b"abc"[..]), ("/b", b"xy"), ("/c", b"")]);
+    }
+
+    #[test]
+    fn frame_requests_stops_at_the_first_refusal_or_a_close() {
+        let wire = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+        let e = frame_requests(wire, &limits()).unwrap_err();
+        assert_eq!(e.framed.len(), 1);
+        assert_eq!(e.stop, FrameStop::Refused(HeadError::Malformed("missing Host header")));
+        let wire = b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nnot even HTTP";
+        assert_eq!(frame_requests(wire, &limits()).unwrap().len(), 1);
+        let e = frame_requests(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 17\r\n\r\n", &limits()).unwrap_err();
+        assert!(matches!(e.stop, FrameStop::Refused(HeadError::BodyTooLarge { length: Some(17), limit: 16 })));
+        let e = frame_requests(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab", &limits()).unwrap_err();
+        assert_eq!(e.stop, FrameStop::Incomplete);
+        let chunked = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n";
+        let e = frame_requests(chunked, &limits()).unwrap_err();
+        assert_eq!(e.stop, FrameStop::Refused(HeadError::BodyTooLarge { length: None, limit: 16 }));
     }
 }

@@ -21,7 +21,7 @@ use crate::chunked::ChunkedDecoder;
 use crate::config::ServerConfig;
 use crate::error::error_body;
 use crate::readbuf::ReadBuf;
-use http1::{BodyFraming, RequestHead};
+use http1::{BodyFraming, HeadError, Limits, RequestHead};
 use watch::ClientWatch;
 
 /// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
@@ -52,6 +52,15 @@ pub fn api_for_path(path: &str) -> Api {
         Api::Anthropic
     } else {
         Api::OpenAi
+    }
+}
+
+/// The request's id: the client's `x-request-id` when it is a sane token (at most 128 visible ASCII
+/// characters), else a fresh one. Every response carries it, the server layer's own errors included.
+pub fn request_id(head: Option<&RequestHead>) -> String {
+    match head.and_then(|h| h.header("x-request-id")) {
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
+        _ => format!("{:016x}{:016x}", crate::router::random_draw(), crate::router::random_draw()),
     }
 }
 
@@ -123,7 +132,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
                 if open > cfg.max_connections {
                     crate::metrics::count_refused(503);
                     let mut stream = stream;
-                    let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections");
+                    let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections", &request_id(None));
                     return;
                 }
                 serve_connection(stream, peer, &handler, &cfg);
@@ -160,10 +169,11 @@ impl Drop for ActiveRequest {
 }
 
 /// An error the server layer answers itself; the connection closes after it.
-fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str) -> io::Result<()> {
+fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str, id: &str) -> io::Result<()> {
     let body = error_body(schema, status, message, None);
-    let mut out = Vec::with_capacity(160 + body.len());
-    write_head(&mut out, 1, status, false, &[("content-type", "application/json")], Some(body.len()));
+    let mut out = Vec::with_capacity(200 + body.len());
+    let headers = [("content-type", "application/json"), ("x-request-id", id)];
+    write_head(&mut out, 1, status, false, &headers, Some(body.len()));
     out.extend_from_slice(&body);
     stream.write_all(&out)
 }
@@ -171,9 +181,9 @@ fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str) 
 /// Answers an early error and closes gracefully: a client still sending its request would otherwise
 /// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
 /// request is read and dropped for up to a second or 1 MiB.
-fn refuse(stream: &mut TcpStream, schema: Api, status: u16, message: &str) {
+fn refuse(stream: &mut TcpStream, schema: Api, status: u16, message: &str, id: &str) {
     crate::metrics::count_refused(status);
-    if write_error(stream, schema, status, message).is_err() {
+    if write_error(stream, schema, status, message, id).is_err() {
         return;
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -227,8 +237,21 @@ enum ReadHead {
     Head(RequestHead),
     /// The peer closed or idled out between requests: close quietly.
     Closed,
-    Refused(u16, &'static str),
 }
+
+/// A refusal the server answers itself before the request reaches the handler.
+struct Refusal {
+    status: u16,
+    message: std::borrow::Cow<'static, str>,
+}
+
+impl From<HeadError> for Refusal {
+    fn from(e: HeadError) -> Refusal {
+        Refusal { status: e.status(), message: e.message() }
+    }
+}
+
+const HEAD_TIMEOUT: &str = "request head not received in time";
 
 /// The read side of a client connection: its buffer, and the socket's read timeout (set only when it
 /// changes: may makes it a syscall).
@@ -259,7 +282,7 @@ impl Reader {
     }
 
     /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
-    fn read_head(&mut self, stream: &mut TcpStream, cfg: &ServerConfig) -> ReadHead {
+    fn read_head(&mut self, stream: &mut TcpStream, cfg: &ServerConfig) -> Result<ReadHead, Refusal> {
         let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
         let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + header_timeout);
         loop {
@@ -267,81 +290,110 @@ impl Reader {
                 match http1::parse_head(self.pending(), cfg.max_head_bytes, cfg.max_headers) {
                     Ok(Some((head, len))) => {
                         self.buf.consume(len);
-                        return ReadHead::Head(head);
+                        return Ok(ReadHead::Head(head));
                     }
                     Ok(None) => {}
-                    Err(e) => return ReadHead::Refused(e.status(), e.message()),
+                    Err(e) => return Err(e.into()),
                 }
             }
+            let timed_out = Refusal { status: 408, message: HEAD_TIMEOUT.into() };
             match deadline {
                 None => self.set_timeout(stream, Duration::from_millis(cfg.keepalive_timeout_ms)),
-                Some(d) if Instant::now() >= d => return ReadHead::Refused(408, "request head not received in time"),
-                Some(_) => self.set_timeout(stream, header_timeout),
+                Some(d) if Instant::now() >= d => return Err(timed_out),
+                Some(d) => self.set_timeout(stream, header_timeout.min(d - Instant::now())),
             }
             match self.read_more(stream, 1024) {
-                Ok(0) => return ReadHead::Closed,
+                Ok(0) => return Ok(ReadHead::Closed),
                 Ok(_) => {
                     deadline.get_or_insert_with(|| Instant::now() + header_timeout);
                 }
-                Err(e) if is_timeout(&e) && deadline.is_some() => {
-                    return ReadHead::Refused(408, "request head not received in time")
-                }
-                Err(_) => return ReadHead::Closed,
+                Err(e) if is_timeout(&e) && deadline.is_some() => return Err(timed_out),
+                Err(_) => return Ok(ReadHead::Closed),
             }
         }
     }
 
     /// Reads the request body per its framing. Bytes past it stay buffered for the next request.
+    ///
+    /// The body must arrive within `body_timeout_ms` plus one second per `min_body_rate_bytes_per_s`
+    /// bytes received (so a body that trickles is cut, 408), and no gap between reads may exceed
+    /// `header_timeout_ms`.
     fn read_body(
         &mut self,
         stream: &mut TcpStream,
         framing: BodyFraming,
         cfg: &ServerConfig,
-    ) -> Result<Vec<u8>, (u16, &'static str)> {
-        let fail = |e: io::Error| {
-            if is_timeout(&e) {
-                (408, "request body not received in time")
-            } else {
-                (400, "connection closed before the body was complete")
+    ) -> Result<Vec<u8>, Refusal> {
+        let pace = BodyPace::new(cfg, Instant::now());
+        let gap = Duration::from_millis(cfg.header_timeout_ms);
+        let slow = || Refusal { status: 408, message: "request body not received in time".into() };
+        let closed = || Refusal { status: 400, message: "connection closed before the body was complete".into() };
+        let mut received = self.buf.len() as u64;
+        // Reads more within the body's deadline (the socket timeout changes only near it).
+        let mut read = |this: &mut Reader, want: usize, received: &mut u64| -> Result<(), Refusal> {
+            let left = pace.left(*received, Instant::now()).ok_or_else(slow)?;
+            this.set_timeout(stream, gap.min(left).max(Duration::from_millis(1)));
+            match this.read_more(stream, want) {
+                Ok(0) => Err(closed()),
+                Ok(n) => {
+                    *received += n as u64;
+                    Ok(())
+                }
+                Err(e) if is_timeout(&e) => Err(slow()),
+                Err(_) => Err(closed()),
             }
         };
-        let closed = (400, "connection closed before the body was complete");
         match framing {
             BodyFraming::None => Ok(Vec::new()),
             BodyFraming::Length(n) => {
                 let n = n as usize;
-                if self.buf.len() < n {
-                    self.set_timeout(stream, Duration::from_millis(cfg.header_timeout_ms));
-                }
                 while self.buf.len() < n {
                     let missing = n - self.buf.len();
-                    if self.read_more(stream, missing).map_err(fail)? == 0 {
-                        return Err(closed);
-                    }
+                    read(self, missing, &mut received)?;
                 }
                 let body = self.pending()[..n].to_vec();
                 self.buf.consume(n);
                 Ok(body)
             }
             BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::default();
+                let limits = Limits::from(cfg);
+                let mut decoder = ChunkedDecoder::with_limit(cfg.max_body_bytes);
                 let mut body = Vec::new();
                 loop {
-                    let (used, done) = decoder.decode(self.pending(), &mut body).map_err(|m| (400, m))?;
+                    let (used, done) = decoder
+                        .decode(self.pending(), &mut body)
+                        .map_err(|e| Refusal::from(HeadError::from_chunk(e, &limits)))?;
                     self.buf.consume(used);
-                    if body.len() as u64 > cfg.max_body_bytes {
-                        return Err((413, "request body too large"));
-                    }
                     if done {
                         return Ok(body);
                     }
-                    self.set_timeout(stream, Duration::from_millis(cfg.header_timeout_ms));
-                    if self.read_more(stream, 1024).map_err(fail)? == 0 {
-                        return Err(closed);
-                    }
+                    read(self, 1024, &mut received)?;
                 }
             }
         }
+    }
+}
+
+/// How long a request body may take: `body_timeout_ms` from the end of the head, plus a second per
+/// `min_body_rate_bytes_per_s` bytes received. Pure: time is passed in.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    start: Instant,
+    allowance: Duration,
+    /// Bytes per second that earn one more second; 0: none do.
+    rate: u64,
+}
+
+impl BodyPace {
+    pub fn new(cfg: &ServerConfig, start: Instant) -> BodyPace {
+        BodyPace { start, allowance: Duration::from_millis(cfg.body_timeout_ms), rate: cfg.min_body_rate_bytes_per_s }
+    }
+
+    /// Time left at `now` after `received` body bytes; `None` once the deadline has passed.
+    pub fn left(&self, received: u64, now: Instant) -> Option<Duration> {
+        let earned = Duration::from_millis(received.saturating_mul(1000).checked_div(self.rate).unwrap_or(0));
+        let deadline = self.start + self.allowance + earned.min(Duration::from_secs(86_400 * 365));
+        deadline.checked_duration_since(now).filter(|d| !d.is_zero())
     }
 }
 
@@ -354,33 +406,27 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
     let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
     let mut reader = Reader::new();
     let mut watch = ClientWatch::new();
+    let limits = Limits::from(cfg);
     loop {
         // Between requests: give back what a large body made the buffer allocate.
         reader.buf.shrink(64 * 1024);
         let head = match reader.read_head(&mut stream, cfg) {
-            ReadHead::Head(h) => h,
-            ReadHead::Closed => return,
-            ReadHead::Refused(status, message) => {
-                refuse(&mut stream, Api::OpenAi, status, message);
+            Ok(ReadHead::Head(h)) => h,
+            Ok(ReadHead::Closed) => return,
+            Err(r) => {
+                refuse(&mut stream, Api::OpenAi, r.status, &r.message, &request_id(None));
                 return;
             }
         };
         let received = Instant::now();
         let schema = api_for_path(head.path());
-        let framing = match head.body_framing() {
+        let framing = match head.checked_framing(&limits) {
             Ok(f) => f,
             Err(e) => {
-                refuse(&mut stream, schema, e.status(), e.message());
+                refuse(&mut stream, schema, e.status(), &e.message(), &request_id(Some(&head)));
                 return;
             }
         };
-        if let BodyFraming::Length(n) = framing {
-            if n > cfg.max_body_bytes {
-                let message = format!("request body of {n} bytes exceeds the limit of {} bytes", cfg.max_body_bytes);
-                refuse(&mut stream, schema, 413, &message);
-                return;
-            }
-        }
         let body_pending = match framing {
             BodyFraming::None => false,
             BodyFraming::Length(n) => (reader.pending().len() as u64) < n,
@@ -399,8 +445,8 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             }
             match reader.read_body(&mut stream, framing, cfg) {
                 Ok(b) => b,
-                Err((status, message)) => {
-                    refuse(&mut stream, schema, status, message);
+                Err(r) => {
+                    refuse(&mut stream, schema, r.status, &r.message, &request_id(Some(&head)));
                     return;
                 }
             }
@@ -437,7 +483,8 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         match state {
             ResponseState::Done => {}
             ResponseState::Fresh => {
-                let _ = write_error(&mut stream, schema, 500, "the gateway produced no response");
+                let id = request_id(Some(&request.head));
+                let _ = write_error(&mut stream, schema, 500, "the gateway produced no response", &id);
                 return;
             }
             // A response cut short cannot be framed any more: closing is the only honest end.
@@ -598,5 +645,37 @@ impl Responder<'_> {
     /// request is blocked on upstream is shut down (through the returned `Cancel`).
     pub fn watch_client(&mut self) -> Arc<Cancel> {
         self.watch.start(self.stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_earns_a_second_per_min_rate_bytes_after_its_allowance() {
+        let cfg = ServerConfig { body_timeout_ms: 1000, min_body_rate_bytes_per_s: 100, ..ServerConfig::default() };
+        let start = Instant::now();
+        let pace = BodyPace::new(&cfg, start);
+        assert_eq!(pace.left(0, start), Some(Duration::from_millis(1000)));
+        assert_eq!(pace.left(0, start + Duration::from_millis(1000)), None);
+        assert_eq!(pace.left(50, start + Duration::from_millis(1000)), Some(Duration::from_millis(500)));
+        // One byte a second never keeps up.
+        assert_eq!(pace.left(2, start + Duration::from_secs(2)), None);
+        let fixed = BodyPace::new(&ServerConfig { min_body_rate_bytes_per_s: 0, ..cfg }, start);
+        assert_eq!(fixed.left(u64::MAX, start + Duration::from_millis(999)), Some(Duration::from_millis(1)));
+        assert_eq!(fixed.left(u64::MAX, start + Duration::from_millis(1000)), None);
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_others_replaced() {
+        let head = |id: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nx-request-id: {id}\r\n\r\n");
+            http1::parse_head(raw.as_bytes(), 4096, 10).unwrap().unwrap().0
+        };
+        assert_eq!(request_id(Some(&head("abc-1"))), "abc-1");
+        assert_eq!(request_id(None).len(), 32);
+        assert_ne!(request_id(Some(&head(&"a".repeat(129)))), "a".repeat(129));
+        assert_eq!(request_id(Some(&head("a b"))).len(), 32);
     }
 }

@@ -783,7 +783,7 @@ impl Read for Body {
                     self.decoded_at = 0;
                     let (used, complete) = decoder
                         .decode(conn.buf.pending(), &mut self.decoded)
-                        .map_err(|m| io::Error::new(io::ErrorKind::InvalidData, m))?;
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                     conn.buf.consume(used);
                     if complete {
                         self.finish();

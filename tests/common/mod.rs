@@ -39,6 +39,7 @@ impl Received {
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
 /// - `x-fake-head-delay-ms`: wait this long before answering at all
+/// - `x-fake-response-header`: `name=value`, a header added to a `json`/`raw`/`garbage` answer
 ///
 ///
 /// Besides chat completions and Anthropic messages it answers, by path (see [`scripted_reply`]), OpenAI's
@@ -414,8 +415,11 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     .unwrap(),
                 };
                 let ctype = if mode == "garbage" { "text/html" } else { "application/json" };
+                let extra = h("x-fake-response-header")
+                    .and_then(|v| v.split_once('=').map(|(n, v)| format!("{n}: {v}\r\n")))
+                    .unwrap_or_default();
                 let head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-ratelimit-remaining-requests: 99\r\n\r\n",
+                    "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-ratelimit-remaining-requests: 99\r\n{extra}\r\n",
                     body.len()
                 );
                 if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body)).is_err() {
@@ -544,11 +548,13 @@ impl Gateway {
         let dir = TempDir::new("gw");
         let config_path = dir.0.join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        // SWITCHYARD_TEST_BIN runs the tests against another build (to compare before and after a change).
+        let bin = std::env::var_os("SWITCHYARD_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_switchyard").into());
         let mut cmd = match wrapper.split_first() {
-            None => Command::new(env!("CARGO_BIN_EXE_switchyard")),
+            None => Command::new(bin),
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg(env!("CARGO_BIN_EXE_switchyard"));
+                cmd.args(args).arg(bin);
                 cmd
             }
         };
