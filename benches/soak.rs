@@ -5,6 +5,9 @@
 //! after warm-up to the last.
 //!
 //! `cargo bench --bench soak` (30 minutes), or `BENCH_SOAK_SECONDS=120 cargo bench --bench soak`.
+//! `BENCH_SOAK_CLIENTS` changes the number of clients; `BENCH_SOAK_MODE=chat` sends non-streamed chat
+//! requests back to back instead (the highest request rate: memory that grows per request shows here).
+//! `BENCH_SOAK_CLIENTS=1 BENCH_SOAK_MODE=chat BENCH_SOAK_SECONDS=120 BENCH_SOAK_SAMPLE=20 cargo bench --bench soak`
 
 mod common;
 
@@ -16,21 +19,26 @@ use std::time::{Duration, Instant};
 use common::*;
 use may::net::TcpStream;
 
-const CLIENTS: usize = 64;
-
 fn main() {
     init_may();
     let seconds: u64 = std::env::var("BENCH_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
     let sample: u64 = std::env::var("BENCH_SOAK_SAMPLE").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let clients: usize = std::env::var("BENCH_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let chat = std::env::var("BENCH_SOAK_MODE").is_ok_and(|m| m == "chat");
     let upstream = start_upstream();
     let gateway = start_gateway(upstream, serde_json::json!({}));
     let (pid, addr) = (gateway.child.id(), gateway.addr);
-    println!("soak: {CLIENTS} streaming clients for {seconds} s, {}", machine());
-    let request = Arc::new(chat_request("bench", 200, true, "x-bench-events: 10\r\nx-bench-delay-ms: 20\r\n"));
+    let kind = if chat { "chat" } else { "streaming" };
+    println!("soak: {clients} {kind} clients for {seconds} s, {}", machine());
+    let request = Arc::new(if chat {
+        chat_request("bench", 200, false, "")
+    } else {
+        chat_request("bench", 200, true, "x-bench-events: 10\r\nx-bench-delay-ms: 20\r\n")
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    for _ in 0..CLIENTS {
+    for _ in 0..clients {
         let (request, stop, completed, errors) = (request.clone(), stop.clone(), completed.clone(), errors.clone());
         may::go!(move || {
             while !stop.load(Ordering::Relaxed) {

@@ -141,8 +141,7 @@ impl StreamedBody {
                     n
                 } else {
                     // Straight from the socket into the caller's buffer: nothing is held here.
-                    reader.set_timeout(stream, timeout);
-                    let n = stream.read(&mut out[..want]).map_err(fail)?;
+                    let n = reader.read_into(stream, &mut out[..want], timeout).map_err(fail)?;
                     if n == 0 {
                         return Err(closed());
                     }
@@ -184,11 +183,8 @@ impl StreamedBody {
                     self.remaining = Remaining::Done;
                     return Ok(n);
                 }
-                if decoded.is_empty() {
-                    reader.set_timeout(stream, timeout);
-                    if reader.read_more(stream, 16 * 1024).map_err(fail)? == 0 {
-                        return Err(closed());
-                    }
+                if decoded.is_empty() && reader.read_more(stream, 16 * 1024, timeout).map_err(fail)? == 0 {
+                    return Err(closed());
                 }
             },
         }

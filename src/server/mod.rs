@@ -9,6 +9,7 @@ pub use body::{BodyError, RequestBody};
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::api::Api;
 use crate::cancel::Cancel;
 use crate::chunked::ChunkedDecoder;
 use crate::config::ServerConfig;
+use crate::deadline::Deadline;
 use crate::error::error_body;
 use crate::readbuf::ReadBuf;
 use http1::{BodyFraming, HeadError, Limits, RequestHead};
@@ -253,32 +255,48 @@ impl From<HeadError> for Refusal {
 
 const HEAD_TIMEOUT: &str = "request head not received in time";
 
-/// The read side of a client connection: its buffer, and the socket's read timeout (set only when it
-/// changes: may makes it a syscall).
+/// The read side of a client connection: its buffer, and the deadline that bounds each wait for the
+/// client ([`crate::deadline`]: a socket read timeout in `may` leaves a timer entry behind per read,
+/// which made memory grow with the request rate). An expired wait shuts down the read side only, so
+/// the connection can still answer 408.
 struct Reader {
     buf: ReadBuf,
-    timeout: Option<Duration>,
+    deadline: Deadline,
 }
 
 impl Reader {
-    fn new() -> Reader {
-        Reader { buf: ReadBuf::new(), timeout: None }
+    /// Must be dropped before `stream` closes.
+    fn new(stream: &TcpStream) -> Reader {
+        Reader { buf: ReadBuf::new(), deadline: Deadline::register(stream.as_raw_fd(), std::net::Shutdown::Read) }
     }
 
     fn pending(&self) -> &[u8] {
         self.buf.pending()
     }
 
-    fn set_timeout(&mut self, stream: &TcpStream, timeout: Duration) {
-        if self.timeout != Some(timeout) {
-            let _ = stream.set_read_timeout(Some(timeout));
-            self.timeout = Some(timeout);
+    /// Runs one blocking read that must end within `timeout`; `TimedOut` when it did not.
+    fn within<T>(&mut self, timeout: Duration, read: impl FnOnce(&mut Self) -> io::Result<T>) -> io::Result<T> {
+        if self.deadline.expired() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the connection's read deadline passed"));
         }
+        self.deadline.arm(timeout);
+        let result = read(self);
+        self.deadline.disarm();
+        if self.deadline.expired() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the connection's read deadline passed"));
+        }
+        result
     }
 
-    /// Reads what is available, with room for at least `want` bytes (bounded to 1 MiB at a time).
-    fn read_more(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
-        self.buf.read_with(want.clamp(1024, 1 << 20), |space| stream.read(space))
+    /// Reads what is available within `timeout`, with room for at least `want` bytes (bounded to 1 MiB
+    /// at a time).
+    fn read_more(&mut self, stream: &mut TcpStream, want: usize, timeout: Duration) -> io::Result<usize> {
+        self.within(timeout, |this| this.buf.read_with(want.clamp(1024, 1 << 20), |space| stream.read(space)))
+    }
+
+    /// Reads from the socket straight into `out` within `timeout`.
+    fn read_into(&mut self, stream: &mut TcpStream, out: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.within(timeout, |_| stream.read(out))
     }
 
     /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
@@ -297,12 +315,12 @@ impl Reader {
                 }
             }
             let timed_out = Refusal { status: 408, message: HEAD_TIMEOUT.into() };
-            match deadline {
-                None => self.set_timeout(stream, Duration::from_millis(cfg.keepalive_timeout_ms)),
+            let timeout = match deadline {
+                None => Duration::from_millis(cfg.keepalive_timeout_ms),
                 Some(d) if Instant::now() >= d => return Err(timed_out),
-                Some(d) => self.set_timeout(stream, header_timeout.min(d - Instant::now())),
-            }
-            match self.read_more(stream, 1024) {
+                Some(d) => header_timeout.min(d - Instant::now()),
+            };
+            match self.read_more(stream, 1024, timeout) {
                 Ok(0) => return Ok(ReadHead::Closed),
                 Ok(_) => {
                     deadline.get_or_insert_with(|| Instant::now() + header_timeout);
@@ -332,8 +350,7 @@ impl Reader {
         // Reads more within the body's deadline (the socket timeout changes only near it).
         let mut read = |this: &mut Reader, want: usize, received: &mut u64| -> Result<(), Refusal> {
             let left = pace.left(*received, Instant::now()).ok_or_else(slow)?;
-            this.set_timeout(stream, gap.min(left).max(Duration::from_millis(1)));
-            match this.read_more(stream, want) {
+            match this.read_more(stream, want, gap.min(left).max(Duration::from_millis(1))) {
                 Ok(0) => Err(closed()),
                 Ok(n) => {
                     *received += n as u64;
@@ -404,7 +421,7 @@ fn is_timeout(e: &io::Error) -> bool {
 fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, cfg: &ServerConfig) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
-    let mut reader = Reader::new();
+    let mut reader = Reader::new(&stream);
     let mut watch = ClientWatch::new();
     let limits = Limits::from(cfg);
     loop {
