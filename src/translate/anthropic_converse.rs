@@ -66,11 +66,10 @@ use serde_json::{json, Map, Value};
 
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
-    anthropic_error_type, fallback_message, obj, parse_json, to_bytes, usage_from_converse, RequestOptions,
-    ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_converse,
+    write_anthropic_event, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::anthropic as an;
-use crate::sse::write_event;
 
 /// Top-level request fields dropped on purpose (besides unknown ones).
 pub const DROPPED_FIELDS: &[&str] = &["metadata", "service_tier", "anthropic_version"];
@@ -623,10 +622,6 @@ fn anthropic_type_for_exception(name: &str) -> Option<&'static str> {
     }
 }
 
-fn anthropic_error_value(kind: &str, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": kind, "message": message}})
-}
-
 /// The `message` of a Bedrock error payload (`message` or `Message`).
 fn bedrock_error_message(v: &Value) -> Option<String> {
     ["message", "Message", "originalMessage"]
@@ -779,8 +774,7 @@ impl StreamTranslator {
     }
 
     fn emit(out: &mut Vec<u8>, v: &Value) {
-        let kind = v["type"].as_str().unwrap_or("").to_string();
-        write_event(out, Some(&kind), &to_bytes(v));
+        write_anthropic_event(out, v);
     }
 
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {

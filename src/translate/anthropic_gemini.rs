@@ -61,11 +61,10 @@ use serde_json::{json, Map, Value};
 use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
-    anthropic_error_type, fallback_message, obj, parse_json, to_bytes, usage_from_gemini, RequestOptions,
-    ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_gemini,
+    write_anthropic_event, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::anthropic as an;
-use crate::sse::write_event;
 use crate::stream::{Event, StreamFailure, StreamTranslate};
 
 const REJECTED_FIELDS: &[&str] = &["mcp_servers", "container"];
@@ -503,10 +502,6 @@ pub fn response(body: &[u8], model: &str, _opts: &ResponseOptions) -> Result<Vec
 // ---------------------------------------------------------------------------
 // Errors
 
-fn anthropic_error_value(kind: &str, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": kind, "message": message}})
-}
-
 /// The Anthropic error type for a status, refined by Google's status name where the status alone
 /// gives only `api_error` (`UNAVAILABLE` → `overloaded_error`, which Claude clients retry).
 fn error_kind(status: u16, google_status: Option<&str>) -> &'static str {
@@ -589,8 +584,7 @@ impl StreamTranslator {
     }
 
     fn emit(out: &mut Vec<u8>, v: &Value) {
-        let kind = v["type"].as_str().unwrap_or("").to_string();
-        write_event(out, Some(&kind), &to_bytes(v));
+        write_anthropic_event(out, v);
     }
 
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {

@@ -41,11 +41,10 @@ use serde_json::{json, Map, Value};
 
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
-    anthropic_error_type, fallback_message, obj, parse_json, to_bytes, usage_from_openai, RequestOptions,
-    ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_openai,
+    write_anthropic_event, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
-use crate::sse::write_event;
 use crate::stream::{Event, StreamTranslate};
 
 /// Top-level request fields dropped on purpose.
@@ -405,10 +404,6 @@ pub fn response(body: &[u8], model: &str, _opts: &ResponseOptions) -> Result<Vec
     Ok(slots.render(out))
 }
 
-fn anthropic_error_value(kind: &str, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": kind, "message": message}})
-}
-
 /// Translate an OpenAI error body (with its HTTP status) into Anthropic's
 /// error shape; the Anthropic type comes from the status.
 pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
@@ -486,8 +481,7 @@ impl StreamTranslator {
     }
 
     fn emit(out: &mut Vec<u8>, v: &Value) {
-        let kind = v["type"].as_str().unwrap_or("").to_string();
-        write_event(out, Some(&kind), &to_bytes(v));
+        write_anthropic_event(out, v);
     }
 
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {

@@ -572,6 +572,17 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
     serde_json::from_slice(body).map_err(|e| TranslateError::InvalidJson(e.to_string()))
 }
 
+/// An Anthropic error object, as a body or a stream's `error` event.
+pub(crate) fn anthropic_error_value(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+/// Writes an Anthropic stream event: its SSE `event:` name is its `type`.
+pub(crate) fn write_anthropic_event(out: &mut Vec<u8>, v: &Value) {
+    let kind = v["type"].as_str().unwrap_or("");
+    crate::sse::write_event(out, Some(kind), &to_bytes(v));
+}
+
 pub(crate) fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }

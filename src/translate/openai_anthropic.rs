@@ -85,7 +85,7 @@ pub const DROPPED_FIELDS: &[&str] = &[
 ];
 
 /// Fields rejected with [`TranslateError::Unsupported`] whenever present.
-pub(crate) const REJECTED_FIELDS: &[&str] = &["functions", "function_call", "audio", "web_search_options"];
+const REJECTED_FIELDS: &[&str] = &["functions", "function_call", "audio", "web_search_options"];
 
 /// Tool name used to emulate `response_format: {"type":"json_object"}`.
 pub const JSON_OBJECT_TOOL: &str = "json_response";
@@ -128,18 +128,9 @@ impl RequestTranslation {
     }
 }
 
-/// Translate an OpenAI chat request body into an Anthropic Messages body.
-pub fn request(body: &[u8], opts: &RequestOptions) -> Result<Vec<u8>, TranslateError> {
-    request_full(body, opts).map(|t| t.body)
-}
-
-/// [`request`], also returning what the response side needs to know.
-pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
-    let req: oa::ChatRequest = parse_json(body)?;
-    // Order-sensitive fragments (schemas) are carried verbatim.
-    let raw: RawOpenAiRequest = serde_json::from_slice(body).unwrap_or_default();
-    let mut slots = RawSlots::new();
-
+/// OpenAI request fields no other API family can honour, whose dropping would change the result:
+/// refused (400) by every translator from OpenAI chat.
+pub(crate) fn reject_unsupported(req: &oa::ChatRequest) -> Result<(), TranslateError> {
     if req.n.unwrap_or(1) > 1 {
         return Err(TranslateError::unsupported("n"));
     }
@@ -156,6 +147,22 @@ pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTransla
             return Err(TranslateError::unsupported("modalities"));
         }
     }
+    Ok(())
+}
+
+/// Translate an OpenAI chat request body into an Anthropic Messages body.
+pub fn request(body: &[u8], opts: &RequestOptions) -> Result<Vec<u8>, TranslateError> {
+    request_full(body, opts).map(|t| t.body)
+}
+
+/// [`request`], also returning what the response side needs to know.
+pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
+    let req: oa::ChatRequest = parse_json(body)?;
+    // Order-sensitive fragments (schemas) are carried verbatim.
+    let raw: RawOpenAiRequest = serde_json::from_slice(body).unwrap_or_default();
+    let mut slots = RawSlots::new();
+
+    reject_unsupported(&req)?;
     let mut dropped: Vec<String> = req.rest.keys().filter(|k| k.as_str() != "modalities").cloned().collect();
     if req.stream_options.is_some() {
         dropped.push("stream_options".into());

@@ -64,7 +64,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
-use super::openai_anthropic::{parse_data_url, REJECTED_FIELDS};
+use super::openai_anthropic::{parse_data_url, reject_unsupported};
 use super::raw::RawOpenAiRequest;
 use super::{
     fallback_message, obj, openai_error_code, openai_error_type, parse_json, to_bytes, usage_from_gemini,
@@ -130,27 +130,6 @@ pub fn request(body: &[u8], _opts: &RequestOptions) -> Result<RequestTranslation
         dropped,
         include_usage: req.stream_options.as_ref().and_then(|s| s.include_usage).unwrap_or(false),
     })
-}
-
-/// Fields whose dropping would change the result.
-fn reject_unsupported(req: &oa::ChatRequest) -> Result<(), TranslateError> {
-    if req.n.unwrap_or(1) > 1 {
-        return Err(TranslateError::unsupported("n"));
-    }
-    if req.logprobs == Some(true) {
-        return Err(TranslateError::unsupported("logprobs"));
-    }
-    for f in REJECTED_FIELDS {
-        if req.rest.get(*f).is_some_and(|v| !v.is_null()) {
-            return Err(TranslateError::unsupported(*f));
-        }
-    }
-    if let Some(m) = req.rest.get("modalities").and_then(Value::as_array) {
-        if m.iter().any(|v| v.as_str() == Some("audio")) {
-            return Err(TranslateError::unsupported("modalities"));
-        }
-    }
-    Ok(())
 }
 
 /// Top-level fields that have no place in a Gemini request.
