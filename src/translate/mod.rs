@@ -572,6 +572,18 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
     serde_json::from_slice(body).map_err(|e| TranslateError::InvalidJson(e.to_string()))
 }
 
+/// Writes one OpenAI `chat.completion.chunk` event with a single choice.
+pub(crate) fn write_openai_chunk(out: &mut Vec<u8>, id: &str, created: u64, model: &str, delta: Value, finish: Value) {
+    let c = obj(vec![
+        ("id", json!(id)),
+        ("object", json!("chat.completion.chunk")),
+        ("created", json!(created)),
+        ("model", json!(model)),
+        ("choices", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])),
+    ]);
+    crate::sse::write_event(out, None, &to_bytes(&c));
+}
+
 /// An Anthropic error object, as a body or a stream's `error` event.
 pub(crate) fn anthropic_error_value(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})

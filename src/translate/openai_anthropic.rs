@@ -59,7 +59,8 @@ use serde_json::{json, Map, Value};
 use super::raw::{RawAnthropicResponse, RawOpenAiRequest, RawSlots};
 use super::{
     anthropic_error_type, fallback_message, obj, openai_error_code, openai_error_type, parse_json,
-    status_from_anthropic_error_type, to_bytes, RequestOptions, ResponseOptions, TranslateError, Usage,
+    status_from_anthropic_error_type, to_bytes, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError,
+    Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
 use crate::sse::write_event;
@@ -125,6 +126,29 @@ impl RequestTranslation {
             include_usage: self.include_usage,
             ..ResponseOptions::default()
         }
+    }
+}
+
+/// An OpenAI tool call's `arguments` as a JSON object (`field` names it in errors): absent or blank is
+/// `{}`, a string must encode an object (returned with its text, for callers that keep its key order),
+/// and an object is taken as it is.
+pub(crate) fn tool_call_arguments<'a>(
+    arguments: &'a Value,
+    field: &str,
+) -> Result<(Value, Option<&'a str>), TranslateError> {
+    match arguments {
+        Value::Null => Ok((json!({}), None)),
+        Value::String(s) if s.trim().is_empty() => Ok((json!({}), None)),
+        Value::String(s) => {
+            let parsed = serde_json::from_str::<Value>(s)
+                .map_err(|e| TranslateError::invalid(field, format!("not valid JSON: {e}")))?;
+            if !parsed.is_object() {
+                return Err(TranslateError::invalid(field, "must encode a JSON object"));
+            }
+            Ok((parsed, Some(s)))
+        }
+        v @ Value::Object(_) => Ok((v.clone(), None)),
+        _ => Err(TranslateError::invalid(field, "must encode a JSON object")),
     }
 }
 
@@ -486,19 +510,9 @@ fn assistant_blocks(m: &oa::ChatMessage, i: usize, slots: &mut RawSlots) -> Resu
     };
     for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
         let af = format!("messages[{i}].tool_calls[{j}].function.arguments");
-        let input = match &tc.function.arguments {
-            Value::Null => json!({}),
-            Value::String(s) if s.trim().is_empty() => json!({}),
-            Value::String(s) => {
-                let parsed = serde_json::from_str::<Value>(s)
-                    .map_err(|e| TranslateError::invalid(&af, format!("not valid JSON: {e}")))?;
-                if !parsed.is_object() {
-                    return Err(TranslateError::invalid(af, "must encode a JSON object"));
-                }
-                slots.slot(s, parsed)
-            }
-            v @ Value::Object(_) => v.clone(),
-            _ => return Err(TranslateError::invalid(af, "must encode a JSON object")),
+        let input = match tool_call_arguments(&tc.function.arguments, &af)? {
+            (parsed, Some(source)) => slots.slot(source, parsed),
+            (parsed, None) => parsed,
         };
         out.push(json!({
             "type": "tool_use",
@@ -764,14 +778,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Value, out: &mut Vec<u8>) {
-        let c = obj(vec![
-            ("id", json!(self.id)),
-            ("object", json!("chat.completion.chunk")),
-            ("created", json!(self.opts.created)),
-            ("model", json!(self.model)),
-            ("choices", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])),
-        ]);
-        write_event(out, None, &to_bytes(&c));
+        write_openai_chunk(out, &self.id, self.opts.created, &self.model, delta, finish);
     }
 
     fn fail(&mut self, status: u16, kind: &str, message: &str, out: &mut Vec<u8>) {

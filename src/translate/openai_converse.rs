@@ -81,11 +81,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::openai_anthropic::{parse_data_url, reject_unsupported, thinking_budget, JSON_OBJECT_TOOL};
+use super::openai_anthropic::{
+    parse_data_url, reject_unsupported, thinking_budget, tool_call_arguments, JSON_OBJECT_TOOL,
+};
 use super::raw::{RawOpenAiRequest, RawSlots};
 use super::{
     fallback_message, obj, openai_error_code, openai_error_type, parse_json, to_bytes, usage_from_converse,
-    RequestOptions, ResponseOptions, TranslateError, Usage,
+    write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::openai as oa;
 use crate::sse::write_event;
@@ -544,19 +546,9 @@ fn tool_use_block(tc: &oa::ToolCall, i: usize, j: usize, slots: &mut RawSlots) -
         return Err(TranslateError::invalid(format!("messages[{i}].tool_calls[{j}].id"), "missing"));
     }
     let af = format!("messages[{i}].tool_calls[{j}].function.arguments");
-    let input = match &tc.function.arguments {
-        Value::Null => json!({}),
-        Value::String(s) if s.trim().is_empty() => json!({}),
-        Value::String(s) => {
-            let parsed = serde_json::from_str::<Value>(s)
-                .map_err(|e| TranslateError::invalid(&af, format!("not valid JSON: {e}")))?;
-            if !parsed.is_object() {
-                return Err(TranslateError::invalid(af, "must encode a JSON object"));
-            }
-            slots.slot(s, parsed)
-        }
-        v @ Value::Object(_) => v.clone(),
-        _ => return Err(TranslateError::invalid(af, "must encode a JSON object")),
+    let input = match tool_call_arguments(&tc.function.arguments, &af)? {
+        (parsed, Some(source)) => slots.slot(source, parsed),
+        (parsed, None) => parsed,
     };
     Ok(json!({"toolUse": {"toolUseId": tc.id, "name": tc.function.name, "input": input}}))
 }
@@ -974,14 +966,7 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Value, out: &mut Vec<u8>) {
-        let c = obj(vec![
-            ("id", json!(self.id)),
-            ("object", json!("chat.completion.chunk")),
-            ("created", json!(self.opts.created)),
-            ("model", json!(self.model)),
-            ("choices", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])),
-        ]);
-        write_event(out, None, &to_bytes(&c));
+        write_openai_chunk(out, &self.id, self.opts.created, &self.model, delta, finish);
     }
 
     fn fail(&mut self, status: u16, code: &str, message: &str, out: &mut Vec<u8>) {

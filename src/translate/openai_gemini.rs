@@ -64,11 +64,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
-use super::openai_anthropic::{parse_data_url, reject_unsupported};
+use super::openai_anthropic::{parse_data_url, reject_unsupported, tool_call_arguments};
 use super::raw::RawOpenAiRequest;
 use super::{
     fallback_message, obj, openai_error_code, openai_error_type, parse_json, to_bytes, usage_from_gemini,
-    RequestOptions, ResponseOptions, TranslateError, Usage,
+    write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::openai as oa;
 use crate::sse::write_event;
@@ -408,20 +408,7 @@ fn assistant_parts(m: &oa::ChatMessage, i: usize) -> Result<Vec<Value>, Translat
     let mut out = text_parts(&m.content, &format!("messages[{i}].content"))?;
     for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
         let af = format!("messages[{i}].tool_calls[{j}].function.arguments");
-        let args = match &tc.function.arguments {
-            Value::Null => json!({}),
-            Value::String(s) if s.trim().is_empty() => json!({}),
-            Value::String(s) => {
-                let parsed = serde_json::from_str::<Value>(s)
-                    .map_err(|e| TranslateError::invalid(&af, format!("not valid JSON: {e}")))?;
-                if !parsed.is_object() {
-                    return Err(TranslateError::invalid(af, "must encode a JSON object"));
-                }
-                parsed
-            }
-            v @ Value::Object(_) => v.clone(),
-            _ => return Err(TranslateError::invalid(af, "must encode a JSON object")),
-        };
+        let (args, _) = tool_call_arguments(&tc.function.arguments, &af)?;
         if tc.function.name.is_empty() {
             return Err(TranslateError::invalid(format!("messages[{i}].tool_calls[{j}].function.name"), "missing"));
         }
@@ -701,14 +688,7 @@ impl StreamTranslator {
 
     fn chunk(&self, delta: Value, finish: Value, out: &mut Vec<u8>) {
         let id = self.id.as_ref().map_or("chatcmpl-unknown", |(id, _)| id.as_str());
-        let c = obj(vec![
-            ("id", json!(id)),
-            ("object", json!("chat.completion.chunk")),
-            ("created", json!(self.opts.created)),
-            ("model", json!(self.model)),
-            ("choices", json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])),
-        ]);
-        write_event(out, None, &to_bytes(&c));
+        write_openai_chunk(out, id, self.opts.created, &self.model, delta, finish);
     }
 
     fn fail(&mut self, status: u16, code: &str, message: &str, out: &mut Vec<u8>) {
