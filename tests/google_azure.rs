@@ -120,6 +120,8 @@ fn config(standin: &Standin) -> Value {
             {"model": "gemini-throttle", "backends": [{"backend": "gemini", "model": "gemini-throttle"}]},
             {"model": "gemini-unsafe", "backends": [{"backend": "gemini", "model": "gemini-unsafe"}]},
             {"model": "gemini-embedding", "backends": [{"backend": "gemini", "model": "text-embedding-004"}]},
+            {"model": "gemini-echo", "backends": [{"backend": "gemini", "model": "gemini-echo-credential"}]},
+            {"model": "vertex-gemini-echo", "backends": [{"backend": "vertex", "model": "gemini-echo-credential"}]},
             {"model": "azure-gpt", "backends": [{"backend": "azure", "model": "gpt-4o-prod"}]},
             {"model": "azure-entra", "backends": [{"backend": "azure-entra", "model": "gpt-4o-prod"}]},
             {"model": "azure-filtered", "backends": [{"backend": "azure", "model": "gpt-4o-filtered-prompt"}]},
@@ -465,4 +467,22 @@ fn anthropic_sdk_through_gemini_and_vertex_gemini() {
     run_script("anthropic_sdk_gemini.py", &gw);
     let requests = standin.requests();
     assert!(requests.iter().all(|r| r["token_ok"] == true), "{requests:#?}");
+}
+
+#[test]
+fn a_credential_an_upstream_quotes_is_masked_whether_a_static_key_or_an_issued_token() {
+    let standin = Standin::start(60);
+    let gw = start(&standin);
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let r = post(gw.addr, "/v1/chat/completions", &OPENAI, &chat("gemini-echo"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!r.text().contains("standin-gemini-key"), "{}", r.text());
+    assert!(r.text().contains("credential [redacted] is not allowed"), "{}", r.text());
+    let r = post(gw.addr, "/v1/chat/completions", &OPENAI, &chat("vertex-gemini-echo"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let requests = standin.requests();
+    let token = requests.last().and_then(|q| q["token"].as_str()).expect("the stand-in saw the issued token");
+    assert!(token.len() >= 8, "a real-looking token: {token}");
+    assert!(!r.text().contains(token), "{}", r.text());
+    assert!(r.text().contains("credential [redacted] is not allowed"), "{}", r.text());
 }

@@ -525,6 +525,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(*google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."))
         if "invalid" in model:
             return self.send_json(*google_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."))
+        if "echo-credential" in model:
+            # An upstream that quotes the credential it was sent: the gateway must never relay it.
+            credential = headers.get("x-goog-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            return self.send_json(*google_error(400, "INVALID_ARGUMENT", f"credential {credential} is not allowed here"))
         if method in ("generateContent", "streamGenerateContent") and "unsafe" in model:
             blocked = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
                 {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]},
