@@ -301,6 +301,14 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first, so that nginx's master stops its workers (a SIGKILLed master leaves them running)
+        // and the gateway drains; SIGKILL after 3 s.
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = std::time::Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self._dir);
