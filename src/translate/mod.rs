@@ -572,6 +572,16 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
     serde_json::from_slice(body).map_err(|e| TranslateError::InvalidJson(e.to_string()))
 }
 
+/// An OpenAI `{"error":{…}}` object, as a body or a stream's error event.
+pub(crate) fn openai_error_value(status: u16, code: &str, message: &str) -> Value {
+    json!({"error": {
+        "message": message,
+        "type": openai_error_type(status),
+        "param": null,
+        "code": code,
+    }})
+}
+
 /// Writes one OpenAI `chat.completion.chunk` event with a single choice.
 pub(crate) fn write_openai_chunk(out: &mut Vec<u8>, id: &str, created: u64, model: &str, delta: Value, finish: Value) {
     let c = obj(vec![

@@ -58,9 +58,8 @@ use serde_json::{json, Map, Value};
 
 use super::raw::{RawAnthropicResponse, RawOpenAiRequest, RawSlots};
 use super::{
-    anthropic_error_type, fallback_message, obj, openai_error_code, openai_error_type, parse_json,
-    status_from_anthropic_error_type, to_bytes, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError,
-    Usage,
+    anthropic_error_type, fallback_message, obj, openai_error_code, parse_json, status_from_anthropic_error_type,
+    to_bytes, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
 use crate::sse::write_event;
@@ -684,12 +683,7 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
 /// OpenAI `{"error":{…}}` object for an Anthropic error type and message.
 fn openai_error_value(status: u16, anthropic_type: &str, message: &str) -> Value {
     let code = openai_error_code(status).map(str::to_string).unwrap_or_else(|| anthropic_type.to_string());
-    json!({"error": {
-        "message": message,
-        "type": openai_error_type(status),
-        "param": null,
-        "code": code,
-    }})
+    super::openai_error_value(status, &code, message)
 }
 
 /// Translate an Anthropic error body (with its HTTP status) into OpenAI's

@@ -86,8 +86,8 @@ use super::openai_anthropic::{
 };
 use super::raw::{RawOpenAiRequest, RawSlots};
 use super::{
-    fallback_message, obj, openai_error_code, openai_error_type, parse_json, to_bytes, usage_from_converse,
-    write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
+    fallback_message, obj, openai_error_code, openai_error_type, openai_error_value, parse_json, to_bytes,
+    usage_from_converse, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::openai as oa;
 use crate::sse::write_event;
@@ -798,16 +798,6 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
 
 // ---------------------------------------------------------------------------
 // Errors
-
-/// OpenAI `{"error":{…}}` object.
-fn openai_error_value(status: u16, code: &str, message: &str) -> Value {
-    json!({"error": {
-        "message": message,
-        "type": openai_error_type(status),
-        "param": null,
-        "code": code,
-    }})
-}
 
 /// `error.code` when the upstream named no error type.
 fn code_for_status(status: u16) -> String {

@@ -67,8 +67,8 @@ use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
 use super::openai_anthropic::{parse_data_url, reject_unsupported, tool_call_arguments};
 use super::raw::RawOpenAiRequest;
 use super::{
-    fallback_message, obj, openai_error_code, openai_error_type, parse_json, to_bytes, usage_from_gemini,
-    write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
+    fallback_message, obj, openai_error_code, openai_error_type, openai_error_value, parse_json, to_bytes,
+    usage_from_gemini, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::openai as oa;
 use crate::sse::write_event;
@@ -559,16 +559,6 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
 
 // ---------------------------------------------------------------------------
 // Errors
-
-/// OpenAI `{"error":{…}}` object.
-fn openai_error_value(status: u16, code: &str, message: &str) -> Value {
-    json!({"error": {
-        "message": message,
-        "type": openai_error_type(status),
-        "param": null,
-        "code": code,
-    }})
-}
 
 /// Translate a Google error (`{"error": {"code", "message", "status"}}`, or anything else) with its
 /// HTTP status into OpenAI's error shape. `error.code` is Google's status name
