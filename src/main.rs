@@ -47,6 +47,7 @@ fn main() {
     }
     let server_config = Arc::new(cfg.server.clone());
     let workers = runtime::configure_may(cfg.workers, cfg.server.stack_kib);
+    let secrets = runtime::SecretFiles::of(&cfg);
     let snapshot = match runtime::build_snapshot(cfg, None) {
         Ok(s) => s,
         Err(e) => {
@@ -91,7 +92,7 @@ fn main() {
     };
     runtime::set_ready();
     info!("listening on {bound} with {workers} worker(s); config {}", args.config);
-    runtime::watch_config(file, listen, args.listen.is_some());
+    runtime::watch_config(file, secrets, listen, args.listen.is_some());
     runtime::wait_for_shutdown(
         signals,
         accepts,

@@ -148,8 +148,27 @@ impl ConfigFile {
     }
 }
 
-/// The files a config reads secrets from (`key_file` of backends and clients): a change to one of them
-/// reloads the config like a change to the config file itself.
+/// The files a config reads secrets from, with their modification times taken before the secrets are
+/// read: a later change to one of them reloads the config like a change to the config file itself.
+pub struct SecretFiles {
+    paths: Vec<String>,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl SecretFiles {
+    /// Call before the snapshot that reads them is built, so a change made meanwhile is noticed.
+    pub fn of(config: &Config) -> SecretFiles {
+        let paths = secret_files(config);
+        let stamps = stamps(&paths);
+        SecretFiles { paths, stamps }
+    }
+
+    fn changed(&self) -> bool {
+        stamps(&self.paths) != self.stamps
+    }
+}
+
+/// The files a config reads secrets from (`key_file` of backends and clients).
 fn secret_files(config: &Config) -> Vec<String> {
     let backends = config.backends.iter().filter_map(|b| match &b.auth {
         Some(config::AuthConfig::Bearer { key_file, .. } | config::AuthConfig::Header { key_file, .. }) => {
@@ -178,15 +197,14 @@ enum Trigger {
 /// on SIGHUP, when the config file changes, and when a `key_file` it names changes; publishes each
 /// valid result. An invalid one is logged and the running config kept. It also reopens the access log
 /// after a SIGUSR1.
-pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: bool) {
+pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: String, cli_listen_override: bool) {
     std::thread::Builder::new()
         .name("switchyard-config".into())
         .spawn(move || {
             let path = loaded.path.clone();
             let admin_listen = loaded.parse().ok().and_then(|c| c.admin_listen);
             let mut last = loaded;
-            let mut secrets = secret_files(&snapshot::current().config);
-            let mut secret_stamps = stamps(&secrets);
+            let mut secrets = loaded_secrets;
             let mut hangups = HANGUPS.load(Ordering::SeqCst);
             for tick in 1u64.. {
                 // Signals are looked at every 100 ms, files every 300 ms.
@@ -203,7 +221,7 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                     continue;
                 } else if std::fs::metadata(&path).and_then(|m| m.modified()).ok() != last.modified {
                     Trigger::ConfigFile
-                } else if stamps(&secrets) != secret_stamps {
+                } else if secrets.changed() {
                     Trigger::SecretFile
                 } else {
                     continue;
@@ -212,7 +230,7 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                     info!("SIGHUP: reloading the config from {path} and the secrets it names");
                 }
                 // Taken before reading, so a change made while reading is noticed next time.
-                secret_stamps = stamps(&secrets);
+                secrets.stamps = stamps(&secrets.paths);
                 let file = match ConfigFile::read(&path) {
                     Ok(f) => f,
                     Err(e) => {
@@ -238,10 +256,11 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                         warn!("config reload: \"admin_listen\" changed; a restart is needed to apply it");
                         c.admin_listen = admin_listen.clone();
                     }
-                    build_snapshot(c, Some(&previous))
+                    let fresh = SecretFiles::of(&c);
+                    build_snapshot(c, Some(&previous)).map(|snapshot| (snapshot, fresh))
                 });
                 match result {
-                    Ok(snapshot) => {
+                    Ok((snapshot, fresh)) => {
                         report(&snapshot);
                         let why = match trigger {
                             Trigger::Sighup => "on SIGHUP",
@@ -249,8 +268,7 @@ pub fn watch_config(loaded: ConfigFile, listen: String, cli_listen_override: boo
                             Trigger::SecretFile => "after a key file changed",
                         };
                         info!("config reloaded from {path} {why}: {}", describe(&snapshot));
-                        secrets = secret_files(&snapshot.config);
-                        secret_stamps = stamps(&secrets);
+                        secrets = fresh;
                         snapshot::publish(snapshot);
                         metrics::CONFIG_RELOADS_OK.fetch_add(1, Ordering::Relaxed);
                     }
