@@ -159,32 +159,6 @@ fn row(label: &str, target: &str, r: &Run, cpu_us: Option<f64>, direct_rps: f64,
     );
 }
 
-/// This process's nice value.
-fn own_nice() -> i64 {
-    // Field 19 of /proc/self/stat (after the parenthesised command name).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok()).unwrap_or(0)
-}
-
-/// Renices every thread of `pid` and of its children to `nice`.
-fn same_priority(pid: u32, nice: i64) {
-    let mut pids = vec![pid];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
-    }
-    for p in pids {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            let tid = task.file_name().to_string_lossy().to_string();
-            let _ = std::process::Command::new("renice")
-                .args(["-n", &nice.to_string(), "-p", &tid])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// CPU per request with the access log and tracing off, the access log on, and both on (every request
 /// traced), each through its own gateway, in one run.
 fn observability(upstream: std::net::SocketAddr, conns: usize, duration: Duration) {

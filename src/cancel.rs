@@ -75,6 +75,18 @@ pub fn set_current_cancel(cancel: &Arc<Cancel>) {
 /// sockets in use for this request, never one that went back to the pool.
 pub(crate) struct InFlightIo(Option<Arc<Cancel>>);
 
+impl InFlightIo {
+    /// The client went away: what the IO returned (an end of stream, a reset) is the shutdown's doing.
+    pub(crate) fn client_left(&self) -> bool {
+        self.0.as_ref().is_some_and(|c| c.is_cancelled())
+    }
+}
+
+/// The error an upstream IO ends with when the client went away.
+pub fn client_left() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "client went away")
+}
+
 impl Drop for InFlightIo {
     fn drop(&mut self) {
         if let Some(cancel) = &self.0 {
@@ -86,9 +98,7 @@ impl Drop for InFlightIo {
 /// Registers `fd` with this coroutine's `Cancel` (if any); fails at once if the client already left.
 pub(crate) fn in_flight(fd: RawFd) -> io::Result<InFlightIo> {
     CURRENT_CANCEL.with(|c| match &*c.borrow() {
-        Some(cancel) if cancel.is_cancelled() => {
-            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client went away"))
-        }
+        Some(cancel) if cancel.is_cancelled() => Err(client_left()),
         Some(cancel) => {
             cancel.register(fd);
             Ok(InFlightIo(Some(cancel.clone())))

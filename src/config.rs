@@ -19,6 +19,9 @@ pub struct Config {
     pub workers: usize,
     #[serde(default)]
     pub server: ServerConfig,
+    /// TLS on the listener; absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Read entry by entry by [`Config::parse`] (each provider checks its own keys).
     #[serde(skip)]
     pub backends: Vec<BackendConfig>,
@@ -184,6 +187,27 @@ pub fn parse_otlp_endpoint(url: &str) -> Result<(String, u16, String), String> {
     }
     let path = if path.is_empty() || path == "/" { "/v1/traces".to_string() } else { path.to_string() };
     Ok((host, port, path))
+}
+
+/// TLS on the listener: `listen` serves HTTPS, or, with `tls.listen`, a second address does and
+/// `listen` stays plain.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Re-read when it changes (rotation without a restart).
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate. Re-read when it changes.
+    pub key_file: String,
+    /// An address serving HTTPS besides the plain `listen`; absent: `listen` itself serves HTTPS.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Time a client gets to complete the TLS handshake, from the accept.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Limits and timeouts of the client-facing HTTP/1.1 server.
@@ -772,6 +796,7 @@ impl Config {
             return Err(err("server.drain_delay_ms", format!("must be at most {MAX_TIMEOUT_MS} (one day)")));
         }
         self.validate_observability()?;
+        self.validate_tls()?;
         for (i, b) in self.backends.iter().enumerate() {
             let path = format!("backends[{i}]");
             b.validate(&path)?;
@@ -784,6 +809,28 @@ impl Config {
 }
 
 impl Config {
+    /// `tls`: files named, a handshake timeout, a second address that is not another listener's.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        if tls.cert_file.is_empty() || tls.key_file.is_empty() {
+            return Err(err("tls", "needs \"cert_file\" and \"key_file\" (PEM files)"));
+        }
+        check_timeout("tls.handshake_timeout_ms", tls.handshake_timeout_ms)?;
+        if let Some(listen) = &tls.listen {
+            let addr = listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| err("tls.listen", format!("\"{listen}\" is not an address like 0.0.0.0:8443")))?;
+            let taken = [Some(&self.listen), self.admin_listen.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|other| other.parse::<std::net::SocketAddr>().is_ok_and(|o| o == addr && o.port() != 0));
+            if taken {
+                return Err(err("tls.listen", "must differ from \"listen\" and \"admin_listen\""));
+            }
+        }
+        Ok(())
+    }
+
     /// `admin_listen`, `admin_key(_env)`, `access_log`, `tracing`.
     fn validate_observability(&self) -> Result<(), ConfigError> {
         if let Some(admin) = &self.admin_listen {

@@ -34,6 +34,7 @@ pub mod server;
 pub mod snapshot;
 pub mod sse;
 pub mod stream;
+pub mod tls;
 pub mod trace;
 pub mod translate;
 pub mod upstream;

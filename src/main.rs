@@ -65,6 +65,7 @@ fn main() {
     let signals = runtime::catch_signals();
     runtime::catch_reopen_signal();
     let listen = snapshot.config.listen.clone();
+    let tls = snapshot.config.tls.clone();
     let addr = listen.parse().expect("validated listen address");
     let admin = snapshot.config.admin_listen.as_ref().map(|a| a.parse().expect("validated admin address"));
     if let Some(t) = &snapshot.config.tracing {
@@ -83,7 +84,7 @@ fn main() {
             }
         }
     }
-    let (bound, accepts) = match runtime::start(addr, workers, server_config.clone()) {
+    let (bound, accepts) = match runtime::start(addr, workers, server_config.clone(), tls.as_ref()) {
         Ok(x) => x,
         Err(e) => {
             error!("{e}");
@@ -91,7 +92,12 @@ fn main() {
         }
     };
     runtime::set_ready();
-    info!("listening on {bound} with {workers} worker(s); config {}", args.config);
+    let scheme = |tls_here: bool| if tls_here { "https" } else { "http" };
+    let plain_main = tls.as_ref().is_none_or(|t| t.listen.is_some());
+    info!("listening on {} ({}) with {workers} worker(s); config {}", bound[0], scheme(!plain_main), args.config);
+    if let Some(second) = bound.get(1) {
+        info!("also serving https on {second}");
+    }
     runtime::watch_config(file, secrets, listen, args.listen.is_some());
     runtime::wait_for_shutdown(
         signals,

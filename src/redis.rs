@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::config::Secret;
 use crate::ratelimit::ReplyItem;
+use crate::tls::ClientStream;
 use crate::upstream::resolve::Resolver;
 
 /// A RESP2 value.
@@ -217,13 +218,8 @@ pub struct RedisClient {
     shas: Mutex<Vec<(&'static str, String)>>,
 }
 
-enum RedisIo {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
 struct Conn {
-    io: RedisIo,
+    io: ClientStream,
     buf: Vec<u8>,
 }
 
@@ -300,7 +296,7 @@ impl RedisClient {
         stream.set_read_timeout(Some(self.timeout)).map_err(unavailable)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(unavailable)?;
         let io = match &self.tls {
-            None => RedisIo::Plain(stream),
+            None => ClientStream::Plain(stream),
             Some((config, name)) => {
                 let session = rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| RedisError::Unavailable(format!("TLS setup: {e}")))?;
@@ -313,7 +309,7 @@ impl RedisClient {
                         .complete_io(&mut tls.sock)
                         .map_err(|e| RedisError::Unavailable(format!("{}: TLS handshake: {e}", where_())))?;
                 }
-                RedisIo::Tls(Box::new(tls))
+                ClientStream::Tls(Box::new(tls))
             }
         };
         let mut conn = Conn { io, buf: Vec::with_capacity(512) };
@@ -448,31 +444,15 @@ fn tls_settings(host: &str, ca_file: Option<&str>) -> Result<TlsSettings, String
 
 impl Conn {
     fn socket(&self) -> &TcpStream {
-        match &self.io {
-            RedisIo::Plain(s) => s,
-            RedisIo::Tls(t) => &t.sock,
-        }
+        self.io.socket()
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match &mut self.io {
-            RedisIo::Plain(s) => s.write_all(data),
-            RedisIo::Tls(t) => {
-                t.write_all(data)?;
-                t.flush()
-            }
-        }
+        self.io.write_all(data)
     }
 
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        match &mut self.io {
-            RedisIo::Plain(s) => s.read(out),
-            // rustls reports a peer that closed without close_notify this way.
-            RedisIo::Tls(t) => match t.read(out) {
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
-        }
+        self.io.read(out)
     }
 
     /// One command and its reply, within `timeout` in all (a trickling server cannot stretch it).

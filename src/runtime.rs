@@ -202,7 +202,9 @@ pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: Str
         .name("switchyard-config".into())
         .spawn(move || {
             let path = loaded.path.clone();
-            let admin_listen = loaded.parse().ok().and_then(|c| c.admin_listen);
+            let started = loaded.parse().ok();
+            let admin_listen = started.as_ref().and_then(|c| c.admin_listen.clone());
+            let tls = started.and_then(|c| c.tls);
             let mut last = loaded;
             let mut secrets = loaded_secrets;
             let mut hangups = HANGUPS.load(Ordering::SeqCst);
@@ -214,6 +216,9 @@ pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: Str
                     accesslog::reopen();
                 }
                 let seen = HANGUPS.load(Ordering::SeqCst);
+                if seen != hangups || tick % 3 == 0 {
+                    server::tls::reload_changed_certificates(seen != hangups);
+                }
                 let trigger = if seen != hangups {
                     hangups = seen;
                     Trigger::Sighup
@@ -255,6 +260,10 @@ pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: Str
                     if c.admin_listen != admin_listen {
                         warn!("config reload: \"admin_listen\" changed; a restart is needed to apply it");
                         c.admin_listen = admin_listen.clone();
+                    }
+                    if c.tls != tls {
+                        warn!("config reload: \"tls\" changed; a restart is needed to apply it (a new certificate in the same files needs none)");
+                        c.tls = tls.clone();
                     }
                     let fresh = SecretFiles::of(&c);
                     build_snapshot(c, Some(&previous)).map(|snapshot| (snapshot, fresh))
@@ -404,19 +413,37 @@ pub fn start_admin(listen: SocketAddr, server_config: Arc<config::ServerConfig>)
     let listeners = server::bind(listen, 1)?;
     let addr = listeners[0].local_addr()?;
     let handler: server::Handler = Arc::new(crate::gateway::handle_admin);
-    drop(server::serve(listeners, handler, server_config));
+    drop(server::serve(listeners, handler, server_config, None));
     Ok(addr)
 }
 
-/// Binds and starts serving; returns the bound address and the accept loops.
+/// Binds and starts serving `listen`, with TLS when `tls` is set without its own `listen`, and
+/// `tls.listen` with TLS when set; returns the bound addresses (`listen`'s first) and the accept loops.
 pub fn start(
     listen: SocketAddr,
     workers: usize,
     server_config: Arc<config::ServerConfig>,
-) -> std::io::Result<(SocketAddr, Vec<may::coroutine::JoinHandle<()>>)> {
-    let listeners = server::bind(listen, workers)?;
-    let addr = listeners[0].local_addr()?;
+    tls: Option<&config::TlsConfig>,
+) -> Result<(Vec<SocketAddr>, Vec<may::coroutine::JoinHandle<()>>), String> {
+    let acceptor = match tls {
+        Some(t) => Some(Arc::new(server::ListenerTls::new(t)?)),
+        None => None,
+    };
+    let second = match tls.and_then(|t| t.listen.as_deref()) {
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| format!("tls.listen: \"{a}\" is not an address"))?),
+        None => None,
+    };
     let handler: server::Handler = Arc::new(crate::gateway::handle);
-    let accepts = server::serve(listeners, handler, server_config);
-    Ok((addr, accepts))
+    let mut bound = Vec::new();
+    let mut accepts = Vec::new();
+    let plan = match second {
+        None => vec![(listen, acceptor)],
+        Some(second) => vec![(listen, None), (second, acceptor)],
+    };
+    for (addr, acceptor) in plan {
+        let listeners = server::bind(addr, workers).map_err(|e| e.to_string())?;
+        bound.push(listeners[0].local_addr().map_err(|e| e.to_string())?);
+        accepts.extend(server::serve(listeners, handler.clone(), server_config.clone(), acceptor));
+    }
+    Ok((bound, accepts))
 }

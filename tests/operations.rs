@@ -17,18 +17,6 @@ fn demo_config() -> serde_json::Value {
            "routes": [{"model": "demo", "backends": [{"backend": "demo"}]}]})
 }
 
-/// Writes `text` to `path` keeping its modification time, so only a SIGHUP can make the gateway see it.
-fn write_unnoticed(path: &std::path::Path, text: &str) {
-    let modified = std::fs::metadata(path).unwrap().modified().unwrap();
-    std::fs::write(path, text).unwrap();
-    std::fs::File::options().write(true).open(path).unwrap().set_modified(modified).unwrap();
-}
-
-fn signal(gw: &Gateway, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(gw.child.id().to_string()).status().unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn check_prints_the_routing_table_of_the_readme_example() {
     let fixture = format!("{ROOT}/tests/fixtures/check/readme_config.json");

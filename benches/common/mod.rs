@@ -109,7 +109,7 @@ pub fn one_write_stream(events: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+fn read_some(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16384];
     match s.read(&mut chunk) {
         Ok(n) => {
@@ -154,7 +154,7 @@ pub fn chat_request(model: &str, body_bytes: usize, stream: bool, extra: &str) -
 }
 
 /// Reads one response; returns its status and, for chunked bodies, the time the first body chunk came.
-pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Option<Instant>)> {
+pub fn read_response(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> Option<(u16, Option<Instant>)> {
     let (status, head_len, length, chunked) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
@@ -382,6 +382,19 @@ pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_jso
 
 /// nginx `proxy_pass` to `upstream` with upstream keep-alive, when nginx is installed.
 pub fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
+    start_nginx_with(upstream, "")
+}
+
+/// nginx terminating TLS (TLS 1.2 and 1.3) with the PEM pair `cert`, `key`, then as [`start_nginx`].
+pub fn start_nginx_tls(upstream: SocketAddr, cert: &str, key: &str) -> Option<Proc> {
+    start_nginx_with(
+        upstream,
+        &format!(" ssl; ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3"),
+    )
+}
+
+/// [`start_nginx`] with `listen_extra` after the listen address (`" ssl; ssl_certificate …"`).
+fn start_nginx_with(upstream: SocketAddr, listen_extra: &str) -> Option<Proc> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
     let dir = scratch("nginx");
     let port = free_port();
@@ -390,7 +403,7 @@ pub fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
          events {{ worker_connections 4096; }}\n\
          http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; client_body_buffer_size 1m;\n\
            keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 128; keepalive_requests 10000000; }}\n\
-           server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+           server {{ listen 127.0.0.1:{port}{listen_extra}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
              proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
         d = dir.display()
     );
@@ -411,6 +424,32 @@ pub fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
 }
 
 // ---- /proc ----
+
+/// This process's nice value.
+pub fn own_nice() -> i64 {
+    // Field 19 of /proc/self/stat (after the parenthesised command name).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok()).unwrap_or(0)
+}
+
+/// Renices every thread of `pid` and of its children to `nice`.
+pub fn same_priority(pid: u32, nice: i64) {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let tid = task.file_name().to_string_lossy().to_string();
+            let _ = std::process::Command::new("renice")
+                .args(["-n", &nice.to_string(), "-p", &tid])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
 
 /// CPU seconds (user + system) a process and its threads have used.
 pub fn cpu_seconds(pid: u32) -> f64 {

@@ -59,6 +59,11 @@ fn relay_read(
                 return true;
             }
             Ok(_) => stream.relay(out),
+            // The client left (the watcher shut the upstream down): nobody reads an error event.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                facts.client_gone = true;
+                return true;
+            }
             Err(e) => {
                 let message = format!("upstream stream interrupted: {e}");
                 crate::warn_throttled!("{message}");

@@ -459,7 +459,7 @@ pub fn render() -> String {
     header(&mut out, "switchyard_redis_duration_seconds", "histogram", "Redis round trips (rate limiting).");
     m.redis.render(&mut out, "switchyard_redis_duration_seconds", "", histogram::REDIS);
     let gauge = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as u64;
-    let single: [(&str, &str, &str, u64); 8] = [
+    let single: [(&str, &str, &str, u64); 9] = [
         ("switchyard_redis_errors_total", "counter", "Redis calls that failed or timed out.", load(&REDIS_ERRORS)),
         (
             "switchyard_requests_in_flight",
@@ -487,6 +487,12 @@ pub fn render() -> String {
             load(&ACCESS_LOG_DROPPED),
         ),
         (
+            "switchyard_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes on the listener that failed or timed out (plain HTTP on the TLS port included).",
+            load(&crate::server::tls::HANDSHAKE_FAILURES),
+        ),
+        (
             "switchyard_backend_ejections_total",
             "counter",
             "Backends (or backend addresses) passive health took out after repeated failures.",
@@ -506,6 +512,17 @@ pub fn render() -> String {
     header(&mut out, "switchyard_config_reloads_total", "counter", "Config reloads, applied or rejected.");
     let _ = writeln!(out, "switchyard_config_reloads_total{{result=\"ok\"}} {}", load(&CONFIG_RELOADS_OK));
     let _ = writeln!(out, "switchyard_config_reloads_total{{result=\"rejected\"}} {}", load(&CONFIG_RELOADS_REJECTED));
+    header(&mut out, "switchyard_tls_certificate_reloads_total", "counter", "Listener certificate reloads.");
+    let _ = writeln!(
+        out,
+        "switchyard_tls_certificate_reloads_total{{result=\"ok\"}} {}",
+        load(&crate::server::tls::CERT_RELOADS_OK)
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_tls_certificate_reloads_total{{result=\"rejected\"}} {}",
+        load(&crate::server::tls::CERT_RELOADS_REJECTED)
+    );
     header(&mut out, "switchyard_trace_spans_dropped_total", "counter", "Spans dropped rather than delaying requests.");
     let _ = writeln!(
         out,

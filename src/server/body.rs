@@ -11,7 +11,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use may::net::TcpStream;
+use crate::tls::ServerStream;
 
 use super::http1::{BodyFraming, RequestHead};
 use super::Reader;
@@ -111,7 +111,7 @@ impl StreamedBody {
     }
 
     /// Reads the next piece of the body into `out` (0 at its end).
-    pub(super) fn read(&mut self, stream: &mut TcpStream, reader: &mut Reader, out: &mut [u8]) -> io::Result<usize> {
+    pub(super) fn read(&mut self, stream: &mut ServerStream, reader: &mut Reader, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
@@ -192,12 +192,12 @@ impl StreamedBody {
 
     /// After the handler: reads and drops what is left of the body when that is little (the connection
     /// may then be kept); `false` when the connection must close.
-    pub(super) fn finish(&mut self, stream: &mut TcpStream, reader: &mut Reader) -> bool {
+    pub(super) fn finish(&mut self, stream: &mut ServerStream, reader: &mut Reader) -> bool {
         if !self.unfinished() {
             return true;
         }
         if matches!(self.remaining, Remaining::Length(n) if n > 64 * 1024) {
-            linger(stream);
+            super::linger(stream);
             return false;
         }
         self.continue_pending = false;
@@ -212,26 +212,10 @@ impl StreamedBody {
             }
         }
         if self.unfinished() {
-            linger(stream);
+            super::linger(stream);
             return false;
         }
         true
-    }
-}
-
-/// Closes gracefully on a client still sending: our side is shut down first and what arrives is read
-/// and dropped for up to a second (1 MiB), so the client reads the answer instead of a reset.
-fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut sink = [0u8; 8192];
-    let mut drained = 0;
-    while drained < (1 << 20) && Instant::now() < deadline {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod body;
 pub mod http1;
+pub mod tls;
 mod watch;
 
 pub use body::{BodyError, RequestBody};
+pub use tls::ListenerTls;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::deadline::Deadline;
 use crate::error::error_body;
 use crate::readbuf::ReadBuf;
+use crate::tls::ServerStream;
 use http1::{BodyFraming, HeadError, Limits, RequestHead};
 use watch::ClientWatch;
 
@@ -87,24 +90,26 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-/// Accepts on each listener in its own coroutine; returns the accept loops' handles so shutdown can
-/// stop them.
+/// Accepts on each listener in its own coroutine (with TLS when `tls` is given); returns the accept
+/// loops' handles so shutdown can stop them.
 pub fn serve(
     listeners: Vec<TcpListener>,
     handler: Handler,
     cfg: Arc<ServerConfig>,
+    tls: Option<Arc<ListenerTls>>,
 ) -> Vec<may::coroutine::JoinHandle<()>> {
     listeners
         .into_iter()
         .map(|listener| {
             let handler = handler.clone();
             let cfg = cfg.clone();
-            may::go!(move || accept_loop(listener, handler, cfg))
+            let tls = tls.clone();
+            may::go!(move || accept_loop(listener, handler, cfg, tls))
         })
         .collect()
 }
 
-fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) {
+fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>, tls: Option<Arc<ListenerTls>>) {
     // may counts stack sizes in machine words.
     let stack = cfg.stack_kib * 1024 / std::mem::size_of::<usize>();
     loop {
@@ -126,6 +131,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
         let open = OPEN_CONNECTIONS.fetch_add(1, Ordering::AcqRel) + 1;
         let handler = handler.clone();
         let cfg = cfg.clone();
+        let tls = tls.clone();
         let builder = may::coroutine::Builder::new().stack_size(stack);
         // SAFETY: the coroutine uses no thread-local state across yields (may's requirement).
         let spawned = unsafe {
@@ -133,11 +139,14 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>) 
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
                     crate::metrics::count_refused(503);
-                    let mut stream = stream;
-                    let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections", &request_id(None));
+                    // Over TLS the answer would cost a handshake: the connection is just closed.
+                    if tls.is_none() {
+                        let mut stream = ServerStream::Plain(stream);
+                        let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections", &request_id(None));
+                    }
                     return;
                 }
-                serve_connection(stream, peer, &handler, &cfg);
+                serve_connection(stream, peer, &handler, &cfg, tls.as_deref());
             })
         };
         if let Err(e) = spawned {
@@ -170,8 +179,19 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// Answers plain HTTP sent to the TLS port in plain HTTP (like nginx), instead of a TLS alert the
+/// client cannot show; the request is read (so the close is not a reset) and the connection closed.
+fn refuse_plain_http(socket: &mut TcpStream) {
+    crate::metrics::count_refused(400);
+    let message = "this port speaks HTTPS: use an https:// URL";
+    let _ = write_error(socket, Api::OpenAi, 400, message, &request_id(None));
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 16 * 1024];
+    let _ = socket.read(&mut sink);
+}
+
 /// An error the server layer answers itself; the connection closes after it.
-fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str, id: &str) -> io::Result<()> {
+fn write_error(stream: &mut impl Write, schema: Api, status: u16, message: &str, id: &str) -> io::Result<()> {
     let body = error_body(schema, status, message, None);
     let mut out = Vec::with_capacity(200 + body.len());
     let headers = [("content-type", "application/json"), ("x-request-id", id)];
@@ -180,18 +200,22 @@ fn write_error(stream: &mut TcpStream, schema: Api, status: u16, message: &str, 
     stream.write_all(&out)
 }
 
-/// Answers an early error and closes gracefully: a client still sending its request would otherwise
-/// get a TCP reset (and lose the answer) when the socket closes with unread data. The rest of the
-/// request is read and dropped for up to a second or 1 MiB.
-fn refuse(stream: &mut TcpStream, schema: Api, status: u16, message: &str, id: &str) {
+/// Answers an early error and closes gracefully (see [`linger`]).
+fn refuse(stream: &mut ServerStream, schema: Api, status: u16, message: &str, id: &str) {
     crate::metrics::count_refused(status);
-    if write_error(stream, schema, status, message, id).is_err() {
-        return;
+    if write_error(stream, schema, status, message, id).is_ok() {
+        linger(stream);
     }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+}
+
+/// Closes gracefully on a client still sending: a client would otherwise get a TCP reset (and lose
+/// the answer) when the socket closes with unread data. Our side is shut down first (`close_notify`
+/// first on TLS) and what arrives is read and dropped for up to a second or 1 MiB.
+fn linger(stream: &mut ServerStream) {
+    let _ = stream.shutdown_write();
+    let _ = stream.socket().set_read_timeout(Some(Duration::from_millis(200)));
     let deadline = Instant::now() + Duration::from_secs(1);
-    let mut sink = [0u8; 4096];
+    let mut sink = [0u8; 8192];
     let mut drained = 0;
     while drained < (1 << 20) && Instant::now() < deadline {
         match stream.read(&mut sink) {
@@ -266,7 +290,7 @@ struct Reader {
 
 impl Reader {
     /// Must be dropped before `stream` closes.
-    fn new(stream: &TcpStream) -> Reader {
+    fn new(stream: &ServerStream) -> Reader {
         Reader { buf: ReadBuf::new(), deadline: Deadline::register(stream.as_raw_fd(), std::net::Shutdown::Read) }
     }
 
@@ -290,17 +314,17 @@ impl Reader {
 
     /// Reads what is available within `timeout`, with room for at least `want` bytes (bounded to 1 MiB
     /// at a time).
-    fn read_more(&mut self, stream: &mut TcpStream, want: usize, timeout: Duration) -> io::Result<usize> {
+    fn read_more(&mut self, stream: &mut ServerStream, want: usize, timeout: Duration) -> io::Result<usize> {
         self.within(timeout, |this| this.buf.read_with(want.clamp(1024, 1 << 20), |space| stream.read(space)))
     }
 
     /// Reads from the socket straight into `out` within `timeout`.
-    fn read_into(&mut self, stream: &mut TcpStream, out: &mut [u8], timeout: Duration) -> io::Result<usize> {
+    fn read_into(&mut self, stream: &mut ServerStream, out: &mut [u8], timeout: Duration) -> io::Result<usize> {
         self.within(timeout, |_| stream.read(out))
     }
 
     /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
-    fn read_head(&mut self, stream: &mut TcpStream, cfg: &ServerConfig) -> Result<ReadHead, Refusal> {
+    fn read_head(&mut self, stream: &mut ServerStream, cfg: &ServerConfig) -> Result<ReadHead, Refusal> {
         let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
         let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + header_timeout);
         loop {
@@ -338,7 +362,7 @@ impl Reader {
     /// `header_timeout_ms`.
     fn read_body(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut ServerStream,
         framing: BodyFraming,
         cfg: &ServerConfig,
     ) -> Result<Vec<u8>, Refusal> {
@@ -418,21 +442,66 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
-fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, cfg: &ServerConfig) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
+fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    handler: &Handler,
+    cfg: &ServerConfig,
+    tls: Option<&ListenerTls>,
+) {
+    let _ = socket.set_nodelay(true);
+    let _ = socket.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
+    let mut stream = match tls {
+        None => ServerStream::Plain(socket),
+        Some(tls) => match tls.session(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn_throttled!("tls: cannot start a session: {e}");
+                return;
+            }
+        },
+    };
     let mut reader = Reader::new(&stream);
+    if let Some(tls) = tls {
+        let shaken = reader.within(tls.handshake_timeout, |_| {
+            if tls::sends_plain_http(stream.socket())? {
+                refuse_plain_http(stream.socket_mut());
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "plain HTTP on the TLS port"));
+            }
+            stream.handshake()
+        });
+        if shaken.is_err() {
+            tls::HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    if serve_requests(&mut stream, &mut reader, peer, handler, cfg) && stream.is_tls() {
+        // An orderly end (not after a broken response): tell the client so it is not taken for a
+        // truncation.
+        let _ = stream.shutdown_write();
+    }
+}
+
+/// Serves requests on a connection until it should close; `true` when it ends in order (the client
+/// closed or idled out, or a response said `connection: close`).
+fn serve_requests(
+    stream: &mut ServerStream,
+    reader: &mut Reader,
+    peer: SocketAddr,
+    handler: &Handler,
+    cfg: &ServerConfig,
+) -> bool {
     let mut watch = ClientWatch::new();
     let limits = Limits::from(cfg);
     loop {
         // Between requests: give back what a large body made the buffer allocate.
         reader.buf.shrink(64 * 1024);
-        let head = match reader.read_head(&mut stream, cfg) {
+        let head = match reader.read_head(stream, cfg) {
             Ok(ReadHead::Head(h)) => h,
-            Ok(ReadHead::Closed) => return,
+            Ok(ReadHead::Closed) => return true,
             Err(r) => {
-                refuse(&mut stream, Api::OpenAi, r.status, &r.message, &request_id(None));
-                return;
+                refuse(stream, Api::OpenAi, r.status, &r.message, &request_id(None));
+                return false;
             }
         };
         let received = Instant::now();
@@ -440,8 +509,8 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let framing = match head.checked_framing(&limits) {
             Ok(f) => f,
             Err(e) => {
-                refuse(&mut stream, schema, e.status(), &e.message(), &request_id(Some(&head)));
-                return;
+                refuse(stream, schema, e.status(), &e.message(), &request_id(Some(&head)));
+                return false;
             }
         };
         let body_pending = match framing {
@@ -458,13 +527,13 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             Vec::new()
         } else {
             if body_pending && head.expects_continue() && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                return;
+                return false;
             }
-            match reader.read_body(&mut stream, framing, cfg) {
+            match reader.read_body(stream, framing, cfg) {
                 Ok(b) => b,
                 Err(r) => {
-                    refuse(&mut stream, schema, r.status, &r.message, &request_id(Some(&head)));
-                    return;
+                    refuse(stream, schema, r.status, &r.message, &request_id(Some(&head)));
+                    return false;
                 }
             }
         };
@@ -478,7 +547,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
         let request = Request { head, body, peer, body_streamed, received };
         let _active = ActiveRequest::start();
         let mut responder = Responder {
-            stream: &mut stream,
+            stream,
             minor,
             keep_alive,
             head_only,
@@ -488,7 +557,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             scratch: Vec::new(),
             head_pending: false,
             watch: &mut watch,
-            reader: &mut reader,
+            reader,
             body: streamed,
         };
         // The handler writes the access log line (gateway::observe).
@@ -501,14 +570,13 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: &Handler, 
             ResponseState::Done => {}
             ResponseState::Fresh => {
                 let id = request_id(Some(&request.head));
-                let _ = write_error(&mut stream, schema, 500, "the gateway produced no response", &id);
-                return;
+                return write_error(stream, schema, 500, "the gateway produced no response", &id).is_ok();
             }
             // A response cut short cannot be framed any more: closing is the only honest end.
-            ResponseState::Streaming | ResponseState::Broken => return,
+            ResponseState::Streaming | ResponseState::Broken => return false,
         }
         if !keep_alive || SHUTTING_DOWN.load(Ordering::Relaxed) {
-            return;
+            return body_done;
         }
     }
 }
@@ -523,7 +591,7 @@ enum ResponseState {
 
 /// Writes the one response to a request: whole (`send`) or streamed (`start`, `chunk`…, `finish`).
 pub struct Responder<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut ServerStream,
     minor: u8,
     keep_alive: bool,
     head_only: bool,

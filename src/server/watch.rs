@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::cancel::Cancel;
+use crate::tls::ServerStream;
 
 /// Requests younger than this are not looked at (most finish first).
 const GRACE: Duration = Duration::from_millis(100);
@@ -22,6 +23,9 @@ const PERIOD: Duration = Duration::from_millis(200);
 struct Watched {
     /// The client socket's descriptor (no duplicate: thousands of streams must not cost extra fds).
     fd: RawFd,
+    /// A TLS client's close usually comes as a `close_notify` record before the FIN: bytes to peek at
+    /// that are not a next request, so the half-close itself (POLLRDHUP) is what is looked for.
+    tls: bool,
     cancel: Arc<Cancel>,
     since: Instant,
 }
@@ -43,7 +47,7 @@ impl ClientWatch {
 
     /// Watches the client until `request_done`; upstream sockets of this coroutine register with the
     /// returned `Cancel`.
-    pub fn start(&mut self, stream: &may::net::TcpStream) -> Arc<Cancel> {
+    pub fn start(&mut self, stream: &ServerStream) -> Arc<Cancel> {
         if self.entry.is_none() {
             // A fresh handle per request: a cancel (even a late one) reaches only its own request.
             self.cancel = Arc::new(Cancel::default());
@@ -57,7 +61,12 @@ impl ClientWatch {
                 }
             });
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            let entry = Watched { fd: stream.as_raw_fd(), cancel: self.cancel.clone(), since: Instant::now() };
+            let entry = Watched {
+                fd: stream.as_raw_fd(),
+                tls: stream.is_tls(),
+                cancel: self.cancel.clone(),
+                since: Instant::now(),
+            };
             WATCHED.lock().get_or_insert_with(HashMap::new).insert(id, entry);
             self.entry = Some(id);
         }
@@ -101,6 +110,12 @@ fn watch_loop() {
             let Some(map) = guard.as_ref() else { break };
             let mut byte = [0u8; 1];
             for w in batch.iter().filter_map(|id| map.get(id)) {
+                if w.tls {
+                    if peer_has_closed(w.fd) {
+                        gone.push(w.cancel.clone());
+                    }
+                    continue;
+                }
                 // SAFETY: `w.fd` is open (see above); ManuallyDrop keeps this handle from closing it.
                 let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(w.fd) });
                 match socket.peek(&mut byte) {
@@ -118,4 +133,13 @@ fn watch_loop() {
             cancel.cancel();
         }
     }
+}
+
+/// Whether the peer of `fd` has shut down its sending side or the connection failed (a zero-timeout
+/// poll for POLLRDHUP: it is reported even with unread bytes in front of the FIN).
+fn peer_has_closed(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd, a zero timeout; `fd` is open (see the caller).
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    ready > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }

@@ -27,6 +27,7 @@ use crate::chunked::ChunkedDecoder;
 use crate::deadline::Deadline;
 use crate::health::{Admit, Health, HealthPolicy, Transition};
 use crate::readbuf::ReadBuf;
+use crate::tls::ClientStream;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Idle connections kept per backend, and for how long.
@@ -443,7 +444,7 @@ impl UpstreamClient {
     fn wrap(&self, stream: TcpStream, deadline: Instant) -> Result<Conn, UpstreamError> {
         let fd = stream.as_raw_fd();
         let io = match &self.tls {
-            None => ConnIo::Plain(stream),
+            None => ClientStream::Plain(stream),
             Some((config, name)) => {
                 let session = rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| UpstreamError::Unreachable(format!("TLS setup: {e}")))?;
@@ -456,7 +457,7 @@ impl UpstreamClient {
                     }
                     tls.conn.complete_io(&mut tls.sock).map_err(|e| classify(e, "TLS handshake"))?;
                 }
-                ConnIo::Tls(Box::new(tls))
+                ClientStream::Tls(Box::new(tls))
             }
         };
         Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
@@ -502,16 +503,11 @@ fn copy_body(conn: &mut Conn, rest: &mut dyn Read, chunked: bool) -> Result<(), 
     Ok(())
 }
 
-enum ConnIo {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
 /// One upstream connection with its read buffer.
 struct Conn {
     /// Ends reads that outlast their timeout (declared first: it unregisters before the socket closes).
     deadline: Deadline,
-    io: ConnIo,
+    io: ClientStream,
     fd: RawFd,
     buf: ReadBuf,
 }
@@ -540,30 +536,24 @@ enum Framing {
 
 impl Conn {
     fn socket(&self) -> &TcpStream {
-        match &self.io {
-            ConnIo::Plain(s) => s,
-            ConnIo::Tls(t) => &t.sock,
-        }
+        self.io.socket()
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         let _in_flight = cancel::in_flight(self.fd)?;
-        match &mut self.io {
-            ConnIo::Plain(s) => s.write_all(data),
-            ConnIo::Tls(t) => {
-                t.write_all(data)?;
-                t.flush()
-            }
-        }
+        self.io.write_all(data)
     }
 
     /// Reads what is available into the buffer, waiting at most `timeout`; returns how much came (0: the
     /// peer closed). The wait is bounded by the connection's `Deadline`, not a socket timeout.
     fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        let _in_flight = cancel::in_flight(self.fd)?;
+        let in_flight = cancel::in_flight(self.fd)?;
         self.deadline.arm(timeout);
         let result = self.read_available();
         self.deadline.disarm();
+        if in_flight.client_left() {
+            return Err(cancel::client_left());
+        }
         // Bytes that made it before the socket was shut down are still handed out; the next read fails.
         if self.deadline.expired() && !matches!(result, Ok(n) if n > 0) {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "no data within the timeout"));
@@ -574,14 +564,8 @@ impl Conn {
     fn read_available(&mut self) -> io::Result<usize> {
         let io = &mut self.io;
         self.buf.read_with(1024, |space| loop {
-            let r = match io {
-                ConnIo::Plain(s) => s.read(space),
-                ConnIo::Tls(t) => t.read(space),
-            };
-            match r {
+            match io.read(space) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // rustls reports a peer that closed without close_notify this way.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 other => return other,
             }
         })
@@ -649,10 +633,7 @@ impl Conn {
 
     /// Whether rustls holds decrypted bytes not yet read (they would belong to no request).
     fn tls_has_pending(&mut self) -> bool {
-        match &mut self.io {
-            ConnIo::Plain(_) => false,
-            ConnIo::Tls(t) => t.conn.process_new_packets().map_or(true, |state| state.plaintext_bytes_to_read() > 0),
-        }
+        self.io.has_buffered_plaintext()
     }
 }
 

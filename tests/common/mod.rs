@@ -39,6 +39,7 @@ impl Received {
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
 /// - `x-fake-head-delay-ms`: wait this long before answering at all
+/// - `x-fake-gated`: an SSE answer (or a scripted chunked one) waits at the gate after its first piece
 /// - `x-fake-response-header`: `name=value`, a header added to a `json`/`raw`/`garbage` answer
 ///
 ///
@@ -461,7 +462,10 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     payload.chunks(split).collect()
                 };
                 let cut = if mode == "reset-mid-stream" { pieces.len() / 2 } else { pieces.len() };
-                for piece in &pieces[..cut] {
+                for (i, piece) in pieces[..cut].iter().enumerate() {
+                    if i == 1 && h("x-fake-gated").is_some() {
+                        gate.wait();
+                    }
                     let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
                     if out.write_all(&chunk).is_err() {
                         peer_closed.fetch_add(1, Ordering::SeqCst);
@@ -651,7 +655,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Writes a POST of `body` with the given extra headers.
-pub fn post_raw(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+pub fn post_raw(stream: &mut impl Write, path: &str, headers: &[(&str, &str)], body: &[u8]) {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
         body.len()
@@ -665,7 +669,7 @@ pub fn post_raw(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)], bo
 }
 
 /// Reads a response head; returns status and headers.
-pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, HashMap<String, String>) {
+pub fn read_head(reader: &mut impl BufRead) -> (u16, HashMap<String, String>) {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     let status = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("bad status line {line:?}")).parse().unwrap();
@@ -684,7 +688,7 @@ pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, HashMap<String, Str
 }
 
 /// Reads one chunk of a chunked body (`None` at the terminating chunk).
-pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+pub fn read_chunk(reader: &mut impl BufRead) -> Option<Vec<u8>> {
     let mut size = String::new();
     reader.read_line(&mut size).unwrap();
     let n = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
@@ -695,7 +699,7 @@ pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     (n > 0).then_some(data)
 }
 
-pub fn read_response(reader: &mut BufReader<TcpStream>) -> Response {
+pub fn read_response(reader: &mut impl BufRead) -> Response {
     let (status, headers) = read_head(reader);
     let mut body = Vec::new();
     if let Some(len) = headers.get("content-length") {
@@ -747,6 +751,19 @@ pub fn closed_addr() -> SocketAddr {
 
 pub fn chat(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Rewrites a file keeping its modification time: a change only a reload (SIGHUP) notices.
+pub fn write_unnoticed(path: &std::path::Path, text: &str) {
+    let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(modified).unwrap();
+}
+
+/// Sends a signal (by name: `HUP`, `TERM`…) to the gateway, our own child, by PID.
+pub fn signal(gw: &Gateway, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(gw.child.id().to_string()).status().unwrap();
+    assert!(status.success());
 }
 
 /// Polls `cond` until it holds or `within` passes.
