@@ -67,8 +67,8 @@ fn main() {
     );
     let handshake = Arc::new(chat_request("bench", 200, false, "connection: close\r\n"));
     let chat = Arc::new(chat_request("bench", 200, false, ""));
-    for (label, key) in [("handshake ECDSA P-256", "ecdsa"), ("handshake RSA 2048", "first")] {
-        let (cert, key) = (fixture(&format!("{key}.pem")), fixture(&format!("{key}.key")));
+    for (label, pair) in [("handshake ECDSA P-256", "ecdsa"), ("handshake RSA 2048", "first")] {
+        let (cert, key) = (fixture(&format!("{pair}.pem")), fixture(&format!("{pair}.key")));
         let tls = serde_json::json!({"tls": {"cert_file": cert, "key_file": key}});
         let gw = start_gateway(upstream, tls);
         let nginx = start_nginx_tls(upstream, &cert, &key).expect("nginx (Debian: nginx-light) for this bench");
@@ -91,7 +91,8 @@ fn main() {
             },
         ];
         compare(label, &targets, rounds, |t| closed_loop_tls(t, handshake_conns, duration, handshake.clone(), true));
-        if key == "ecdsa" {
+        println!("{:<22} gateway RSS {} KiB after the handshakes", "", status_field(gw.child.id(), "VmRSS:"));
+        if pair == "ecdsa" {
             let plain_gw = start_gateway(upstream, serde_json::json!({}));
             let plain_nginx = start_nginx(upstream).unwrap();
             same_priority(plain_gw.child.id(), nice);
@@ -202,6 +203,16 @@ fn connect(t: &Target) -> std::io::Result<ClientStream> {
     Ok(stream)
 }
 
+/// Prints the first failure to connect to each target (errors are counted; this says why).
+fn note_error(t: &Target, e: &std::io::Error) {
+    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap();
+    if !seen.contains(&t.name) {
+        seen.push(t.name);
+        eprintln!("{}: cannot connect: {e}", t.name);
+    }
+}
+
 /// `conns` coroutines sending `request` back to back for `duration` after a short warm-up; with
 /// `reconnect`, each request on a new connection (connect and handshake included in its latency).
 fn closed_loop_tls(t: &Target, conns: usize, duration: Duration, request: Arc<Vec<u8>>, reconnect: bool) -> Run {
@@ -222,7 +233,7 @@ fn closed_loop_tls(t: &Target, conns: usize, duration: Duration, request: Arc<Ve
                     }
                     if stream.is_none() || reconnect {
                         buf.clear();
-                        stream = connect(&t).ok();
+                        stream = connect(&t).map_err(|e| note_error(&t, &e)).ok();
                     }
                     let Some(s) = stream.as_mut() else {
                         local.errors += 1;
