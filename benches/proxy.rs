@@ -22,11 +22,6 @@ use std::time::Duration;
 
 use common::*;
 
-struct Measured {
-    run: Run,
-    cpu_us: f64,
-}
-
 fn main() {
     init_may();
     let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
@@ -126,22 +121,6 @@ fn main() {
         status_field(gw_pid, "VmHWM:"),
         status_field(gw_pid, "Threads:")
     );
-}
-
-/// One run with the CPU the proxy (and, for nginx, its workers) used per request.
-fn measured(pid: u32, tree: bool, load: impl FnOnce() -> Run) -> Measured {
-    let cpu = |pid| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
-    let before = cpu(pid);
-    let run = load();
-    let cpu_us = (cpu(pid) - before) / (run.requests.max(1) as f64) * 1e6;
-    Measured { run, cpu_us }
-}
-
-/// The round with the median throughput.
-fn median(rounds: &[Measured]) -> &Measured {
-    let mut order: Vec<&Measured> = rounds.iter().collect();
-    order.sort_by(|a, b| a.run.rps().total_cmp(&b.run.rps()));
-    order[order.len() / 2]
 }
 
 fn row(label: &str, target: &str, r: &Run, cpu_us: Option<f64>, direct_rps: f64, nginx_rps: Option<f64>) {

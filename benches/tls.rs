@@ -15,10 +15,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use rustls::pki_types::pem::PemObject;
@@ -38,11 +37,6 @@ struct Target {
     tree: bool,
     addr: SocketAddr,
     tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-struct Measured {
-    run: Run,
-    cpu_us: f64,
 }
 
 fn main() {
@@ -134,11 +128,7 @@ fn compare(label: &str, targets: &[Target], rounds: usize, load: impl Fn(&Target
     let mut results: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for (t, runs) in targets.iter().zip(results.iter_mut()) {
-            let cpu = |pid| if t.tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
-            let before = cpu(t.pid);
-            let run = load(t);
-            let cpu_us = (cpu(t.pid) - before) / (run.requests.max(1) as f64) * 1e6;
-            runs.push(Measured { run, cpu_us });
+            runs.push(measured(t.pid, t.tree, || load(t)));
         }
     }
     let medians: Vec<&Measured> = results.iter().map(|r| median(r)).collect();
@@ -160,13 +150,6 @@ fn compare(label: &str, targets: &[Target], rounds: usize, load: impl Fn(&Target
             vs
         );
     }
-}
-
-/// The round with the median throughput.
-fn median(rounds: &[Measured]) -> &Measured {
-    let mut order: Vec<&Measured> = rounds.iter().collect();
-    order.sort_by(|a, b| a.run.rps().total_cmp(&b.run.rps()));
-    order[order.len() / 2]
 }
 
 /// A rustls client trusting the listener fixtures' CA, resuming no session (every connection pays a
@@ -203,70 +186,8 @@ fn connect(t: &Target) -> std::io::Result<ClientStream> {
     Ok(stream)
 }
 
-/// Prints the first failure to connect to each target (errors are counted; this says why).
-fn note_error(t: &Target, e: &std::io::Error) {
-    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap();
-    if !seen.contains(&t.name) {
-        seen.push(t.name);
-        eprintln!("{}: cannot connect: {e}", t.name);
-    }
-}
-
-/// `conns` coroutines sending `request` back to back for `duration` after a short warm-up; with
-/// `reconnect`, each request on a new connection (connect and handshake included in its latency).
+/// `conns` coroutines sending `request` to `t` back to back (see [`closed_loop_over`]).
 fn closed_loop_tls(t: &Target, conns: usize, duration: Duration, request: Arc<Vec<u8>>, reconnect: bool) -> Run {
-    let measure_from = Instant::now() + Duration::from_millis(500);
-    let end = measure_from + duration;
-    let results = Arc::new(Mutex::new(Run::default()));
-    let handles: Vec<_> = (0..conns)
-        .map(|_| {
-            let (t, request, results) = (t.clone(), request.clone(), results.clone());
-            may::go!(move || {
-                let mut local = Run::default();
-                let mut buf = Vec::with_capacity(8192);
-                let mut stream = None;
-                loop {
-                    let t0 = Instant::now();
-                    if t0 >= end {
-                        break;
-                    }
-                    if stream.is_none() || reconnect {
-                        buf.clear();
-                        stream = connect(&t).map_err(|e| note_error(&t, &e)).ok();
-                    }
-                    let Some(s) = stream.as_mut() else {
-                        local.errors += 1;
-                        break;
-                    };
-                    if s.write_all(&request).is_err() {
-                        local.errors += 1;
-                        break;
-                    }
-                    match read_response(s, &mut buf) {
-                        Some((200, _)) if t0 >= measure_from => {
-                            local.requests += 1;
-                            local.latencies_us.push(t0.elapsed().as_micros() as u32);
-                        }
-                        Some((200, _)) => {}
-                        _ => {
-                            local.errors += 1;
-                            break;
-                        }
-                    }
-                }
-                let mut r = results.lock().unwrap();
-                r.requests += local.requests;
-                r.errors += local.errors;
-                r.latencies_us.extend(local.latencies_us);
-            })
-        })
-        .collect();
-    for h in handles {
-        let _ = h.join();
-    }
-    let mut run = Arc::try_unwrap(results).unwrap_or_else(|_| unreachable!()).into_inner().unwrap();
-    run.seconds = duration.as_secs_f64();
-    run.latencies_us.sort_unstable();
-    run
+    let t = t.clone();
+    closed_loop_over(conns, duration, request, reconnect, move || connect(&t))
 }

@@ -96,19 +96,6 @@ fn config(standin: &BedrockStandin) -> Value {
     })
 }
 
-fn run_script(script: &str, gw: &Gateway) {
-    let out = Command::new(sdk_python())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
-        .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
-        .env("SWITCHYARD_KEY", KEY)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-}
-
 #[test]
 fn the_standin_is_what_aws_sdk_expects() {
     let out = Command::new(sdk_python())
@@ -125,7 +112,7 @@ fn the_standin_is_what_aws_sdk_expects() {
 fn openai_sdk_through_bedrock_converse_and_invoke_model() {
     let standin = BedrockStandin::start();
     let gw = Gateway::start(&config(&standin));
-    run_script("openai_sdk_bedrock.py", &gw);
+    run_sdk_script("openai_sdk_bedrock.py", &gw, KEY, &[]);
     let requests = standin.requests();
     assert!(!requests.is_empty());
     assert!(requests.iter().all(|r| r["signature_ok"] == true), "every request was signed right: {requests:#?}");
@@ -137,7 +124,7 @@ fn openai_sdk_through_bedrock_converse_and_invoke_model() {
 fn anthropic_sdk_through_bedrock_converse_and_invoke_model() {
     let standin = BedrockStandin::start();
     let gw = Gateway::start(&config(&standin));
-    run_script("anthropic_sdk_bedrock.py", &gw);
+    run_sdk_script("anthropic_sdk_bedrock.py", &gw, KEY, &[]);
     let requests = standin.requests();
     assert!(requests.iter().all(|r| r["signature_ok"] == true), "{requests:#?}");
     let invoke = requests.iter().find(|r| r["operation"] == "invoke").expect("an InvokeModel request");

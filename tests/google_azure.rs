@@ -142,19 +142,6 @@ fn start_with(cfg: &Value) -> Gateway {
     Gateway::start_with_env(cfg, &[("SWITCHYARD_TEST_ENTRA_SECRET", ENTRA_SECRET)])
 }
 
-fn run_script(script: &str, gw: &Gateway) {
-    let out = Command::new(sdk_python())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
-        .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
-        .env("SWITCHYARD_KEY", KEY)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-}
-
 fn message(model: &str) -> Value {
     json!({"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -437,7 +424,7 @@ fn azure_deployments_take_the_api_version_and_the_api_key_and_filtered_prompts_s
 fn openai_sdk_through_azure_and_vertex_claude() {
     let standin = Standin::start(60);
     let gw = start(&standin);
-    run_script("openai_sdk_azure_vertex.py", &gw);
+    run_sdk_script("openai_sdk_azure_vertex.py", &gw, KEY, &[]);
     let requests = standin.requests();
     assert!(requests.iter().all(|r| r["token_ok"] == true), "{requests:#?}");
 }
@@ -446,7 +433,7 @@ fn openai_sdk_through_azure_and_vertex_claude() {
 fn anthropic_sdk_through_vertex_claude_and_azure() {
     let standin = Standin::start(60);
     let gw = start(&standin);
-    run_script("anthropic_sdk_vertex_azure.py", &gw);
+    run_sdk_script("anthropic_sdk_vertex_azure.py", &gw, KEY, &[]);
     let requests = standin.requests();
     assert!(requests.iter().all(|r| r["token_ok"] == true), "{requests:#?}");
 }
@@ -455,7 +442,7 @@ fn anthropic_sdk_through_vertex_claude_and_azure() {
 fn openai_sdk_through_gemini_and_vertex_gemini() {
     let standin = Standin::start(60);
     let gw = start(&standin);
-    run_script("openai_sdk_gemini.py", &gw);
+    run_sdk_script("openai_sdk_gemini.py", &gw, KEY, &[]);
     let requests = standin.requests();
     assert!(requests.iter().all(|r| r["token_ok"] == true), "{requests:#?}");
 }
@@ -464,7 +451,7 @@ fn openai_sdk_through_gemini_and_vertex_gemini() {
 fn anthropic_sdk_through_gemini_and_vertex_gemini() {
     let standin = Standin::start(60);
     let gw = start(&standin);
-    run_script("anthropic_sdk_gemini.py", &gw);
+    run_sdk_script("anthropic_sdk_gemini.py", &gw, KEY, &[]);
     let requests = standin.requests();
     assert!(requests.iter().all(|r| r["token_ok"] == true), "{requests:#?}");
 }

@@ -5,8 +5,6 @@
 mod common;
 
 use std::io::BufReader;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -56,18 +54,7 @@ fn tokens(gw: &Gateway, kind: &str, model: &str) -> u64 {
 }
 
 fn run_script(gw: &Gateway, model: &str, kind: &str) {
-    let out = Command::new(sdk_python())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_responses.py"))
-        .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
-        .env("SWITCHYARD_KEY", "sdk-test-key")
-        .env("SWITCHYARD_MODEL", model)
-        .env("BACKEND_KIND", kind)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{model} ({kind}) failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    run_sdk_script("openai_responses.py", gw, "sdk-test-key", &[("SWITCHYARD_MODEL", model), ("BACKEND_KIND", kind)]);
 }
 
 #[test]

@@ -3,26 +3,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use serde_json::json;
-
-fn run_script(script: &str, gw: &Gateway, key: &str, env: &[(&str, &str)]) {
-    let python = sdk_python();
-    let out = Command::new(python)
-        .envs(env.iter().copied())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
-        .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
-        .env("SWITCHYARD_KEY", key)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-}
 
 #[test]
 fn openai_python_sdk_chat_completions_embeddings_models_and_errors() {
@@ -30,7 +12,7 @@ fn openai_python_sdk_chat_completions_embeddings_models_and_errors() {
     let mut cfg = config_for(&up);
     cfg["clients"] = json!([{"name": "sdk", "key": "sdk-test-key"}]);
     let gw = Gateway::start(&cfg);
-    run_script("openai_sdk.py", &gw, "sdk-test-key", &[]);
+    run_sdk_script("openai_sdk.py", &gw, "sdk-test-key", &[]);
     assert!(!up.requests().iter().any(|r| r.headers.values().any(|v| v.contains("sdk-test-key"))));
 }
 
@@ -50,7 +32,7 @@ fn two_kind_gateway(up: &FakeUpstream) -> Gateway {
 fn anthropic_python_sdk_against_anthropic_backend() {
     let up = FakeUpstream::start();
     let gw = two_kind_gateway(&up);
-    run_script(
+    run_sdk_script(
         "anthropic_sdk.py",
         &gw,
         "sdk-test-key",
@@ -67,7 +49,12 @@ fn anthropic_python_sdk_against_anthropic_backend() {
 fn anthropic_python_sdk_against_openai_compatible_backend() {
     let up = FakeUpstream::start();
     let gw = two_kind_gateway(&up);
-    run_script("anthropic_sdk.py", &gw, "sdk-test-key", &[("SWITCHYARD_MODEL", "fake-1"), ("BACKEND_KIND", "openai")]);
+    run_sdk_script(
+        "anthropic_sdk.py",
+        &gw,
+        "sdk-test-key",
+        &[("SWITCHYARD_MODEL", "fake-1"), ("BACKEND_KIND", "openai")],
+    );
     let sent = up.requests();
     assert!(sent.iter().all(|r| r.path == "/v1/chat/completions"), "{sent:?}");
     assert!(sent.iter().all(|r| r.headers["authorization"] == "Bearer sk-upstream-secret"));
@@ -77,7 +64,7 @@ fn anthropic_python_sdk_against_openai_compatible_backend() {
 fn openai_python_sdk_against_anthropic_backend() {
     let up = FakeUpstream::start();
     let gw = two_kind_gateway(&up);
-    run_script("openai_sdk_to_anthropic.py", &gw, "sdk-test-key", &[("SWITCHYARD_MODEL", "claude-fake")]);
+    run_sdk_script("openai_sdk_to_anthropic.py", &gw, "sdk-test-key", &[("SWITCHYARD_MODEL", "claude-fake")]);
     let first = up.requests().into_iter().next().unwrap();
     assert_eq!(first.path, "/v1/messages");
     assert_eq!(first.json()["system"], "Be brief.");

@@ -53,6 +53,16 @@ impl CertFiles {
     }
 }
 
+/// A fake upstream, the `first` certificate pair, and the gateway serving HTTPS with them.
+fn start_tls_gateway() -> (FakeUpstream, CertFiles, Gateway) {
+    let up = FakeUpstream::start();
+    let certs = CertFiles::new("first");
+    let mut cfg = config_for(&up);
+    cfg["tls"] = certs.tls_config();
+    let gw = Gateway::start(&cfg);
+    (up, certs, gw)
+}
+
 /// The DER of the leaf certificate in a fixture.
 fn leaf_der(name: &str) -> Vec<u8> {
     CertificateDer::pem_file_iter(fixture(&format!("{name}.pem"))).unwrap().next().unwrap().unwrap().to_vec()
@@ -109,29 +119,17 @@ fn openai_python_sdk_over_https_with_a_test_ca_streams_included() {
     cfg["tls"] = certs.tls_config();
     cfg["clients"] = json!([{"name": "sdk", "key": "sdk-test-key"}]);
     let gw = Gateway::start(&cfg);
-    let out = Command::new(sdk_python())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_https.py"))
-        .env("SWITCHYARD_URL", format!("https://localhost:{}", gw.addr.port()))
-        .env("SWITCHYARD_KEY", "sdk-test-key")
-        .env("SWITCHYARD_CA", fixture("ca.pem"))
-        .env("SWITCHYARD_OTHER_CA", tls_fixture("ca.pem"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let url = format!("https://localhost:{}", gw.addr.port());
+    let (ca, other_ca) = (fixture("ca.pem"), tls_fixture("ca.pem"));
+    let env = [("SWITCHYARD_URL", url.as_str()), ("SWITCHYARD_CA", &ca), ("SWITCHYARD_OTHER_CA", &other_ca)];
+    run_sdk_script("openai_sdk_https.py", &gw, "sdk-test-key", &env);
     // The SDK's requests reached the upstream, which was spoken to in plain HTTP.
     assert!(up.requests().iter().any(|r| r.path == "/v1/chat/completions"));
 }
 
 #[test]
 fn a_rotated_certificate_serves_new_connections_while_an_open_stream_on_the_old_one_completes() {
-    let up = FakeUpstream::start();
-    let certs = CertFiles::new("first");
-    let mut cfg = config_for(&up);
-    cfg["tls"] = certs.tls_config();
-    let gw = Gateway::start(&cfg);
+    let (up, certs, gw) = start_tls_gateway();
 
     // A stream on the first certificate, held open by the upstream after its first event.
     let old = connect_tls(gw.addr);
@@ -189,11 +187,7 @@ fn a_rotated_certificate_serves_new_connections_while_an_open_stream_on_the_old_
 
 #[test]
 fn tls_1_2_and_1_3_negotiate_http_1_1_and_a_client_without_it_is_refused() {
-    let up = FakeUpstream::start();
-    let certs = CertFiles::new("first");
-    let mut cfg = config_for(&up);
-    cfg["tls"] = certs.tls_config();
-    let gw = Gateway::start(&cfg);
+    let (up, _certs, gw) = start_tls_gateway();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let tls = connect_with(gw.addr, client_config(&[version], &[b"h2", b"http/1.1"])).unwrap();
         assert_eq!(tls.conn.protocol_version(), Some(version.version));
@@ -222,11 +216,7 @@ fn tls_1_2_and_1_3_negotiate_http_1_1_and_a_client_without_it_is_refused() {
 
 #[test]
 fn a_silent_client_is_cut_at_the_handshake_deadline_and_plain_http_gets_a_plain_400() {
-    let up = FakeUpstream::start();
-    let certs = CertFiles::new("first");
-    let mut cfg = config_for(&up);
-    cfg["tls"] = certs.tls_config();
-    let gw = Gateway::start(&cfg);
+    let (_up, _certs, gw) = start_tls_gateway();
 
     // Connects and says nothing: closed after handshake_timeout_ms (500), not held.
     let mut silent = TcpStream::connect(gw.addr).unwrap();
@@ -295,11 +285,7 @@ fn tls_listen_adds_an_https_address_beside_the_plain_one() {
 
 #[test]
 fn a_client_that_goes_away_mid_stream_over_tls_cancels_the_upstream_call() {
-    let up = FakeUpstream::start();
-    let certs = CertFiles::new("first");
-    let mut cfg = config_for(&up);
-    cfg["tls"] = certs.tls_config();
-    let gw = Gateway::start(&cfg);
+    let (up, _certs, gw) = start_tls_gateway();
     let mut reader = BufReader::new(connect_tls(gw.addr));
     let body = json!({"model": "fake-1", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     // The upstream goes quiet after its first event: nothing is written to the client, so only the

@@ -237,33 +237,59 @@ impl Run {
 /// `conns` keep-alive connections, each sending `request` again as soon as the last answer is in,
 /// for `duration` after a short warm-up.
 pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: Arc<Vec<u8>>) -> Run {
-    let warmup = Duration::from_millis(500);
-    let start = Instant::now();
-    let measure_from = start + warmup;
+    let connect = move || {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(s)
+    };
+    closed_loop_over(conns, duration, request, false, connect)
+}
+
+/// [`closed_loop`] over connections `connect` makes (TLS ones, say), one coroutine each; with
+/// `reconnect`, every request on a new connection (its connect counted in its latency).
+pub fn closed_loop_over<S: Read + Write>(
+    conns: usize,
+    duration: Duration,
+    request: Arc<Vec<u8>>,
+    reconnect: bool,
+    connect: impl Fn() -> std::io::Result<S> + Send + Sync + 'static,
+) -> Run {
+    let measure_from = Instant::now() + Duration::from_millis(500);
     let end = measure_from + duration;
     let results = Arc::new(Mutex::new(Run::default()));
+    let connect = Arc::new(connect);
     let handles: Vec<_> = (0..conns)
         .map(|_| {
-            let (request, results) = (request.clone(), results.clone());
+            let (request, results, connect) = (request.clone(), results.clone(), connect.clone());
             may::go!(move || {
                 let mut local = Run::default();
-                let Ok(mut s) = TcpStream::connect(addr) else {
-                    results.lock().unwrap().errors += 1;
-                    return;
-                };
-                let _ = s.set_nodelay(true);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut buf = Vec::with_capacity(8192);
+                let mut stream = None;
                 loop {
                     let t0 = Instant::now();
                     if t0 >= end {
                         break;
                     }
+                    if stream.is_none() || reconnect {
+                        buf.clear();
+                        stream = match connect() {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                note_connect_error(&e);
+                                None
+                            }
+                        };
+                    }
+                    let Some(s) = stream.as_mut() else {
+                        local.errors += 1;
+                        break;
+                    };
                     if s.write_all(&request).is_err() {
                         local.errors += 1;
                         break;
                     }
-                    match read_response(&mut s, &mut buf) {
+                    match read_response(s, &mut buf) {
                         Some((200, _)) if t0 >= measure_from => {
                             local.requests += 1;
                             local.latencies_us.push(t0.elapsed().as_micros() as u32);
@@ -285,10 +311,41 @@ pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: 
     for h in handles {
         let _ = h.join();
     }
-    let mut run = Arc::try_unwrap(results).unwrap().into_inner().unwrap();
+    let mut run = std::mem::take(&mut *results.lock().unwrap());
     run.seconds = duration.as_secs_f64();
     run.latencies_us.sort_unstable();
     run
+}
+
+/// Prints the first failure to connect (errors are counted; this says why).
+fn note_connect_error(e: &std::io::Error) {
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    if !SEEN.swap(true, Ordering::Relaxed) {
+        eprintln!("cannot connect: {e}");
+    }
+}
+
+/// A run and the CPU the server (and, for nginx, its workers) used per request in it.
+pub struct Measured {
+    pub run: Run,
+    pub cpu_us: f64,
+}
+
+/// Runs `load` and measures the CPU process `pid` (with `tree`, its children too: nginx's workers)
+/// used per request.
+pub fn measured(pid: u32, tree: bool, load: impl FnOnce() -> Run) -> Measured {
+    let cpu = |pid| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
+    let before = cpu(pid);
+    let run = load();
+    let cpu_us = (cpu(pid) - before) / (run.requests.max(1) as f64) * 1e6;
+    Measured { run, cpu_us }
+}
+
+/// The round with the median throughput.
+pub fn median(rounds: &[Measured]) -> &Measured {
+    let mut order: Vec<&Measured> = rounds.iter().collect();
+    order.sort_by(|a, b| a.run.rps().total_cmp(&b.run.rps()));
+    order[order.len() / 2]
 }
 
 // ---- Child processes ----

@@ -743,10 +743,23 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An address nothing listens on (a port just released).
+/// An address that refuses connections for the rest of the test process: a socket bound to a port but
+/// not listening (a released port could be taken by another test's listener meanwhile; this one cannot).
 pub fn closed_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    // SAFETY: plain socket calls on a descriptor this function owns, with correctly sized arguments.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let sockaddr = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(libc::bind(fd, sockaddr, len), 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::getsockname(fd, sockaddr, &mut len), 0);
+        // The descriptor stays open (never closed): the port stays taken.
+        SocketAddr::from(([127, 0, 0, 1], u16::from_be(addr.sin_port)))
+    }
 }
 
 pub fn chat(model: &str) -> serde_json::Value {
@@ -933,6 +946,22 @@ pub fn start_tls_upstream(cert: &str, key: &str) -> SocketAddr {
 // ---------------------------------------------------------------------------------------------
 // The Python SDKs' virtualenv
 // ---------------------------------------------------------------------------------------------
+
+/// Runs `tests/sdk/<script>` with the venv's python against the gateway (`SWITCHYARD_URL`, which `env`
+/// may override, and `SWITCHYARD_KEY`); asserts that it exits 0 and that every check passed.
+pub fn run_sdk_script(script: &str, gw: &Gateway, key: &str, env: &[(&str, &str)]) {
+    let out = Command::new(sdk_python())
+        .arg(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
+        .env("SWITCHYARD_URL", format!("http://{}", gw.addr))
+        .env("SWITCHYARD_KEY", key)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.log());
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
 
 /// The venv's python, creating the venv and installing the SDKs when missing.
 pub fn sdk_python() -> std::path::PathBuf {
