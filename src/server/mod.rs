@@ -181,6 +181,8 @@ impl Drop for ActiveRequest {
 
 /// Answers plain HTTP sent to the TLS port in plain HTTP (like nginx), instead of a TLS alert the
 /// client cannot show; the request is read (so the close is not a reset) and the connection closed.
+#[cold]
+#[inline(never)]
 fn refuse_plain_http(socket: &mut TcpStream) {
     crate::metrics::count_refused(400);
     let message = "this port speaks HTTPS: use an https:// URL";
@@ -463,14 +465,7 @@ fn serve_connection(
     };
     let mut reader = Reader::new(&stream);
     if let Some(tls) = tls {
-        let shaken = reader.within(tls.handshake_timeout, |_| {
-            if tls::sends_plain_http(stream.socket())? {
-                refuse_plain_http(stream.socket_mut());
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "plain HTTP on the TLS port"));
-            }
-            stream.handshake()
-        });
-        if shaken.is_err() {
+        if !handshake(&mut stream, &mut reader, tls) {
             tls::HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -480,6 +475,20 @@ fn serve_connection(
         // truncation.
         let _ = stream.shutdown_write();
     }
+}
+
+/// Runs a TLS connection's handshake within the handshake timeout; `false` when it failed. Out of line:
+/// plain connections' coroutine stacks must not carry its frame.
+#[inline(never)]
+fn handshake(stream: &mut ServerStream, reader: &mut Reader, tls: &ListenerTls) -> bool {
+    let shaken = reader.within(tls.handshake_timeout, |_| {
+        if tls::sends_plain_http(stream.socket())? {
+            refuse_plain_http(stream.socket_mut());
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "plain HTTP on the TLS port"));
+        }
+        stream.handshake()
+    });
+    shaken.is_ok()
 }
 
 /// Serves requests on a connection until it should close; `true` when it ends in order (the client
