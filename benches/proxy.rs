@@ -11,7 +11,8 @@
 //! another build of the gateway; BENCH_COMPARE=path to measure a second build in the same rounds, e.g.
 //! the static `dist` build against `release`; BENCH_OBSERVABILITY=1 to add the small-body load through three
 //! gateways in the same run: access log and tracing off, the access log to a file, and the access log plus
-//! every request traced to a local OTLP sink).
+//! every request traced to a local OTLP sink; BENCH_GATEWAY_CONFIG=JSON merged into the gateways' config,
+//! e.g. `{"workers": 1}`).
 
 mod common;
 #[path = "common/otlp_sink.rs"]
@@ -32,6 +33,10 @@ fn main() {
         std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let duration = Duration::from_secs(seconds);
     let upstream = start_upstream();
+    // BENCH_GATEWAY_CONFIG: JSON merged into the gateways' config (e.g. {"workers": 1}).
+    let extra: serde_json::Value = std::env::var("BENCH_GATEWAY_CONFIG")
+        .map(|s| serde_json::from_str(&s).expect("BENCH_GATEWAY_CONFIG is JSON"))
+        .unwrap_or_else(|_| serde_json::json!({}));
     let mut binaries = vec![gateway_binary()];
     binaries.extend(std::env::var("BENCH_COMPARE").ok());
     // Each build is named by its profile directory (`release`, `dist`) when two are measured.
@@ -45,7 +50,7 @@ fn main() {
             };
             let size = std::fs::metadata(b).map_or(0, |m| m.len());
             println!("{name}: {b}, {size} bytes");
-            (name, start_gateway_binary(b, upstream, serde_json::json!({})))
+            (name, start_gateway_binary(b, upstream, extra.clone()))
         })
         .collect();
     let gw_pid = gateways[0].1.child.id();
