@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::tls::ServerStream;
 
 use super::http1::{BodyFraming, RequestHead};
-use super::Reader;
+use super::reader::{is_timeout, Reader};
 use crate::chunked::ChunkedDecoder;
 
 /// Whether a request's body is streamed to the handler rather than read first: uploads, by content
@@ -123,7 +123,7 @@ impl StreamedBody {
         }
         let timeout = self.timeout;
         let fail = |e: io::Error| {
-            if super::is_timeout(&e) {
+            if is_timeout(&e) {
                 BodyError::io(408, "request body not received in time")
             } else {
                 BodyError::io(400, "connection closed before the body was complete")

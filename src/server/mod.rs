@@ -3,15 +3,18 @@
 
 mod body;
 pub mod http1;
+mod reader;
+mod responder;
 pub mod tls;
 mod watch;
 
 pub use body::{BodyError, RequestBody};
+pub use reader::BodyPace;
+pub use responder::Responder;
 pub use tls::ListenerTls;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,14 +22,12 @@ use std::time::{Duration, Instant};
 use may::net::{TcpListener, TcpStream};
 
 use crate::api::Api;
-use crate::cancel::Cancel;
-use crate::chunked::ChunkedDecoder;
 use crate::config::ServerConfig;
-use crate::deadline::Deadline;
 use crate::error::error_body;
-use crate::readbuf::ReadBuf;
 use crate::tls::ServerStream;
-use http1::{BodyFraming, HeadError, Limits, RequestHead};
+use http1::{BodyFraming, Limits, RequestHead};
+use reader::{ReadHead, Reader};
+use responder::{write_head, ResponseState};
 use watch::ClientWatch;
 
 /// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
@@ -227,223 +228,6 @@ fn linger(stream: &mut ServerStream) {
     }
 }
 
-fn write_head(
-    out: &mut Vec<u8>,
-    minor: u8,
-    status: u16,
-    keep_alive: bool,
-    headers: &[(&str, &str)],
-    length: Option<usize>,
-) {
-    out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    let _ = write!(out, "{status}");
-    out.push(b' ');
-    out.extend_from_slice(http1::reason(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    match length {
-        Some(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
-        None if minor == 1 => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        None => {}
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if minor == 0 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-enum ReadHead {
-    Head(RequestHead),
-    /// The peer closed or idled out between requests: close quietly.
-    Closed,
-}
-
-/// A refusal the server answers itself before the request reaches the handler.
-struct Refusal {
-    status: u16,
-    message: std::borrow::Cow<'static, str>,
-}
-
-impl From<HeadError> for Refusal {
-    fn from(e: HeadError) -> Refusal {
-        Refusal { status: e.status(), message: e.message() }
-    }
-}
-
-const HEAD_TIMEOUT: &str = "request head not received in time";
-
-/// The read side of a client connection: its buffer, and the deadline that bounds each wait for the
-/// client ([`crate::deadline`]: a socket read timeout in `may` leaves a timer entry behind per read,
-/// which made memory grow with the request rate). An expired wait shuts down the read side only, so
-/// the connection can still answer 408.
-struct Reader {
-    buf: ReadBuf,
-    deadline: Deadline,
-}
-
-impl Reader {
-    /// Must be dropped before `stream` closes.
-    fn new(stream: &ServerStream) -> Reader {
-        Reader { buf: ReadBuf::new(), deadline: Deadline::register(stream.as_raw_fd(), std::net::Shutdown::Read) }
-    }
-
-    fn pending(&self) -> &[u8] {
-        self.buf.pending()
-    }
-
-    /// Runs one blocking read that must end within `timeout`; `TimedOut` when it did not.
-    fn within<T>(&mut self, timeout: Duration, read: impl FnOnce(&mut Self) -> io::Result<T>) -> io::Result<T> {
-        if self.deadline.expired() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the connection's read deadline passed"));
-        }
-        self.deadline.arm(timeout);
-        let result = read(self);
-        self.deadline.disarm();
-        if self.deadline.expired() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the connection's read deadline passed"));
-        }
-        result
-    }
-
-    /// Reads what is available within `timeout`, with room for at least `want` bytes (bounded to 1 MiB
-    /// at a time).
-    fn read_more(&mut self, stream: &mut ServerStream, want: usize, timeout: Duration) -> io::Result<usize> {
-        self.within(timeout, |this| this.buf.read_with(want.clamp(1024, 1 << 20), |space| stream.read(space)))
-    }
-
-    /// Reads from the socket straight into `out` within `timeout`.
-    fn read_into(&mut self, stream: &mut ServerStream, out: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        self.within(timeout, |_| stream.read(out))
-    }
-
-    /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
-    fn read_head(&mut self, stream: &mut ServerStream, cfg: &ServerConfig) -> Result<ReadHead, Refusal> {
-        let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
-        let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + header_timeout);
-        loop {
-            if !self.buf.is_empty() {
-                match http1::parse_head(self.pending(), cfg.max_head_bytes, cfg.max_headers) {
-                    Ok(Some((head, len))) => {
-                        self.buf.consume(len);
-                        return Ok(ReadHead::Head(head));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let timed_out = Refusal { status: 408, message: HEAD_TIMEOUT.into() };
-            let timeout = match deadline {
-                None => Duration::from_millis(cfg.keepalive_timeout_ms),
-                Some(d) if Instant::now() >= d => return Err(timed_out),
-                Some(d) => header_timeout.min(d - Instant::now()),
-            };
-            match self.read_more(stream, 1024, timeout) {
-                Ok(0) => return Ok(ReadHead::Closed),
-                Ok(_) => {
-                    deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                }
-                Err(e) if is_timeout(&e) && deadline.is_some() => return Err(timed_out),
-                Err(_) => return Ok(ReadHead::Closed),
-            }
-        }
-    }
-
-    /// Reads the request body per its framing. Bytes past it stay buffered for the next request.
-    ///
-    /// The body must arrive within `body_timeout_ms` plus one second per `min_body_rate_bytes_per_s`
-    /// bytes received (so a body that trickles is cut, 408), and no gap between reads may exceed
-    /// `header_timeout_ms`.
-    fn read_body(
-        &mut self,
-        stream: &mut ServerStream,
-        framing: BodyFraming,
-        cfg: &ServerConfig,
-    ) -> Result<Vec<u8>, Refusal> {
-        let pace = BodyPace::new(cfg, Instant::now());
-        let gap = Duration::from_millis(cfg.header_timeout_ms);
-        let slow = || Refusal { status: 408, message: "request body not received in time".into() };
-        let closed = || Refusal { status: 400, message: "connection closed before the body was complete".into() };
-        let mut received = self.buf.len() as u64;
-        // Reads more within the body's deadline (the socket timeout changes only near it).
-        let mut read = |this: &mut Reader, want: usize, received: &mut u64| -> Result<(), Refusal> {
-            let left = pace.left(*received, Instant::now()).ok_or_else(slow)?;
-            match this.read_more(stream, want, gap.min(left).max(Duration::from_millis(1))) {
-                Ok(0) => Err(closed()),
-                Ok(n) => {
-                    *received += n as u64;
-                    Ok(())
-                }
-                Err(e) if is_timeout(&e) => Err(slow()),
-                Err(_) => Err(closed()),
-            }
-        };
-        match framing {
-            BodyFraming::None => Ok(Vec::new()),
-            BodyFraming::Length(n) => {
-                let n = n as usize;
-                while self.buf.len() < n {
-                    let missing = n - self.buf.len();
-                    read(self, missing, &mut received)?;
-                }
-                let body = self.pending()[..n].to_vec();
-                self.buf.consume(n);
-                Ok(body)
-            }
-            BodyFraming::Chunked => {
-                let limits = Limits::from(cfg);
-                let mut decoder = ChunkedDecoder::with_limit(cfg.max_body_bytes);
-                let mut body = Vec::new();
-                loop {
-                    let (used, done) = decoder
-                        .decode(self.pending(), &mut body)
-                        .map_err(|e| Refusal::from(HeadError::from_chunk(e, &limits)))?;
-                    self.buf.consume(used);
-                    if done {
-                        return Ok(body);
-                    }
-                    read(self, 1024, &mut received)?;
-                }
-            }
-        }
-    }
-}
-
-/// How long a request body may take: `body_timeout_ms` from the end of the head, plus a second per
-/// `min_body_rate_bytes_per_s` bytes received. Pure: time is passed in.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyPace {
-    start: Instant,
-    allowance: Duration,
-    /// Bytes per second that earn one more second; 0: none do.
-    rate: u64,
-}
-
-impl BodyPace {
-    pub fn new(cfg: &ServerConfig, start: Instant) -> BodyPace {
-        BodyPace { start, allowance: Duration::from_millis(cfg.body_timeout_ms), rate: cfg.min_body_rate_bytes_per_s }
-    }
-
-    /// Time left at `now` after `received` body bytes; `None` once the deadline has passed.
-    pub fn left(&self, received: u64, now: Instant) -> Option<Duration> {
-        let earned = Duration::from_millis(received.saturating_mul(1000).checked_div(self.rate).unwrap_or(0));
-        let deadline = self.start + self.allowance + earned.min(Duration::from_secs(86_400 * 365));
-        deadline.checked_duration_since(now).filter(|d| !d.is_zero())
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-}
-
 fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
@@ -590,176 +374,9 @@ fn serve_requests(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ResponseState {
-    Fresh,
-    Streaming,
-    Done,
-    Broken,
-}
-
-/// Writes the one response to a request: whole (`send`) or streamed (`start`, `chunk`…, `finish`).
-pub struct Responder<'a> {
-    stream: &'a mut ServerStream,
-    minor: u8,
-    keep_alive: bool,
-    head_only: bool,
-    state: ResponseState,
-    /// The status sent (0 before the head).
-    status: u16,
-    /// Body bytes written so far.
-    sent: u64,
-    /// Output being assembled; while `head_pending`, it holds a streamed response's head.
-    scratch: Vec<u8>,
-    head_pending: bool,
-    watch: &'a mut ClientWatch,
-    /// The connection's read side, for a streamed request body.
-    reader: &'a mut Reader,
-    body: body::StreamedBody,
-}
-
-impl Responder<'_> {
-    /// Sends a complete response with `content-length`.
-    pub fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
-        debug_assert_eq!(self.state, ResponseState::Fresh);
-        self.status = status;
-        // An answer before the request body was read: the connection cannot carry another request.
-        self.keep_alive &= !self.body.unfinished();
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
-        if !self.head_only {
-            out.extend_from_slice(body);
-            self.sent += body.len() as u64;
-        }
-        let result = self.stream.write_all(&out);
-        self.scratch = out;
-        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
-        result
-    }
-
-    /// Starts a streamed response: chunked on HTTP/1.1, close-delimited on HTTP/1.0. The head is held
-    /// back to go out with the first piece of the body, unless `flush` sends it first (before a wait).
-    pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
-        debug_assert_eq!(self.state, ResponseState::Fresh);
-        self.status = status;
-        self.keep_alive &= !self.body.unfinished();
-        if self.minor == 0 {
-            self.keep_alive = false;
-        }
-        self.scratch.clear();
-        write_head(&mut self.scratch, self.minor, status, self.keep_alive, headers, None);
-        self.head_pending = true;
-        self.state = ResponseState::Streaming;
-        Ok(())
-    }
-
-    /// Sends a started stream's head now, if it has not gone out yet.
-    pub fn flush(&mut self) -> io::Result<()> {
-        if !self.head_pending {
-            return Ok(());
-        }
-        self.send_pending(&[], false)
-    }
-
-    /// Sends one piece of a streamed response (with the head, if it is still held back) in one write.
-    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() && !self.head_pending {
-            return Ok(());
-        }
-        self.send_pending(data, false)
-    }
-
-    /// Sends the last piece of a streamed response and its end in one write (with the head, if it is
-    /// still held back).
-    pub fn chunk_and_finish(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.state != ResponseState::Streaming {
-            return Ok(());
-        }
-        let result = self.send_pending(data, true);
-        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
-        result
-    }
-
-    /// Ends a streamed response properly.
-    pub fn finish(&mut self) -> io::Result<()> {
-        self.chunk_and_finish(&[])
-    }
-
-    /// Writes, in one write: the held-back head, `data` as a chunk, and the end of the body when `last`.
-    fn send_pending(&mut self, data: &[u8], last: bool) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.scratch);
-        if !self.head_pending {
-            out.clear();
-        }
-        self.head_pending = false;
-        let chunked = self.minor != 0 && !self.head_only;
-        if !data.is_empty() && !self.head_only {
-            self.sent += data.len() as u64;
-            if chunked {
-                let _ = write!(out, "{:x}\r\n", data.len());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(data);
-            }
-        }
-        if last && chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-        let result = if out.is_empty() { Ok(()) } else { self.stream.write_all(&out) };
-        out.clear();
-        self.scratch = out;
-        if result.is_err() {
-            self.state = ResponseState::Broken;
-        }
-        result
-    }
-
-    pub fn started(&self) -> bool {
-        self.state != ResponseState::Fresh
-    }
-
-    /// The status sent (0 before the head).
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// Body bytes handed to the socket (chunk framing not counted).
-    pub fn bytes_sent(&self) -> u64 {
-        self.sent
-    }
-
-    /// Closes the connection after this response.
-    pub fn close_after(&mut self) {
-        self.keep_alive = false;
-    }
-
-    /// Watches the client connection until this request ends: if the client goes away, whatever the
-    /// request is blocked on upstream is shut down (through the returned `Cancel`).
-    pub fn watch_client(&mut self) -> Arc<Cancel> {
-        self.watch.start(self.stream)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_body_earns_a_second_per_min_rate_bytes_after_its_allowance() {
-        let cfg = ServerConfig { body_timeout_ms: 1000, min_body_rate_bytes_per_s: 100, ..ServerConfig::default() };
-        let start = Instant::now();
-        let pace = BodyPace::new(&cfg, start);
-        assert_eq!(pace.left(0, start), Some(Duration::from_millis(1000)));
-        assert_eq!(pace.left(0, start + Duration::from_millis(1000)), None);
-        assert_eq!(pace.left(50, start + Duration::from_millis(1000)), Some(Duration::from_millis(500)));
-        // One byte a second never keeps up.
-        assert_eq!(pace.left(2, start + Duration::from_secs(2)), None);
-        let fixed = BodyPace::new(&ServerConfig { min_body_rate_bytes_per_s: 0, ..cfg }, start);
-        assert_eq!(fixed.left(u64::MAX, start + Duration::from_millis(999)), Some(Duration::from_millis(1)));
-        assert_eq!(fixed.left(u64::MAX, start + Duration::from_millis(1000)), None);
-    }
 
     #[test]
     fn a_sane_client_request_id_is_kept_and_others_replaced() {

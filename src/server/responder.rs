@@ -1,0 +1,199 @@
+//! The write side of a client connection: one response per request, whole or streamed, each piece in
+//! one write.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use crate::cancel::Cancel;
+use crate::tls::ServerStream;
+
+use super::body;
+use super::http1;
+use super::reader::Reader;
+use super::watch::ClientWatch;
+
+pub(super) fn write_head(
+    out: &mut Vec<u8>,
+    minor: u8,
+    status: u16,
+    keep_alive: bool,
+    headers: &[(&str, &str)],
+    length: Option<usize>,
+) {
+    out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    let _ = write!(out, "{status}");
+    out.push(b' ');
+    out.extend_from_slice(http1::reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        None if minor == 1 => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        None => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResponseState {
+    Fresh,
+    Streaming,
+    Done,
+    Broken,
+}
+
+/// Writes the one response to a request: whole (`send`) or streamed (`start`, `chunk`…, `finish`).
+pub struct Responder<'a> {
+    pub(super) stream: &'a mut ServerStream,
+    pub(super) minor: u8,
+    pub(super) keep_alive: bool,
+    pub(super) head_only: bool,
+    pub(super) state: ResponseState,
+    /// The status sent (0 before the head).
+    pub(super) status: u16,
+    /// Body bytes written so far.
+    pub(super) sent: u64,
+    /// Output being assembled; while `head_pending`, it holds a streamed response's head.
+    pub(super) scratch: Vec<u8>,
+    pub(super) head_pending: bool,
+    pub(super) watch: &'a mut ClientWatch,
+    /// The connection's read side, for a streamed request body.
+    pub(super) reader: &'a mut Reader,
+    pub(super) body: body::StreamedBody,
+}
+
+impl Responder<'_> {
+    /// Sends a complete response with `content-length`.
+    pub fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+        debug_assert_eq!(self.state, ResponseState::Fresh);
+        self.status = status;
+        // An answer before the request body was read: the connection cannot carry another request.
+        self.keep_alive &= !self.body.unfinished();
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
+        if !self.head_only {
+            out.extend_from_slice(body);
+            self.sent += body.len() as u64;
+        }
+        let result = self.stream.write_all(&out);
+        self.scratch = out;
+        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
+        result
+    }
+
+    /// Starts a streamed response: chunked on HTTP/1.1, close-delimited on HTTP/1.0. The head is held
+    /// back to go out with the first piece of the body, unless `flush` sends it first (before a wait).
+    pub fn start(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
+        debug_assert_eq!(self.state, ResponseState::Fresh);
+        self.status = status;
+        self.keep_alive &= !self.body.unfinished();
+        if self.minor == 0 {
+            self.keep_alive = false;
+        }
+        self.scratch.clear();
+        write_head(&mut self.scratch, self.minor, status, self.keep_alive, headers, None);
+        self.head_pending = true;
+        self.state = ResponseState::Streaming;
+        Ok(())
+    }
+
+    /// Sends a started stream's head now, if it has not gone out yet.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.head_pending {
+            return Ok(());
+        }
+        self.send_pending(&[], false)
+    }
+
+    /// Sends one piece of a streamed response (with the head, if it is still held back) in one write.
+    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() && !self.head_pending {
+            return Ok(());
+        }
+        self.send_pending(data, false)
+    }
+
+    /// Sends the last piece of a streamed response and its end in one write (with the head, if it is
+    /// still held back).
+    pub fn chunk_and_finish(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.state != ResponseState::Streaming {
+            return Ok(());
+        }
+        let result = self.send_pending(data, true);
+        self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
+        result
+    }
+
+    /// Ends a streamed response properly.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.chunk_and_finish(&[])
+    }
+
+    /// Writes, in one write: the held-back head, `data` as a chunk, and the end of the body when `last`.
+    fn send_pending(&mut self, data: &[u8], last: bool) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.scratch);
+        if !self.head_pending {
+            out.clear();
+        }
+        self.head_pending = false;
+        let chunked = self.minor != 0 && !self.head_only;
+        if !data.is_empty() && !self.head_only {
+            self.sent += data.len() as u64;
+            if chunked {
+                let _ = write!(out, "{:x}\r\n", data.len());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(data);
+            }
+        }
+        if last && chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        let result = if out.is_empty() { Ok(()) } else { self.stream.write_all(&out) };
+        out.clear();
+        self.scratch = out;
+        if result.is_err() {
+            self.state = ResponseState::Broken;
+        }
+        result
+    }
+
+    pub fn started(&self) -> bool {
+        self.state != ResponseState::Fresh
+    }
+
+    /// The status sent (0 before the head).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Body bytes handed to the socket (chunk framing not counted).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Closes the connection after this response.
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Watches the client connection until this request ends: if the client goes away, whatever the
+    /// request is blocked on upstream is shut down (through the returned `Cancel`).
+    pub fn watch_client(&mut self) -> Arc<Cancel> {
+        self.watch.start(self.stream)
+    }
+}
