@@ -61,6 +61,10 @@ fn main() {
         }
     };
     if args.check {
+        if let Some(Err(e)) = snapshot.config.tls.as_ref().map(switchyard::server::tls::check) {
+            error!("{}: {e}", args.config);
+            std::process::exit(1);
+        }
         runtime::report(&snapshot);
         print!("{}", switchyard::check::report(&snapshot));
         return;

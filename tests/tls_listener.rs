@@ -304,7 +304,16 @@ fn a_client_that_goes_away_mid_stream_over_tls_cancels_the_upstream_call() {
 }
 
 #[test]
-fn a_missing_or_mismatched_certificate_stops_start_up_with_a_clear_error() {
+fn a_missing_or_mismatched_certificate_stops_start_up_and_fails_check_with_a_clear_error() {
+    let valid = TempDir::new("tls-good");
+    let path = valid.0.join("config.json");
+    let cfg = json!({"backends": [{"name": "demo", "schema": "mock"}],
+                     "routes": [{"model": "demo", "backends": [{"backend": "demo"}]}],
+                     "tls": {"cert_file": fixture("first.pem"), "key_file": fixture("first.key")}});
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let check =
+        Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("--config").arg(&path).arg("--check").output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     for (cert, key, expected) in [
         (fixture("absent.pem"), fixture("first.key"), "tls.cert_file"),
         (fixture("first.pem"), fixture("second.key"), "is not the key of the certificate"),
@@ -326,5 +335,11 @@ fn a_missing_or_mismatched_certificate_stops_start_up_with_a_clear_error() {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+        // `--check` finds the same, without starting.
+        let check =
+            Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("--config").arg(&path).arg("--check").output().unwrap();
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
     }
 }

@@ -56,6 +56,11 @@ impl ListenerTls {
     }
 }
 
+/// Loads the certificate and key of `tls` and checks that they match, without serving them (`--check`).
+pub fn check(tls: &TlsConfig) -> Result<(), String> {
+    load_pair(&tls.cert_file, &tls.key_file, &rustls::crypto::ring::default_provider()).map(|_| ())
+}
+
 /// Whether a new connection's first byte is not a TLS handshake record but a letter: plain HTTP sent to
 /// the TLS port (an `http://` URL by mistake). Waits for that byte (the caller bounds the wait).
 pub fn sends_plain_http(socket: &TcpStream) -> io::Result<bool> {
