@@ -193,9 +193,14 @@ impl StreamedBody {
     /// After the handler: reads and drops what is left of the body when that is little (the connection
     /// may then be kept); `false` when the connection must close.
     pub(super) fn finish(&mut self, stream: &mut ServerStream, reader: &mut Reader) -> bool {
-        if !self.unfinished() {
-            return true;
-        }
+        !self.unfinished() || self.drain(stream, reader)
+    }
+
+    /// [`Self::finish`] for a body the handler left unread. Out of line, with its 8 KiB buffer: inlined,
+    /// that buffer joined the frame every request goes through (may's stack report: a streamed mock
+    /// request's deepest point went from 10.1 to 9.4 KiB, `/health`'s to 8.1 KiB).
+    #[inline(never)]
+    fn drain(&mut self, stream: &mut ServerStream, reader: &mut Reader) -> bool {
         if matches!(self.remaining, Remaining::Length(n) if n > 64 * 1024) {
             super::linger(stream);
             return false;
