@@ -442,67 +442,47 @@ pub enum AuthConfig {
 
 /// `"auth": {"type": "gcp_service_account", …}`: where the JSON key file is.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct GcpServiceAccountConfig {
     /// The key file's path.
-    #[serde(default)]
     pub credentials_file: Option<String>,
     /// A variable holding the key file's path (like `GOOGLE_APPLICATION_CREDENTIALS`).
-    #[serde(default)]
     pub credentials_env: Option<String>,
     /// The OAuth scope asked for (default `https://www.googleapis.com/auth/cloud-platform`).
-    #[serde(default)]
     pub scope: Option<String>,
     /// How long before expiry a token is refreshed (default 300).
-    #[serde(default)]
     pub refresh_before_secs: Option<u64>,
 }
 
 /// `"auth": {"type": "azure_entra", …}`: an app registration's client credentials.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AzureEntraConfig {
-    #[serde(default)]
     pub tenant_id: Option<String>,
-    #[serde(default)]
     pub tenant_id_env: Option<String>,
-    #[serde(default)]
     pub client_id: Option<String>,
-    #[serde(default)]
     pub client_id_env: Option<String>,
-    #[serde(default)]
     pub client_secret: Option<String>,
-    #[serde(default)]
     pub client_secret_env: Option<String>,
     /// The identity platform (default `https://login.microsoftonline.com`; sovereign clouds have others).
-    #[serde(default)]
     pub authority: Option<String>,
     /// The OAuth scope asked for (default `https://cognitiveservices.azure.com/.default`).
-    #[serde(default)]
     pub scope: Option<String>,
     /// How long before expiry a token is refreshed (default 300).
-    #[serde(default)]
     pub refresh_before_secs: Option<u64>,
 }
 
 /// `"auth": {"type": "aws", …}`. Every field is optional: what is not set comes from AWS's usual chain.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AwsAuthConfig {
-    #[serde(default)]
     pub access_key_id: Option<String>,
-    #[serde(default)]
     pub access_key_id_env: Option<String>,
-    #[serde(default)]
     pub secret_access_key: Option<String>,
-    #[serde(default)]
     pub secret_access_key_env: Option<String>,
-    #[serde(default)]
     pub session_token: Option<String>,
-    #[serde(default)]
     pub session_token_env: Option<String>,
     /// The shared credentials file's profile (default: `AWS_PROFILE`, else `default`).
-    #[serde(default)]
     pub profile: Option<String>,
 }
 

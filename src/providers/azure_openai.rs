@@ -10,11 +10,9 @@
 //! newer `/openai/v1` API needs no deployment in the path: use `"schema": "openai"` with
 //! `base_url: https://{resource}.openai.azure.com/openai/v1` for it.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 
-use super::{path_segment, Built, Credential, Outgoing, Provider};
+use super::{path_segment, Built, Credential, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{err, BackendConfig, ConfigError, Environment};
 
@@ -83,21 +81,7 @@ impl Provider for AzureOpenAi {
         Some(format!("/openai/deployments/{}/{operation}?api-version={}", path_segment(model), self.api_version))
     }
 
-    fn owns_header(&self, name: &str) -> bool {
-        self.credential.owns_header(name)
-    }
-
-    fn secrets(&self) -> Vec<Cow<'_, str>> {
-        self.credential.secrets()
-    }
-
-    fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
-        self.credential.authorize(out)
-    }
-
-    fn credential_warning(&self) -> Option<String> {
-        self.credential.warning()
-    }
+    super::authenticate_with_credential!();
 
     fn stream_usage(&self) -> bool {
         self.stream_usage
@@ -107,6 +91,7 @@ impl Provider for AzureOpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Outgoing;
 
     fn azure(options: serde_json::Value) -> Result<Built, ConfigError> {
         let mut v = serde_json::json!({"name": "azure", "schema": "azure_openai", "base_url": "https://r.openai.azure.com",

@@ -7,11 +7,9 @@
 //! (`"auth": {"type": "header", …}`); a service account (`gcp_service_account`) or a ready OAuth token
 //! (`bearer`) work too. Errors come in Google's shape `{"error": {"code", "message", "status"}}`.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 
-use super::{path_segment, Built, Credential, Outgoing, Provider};
+use super::{path_segment, Built, Credential, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{err, BackendConfig, ConfigError, Environment};
 use crate::translate::anthropic_gemini;
@@ -65,21 +63,7 @@ impl Provider for Gemini {
         Some(format!("/v1beta/models/{}:{operation}", model_segment(model)))
     }
 
-    fn owns_header(&self, name: &str) -> bool {
-        self.credential.owns_header(name)
-    }
-
-    fn secrets(&self) -> Vec<Cow<'_, str>> {
-        self.credential.secrets()
-    }
-
-    fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
-        self.credential.authorize(out)
-    }
-
-    fn credential_warning(&self) -> Option<String> {
-        self.credential.warning()
-    }
+    super::authenticate_with_credential!();
 
     fn finish_response(&self, endpoint: Endpoint, body: Vec<u8>) -> Vec<u8> {
         match endpoint {
@@ -93,6 +77,7 @@ impl Provider for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Outgoing;
 
     fn gemini() -> Built {
         let cfg = BackendConfig::from_value(serde_json::json!({"name": "g", "schema": "gemini",

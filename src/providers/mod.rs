@@ -50,6 +50,35 @@ pub struct Outgoing<'a> {
     pub body: &'a [u8],
 }
 
+/// The four authentication methods of [`Provider`] for a provider whose `credential` field (a
+/// [`Credential`]: a static key or an expiring token) is all its authentication. A macro rather than
+/// default methods, so that a new provider still has to say how it authenticates.
+macro_rules! authenticate_with_credential {
+    () => {
+        fn owns_header(&self, name: &str) -> bool {
+            self.credential.owns_header(name)
+        }
+
+        fn secrets(&self) -> Vec<std::borrow::Cow<'_, str>> {
+            self.credential.secrets()
+        }
+
+        fn authorize(
+            &self,
+            _: &$crate::providers::Outgoing,
+            _: u64,
+            out: &mut Vec<(String, String)>,
+        ) -> Result<(), String> {
+            self.credential.authorize(out)
+        }
+
+        fn credential_warning(&self) -> Option<String> {
+            self.credential.warning()
+        }
+    };
+}
+pub(crate) use authenticate_with_credential;
+
 /// A configured upstream, as the request path uses it.
 pub trait Provider: Send + Sync + fmt::Debug {
     /// The config `schema` name (`openai`, `bedrock`, …).

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{path_segment, Built, Credential, Outgoing, Provider};
+use super::{path_segment, Built, Credential, Provider};
 use crate::api::{Api, Endpoint};
 use crate::config::{err, BackendConfig, ConfigError, Environment};
 use crate::error::{error_body, GatewayError};
@@ -147,21 +147,7 @@ impl Provider for Vertex {
         }
     }
 
-    fn owns_header(&self, name: &str) -> bool {
-        self.credential.owns_header(name)
-    }
-
-    fn secrets(&self) -> Vec<Cow<'_, str>> {
-        self.credential.secrets()
-    }
-
-    fn authorize(&self, _: &Outgoing, _: u64, out: &mut Vec<(String, String)>) -> Result<(), String> {
-        self.credential.authorize(out)
-    }
-
-    fn credential_warning(&self) -> Option<String> {
-        self.credential.warning()
-    }
+    super::authenticate_with_credential!();
 
     fn family_error(&self, status: u16, _error_type: Option<&str>, body: Vec<u8>) -> Vec<u8> {
         if self.api != Api::Anthropic {
