@@ -50,6 +50,25 @@ fn time(mut f: impl FnMut()) -> f64 {
     rounds[3]
 }
 
+/// Nanoseconds to push `wire` whole through a stream pipeline from `upstream` to `client` with the
+/// translator `make` builds, relay it and finish.
+fn time_stream(
+    make: impl Fn() -> Box<dyn switchyard::stream::StreamTranslate>,
+    framing: Framing,
+    upstream: Api,
+    client: Api,
+    wire: &[u8],
+) -> f64 {
+    time(|| {
+        let mut t = StreamPipeline::new(framing, upstream, client, Some(make()), false);
+        let mut out = Vec::new();
+        t.push(black_box(wire));
+        t.relay(&mut out);
+        t.finish(&mut out);
+        black_box(out);
+    })
+}
+
 fn row(name: &str, ns: f64, baseline_name: &str, baseline: f64) {
     println!("{name:<44} {ns:>10.1} ns   {baseline_name:<34} {baseline:>9.1} ns   {:>6.2}x", ns / baseline);
 }
@@ -210,28 +229,24 @@ fn main() {
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/streams/anthropic_text_tool_use.sse"))
             .unwrap();
     let a_events = anthropic_stream.windows(2).filter(|w| w == b"\n\n").count().max(1) as f64;
-    let translate_stream = time(|| {
-        let translator = Pair::OpenAiAnthropic.stream("m", &ResponseOptions::default());
-        let mut t = StreamPipeline::new(Framing::Sse, Api::Anthropic, Api::OpenAi, Some(translator), false);
-        let mut out = Vec::new();
-        t.push(black_box(&anthropic_stream));
-        t.relay(&mut out);
-        t.finish(&mut out);
-        black_box(out);
-    }) / a_events;
+    let translate_stream = time_stream(
+        || Pair::OpenAiAnthropic.stream("m", &ResponseOptions::default()),
+        Framing::Sse,
+        Api::Anthropic,
+        Api::OpenAi,
+        &anthropic_stream,
+    ) / a_events;
     let a_copy = time(|| {
         black_box(black_box(&anthropic_stream).to_vec());
     }) / a_events;
     row("stream translate Anthropic -> OpenAI, /event", translate_stream, "memcpy of the stream, per event", a_copy);
-    let reverse = time(|| {
-        let translator = Pair::AnthropicOpenAi.stream("m", &ResponseOptions::default());
-        let mut t = StreamPipeline::new(Framing::Sse, Api::OpenAi, Api::Anthropic, Some(translator), false);
-        let mut out = Vec::new();
-        t.push(black_box(&stream));
-        t.relay(&mut out);
-        t.finish(&mut out);
-        black_box(out);
-    }) / events;
+    let reverse = time_stream(
+        || Pair::AnthropicOpenAi.stream("m", &ResponseOptions::default()),
+        Framing::Sse,
+        Api::OpenAi,
+        Api::Anthropic,
+        &stream,
+    ) / events;
     row("stream translate OpenAI -> Anthropic, /event", reverse, "memcpy of the stream, per event", copy);
     // Gemini: a recorded stream with thoughts, text and cumulative usage, CRLF-delimited.
     let gemini_stream =
@@ -245,15 +260,13 @@ fn main() {
         ("stream translate Gemini -> OpenAI, /event", Pair::OpenAiGemini, Api::OpenAi),
         ("stream translate Gemini -> Anthropic, /event", Pair::AnthropicGemini, Api::Anthropic),
     ] {
-        let per_event = time(|| {
-            let translator = pair.stream("m", &ResponseOptions::default());
-            let mut t = StreamPipeline::new(Framing::Sse, Api::Gemini, client, Some(translator), false);
-            let mut out = Vec::new();
-            t.push(black_box(&gemini_stream));
-            t.relay(&mut out);
-            t.finish(&mut out);
-            black_box(out);
-        }) / g_events;
+        let per_event = time_stream(
+            || pair.stream("m", &ResponseOptions::default()),
+            Framing::Sse,
+            Api::Gemini,
+            client,
+            &gemini_stream,
+        ) / g_events;
         row(name, per_event, "memcpy of the stream, per event", g_copy);
     }
 
@@ -265,27 +278,19 @@ fn main() {
         pair.request(Endpoint::Responses, responses_request, &RequestOptions::default(), 1).unwrap().response
     };
     let direct_opts = responses_opts(Pair::ResponsesOpenAi);
-    let to_responses = time(|| {
-        let translator = Pair::ResponsesOpenAi.stream("m", &direct_opts);
-        let mut t = StreamPipeline::new(Framing::Sse, Api::OpenAi, Api::Responses, Some(translator), false);
-        let mut out = Vec::new();
-        t.push(black_box(&stream));
-        t.relay(&mut out);
-        t.finish(&mut out);
-        black_box(out);
-    }) / events;
+    let to_responses = time_stream(
+        || Pair::ResponsesOpenAi.stream("m", &direct_opts),
+        Framing::Sse,
+        Api::OpenAi,
+        Api::Responses,
+        &stream,
+    ) / events;
     row("stream translate OpenAI -> Responses, /event", to_responses, "OpenAI -> Anthropic, per event", reverse);
     let via = Pair::ResponsesVia(Api::Anthropic);
     let via_opts = responses_opts(via);
-    let composed = time(|| {
-        let translator = via.stream("m", &via_opts);
-        let mut t = StreamPipeline::new(Framing::Sse, Api::Anthropic, Api::Responses, Some(translator), false);
-        let mut out = Vec::new();
-        t.push(black_box(&anthropic_stream));
-        t.relay(&mut out);
-        t.finish(&mut out);
-        black_box(out);
-    }) / a_events;
+    let composed =
+        time_stream(|| via.stream("m", &via_opts), Framing::Sse, Api::Anthropic, Api::Responses, &anthropic_stream)
+            / a_events;
     row("stream Anthropic -> chat -> Responses, /event", composed, "Anthropic -> OpenAI, per event", translate_stream);
     // A longer text stream (200 content chunks, then the finish and usage chunks), where the per-stream
     // events (created, completed with the whole response) weigh less.
@@ -402,15 +407,13 @@ data: [DONE]
         black_box(black_box(&wire).to_vec());
     }) / c_events;
     row("event-stream decode (CRC-checked), /event", decode_frames, "memcpy of the stream, per event", w_copy);
-    let converse_to_openai = time(|| {
-        let translator = Pair::OpenAiConverse.stream("m", &ResponseOptions::default());
-        let mut t = StreamPipeline::new(Framing::EventStream, Api::Converse, Api::OpenAi, Some(translator), false);
-        let mut out = Vec::new();
-        t.push(black_box(&wire));
-        t.relay(&mut out);
-        t.finish(&mut out);
-        black_box(out);
-    }) / c_events;
+    let converse_to_openai = time_stream(
+        || Pair::OpenAiConverse.stream("m", &ResponseOptions::default()),
+        Framing::EventStream,
+        Api::Converse,
+        Api::OpenAi,
+        &wire,
+    ) / c_events;
     row(
         "Converse stream -> OpenAI chunks, /event",
         converse_to_openai,

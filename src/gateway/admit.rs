@@ -49,6 +49,27 @@ impl<'s> Admission<'s> {
         };
         Admission { store, held: Held::default(), member: String::new(), headers: Vec::new(), applied: Vec::new() }
     }
+
+    /// The response headers: `ids` (the request id) and then the `x-ratelimit-*` ones.
+    pub fn response_headers<'a>(&'a self, ids: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut headers = ids.to_vec();
+        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        headers
+    }
+}
+
+/// [`admit`] for a request whose token counts are unknown up front (passthrough, calls on a stored
+/// response): it is charged as a request, and its tokens when the usage is seen.
+pub fn admit_by_requests<'s, 'a>(
+    snapshot: &'s Snapshot,
+    client: &'a str,
+    model: &'a str,
+    backend: &'a str,
+    header: &'a dyn Fn(&str) -> Option<&'a str>,
+    denied_by: &mut Option<&'s str>,
+) -> Result<Admission<'s>, GatewayError> {
+    let facts = Facts { client, model, backend, header, est_input: 0, max_output: 0 };
+    admit(snapshot, &facts, denied_by)
 }
 
 /// The output tokens to reserve for a request that may generate `max_output` (`None`: unknown, the

@@ -142,8 +142,7 @@ fn serve<'s>(
                 )?
             };
             obs.limits.clone_from(&admission.applied);
-            let mut headers: Vec<(&str, &str)> = ids.to_vec();
-            headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let headers = admission.response_headers(ids);
             let cancel = resp.watch_client();
             match send(snapshot, req, endpoint, &peek, &plan, &matched.retry, &cancel, &mut obs.attempts) {
                 Ok(Some(exchange)) => {

@@ -142,20 +142,8 @@ pub(super) fn serve<'s>(
     let client_name = client.map_or("anonymous", |c| c.name.as_str());
     obs.route = Some(route.model.label());
     let first = &snapshot.backends[plan[0].backend];
-    let admission = admit::admit(
-        snapshot,
-        &crate::ratelimit::Facts {
-            client: client_name,
-            model: label,
-            backend: &first.name,
-            header: &header,
-            est_input: 0,
-            max_output: 0,
-        },
-        &mut obs.limited_by,
-    )?;
-    let mut headers: Vec<(&str, &str)> = ids.to_vec();
-    headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let admission = admit::admit_by_requests(snapshot, client_name, label, &first.name, &header, &mut obs.limited_by)?;
+    let headers = admission.response_headers(ids);
 
     let length = resp.body().length();
     let consumed = Cell::new(false);

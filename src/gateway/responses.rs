@@ -52,20 +52,9 @@ pub(super) fn serve_call<'s>(
     let path = backend.provider.passthrough_path(&call.path(&upstream_id)).ok_or_else(not_found)?;
     let client_name = client.map_or("anonymous", |c| c.name.as_str());
     let header = |name: &str| req.head.header(name);
-    let admission = admit::admit(
-        snapshot,
-        &crate::ratelimit::Facts {
-            client: client_name,
-            model: LABEL,
-            backend: &backend.name,
-            header: &header,
-            est_input: 0,
-            max_output: 0,
-        },
-        &mut obs.limited_by,
-    )?;
-    let mut headers: Vec<(&str, &str)> = ids.to_vec();
-    headers.extend(admission.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let admission =
+        admit::admit_by_requests(snapshot, client_name, LABEL, &backend.name, &header, &mut obs.limited_by)?;
+    let headers = admission.response_headers(ids);
     let query = req.head.target().split_once('?').map_or("", |(_, q)| q);
     let cancel = resp.watch_client();
     let sent = forward(backend, index, req, req.head.method(), &path, query, SendBody::Bytes(&req.body), None);
