@@ -242,7 +242,7 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
         passthrough: Vec::new(),
         error_type: None,
         retry_hint_ms: None,
-        body: Box::new(mock::MockBody::new(reply.chunks, mock.chunk_delay)),
+        body: Box::new(mock::MockBody::new(reply.content, mock.chunk_delay)),
         content_length: None,
         endpoint: Some(prepared.endpoint),
         pair: prepared.pair,

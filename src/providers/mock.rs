@@ -91,12 +91,133 @@ impl Provider for Mock {
 pub struct MockReply {
     pub status: u16,
     pub content_type: &'static str,
-    /// One element per write: the whole body, or one SSE event each.
-    pub chunks: Vec<Vec<u8>>,
+    pub content: MockContent,
+}
+
+/// The body of a [`MockReply`].
+pub enum MockContent {
+    /// One JSON body, written at once.
+    Whole(Vec<u8>),
+    /// SSE events, each rendered when it is read: a slow stream holds its words, not its events.
+    Events(MockEvents),
+}
+
+impl MockContent {
+    /// The next piece to write, or `None` at the end.
+    fn next_piece(&mut self) -> Option<Vec<u8>> {
+        match self {
+            MockContent::Whole(body) if body.is_empty() => None,
+            MockContent::Whole(body) => Some(std::mem::take(body)),
+            MockContent::Events(events) => events.next(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            MockContent::Whole(body) => body.is_empty(),
+            MockContent::Events(events) => events.step == Step::End,
+        }
+    }
+}
+
+/// The events of a streamed mock reply, in order: the assistant role (chat only), one event per word,
+/// the finish reason, the usage (when asked for), `[DONE]`.
+pub struct MockEvents {
+    chat: bool,
+    id: String,
+    created: u64,
+    model: String,
+    /// The reply, cut to the words it sends; words are split at spaces, each after the first keeping
+    /// its leading space.
+    text: String,
+    /// Where the next word starts in `text`.
+    at: usize,
+    finish: &'static str,
+    include_usage: bool,
+    usage: Value,
+    step: Step,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Role,
+    Words,
+    Finish,
+    Usage,
+    Done,
+    End,
+}
+
+impl MockEvents {
+    fn chunk(&self, delta: Value, finish: Value) -> Value {
+        let mut c = if self.chat {
+            json!({"id": format!("chatcmpl-{}", self.id), "object": "chat.completion.chunk", "created": self.created,
+                   "model": self.model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        } else {
+            json!({"id": format!("cmpl-{}", self.id), "object": "text_completion", "created": self.created,
+                   "model": self.model,
+                   "choices": [{"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")),
+                                "logprobs": null, "finish_reason": finish}]})
+        };
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    /// The next word of the reply, if any is left.
+    fn next_word(&mut self) -> Option<&str> {
+        if self.at >= self.text.len() {
+            return None;
+        }
+        let from = self.at;
+        let end = self.text[from + 1..].find(' ').map_or(self.text.len(), |i| from + 1 + i);
+        self.at = end;
+        Some(&self.text[from..end])
+    }
+}
+
+impl Iterator for MockEvents {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let event = loop {
+            match self.step {
+                Step::Role => {
+                    self.step = Step::Words;
+                    if self.chat {
+                        break self.chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+                    }
+                }
+                Step::Words => match self.next_word().map(str::to_string) {
+                    Some(word) => break self.chunk(json!({"content": word}), Value::Null),
+                    None => self.step = Step::Finish,
+                },
+                Step::Finish => {
+                    self.step = if self.include_usage { Step::Usage } else { Step::Done };
+                    break self.chunk(json!({}), json!(self.finish));
+                }
+                Step::Usage => {
+                    self.step = Step::Done;
+                    let mut last = self.chunk(json!({}), Value::Null);
+                    last["choices"] = json!([]);
+                    last["usage"] = self.usage.take();
+                    break last;
+                }
+                Step::Done => {
+                    self.step = Step::End;
+                    return Some(b"data: [DONE]\n\n".to_vec());
+                }
+                Step::End => return None,
+            }
+        };
+        Some(format!("data: {event}\n\n").into_bytes())
+    }
 }
 
 /// Answers an OpenAI-shaped `body` for `endpoint` as an OpenAI server would, reporting `model`.
-/// Pure: the caller paces the chunks.
+/// Pure: the caller paces the events.
 pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = format!("mock-{:016x}", fnv1a(body.to_string().as_bytes()));
@@ -105,7 +226,7 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
     let json_reply = |value: Value| MockReply {
         status: 200,
         content_type: "application/json",
-        chunks: vec![value.to_string().into_bytes()],
+        content: MockContent::Whole(value.to_string().into_bytes()),
     };
     let chat = match endpoint {
         Endpoint::Embeddings => return json_reply(embeddings(body, model, prompt_tokens)),
@@ -117,22 +238,27 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
             return MockReply { status: 400, ..json_reply(error) };
         }
     };
-    let words = reply_words(&prompt_text(endpoint, body));
+    let text = reply_text(&prompt_text(endpoint, body));
+    let words = text.split(' ').count();
     let max = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    let cut = (words.len() as u64).min(max) as usize;
-    let finish = if cut < words.len() { "length" } else { "stop" };
-    let words = &words[..cut];
+    let cut = (words as u64).min(max) as usize;
+    let finish = if cut < words { "length" } else { "stop" };
+    // The reply up to its `cut`th word.
+    let text = match text.match_indices(' ').nth(cut.wrapping_sub(1)) {
+        Some((end, _)) if cut > 0 => text[..end].to_string(),
+        _ if cut == 0 => String::new(),
+        _ => text,
+    };
     let usage = json!({
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": words.len(),
-        "total_tokens": prompt_tokens + words.len() as u64,
+        "completion_tokens": cut,
+        "total_tokens": prompt_tokens + cut as u64,
     });
     if !stream {
-        let text = words.concat();
         return json_reply(if chat {
             json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
@@ -145,82 +271,67 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
         });
     }
     let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let chunk = |delta: Value, finish: Value| -> Value {
-        let mut c = if chat {
-            json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-        } else {
-            json!({"id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")),
-                                "logprobs": null, "finish_reason": finish}]})
-        };
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
+    let events = MockEvents {
+        chat,
+        id,
+        created,
+        model: model.to_string(),
+        text,
+        at: 0,
+        finish,
+        include_usage,
+        usage,
+        step: Step::Role,
     };
-    let mut events = Vec::with_capacity(words.len() + 3);
-    if chat {
-        events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
-    }
-    for w in words {
-        events.push(chunk(json!({"content": w}), Value::Null));
-    }
-    events.push(chunk(json!({}), json!(finish)));
-    if include_usage {
-        let mut last = chunk(json!({}), Value::Null);
-        last["choices"] = json!([]);
-        last["usage"] = usage;
-        events.push(last);
-    }
-    let mut chunks: Vec<Vec<u8>> = events.iter().map(|e| format!("data: {e}\n\n").into_bytes()).collect();
-    chunks.push(b"data: [DONE]\n\n".to_vec());
-    MockReply { status: 200, content_type: "text/event-stream", chunks }
+    MockReply { status: 200, content_type: "text/event-stream", content: MockContent::Events(events) }
 }
 
-/// A mock reply as a body to read, pausing `delay` before every chunk but the first (the coroutine
+/// A mock reply as a body to read, pausing `delay` before every piece but the first (the coroutine
 /// sleeps; the worker thread does not).
 pub struct MockBody {
-    chunks: std::collections::VecDeque<Vec<u8>>,
+    content: MockContent,
     delay: Duration,
-    /// The chunk being read and how much of it was read.
+    /// The piece being read and how much of it was read.
     current: Option<(Vec<u8>, usize)>,
     started: bool,
 }
 
 impl MockBody {
-    pub fn new(chunks: Vec<Vec<u8>>, delay: Duration) -> MockBody {
-        MockBody { chunks: chunks.into(), delay, current: None, started: false }
+    pub fn new(content: MockContent, delay: Duration) -> MockBody {
+        MockBody { content, delay, current: None, started: false }
     }
 }
 
 impl crate::upstream::ResponseBody for MockBody {
     fn buffered(&self) -> bool {
-        self.current.is_some() || (self.delay.is_zero() || !self.started) && !self.chunks.is_empty()
+        self.current.is_some() || (self.delay.is_zero() || !self.started) && !self.content.is_empty()
     }
 
     fn finished(&self) -> bool {
-        self.current.is_none() && self.chunks.is_empty()
+        self.current.is_none() && self.content.is_empty()
     }
 }
 
 impl std::io::Read for MockBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.current.is_none() {
-            let Some(next) = self.chunks.pop_front() else {
+            if self.content.is_empty() {
                 return Ok(0);
-            };
+            }
             if self.started && !self.delay.is_zero() {
                 may::coroutine::sleep(self.delay);
             }
+            let Some(next) = self.content.next_piece() else {
+                return Ok(0);
+            };
             self.started = true;
             self.current = Some((next, 0));
         }
-        let (chunk, at) = self.current.as_mut().expect("set above");
-        let n = (chunk.len() - *at).min(buf.len());
-        buf[..n].copy_from_slice(&chunk[*at..*at + n]);
+        let (piece, at) = self.current.as_mut().expect("set above");
+        let n = (piece.len() - *at).min(buf.len());
+        buf[..n].copy_from_slice(&piece[*at..*at + n]);
         *at += n;
-        if *at == chunk.len() {
+        if *at == piece.len() {
             self.current = None;
         }
         Ok(n)
@@ -256,19 +367,14 @@ fn prompt_text(endpoint: Endpoint, body: &Value) -> String {
     }
 }
 
-/// The reply, split into the pieces a stream sends (each piece counts as one token).
-fn reply_words(prompt: &str) -> Vec<String> {
+/// The reply: its words are the pieces a stream sends (each counts as one token).
+fn reply_text(prompt: &str) -> String {
     let echo: String = prompt.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
-    let text = if echo.is_empty() {
+    if echo.is_empty() {
         "Hello from the Switchyard mock backend!".to_string()
     } else {
         format!("Hello from the Switchyard mock backend! You said: {echo}")
-    };
-    let mut words = Vec::new();
-    for (i, w) in text.split(' ').enumerate() {
-        words.push(if i == 0 { w.to_string() } else { format!(" {w}") });
     }
-    words
 }
 
 fn estimate_tokens(text: &str) -> u64 {
@@ -321,7 +427,59 @@ mod tests {
 
     #[test]
     fn reply_is_deterministic_and_echoes_the_prompt() {
-        assert_eq!(reply_words("hi there"), reply_words("hi there"));
-        assert!(reply_words("hi there").concat().ends_with("You said: hi there"));
+        assert_eq!(reply_text("hi there"), reply_text("hi there"));
+        assert!(reply_text("hi there").ends_with("You said: hi there"));
+    }
+
+    fn streamed(body: Value) -> Vec<Value> {
+        let reply = respond(Endpoint::ChatCompletions, &body, "m");
+        let MockContent::Events(events) = reply.content else { panic!("a stream was asked for") };
+        let all: Vec<Vec<u8>> = events.collect();
+        assert_eq!(all.last().map(Vec::as_slice), Some(&b"data: [DONE]\n\n"[..]));
+        all[..all.len() - 1]
+            .iter()
+            .map(|e| {
+                let text = std::str::from_utf8(e).unwrap();
+                serde_json::from_str(text.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_sends_the_role_each_word_the_finish_and_the_usage() {
+        let body = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+                          "messages": [{"role": "user", "content": "hi there"}]});
+        let events = streamed(body);
+        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+        let words: Vec<&str> =
+            events.iter().filter_map(|e| e["choices"].get(0)?["delta"]["content"].as_str()).skip(1).collect();
+        assert_eq!(words.concat(), reply_text("hi there"));
+        assert!(words[1..].iter().all(|w| w.starts_with(' ')), "{words:?}");
+        let n = events.len();
+        assert_eq!(events[n - 2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(events[n - 1]["choices"], json!([]));
+        assert_eq!(events[n - 1]["usage"]["completion_tokens"], words.len());
+        assert!(events[..n - 1].iter().all(|e| e["usage"].is_null()));
+    }
+
+    #[test]
+    fn max_tokens_cuts_a_stream_and_a_whole_reply_alike() {
+        let body = json!({"model": "m", "stream": true, "max_tokens": 3,
+                          "messages": [{"role": "user", "content": "hi there"}]});
+        let events = streamed(body.clone());
+        let words: Vec<&str> =
+            events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).skip(1).collect();
+        assert_eq!(words, ["Hello", " from", " the"]);
+        assert_eq!(events.last().unwrap()["choices"][0]["finish_reason"], "length");
+        let mut whole = body;
+        whole["stream"] = json!(false);
+        let MockContent::Whole(bytes) = respond(Endpoint::ChatCompletions, &whole, "m").content else {
+            panic!("no stream was asked for")
+        };
+        let reply: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(reply["choices"][0]["message"]["content"], "Hello from the");
+        assert_eq!(reply["usage"]["completion_tokens"], 3);
+        let none = streamed(json!({"model": "m", "stream": true, "max_tokens": 0, "messages": []}));
+        assert_eq!(none.len(), 2, "the role and the finish: {none:?}");
     }
 }
