@@ -102,6 +102,14 @@ impl Default for SseFramer {
 }
 
 impl SseFramer {
+    /// Gives back the buffer when no partial event is in it (before a long wait).
+    pub fn release_idle_memory(&mut self) {
+        self.pending.consume(std::mem::take(&mut self.handed_out));
+        if self.pending.is_empty() {
+            self.pending.shrink(0);
+        }
+    }
+
     /// Appends bytes (the event handed out last is released first).
     pub fn push(&mut self, bytes: &[u8]) {
         self.pending.consume(std::mem::take(&mut self.handed_out));
@@ -337,6 +345,14 @@ impl StreamPipeline {
             }),
         };
         StreamPipeline { framer, usage: StreamUsage::new(upstream, strip_usage), translator, client, failed: false }
+    }
+
+    /// Gives back read buffers that hold nothing (before a long wait for the upstream).
+    pub fn release_idle_memory(&mut self) {
+        match &mut self.framer {
+            Framer::Sse(f) => f.release_idle_memory(),
+            Framer::EventStream(f) => f.scratch = Vec::new(),
+        }
     }
 
     /// Reads the next piece of the stream from `body` (straight into the SSE buffer); 0 at the end.

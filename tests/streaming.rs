@@ -214,3 +214,34 @@ fn upstream_reset_in_the_middle_of_an_event_still_gives_well_formed_events() {
     }
     assert!(events.last().unwrap().contains("\"error\""));
 }
+
+#[test]
+fn streams_pausing_long_enough_to_give_back_memory_stay_exact_and_the_gateway_lives_on() {
+    // Pauses of 150 ms pass the relay's slow-stream threshold (100 ms): before each wait the stream's
+    // empty buffers and its connection's idle stack pages, the runtime's overflow sentinel among them,
+    // are given back. The sentinel must be back when the connection ends, or the runtime exits.
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let addr = gw.addr;
+    let slow = [("x-fake-mode", "sse"), ("x-fake-events", "4"), ("x-fake-delay-ms", "150")];
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                // Two slow streams on one keep-alive connection, then it closes.
+                let mut s = open_stream(addr, &slow, "fake-1");
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let first = read_response(&mut reader);
+                post_raw(&mut s, "/v1/chat/completions", &slow, &serde_json::to_vec(&stream_body("fake-1")).unwrap());
+                let second = read_response(&mut reader);
+                [first, second].iter().all(|r| r.status == 200 && r.body == sse_payload(4, true))
+            })
+        })
+        .collect();
+    let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+    assert_eq!(ok, 8);
+    // The connections have ended: the gateway still answers.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut gw = gw;
+    assert!(gw.child.try_wait().unwrap().is_none(), "the gateway exited: {}", gw.log.lock().unwrap());
+    assert_eq!(get(gw.addr, "/health", &[]).status, 200);
+}

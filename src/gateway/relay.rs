@@ -43,6 +43,12 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Largest non-streamed upstream body the gateway buffers.
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 
+/// A wait for the upstream at least this long makes a stream slow: before its next wait, as before its
+/// first, its empty buffers and the connection's idle stack pages are given back (`server/stack.rs`),
+/// so 10,000 slow streams hold only what they use. Streams with events closer together keep them: a
+/// release costs a system call, a page fault or two and the buffers' allocations.
+const SLOW_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One upstream read, and every further one that is ready without waiting, turned into the client's
 /// bytes (`out`): what the upstream sent together leaves together. Returns whether the stream ended
 /// (the upstream's end, or a failure that ended the client's stream with an error event).
@@ -156,17 +162,30 @@ pub fn relay(
             return Outcome { client_gone: true, ..facts };
         }
         let mut out = Vec::new();
+        // The last wait for the upstream was long, or this is the first (the time to the first token).
+        let mut slow = true;
         loop {
             out.clear();
             // About to wait for the upstream: the client gets the head now rather than with the first event.
-            if started && !up.body.buffered() {
+            let waits = started && !up.body.buffered();
+            if waits {
                 facts.first_byte.get_or_insert_with(Instant::now);
                 if resp.flush().is_err() {
                     facts.client_gone = true;
                     return outcome(&stream, facts);
                 }
+                if slow {
+                    stream.release_idle_memory();
+                    up.body.release_idle_memory();
+                    out = Vec::new();
+                    resp.release_idle_memory();
+                }
             }
+            let waited_from = waits.then(Instant::now);
             let ended = relay_read(&mut stream, &mut *up.body, &mut out, &mut facts);
+            if let Some(from) = waited_from {
+                slow = from.elapsed() >= SLOW_WAIT;
+            }
             if !started {
                 if let Some(refusal) = stream.refusal() {
                     headers.truncate(plain_headers);

@@ -5,6 +5,7 @@ mod body;
 pub mod http1;
 mod reader;
 mod responder;
+mod stack;
 pub mod tls;
 mod watch;
 
@@ -28,6 +29,7 @@ use crate::tls::ServerStream;
 use http1::{BodyFraming, Limits, RequestHead};
 use reader::{ReadHead, Reader};
 use responder::{write_head, ResponseState};
+use stack::StackMark;
 use watch::ClientWatch;
 
 /// Set once on SIGINT/SIGTERM: accept no more, finish what is in flight, answer `Connection: close`.
@@ -235,6 +237,7 @@ fn serve_connection(
     cfg: &ServerConfig,
     tls: Option<&ListenerTls>,
 ) {
+    let stack = StackMark::here(cfg.stack_kib * 1024);
     let _ = socket.set_nodelay(true);
     let _ = socket.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
     let mut stream = match tls {
@@ -254,7 +257,7 @@ fn serve_connection(
             return;
         }
     }
-    if serve_requests(&mut stream, &mut reader, peer, handler, cfg) && stream.is_tls() {
+    if serve_requests(&mut stream, &mut reader, peer, handler, cfg, &stack) && stream.is_tls() {
         // An orderly end (not after a broken response): tell the client so it is not taken for a
         // truncation.
         let _ = stream.shutdown_write();
@@ -283,7 +286,11 @@ fn serve_requests(
     peer: SocketAddr,
     handler: &Handler,
     cfg: &ServerConfig,
+    stack: &StackMark,
 ) -> bool {
+    if !stream.is_tls() && !reader.await_first_bytes(stream, cfg) {
+        return true;
+    }
     let mut watch = ClientWatch::new();
     let limits = Limits::from(cfg);
     loop {
@@ -352,6 +359,7 @@ fn serve_requests(
             watch: &mut watch,
             reader,
             body: streamed,
+            stack,
         };
         // The handler writes the access log line (gateway::observe).
         handler(&request, &mut responder);

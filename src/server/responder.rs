@@ -72,9 +72,20 @@ pub struct Responder<'a> {
     /// The connection's read side, for a streamed request body.
     pub(super) reader: &'a mut Reader,
     pub(super) body: body::StreamedBody,
+    /// The connection coroutine's stack, for [`Responder::release_idle_stack`].
+    pub(super) stack: &'a super::stack::StackMark,
 }
 
 impl Responder<'_> {
+    /// Gives back the output buffer and the stack pages below the caller's frame: for a stream about
+    /// to wait long for its upstream (see `server/stack.rs`).
+    pub fn release_idle_memory(&mut self) {
+        if !self.head_pending {
+            self.scratch = Vec::new();
+        }
+        self.stack.release_below();
+    }
+
     /// Sends a complete response with `content-length`.
     pub fn send(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         debug_assert_eq!(self.state, ResponseState::Fresh);

@@ -713,6 +713,8 @@ pub trait ResponseBody: Read + Send {
     fn buffered(&self) -> bool;
     /// The body has ended and everything was read.
     fn finished(&self) -> bool;
+    /// Gives back buffers that hold nothing (before a long wait).
+    fn release_idle_memory(&mut self) {}
 }
 
 impl ResponseBody for Body {
@@ -722,6 +724,16 @@ impl ResponseBody for Body {
 
     fn finished(&self) -> bool {
         (self.done || matches!(self.framing, Framing::Length(0))) && self.decoded_at >= self.decoded.len()
+    }
+
+    fn release_idle_memory(&mut self) {
+        if self.decoded_at >= self.decoded.len() {
+            self.decoded = Vec::new();
+            self.decoded_at = 0;
+        }
+        if let Some(conn) = self.conn.as_mut().filter(|c| c.buf.is_empty()) {
+            conn.buf.shrink(0);
+        }
     }
 }
 
