@@ -22,7 +22,10 @@ fn main() {
             (git(&["rev-parse", "--git-common-dir"]), git(&["symbolic-ref", "-q", "HEAD"]))
         {
             println!("cargo:rerun-if-changed={common}/{head_ref}");
-            println!("cargo:rerun-if-changed={common}/packed-refs");
+            // A file that does not exist would make cargo rerun this (and rebuild the crate) every time.
+            if std::path::Path::new(&format!("{common}/packed-refs")).exists() {
+                println!("cargo:rerun-if-changed={common}/packed-refs");
+            }
         }
         git(&["rev-parse", "--short", "HEAD"])
     });
