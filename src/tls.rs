@@ -255,13 +255,22 @@ mod tests {
         });
     }
 
+    /// Runs `body` in a coroutine on a fresh pair whose socket a watchdog shuts down after 3 s.
+    fn on_a_pair(body: impl FnOnce(Plain, TcpStream) + Send + 'static) {
+        may::go!(move || {
+            let (ours, peer) = pair();
+            watchdog(ours.socket(), Duration::from_secs(3));
+            body(ours, peer);
+        })
+        .join()
+        .unwrap();
+    }
+
     // Inside the coroutine, waits are `may::coroutine::sleep`: a blocked worker thread would process
     // no socket events, and `quiet_since_drained` reads what the event loop recorded.
     #[test]
     fn bytes_left_behind_are_read_without_waiting_and_a_drained_socket_waits_for_the_next() {
-        let handle = may::go!(|| {
-            let (mut ours, mut peer) = pair();
-            watchdog(ours.socket(), Duration::from_secs(5));
+        on_a_pair(|mut ours, mut peer| {
             peer.write_all(b"0123456789").unwrap();
             may::coroutine::sleep(Duration::from_millis(50));
             let mut buf = [0u8; 4];
@@ -280,7 +289,7 @@ mod tests {
             let started = std::time::Instant::now();
             assert_eq!(ours.read(&mut buf).unwrap(), 2);
             assert_eq!(&buf[..2], b"ab");
-            assert!(started.elapsed() < Duration::from_secs(4), "woken by the bytes, not the watchdog");
+            assert!(started.elapsed() < Duration::from_secs(2), "woken by the bytes, not the watchdog");
             writer.join().unwrap();
             // Bytes that arrive after a drain make the socket not quiet, and a close does too.
             peer.write_all(b"c").unwrap();
@@ -293,16 +302,13 @@ mod tests {
             assert!(!ours.quiet_since_drained(), "the peer closed");
             assert_eq!(ours.read(&mut buf).unwrap(), 0);
         });
-        handle.join().unwrap();
     }
 
     #[test]
     fn bytes_that_came_before_a_write_are_read_without_waiting_for_another_event() {
         // A pipelined request arrives while the response to the previous one is written: the write
         // must not forget its event, or the drained socket's next read would wait for one more.
-        let handle = may::go!(|| {
-            let (mut ours, mut peer) = pair();
-            watchdog(ours.socket(), Duration::from_secs(3));
+        on_a_pair(|mut ours, mut peer| {
             let mut buf = [0u8; 16];
             peer.write_all(b"first").unwrap();
             assert_eq!(ours.read(&mut buf).unwrap(), 5);
@@ -313,15 +319,12 @@ mod tests {
             assert_eq!(ours.read(&mut buf).unwrap(), 6, "the bytes, not the watchdog's end");
             assert!(started.elapsed() < Duration::from_secs(2));
         });
-        handle.join().unwrap();
     }
 
     #[test]
     fn a_close_that_came_with_the_last_bytes_ends_the_next_read_without_a_wait() {
         // Bytes and the close arrive together: one event for both, taken by the read of the bytes.
-        let handle = may::go!(|| {
-            let (mut ours, mut peer) = pair();
-            watchdog(ours.socket(), Duration::from_secs(3));
+        on_a_pair(|mut ours, mut peer| {
             peer.write_all(b"last").unwrap();
             drop(peer);
             may::coroutine::sleep(Duration::from_millis(50));
@@ -332,6 +335,5 @@ mod tests {
             assert_eq!(ours.read(&mut buf).unwrap(), 0);
             assert!(started.elapsed() < Duration::from_secs(2), "the close, not the watchdog's");
         });
-        handle.join().unwrap();
     }
 }
