@@ -7,16 +7,17 @@
 //! [`StreamPipeline::finish`] ends the stream. An event split across reads waits for its end, so a
 //! stream that fails mid-event still ends with a well-formed error event.
 
+mod eventstream_framer;
+
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::io::Read;
 
 use crate::api::Api;
-use crate::eventstream::{self, Message};
 use crate::providers::Framing;
 use crate::readbuf::ReadBuf;
 use crate::translate::Usage;
 use crate::usage::{EventKind, StreamUsage};
+use eventstream_framer::EventStreamFramer;
 
 /// One decoded upstream event.
 #[derive(Debug)]
@@ -78,21 +79,6 @@ pub struct SseFramer {
     scanned: usize,
     /// Length of the event handed out last, consumed at the next call.
     handed_out: usize,
-}
-
-/// AWS event-stream messages.
-struct EventStreamFramer {
-    decoder: eventstream::Decoder,
-    messages: VecDeque<Message>,
-    /// The message handed out last, and (for chunks) its decoded event.
-    current: Option<Message>,
-    /// The event a `chunk` carried, and its `type`.
-    chunk: Vec<u8>,
-    chunk_type: String,
-    /// `chunk` events carry the family's events base64-encoded (InvokeModel).
-    chunks: bool,
-    scratch: Vec<u8>,
-    failed: bool,
 }
 
 impl Default for SseFramer {
@@ -211,106 +197,6 @@ fn scan_event(buf: &[u8], from: usize) -> Result<usize, usize> {
     Err(line_start)
 }
 
-impl EventStreamFramer {
-    fn push(&mut self, bytes: &[u8]) -> Result<(), StreamFailure> {
-        if self.failed {
-            return Ok(());
-        }
-        let mut decoded = Vec::new();
-        let result = self.decoder.push(bytes, &mut decoded);
-        self.messages.extend(decoded);
-        result.map_err(|e| {
-            self.failed = true;
-            StreamFailure { status: 502, message: format!("invalid upstream event stream: {e}"), code: None }
-        })
-    }
-
-    fn next(&mut self) -> Option<Result<Event<'_>, StreamFailure>> {
-        let message = self.messages.pop_front()?;
-        let message = self.current.insert(message);
-        match message.header_str(":message-type") {
-            Some("event") | None => {}
-            Some(other) => return Some(Err(exception(message, other))),
-        }
-        let name = message.header_str(":event-type");
-        if !self.chunks {
-            return Some(Ok(Event { name, data: Cow::Borrowed(&message.payload), raw: &[] }));
-        }
-        if name != Some("chunk") {
-            // Not an event of the family (InvokeModel sends only chunks): nothing to relay.
-            return Some(Ok(Event { name, data: Cow::Borrowed(&[]), raw: &[] }));
-        }
-        #[derive(serde::Deserialize)]
-        struct Chunk<'c> {
-            #[serde(borrow)]
-            bytes: Cow<'c, str>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Typed<'c> {
-            #[serde(borrow, rename = "type")]
-            kind: Option<Cow<'c, str>>,
-        }
-        let decoded =
-            serde_json::from_slice::<Chunk>(&message.payload).ok().and_then(|c| crate::base64::decode(&c.bytes).ok());
-        let Some(decoded) = decoded else {
-            return Some(Err(StreamFailure {
-                status: 502,
-                message: "an upstream chunk is not base64 JSON".into(),
-                code: None,
-            }));
-        };
-        self.chunk = decoded;
-        self.chunk_type.clear();
-        if let Some(kind) = serde_json::from_slice::<Typed>(&self.chunk).ok().and_then(|t| t.kind) {
-            self.chunk_type.push_str(&kind);
-        }
-        let name = (!self.chunk_type.is_empty()).then_some(self.chunk_type.as_str());
-        Some(Ok(Event { name, data: Cow::Borrowed(&self.chunk), raw: &[] }))
-    }
-}
-
-/// An exception (or error) message as a failure with the status Bedrock gives the same exception
-/// before a stream starts (a model's own status where `modelStreamErrorException` reports one).
-fn exception(message: &Message, kind: &str) -> StreamFailure {
-    let header = |name| message.header_str(name).map(str::to_string);
-    if message.header_str(":error-code") == Some(INVALID_STREAM) {
-        return StreamFailure { status: 502, message: header(":error-message").unwrap_or_default(), code: None };
-    }
-    let name = message.header_str(":exception-type").or_else(|| message.header_str(":error-code")).unwrap_or(kind);
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Body {
-        #[serde(alias = "Message")]
-        message: Option<String>,
-        original_status_code: Option<u16>,
-        original_message: Option<String>,
-    }
-    let body = serde_json::from_slice::<Body>(&message.payload).ok();
-    let by_name = match name.trim_end_matches("Exception").to_ascii_lowercase().as_str() {
-        "throttling" => 429,
-        "validation" => 400,
-        "modeltimeout" => 408,
-        "modelstreamerror" => 424,
-        "serviceunavailable" => 503,
-        _ => 500,
-    };
-    let original = body.as_ref().and_then(|b| b.original_status_code).filter(|s| (400..=599).contains(s));
-    let mut text =
-        body.as_ref().and_then(|b| b.message.clone()).or_else(|| header(":error-message")).unwrap_or_default();
-    if text.is_empty() {
-        text = format!("upstream {name}");
-    }
-    if let Some(more) = body.and_then(|b| b.original_message).filter(|m| !m.is_empty()) {
-        text = format!("{text} ({more})");
-    }
-    // `throttlingException` → `ThrottlingException`, as the error header would name it.
-    let mut code = name.to_string();
-    if let Some(first) = code.get_mut(..1) {
-        first.make_ascii_uppercase();
-    }
-    StreamFailure { status: original.unwrap_or(by_name), message: text, code: Some(code) }
-}
-
 /// Decodes, reads usage from and translates one upstream stream.
 pub struct StreamPipeline {
     framer: Framer,
@@ -333,16 +219,9 @@ impl StreamPipeline {
     ) -> StreamPipeline {
         let framer = match framing {
             Framing::Sse => Framer::Sse(SseFramer::default()),
-            Framing::EventStream | Framing::EventStreamChunks => Framer::EventStream(EventStreamFramer {
-                decoder: eventstream::Decoder::new(),
-                messages: VecDeque::new(),
-                current: None,
-                chunk: Vec::new(),
-                chunk_type: String::new(),
-                chunks: framing == Framing::EventStreamChunks,
-                scratch: Vec::new(),
-                failed: false,
-            }),
+            Framing::EventStream | Framing::EventStreamChunks => {
+                Framer::EventStream(EventStreamFramer::new(framing == Framing::EventStreamChunks))
+            }
         };
         StreamPipeline { framer, usage: StreamUsage::new(upstream, strip_usage), translator, client, failed: false }
     }
@@ -351,7 +230,7 @@ impl StreamPipeline {
     pub fn release_idle_memory(&mut self) {
         match &mut self.framer {
             Framer::Sse(f) => f.release_idle_memory(),
-            Framer::EventStream(f) => f.scratch = Vec::new(),
+            Framer::EventStream(f) => f.release_idle_memory(),
         }
     }
 
@@ -362,16 +241,7 @@ impl StreamPipeline {
                 f.pending.consume(std::mem::take(&mut f.handed_out));
                 f.pending.read_with(READ_CHUNK, |space| body.read(space))
             }
-            Framer::EventStream(f) => {
-                f.scratch.resize(4 * READ_CHUNK, 0);
-                let n = body.read(&mut f.scratch)?;
-                let bytes = std::mem::take(&mut f.scratch);
-                if let Err(failure) = f.push(&bytes[..n]) {
-                    f.messages.push_back(failure_message(&failure));
-                }
-                f.scratch = bytes;
-                Ok(n)
-            }
+            Framer::EventStream(f) => f.read_from(body, 4 * READ_CHUNK),
         }
     }
 
@@ -379,11 +249,7 @@ impl StreamPipeline {
     pub fn push(&mut self, bytes: &[u8]) {
         match &mut self.framer {
             Framer::Sse(f) => f.push(bytes),
-            Framer::EventStream(f) => {
-                if let Err(failure) = f.push(bytes) {
-                    f.messages.push_back(failure_message(&failure));
-                }
-            }
+            Framer::EventStream(f) => f.push(bytes),
         }
     }
 
@@ -426,7 +292,7 @@ impl StreamPipeline {
         }
         let last = match &mut self.framer {
             Framer::Sse(f) => f.finish().map(|e| e.map(|e| (e.name, e.data.into_owned(), e.raw.to_vec()))),
-            Framer::EventStream(f) if f.decoder.pending() > 0 => Err(StreamFailure {
+            Framer::EventStream(f) if f.pending() > 0 => Err(StreamFailure {
                 status: 502,
                 message: "the upstream stream ended inside an event".into(),
                 code: None,
@@ -485,7 +351,7 @@ impl StreamPipeline {
     pub fn pending_len(&self) -> usize {
         match &self.framer {
             Framer::Sse(f) => f.pending.len() - f.handed_out,
-            Framer::EventStream(f) => f.decoder.pending(),
+            Framer::EventStream(f) => f.pending(),
         }
     }
 
@@ -516,22 +382,6 @@ impl StreamPipeline {
     /// Content-bearing events seen: about one output token each (for streams that report no usage).
     pub fn content_events(&self) -> u64 {
         self.usage.content_events()
-    }
-}
-
-/// The error code of a queued decoding failure.
-const INVALID_STREAM: &str = "InvalidEventStream";
-
-/// A decoding failure, queued as an exception message so that events before it are relayed first.
-fn failure_message(failure: &StreamFailure) -> Message {
-    use eventstream::HeaderValue::String as S;
-    Message {
-        headers: vec![
-            (":message-type".into(), S("error".into())),
-            (":error-code".into(), S(INVALID_STREAM.into())),
-            (":error-message".into(), S(failure.message.clone())),
-        ],
-        payload: Vec::new(),
     }
 }
 

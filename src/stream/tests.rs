@@ -1,4 +1,5 @@
 use super::*;
+use crate::eventstream;
 
 const OPENAI: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
 data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":null}\r\n\r\n\
