@@ -140,10 +140,12 @@ where
 /// recorded afterwards tells whether anything came since (see [`MaybeTls::quiet_since_drained`]); the
 /// events also tell whether the peer closed. may's own read and write forget the recorded events, so
 /// both go to the socket directly and fall back to may only to wait (a write that would block: the
-/// record is then unknown). Outside a
-/// coroutine (a credential refresher's thread) may reads as usual.
+/// record is then unknown). A socket with a read timeout, or one read outside a coroutine (a credential
+/// refresher's thread), is read by may as usual.
 fn plain_read(s: &mut TcpStream, state: &mut ReadState, out: &mut [u8]) -> io::Result<usize> {
-    if !may::coroutine::is_coroutine() {
+    // may's own read keeps a socket read timeout (Redis, lingering closes) and works outside a
+    // coroutine; a wait for an event would do neither.
+    if !may::coroutine::is_coroutine() || s.read_timeout().is_ok_and(|t| t.is_some()) {
         state.drained = false;
         return s.read(out);
     }
@@ -334,6 +336,22 @@ mod tests {
             let started = std::time::Instant::now();
             assert_eq!(ours.read(&mut buf).unwrap(), 0);
             assert!(started.elapsed() < Duration::from_secs(2), "the close, not the watchdog's");
+        });
+    }
+
+    #[test]
+    fn a_read_timeout_still_bounds_a_read_of_a_drained_socket() {
+        on_a_pair(|mut ours, mut peer| {
+            peer.write_all(b"x").unwrap();
+            may::coroutine::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 16];
+            assert_eq!(ours.read(&mut buf).unwrap(), 1);
+            ours.socket().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let started = std::time::Instant::now();
+            let err = ours.read(&mut buf).expect_err("nothing comes");
+            assert!(matches!(err.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(2), "the timeout, not the watchdog");
+            drop(peer);
         });
     }
 }

@@ -72,7 +72,7 @@ pub struct Responder<'a> {
     /// The connection's read side, for a streamed request body.
     pub(super) reader: &'a mut Reader,
     pub(super) body: body::StreamedBody,
-    /// The connection coroutine's stack, for [`Responder::release_idle_stack`].
+    /// The connection coroutine's stack, for [`Responder::release_idle_memory`].
     pub(super) stack: &'a super::stack::StackMark,
 }
 
