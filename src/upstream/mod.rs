@@ -444,7 +444,7 @@ impl UpstreamClient {
     fn wrap(&self, stream: TcpStream, deadline: Instant) -> Result<Conn, UpstreamError> {
         let fd = stream.as_raw_fd();
         let io = match &self.tls {
-            None => ClientStream::plain(stream),
+            None => ClientStream::Plain(stream),
             Some((config, name)) => {
                 let session = rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| UpstreamError::Unreachable(format!("TLS setup: {e}")))?;
@@ -460,8 +460,7 @@ impl UpstreamClient {
                 ClientStream::Tls(Box::new(tls))
             }
         };
-        let deadline = Deadline::register(fd, std::net::Shutdown::Both);
-        Ok(Conn { deadline, io, fd, buf: ReadBuf::new() })
+        Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
     }
 }
 
@@ -627,12 +626,7 @@ impl Conn {
         if !self.buf.is_empty() || self.deadline.expired() {
             return false;
         }
-        // Nothing has come (no byte, no close) since the last response was read whole: open, without
-        // a system call. Otherwise a peek tells: may sockets are non-blocking underneath, and a peek
-        // that would block means open and quiet.
-        if self.io.quiet_since_drained() {
-            return true;
-        }
+        // may sockets are non-blocking underneath: a peek that would block means open and quiet.
         let mut byte = [0u8; 1];
         matches!(self.socket().inner().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
