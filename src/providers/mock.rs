@@ -248,10 +248,10 @@ pub fn respond(endpoint: Endpoint, body: &Value, model: &str) -> MockReply {
     let cut = (words as u64).min(max) as usize;
     let finish = if cut < words { "length" } else { "stop" };
     // The reply up to its `cut`th word.
-    let text = match text.match_indices(' ').nth(cut.wrapping_sub(1)) {
-        Some((end, _)) if cut > 0 => text[..end].to_string(),
-        _ if cut == 0 => String::new(),
-        _ => text,
+    let text = match cut.checked_sub(1).map(|last| text.match_indices(' ').nth(last)) {
+        None => String::new(),
+        Some(Some((end, _))) => text[..end].to_string(),
+        Some(None) => text,
     };
     let usage = json!({
         "prompt_tokens": prompt_tokens,
