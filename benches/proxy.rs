@@ -33,10 +33,7 @@ fn main() {
         std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let duration = Duration::from_secs(seconds);
     let upstream = start_upstream();
-    // BENCH_GATEWAY_CONFIG: JSON merged into the gateways' config (e.g. {"workers": 1}).
-    let extra: serde_json::Value = std::env::var("BENCH_GATEWAY_CONFIG")
-        .map(|s| serde_json::from_str(&s).expect("BENCH_GATEWAY_CONFIG is JSON"))
-        .unwrap_or_else(|_| serde_json::json!({}));
+    let extra = gateway_config_from_env();
     let mut binaries = vec![gateway_binary()];
     binaries.extend(std::env::var("BENCH_COMPARE").ok());
     // Each build is named by its profile directory (`release`, `dist`) when two are measured.

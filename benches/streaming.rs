@@ -1,6 +1,8 @@
-//! Streaming: time to first byte added by the gateway, and the gateway's CPU per relayed SSE event.
+//! Streaming: time to first byte added by the gateway (and its CPU per stream of that sequential load),
+//! and the gateway's CPU per relayed SSE event.
 //!
-//! `cargo bench --bench streaming`
+//! `cargo bench --bench streaming` (env: BENCH_GATEWAY_CONFIG=JSON merged into the gateway's config, e.g.
+//! `{"workers": 1}`).
 
 mod common;
 
@@ -65,17 +67,21 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
 fn main() {
     init_may();
     let upstream = start_upstream();
-    let gateway = start_gateway(upstream, serde_json::json!({}));
+    let gateway = start_gateway(upstream, gateway_config_from_env());
     let nginx = start_nginx(upstream);
     println!("streaming benchmark, {}", machine());
-    println!("time to first byte (µs)     p50      p99    added p50");
+    println!("time to first byte (µs)     p50      p99    added p50   CPU per stream (µs)");
     let (d50, d99) = ttfb(upstream, 500);
     println!("  direct               {d50:>8.0} {d99:>8.0}");
+    let cpu0 = cpu_seconds(gateway.child.id());
     let (g50, g99) = ttfb(gateway.addr, 500);
-    println!("  through switchyard   {g50:>8.0} {g99:>8.0} {:>10.0}", g50 - d50);
+    let g_cpu = (cpu_seconds(gateway.child.id()) - cpu0) / 520.0 * 1e6;
+    println!("  through switchyard   {g50:>8.0} {g99:>8.0} {:>10.0} {g_cpu:>21.1}", g50 - d50);
     if let Some(n) = &nginx {
+        let cpu0 = cpu_seconds_tree(n.child.id());
         let (n50, n99) = ttfb(n.addr, 500);
-        println!("  through nginx        {n50:>8.0} {n99:>8.0} {:>10.0}", n50 - d50);
+        let n_cpu = (cpu_seconds_tree(n.child.id()) - cpu0) / 520.0 * 1e6;
+        println!("  through nginx        {n50:>8.0} {n99:>8.0} {:>10.0} {n_cpu:>21.1}", n50 - d50);
     }
     println!("relay CPU per event (µs), 64 concurrent streams × 200 events:");
     println!("  {:<22} {:>16} {:>16}", "", "2 ms apart", "back to back");

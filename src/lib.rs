@@ -5,6 +5,7 @@
 pub mod log;
 
 pub mod accesslog;
+pub mod affinity;
 pub mod api;
 pub mod base64;
 pub mod cancel;

@@ -124,6 +124,7 @@ pub fn configure_may(workers: usize, stack_kib: usize) -> usize {
         if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
     // may counts stack sizes in machine words, not bytes.
     may::config().set_workers(workers).set_stack_size(stack_kib * 1024 / std::mem::size_of::<usize>());
+    crate::affinity::set_workers(workers);
     workers
 }
 

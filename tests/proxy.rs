@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::io::BufReader;
+use std::net::TcpStream;
+
 use common::*;
 use serde_json::json;
 
@@ -345,11 +348,68 @@ fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
 #[test]
 fn keep_alive_upstream_connections_are_reused() {
     let up = FakeUpstream::start();
-    let gw = Gateway::start(&config_for(&up));
+    let mut cfg = config_for(&up);
+    cfg["workers"] = json!(2);
+    let gw = Gateway::start(&cfg);
+    let opened = || up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    // One client connection: its requests share one upstream connection.
+    let mut reader = BufReader::new(connect(gw.addr));
     for _ in 0..5 {
+        post_raw(reader.get_mut(), "/v1/chat/completions", &[], &serde_json::to_vec(&chat("fake-1")).unwrap());
+        assert_eq!(read_response(&mut reader).status, 200);
+    }
+    assert_eq!(opened(), 1);
+    // A fresh client connection for each request: the pool is kept per worker (as nginx keeps one per
+    // worker process), so at most one upstream connection per worker is ever opened.
+    for _ in 0..10 {
         assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
     }
-    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(opened() <= 2, "{} upstream connections for 2 workers", opened());
+}
+
+/// The sockets of process `pid` as (descriptor, local port, remote port), from /proc.
+fn sockets_of(pid: u32) -> Vec<(i32, u16, u16)> {
+    let mut by_inode = std::collections::HashMap::new();
+    for line in std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
+        by_inode.insert(f[9].to_string(), (port(f[1]), port(f[2])));
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy().to_string();
+        let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) else { continue };
+        if let (Ok(fd), Some(&(local, remote))) = (entry.file_name().to_string_lossy().parse(), by_inode.get(inode)) {
+            found.push((fd, local, remote));
+        }
+    }
+    found
+}
+
+#[test]
+fn an_upstream_connection_is_opened_on_the_worker_of_the_client_connection_it_serves() {
+    // may wakes worker `fd % workers` for a socket's events: a client socket and the upstream socket that
+    // serves it on the same worker keep each request on one thread.
+    let up = FakeUpstream::start();
+    let mut cfg = config_for(&up);
+    cfg["workers"] = json!(2);
+    let gw = Gateway::start(&cfg);
+    for round in 0..4 {
+        // Idle client connections shift the descriptor numbers the next ones get.
+        let _idle: Vec<TcpStream> = (0..round).map(|_| connect(gw.addr)).collect();
+        let mut reader = BufReader::new(connect(gw.addr));
+        post_raw(reader.get_mut(), "/v1/chat/completions", &[], &serde_json::to_vec(&chat("fake-1")).unwrap());
+        assert_eq!(read_response(&mut reader).status, 200);
+        let client_port = reader.get_ref().local_addr().unwrap().port();
+        let sockets = sockets_of(gw.child.id());
+        let client_fd = sockets.iter().find(|s| s.2 == client_port).expect("the client socket").0;
+        let upstream_fds: Vec<i32> = sockets.iter().filter(|s| s.2 == up.addr.port()).map(|s| s.0).collect();
+        assert!(
+            upstream_fds.iter().any(|fd| fd % 2 == client_fd % 2),
+            "round {round}: client socket {client_fd}, upstream sockets {upstream_fds:?}"
+        );
+    }
 }
 
 #[test]

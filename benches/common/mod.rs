@@ -399,6 +399,13 @@ pub fn gateway_binary() -> String {
     std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchyard").to_string())
 }
 
+/// BENCH_GATEWAY_CONFIG: JSON merged into the gateways' config (e.g. `{"workers": 1}`); `{}` without it.
+pub fn gateway_config_from_env() -> serde_json::Value {
+    std::env::var("BENCH_GATEWAY_CONFIG")
+        .map(|s| serde_json::from_str(&s).expect("BENCH_GATEWAY_CONFIG is JSON"))
+        .unwrap_or_else(|_| serde_json::json!({}))
+}
+
 /// The gateway ([`gateway_binary`]) with one OpenAI-compatible backend (`bench`) pointing at
 /// `upstream`, plus any extra top-level config.
 pub fn start_gateway(upstream: SocketAddr, extra: serde_json::Value) -> Proc {
@@ -510,11 +517,16 @@ pub fn same_priority(pid: u32, nice: i64) {
 
 /// CPU seconds (user + system) a process and its threads have used.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    // The scheduler's nanosecond count for each live thread: /proc/<pid>/stat counts 10 ms ticks, too
+    // coarse for a few hundred requests. (A thread that has exited is no longer counted; the gateway's
+    // and nginx's threads live as long as their process.)
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
 }
 
 /// CPU seconds of a process and all its children (nginx's workers).

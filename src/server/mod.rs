@@ -16,6 +16,7 @@ pub use tls::ListenerTls;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -238,6 +239,7 @@ fn serve_connection(
     tls: Option<&ListenerTls>,
 ) {
     let stack = StackMark::here(cfg.stack_kib * 1024);
+    crate::affinity::set_home(socket.as_raw_fd());
     let _ = socket.set_nodelay(true);
     let _ = socket.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
     let mut stream = match tls {

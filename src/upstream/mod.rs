@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+use crate::affinity;
 use crate::cancel;
 pub use crate::cancel::{set_current_cancel, Cancel};
 
@@ -30,7 +31,7 @@ use crate::readbuf::ReadBuf;
 use crate::tls::ClientStream;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Idle connections kept per backend, and for how long.
+/// Idle connections kept per backend and scheduler worker, and for how long.
 const POOL_SIZE: usize = 256;
 const POOL_IDLE: Duration = Duration::from_secs(50);
 /// Bodies up to this size are written together with the head, in one write.
@@ -106,6 +107,9 @@ pub enum SendBody<'a> {
 /// Pieces of a streamed body read and written at a time.
 const STREAM_PIECE: usize = 64 * 1024;
 
+/// A worker's idle connections, each with the time it was put back; the most recent last.
+type IdleList = Mutex<Vec<(Conn, Instant)>>;
+
 /// One backend's client.
 pub struct UpstreamClient {
     host: String,
@@ -121,7 +125,8 @@ pub struct UpstreamClient {
     response_timeout: Duration,
     idle_timeout: Duration,
     resolver: resolve::Resolver,
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Idle connections, one list per scheduler worker (see [`crate::affinity`]).
+    idle: Box<[IdleList]>,
     /// Health of each address the host resolved to (connect failures only).
     addresses: Mutex<Vec<(SocketAddr, Arc<Health>)>>,
     health: HealthPolicy,
@@ -217,7 +222,7 @@ impl UpstreamClient {
             response_timeout: backend.response_timeout,
             idle_timeout: backend.idle_timeout,
             resolver: resolve::Resolver::default(),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
             addresses: Mutex::new(Vec::new()),
             health: backend.health,
         })
@@ -360,10 +365,18 @@ impl UpstreamClient {
         Err(UpstreamError::Unreachable("no usable connection".into()))
     }
 
+    /// An idle connection on the calling connection's worker; outside a client connection, any.
     fn checkout(&self) -> Option<Conn> {
+        match affinity::home() {
+            Some(worker) => Self::checkout_from(&self.idle[worker % self.idle.len()]),
+            None => self.idle.iter().find_map(Self::checkout_from),
+        }
+    }
+
+    fn checkout_from(idle: &IdleList) -> Option<Conn> {
         loop {
             // Probe outside the lock; a closed or expired connection is dropped (closed) unlocked too.
-            let (mut conn, since) = self.idle.lock().pop()?;
+            let (mut conn, since) = idle.lock().pop()?;
             if since.elapsed() < POOL_IDLE && conn.is_open() {
                 return Some(conn);
             }
@@ -371,8 +384,9 @@ impl UpstreamClient {
     }
 
     fn checkin(&self, conn: Conn) {
+        let list = &self.idle[affinity::of_fd(conn.fd) % self.idle.len()];
         let expired: Vec<(Conn, Instant)> = {
-            let mut idle = self.idle.lock();
+            let mut idle = list.lock();
             // The oldest are at the bottom: evict what has idled too long, so nothing lingers there.
             let keep_from = idle.iter().position(|(_, since)| since.elapsed() < POOL_IDLE).unwrap_or(idle.len());
             let expired = idle.drain(..keep_from).collect();
@@ -399,6 +413,11 @@ impl UpstreamClient {
             }
             match TcpStream::connect_timeout(&addr, left()) {
                 Ok(stream) => {
+                    // On the client connection's worker, so the request's waits stay on one thread.
+                    let stream = match affinity::home() {
+                        Some(worker) => affinity::onto(stream, worker),
+                        None => stream,
+                    };
                     if health.success() == Some(Transition::Restored) {
                         crate::info!("upstream address {addr} of {} restored", self.authority);
                     }

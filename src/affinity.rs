@@ -1,0 +1,124 @@
+//! Keeping a client connection's upstream sockets on the scheduler thread of its client socket.
+//!
+//! may registers each socket with the epoll instance of worker `fd % workers`, and a coroutine that
+//! waits on a socket resumes on that worker's thread. A request whose client socket and upstream socket
+//! belong to different workers therefore moves between threads twice: on a quiet gateway each move
+//! wakes the other core; under load the coroutine's stack and buffers change caches. nginx avoids this
+//! by keeping one keep-alive cache per worker process; the upstream pool does the same here, with one
+//! list of idle connections per worker ([`of_fd`]), and a new upstream connection is moved to a
+//! descriptor number on the client's worker ([`onto`]). The worker is a hint, not a rule: may's work
+//! stealing may still move a coroutine, and if may ever assigns sockets differently the only loss is
+//! this saving.
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use may::net::TcpStream;
+
+/// may's worker count, once [`set_workers`] is called (0: not known, every socket counts as worker 0).
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+may::coroutine_local!(static HOME: Cell<Option<usize>> = Cell::new(None));
+
+/// Records may's worker count (called where may is configured, before any socket exists).
+pub fn set_workers(workers: usize) {
+    WORKERS.store(workers, Ordering::Relaxed);
+}
+
+/// How many workers sockets are spread over (at least 1).
+pub fn workers() -> usize {
+    WORKERS.load(Ordering::Relaxed).max(1)
+}
+
+/// The worker whose thread is woken by events on `fd`.
+pub fn of_fd(fd: RawFd) -> usize {
+    fd as usize % workers()
+}
+
+/// Makes the worker of `client` the home of the calling coroutine (a client connection's).
+pub fn set_home(client: RawFd) {
+    HOME.with(|h| h.set(Some(of_fd(client))));
+}
+
+/// The calling coroutine's home worker: `None` outside a client connection (a credential refresher
+/// thread, a test).
+pub fn home() -> Option<usize> {
+    HOME.with(Cell::get)
+}
+
+/// `stream`, moved to a descriptor number that belongs to `worker`. The socket is the same (a
+/// duplicate descriptor); it is taken out of its first epoll instance before the first descriptor is
+/// closed, then registered anew. When no such number can be had, the socket stays on its first number.
+pub fn onto(stream: TcpStream, worker: usize) -> TcpStream {
+    let n = workers();
+    let fd = stream.as_raw_fd();
+    if n == 1 || of_fd(fd) == worker {
+        return stream;
+    }
+    // Taken out of may (and its epoll instance) first: a descriptor closed while a duplicate keeps the
+    // socket open would stay registered there.
+    let fd = stream.into_raw_fd();
+    // F_DUPFD_CLOEXEC gives the lowest free number at or above `min`: step past the wrong workers'.
+    let mut wrong = Vec::new();
+    let mut min = fd + 1;
+    let mut found = None;
+    for _ in 0..2 * n {
+        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+        if d < 0 {
+            break;
+        }
+        if of_fd(d) == worker {
+            found = Some(d);
+            break;
+        }
+        wrong.push(d);
+        min = d + 1;
+    }
+    for d in wrong {
+        unsafe { libc::close(d) };
+    }
+    let keep = match found {
+        Some(d) => {
+            unsafe { libc::close(fd) };
+            d
+        }
+        None => fd,
+    };
+    // SAFETY: `keep` is an open socket descriptor that nothing else owns. may registers it with the
+    // worker's epoll instance and panics only if that fails, and the one registration it had was just
+    // given back, so the per-user watch limit cannot be what refuses it.
+    unsafe { TcpStream::from_raw_fd(keep) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_moved_onto_a_worker_has_a_descriptor_of_that_worker_and_still_works() {
+        set_workers(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 4];
+            std::io::Read::read_exact(&mut s, &mut b).unwrap();
+            std::io::Write::write_all(&mut s, &b).unwrap();
+        });
+        let stream = TcpStream::connect(addr).unwrap();
+        let before = stream.as_raw_fd();
+        let target = 1 - of_fd(before);
+        let mut moved = onto(stream, target);
+        assert_eq!(of_fd(moved.as_raw_fd()), target);
+        std::io::Write::write_all(&mut moved, b"ping").unwrap();
+        let mut back = [0u8; 4];
+        std::io::Read::read_exact(&mut moved, &mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        server.join().unwrap();
+        // Already on its worker: untouched.
+        let fd = moved.as_raw_fd();
+        let same = onto(moved, of_fd(fd));
+        assert_eq!(same.as_raw_fd(), fd);
+    }
+}
