@@ -40,6 +40,25 @@ fn https_upstream_with_private_ca_works_streaming_and_not() {
 }
 
 #[test]
+fn an_idle_https_connection_is_reused_from_any_worker_rather_than_a_new_handshake() {
+    // The pool is kept per worker, but a TLS handshake costs far more than a request crossing threads.
+    let addr = start_tls_upstream();
+    let gw = Gateway::start(&json!({
+        "workers": 2,
+        "backends": [{"name": "tls", "schema": "openai", "base_url": format!("https://127.0.0.1:{}/v1", addr.port()),
+                      "ca_file": fixture("ca.pem")}],
+        "routes": [{"model": "m", "backends": [{"backend": "tls"}]}]
+    }));
+    for round in 0..6 {
+        // Idle client connections shift the descriptor number (and so the worker) of the next one.
+        let _idle: Vec<_> = (0..round % 2).map(|_| connect(gw.addr)).collect();
+        assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("m")).status, 200);
+    }
+    let upstream = sockets_of(gw.child.id()).into_iter().filter(|s| s.2 == addr.port()).count();
+    assert_eq!(upstream, 1, "one TLS connection serves clients on both workers");
+}
+
+#[test]
 fn https_upstream_with_untrusted_certificate_is_502() {
     let addr = start_tls_upstream();
     let gw = Gateway::start(&json!({

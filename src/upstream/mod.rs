@@ -365,12 +365,19 @@ impl UpstreamClient {
         Err(UpstreamError::Unreachable("no usable connection".into()))
     }
 
-    /// An idle connection on the calling connection's worker; outside a client connection, any.
+    /// An idle connection on the calling connection's worker; outside a client connection, any. For
+    /// https, another worker's idle connection before none: a handshake costs far more than a request
+    /// crossing threads. (For plain HTTP a new connection on the worker is cheap, and the pool soon has
+    /// connections on every worker.)
     fn checkout(&self) -> Option<Conn> {
-        match affinity::home() {
-            Some(worker) => Self::checkout_from(&self.idle[worker % self.idle.len()]),
-            None => self.idle.iter().find_map(Self::checkout_from),
-        }
+        let Some(worker) = affinity::home() else { return self.idle.iter().find_map(Self::checkout_from) };
+        let own = worker % self.idle.len();
+        Self::checkout_from(&self.idle[own]).or_else(|| match self.tls {
+            Some(_) => {
+                self.idle.iter().enumerate().filter(|&(i, _)| i != own).find_map(|(_, l)| Self::checkout_from(l))
+            }
+            None => None,
+        })
     }
 
     fn checkout_from(idle: &IdleList) -> Option<Conn> {

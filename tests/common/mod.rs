@@ -1330,3 +1330,23 @@ pub fn scripted_reply(req: &Received) -> Option<Reply> {
         _ => return None,
     })
 }
+
+/// The sockets of process `pid` as (descriptor, local port, remote port), from /proc.
+pub fn sockets_of(pid: u32) -> Vec<(i32, u16, u16)> {
+    let mut by_inode = std::collections::HashMap::new();
+    for line in std::fs::read_to_string("/proc/net/tcp").unwrap().lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
+        by_inode.insert(f[9].to_string(), (port(f[1]), port(f[2])));
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy().to_string();
+        let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) else { continue };
+        if let (Ok(fd), Some(&(local, remote))) = (entry.file_name().to_string_lossy().parse(), by_inode.get(inode)) {
+            found.push((fd, local, remote));
+        }
+    }
+    found
+}
