@@ -1,17 +1,23 @@
 //! The IO shell on the upstream side: a small HTTP/1.1 client on may sockets (plain, or TLS with
-//! rustls), one per backend with its own keep-alive pool, timeouts and trusted roots. Every wait —
-//! DNS, connect, TLS, reads and writes — yields the coroutine, never the worker thread.
+//! rustls), one per backend with its keep-alive pool (a list per worker), timeouts and trusted roots;
+//! a connection is `conn.rs`, a response body `body.rs`. Every wait — DNS, connect, TLS, reads and
+//! writes — yields the coroutine, never the worker thread.
 //!
 //! It replaced ureq 3 after measuring (benches/micro.rs, same run, same may socket, same in-process
 //! upstream): a keep-alive round trip cost 30.6 µs through ureq and 14.4 µs written by hand; the
 //! difference (pool scans, URI and header-map building, middleware and timing machinery) was a third
 //! of the gateway's CPU per request.
 
+mod body;
+mod conn;
 pub(crate) mod resolve;
+
+pub use body::{Body, ResponseBody};
+use conn::{copy_body, write_chunk, Conn, Copy, HeadError, ResponseHead};
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +30,11 @@ use crate::affinity;
 use crate::cancel;
 pub use crate::cancel::{set_current_cancel, Cancel};
 
-use crate::chunked::ChunkedDecoder;
 use crate::deadline::Deadline;
 use crate::health::{Admit, Health, HealthPolicy, Transition};
 use crate::readbuf::ReadBuf;
 use crate::tls::ClientStream;
 
-const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Idle connections kept per backend and scheduler worker, and for how long.
 const POOL_SIZE: usize = 256;
 const POOL_IDLE: Duration = Duration::from_secs(50);
@@ -103,9 +107,6 @@ pub enum SendBody<'a> {
     /// failure to connect leaves it untouched.
     Stream { prefix: &'a [u8], rest: &'a mut dyn Read, length: Option<u64> },
 }
-
-/// Pieces of a streamed body read and written at a time.
-const STREAM_PIECE: usize = 64 * 1024;
 
 /// A worker's idle connections, each with the time it was put back; the most recent last.
 type IdleList = Mutex<Vec<(Conn, Instant)>>;
@@ -487,369 +488,5 @@ impl UpstreamClient {
             }
         };
         Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
-    }
-}
-
-/// Which side of a body copy failed.
-enum Copy {
-    /// Reading what the client sends.
-    Source(io::Error),
-    /// Writing to the upstream.
-    Sink(io::Error),
-}
-
-/// One chunk of a chunked request body (nothing for an empty piece: that would end the body).
-fn write_chunk(conn: &mut Conn, data: &[u8]) -> io::Result<()> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let mut framed = Vec::with_capacity(data.len() + 12);
-    let _ = write!(framed, "{:x}\r\n", data.len());
-    framed.extend_from_slice(data);
-    framed.extend_from_slice(b"\r\n");
-    conn.write_all(&framed)
-}
-
-/// Copies `rest` to the connection as it comes, a piece at a time (and the last chunk when chunked).
-fn copy_body(conn: &mut Conn, rest: &mut dyn Read, chunked: bool) -> Result<(), Copy> {
-    let mut piece = vec![0u8; STREAM_PIECE];
-    loop {
-        let n = match rest.read(&mut piece) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Copy::Source(e)),
-        };
-        let written = if chunked { write_chunk(conn, &piece[..n]) } else { conn.write_all(&piece[..n]) };
-        written.map_err(Copy::Sink)?;
-    }
-    if chunked {
-        conn.write_all(b"0\r\n\r\n").map_err(Copy::Sink)?;
-    }
-    Ok(())
-}
-
-/// One upstream connection with its read buffer.
-struct Conn {
-    /// Ends reads that outlast their timeout (declared first: it unregisters before the socket closes).
-    deadline: Deadline,
-    io: ClientStream,
-    fd: RawFd,
-    buf: ReadBuf,
-}
-
-/// A parsed response head: status, lower-cased headers, body framing, whether the connection stays.
-struct ResponseHead {
-    status: u16,
-    headers: Vec<(String, String)>,
-    framing: Framing,
-    keep_alive: bool,
-}
-
-enum HeadError {
-    ClosedBeforeResponse,
-    Io(io::Error),
-    Malformed(String),
-}
-
-/// How a response body ends.
-enum Framing {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    /// Until the server closes (the connection is not reused).
-    Close,
-}
-
-impl Conn {
-    fn socket(&self) -> &TcpStream {
-        self.io.socket()
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        let _in_flight = cancel::in_flight(self.fd)?;
-        self.io.write_all(data)
-    }
-
-    /// Reads what is available into the buffer, waiting at most `timeout`; returns how much came (0: the
-    /// peer closed). The wait is bounded by the connection's `Deadline`, not a socket timeout.
-    fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
-        let in_flight = cancel::in_flight(self.fd)?;
-        self.deadline.arm(timeout);
-        let result = self.read_available();
-        self.deadline.disarm();
-        if in_flight.client_left() {
-            return Err(cancel::client_left());
-        }
-        // Bytes that made it before the socket was shut down are still handed out; the next read fails.
-        if self.deadline.expired() && !matches!(result, Ok(n) if n > 0) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no data within the timeout"));
-        }
-        result
-    }
-
-    fn read_available(&mut self) -> io::Result<usize> {
-        let io = &mut self.io;
-        self.buf.read_with(1024, |space| loop {
-            match io.read(space) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        })
-    }
-
-    /// Reads and parses a response head (skipping `100 Continue`s).
-    fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
-        let deadline = Instant::now() + timeout;
-        let mut received_any = false;
-        loop {
-            if !self.buf.is_empty() {
-                let mut slots = [httparse::EMPTY_HEADER; 64];
-                let mut resp = httparse::Response::new(&mut slots);
-                match resp.parse(self.buf.pending()) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let status = resp.code.unwrap_or(0);
-                        let http10 = resp.version == Some(0);
-                        let headers: Vec<(String, String)> = resp
-                            .headers
-                            .iter()
-                            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
-                            .collect();
-                        self.buf.consume(len);
-                        if (100..200).contains(&status) {
-                            continue;
-                        }
-                        let (framing, keep_alive) = framing(&headers, http10, status).map_err(HeadError::Malformed)?;
-                        return Ok(ResponseHead { status, headers, framing, keep_alive });
-                    }
-                    Ok(httparse::Status::Partial) if self.buf.len() >= MAX_HEAD_BYTES => {
-                        return Err(HeadError::Malformed(format!("response head over {MAX_HEAD_BYTES} bytes")))
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => return Err(HeadError::Malformed(e.to_string())),
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(HeadError::Io(io::Error::new(io::ErrorKind::TimedOut, "response head")));
-            }
-            match self.fill(left) {
-                Ok(0) if !received_any => return Err(HeadError::ClosedBeforeResponse),
-                Ok(0) => return Err(HeadError::Malformed("connection closed inside the response head".into())),
-                Ok(_) => received_any = true,
-                Err(e)
-                    if !received_any
-                        && matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) =>
-                {
-                    return Err(HeadError::ClosedBeforeResponse)
-                }
-                Err(e) => return Err(HeadError::Io(e)),
-            }
-        }
-    }
-
-    /// Whether an idle pooled connection is still usable: nothing to read, not closed.
-    fn is_open(&mut self) -> bool {
-        if !self.buf.is_empty() || self.deadline.expired() {
-            return false;
-        }
-        // may sockets are non-blocking underneath: a peek that would block means open and quiet.
-        let mut byte = [0u8; 1];
-        matches!(self.socket().inner().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Whether rustls holds decrypted bytes not yet read (they would belong to no request).
-    fn tls_has_pending(&mut self) -> bool {
-        self.io.has_buffered_plaintext()
-    }
-}
-
-/// How the body of a response with these headers is framed, and whether the connection stays open
-/// (RFC 9112 §6.3: a final `chunked` coding wins; any other coding reads to close; both headers, or
-/// an unusable length, mean the connection is not reused).
-fn framing(headers: &[(String, String)], http10: bool, status: u16) -> Result<(Framing, bool), String> {
-    fn values<'h>(headers: &'h [(String, String)], name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
-        headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-    let get = |name: &'static str| values(headers, name);
-    let close = get("connection").any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
-    let keep = if http10 { get("connection").any(|v| v.eq_ignore_ascii_case("keep-alive")) } else { !close };
-    if status == 204 || status == 304 {
-        return Ok((Framing::Length(0), keep));
-    }
-    let codings: Vec<String> = get("transfer-encoding")
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let has_length = get("content-length").next().is_some();
-    if let Some(last) = codings.last() {
-        return Ok(if last == "chunked" {
-            (Framing::Chunked(ChunkedDecoder::default()), keep && !has_length)
-        } else {
-            (Framing::Close, false)
-        });
-    }
-    let mut lengths = get("content-length");
-    match (lengths.next(), lengths.next()) {
-        (Some(n), None) if !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()) => {
-            n.parse::<u64>().map(|n| (Framing::Length(n), keep)).map_err(|_| format!("bad content-length {n:?}"))
-        }
-        (Some(n), None) => Err(format!("bad content-length {n:?}")),
-        (Some(_), Some(_)) => Err("several content-length headers".into()),
-        (None, _) => Ok((Framing::Close, false)),
-    }
-}
-
-/// A response body, read as it arrives. Read to its end on a keep-alive response, the connection goes
-/// back to the backend's pool; dropped earlier, it is closed.
-pub struct Body {
-    conn: Option<Conn>,
-    client: Arc<UpstreamClient>,
-    framing: Framing,
-    keep_alive: bool,
-    /// Decoded bytes of a chunked body not yet handed out.
-    decoded: Vec<u8>,
-    decoded_at: usize,
-    done: bool,
-}
-
-impl Body {
-    /// Reads more of the body into the connection's buffer, waiting at most the idle timeout since the
-    /// last bytes came.
-    fn fill(conn: &mut Conn, idle: Duration) -> io::Result<usize> {
-        conn.fill(idle)
-    }
-
-    fn finish(&mut self) {
-        self.done = true;
-        if let Some(mut conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() && !conn.tls_has_pending() {
-                // A connection at rest holds no buffer.
-                conn.buf.shrink(0);
-                self.client.checkin(conn);
-            }
-        }
-    }
-}
-
-/// A response body as the relay reads it: besides `Read`, whether more is ready without waiting, and
-/// whether it has ended, so that what arrived together leaves together (one client write).
-pub trait ResponseBody: Read + Send {
-    /// Bytes are ready to be read without waiting on the network.
-    fn buffered(&self) -> bool;
-    /// The body has ended and everything was read.
-    fn finished(&self) -> bool;
-    /// Gives back buffers that hold nothing (before a long wait).
-    fn release_idle_memory(&mut self) {}
-}
-
-impl ResponseBody for Body {
-    fn buffered(&self) -> bool {
-        self.decoded_at < self.decoded.len() || (!self.done && self.conn.as_ref().is_some_and(|c| !c.buf.is_empty()))
-    }
-
-    fn finished(&self) -> bool {
-        (self.done || matches!(self.framing, Framing::Length(0))) && self.decoded_at >= self.decoded.len()
-    }
-
-    fn release_idle_memory(&mut self) {
-        if self.decoded_at >= self.decoded.len() {
-            self.decoded = Vec::new();
-            self.decoded_at = 0;
-        }
-        if let Some(conn) = self.conn.as_mut().filter(|c| c.buf.is_empty()) {
-            conn.buf.shrink(0);
-        }
-    }
-}
-
-impl Read for Body {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.decoded_at < self.decoded.len() {
-                let n = out.len().min(self.decoded.len() - self.decoded_at);
-                out[..n].copy_from_slice(&self.decoded[self.decoded_at..self.decoded_at + n]);
-                self.decoded_at += n;
-                return Ok(n);
-            }
-            if self.done || out.is_empty() {
-                return Ok(0);
-            }
-            let Some(conn) = self.conn.as_mut() else { return Ok(0) };
-            match &mut self.framing {
-                Framing::Length(0) => {
-                    self.finish();
-                    return Ok(0);
-                }
-                Framing::Length(left) => {
-                    if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
-                    }
-                    let n = out.len().min(conn.buf.len()).min(*left as usize);
-                    out[..n].copy_from_slice(&conn.buf.pending()[..n]);
-                    conn.buf.consume(n);
-                    *left -= n as u64;
-                    if *left == 0 {
-                        self.finish();
-                    }
-                    return Ok(n);
-                }
-                Framing::Chunked(decoder) => {
-                    if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
-                    }
-                    self.decoded.clear();
-                    self.decoded_at = 0;
-                    let (used, complete) = decoder
-                        .decode(conn.buf.pending(), &mut self.decoded)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    conn.buf.consume(used);
-                    if complete {
-                        self.finish();
-                    }
-                }
-                Framing::Close => {
-                    if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
-                        self.finish();
-                        return Ok(0);
-                    }
-                    let n = out.len().min(conn.buf.len());
-                    out[..n].copy_from_slice(&conn.buf.pending()[..n]);
-                    conn.buf.consume(n);
-                    return Ok(n);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
-
-    #[test]
-    fn framing_follows_the_headers() {
-        let (f, keep) = framing(&headers(&[("content-length", "12")]), false, 200).unwrap();
-        assert!(matches!(f, Framing::Length(12)) && keep);
-        let (f, _) = framing(&headers(&[("transfer-encoding", "chunked")]), false, 200).unwrap();
-        assert!(matches!(f, Framing::Chunked(_)));
-        let (f, keep) = framing(&headers(&[]), false, 200).unwrap();
-        assert!(matches!(f, Framing::Close) && !keep);
-        let (_, keep) = framing(&headers(&[("content-length", "1"), ("connection", "close")]), false, 200).unwrap();
-        assert!(!keep);
-        let (_, keep) = framing(&headers(&[("content-length", "1")]), true, 200).unwrap();
-        assert!(!keep, "HTTP/1.0 closes by default");
-        assert!(framing(&headers(&[("content-length", "x")]), false, 200).is_err());
-        assert!(framing(&headers(&[("content-length", "1"), ("content-length", "2")]), false, 200).is_err());
-        assert!(framing(&headers(&[("content-length", "+5")]), false, 200).is_err());
-        let (f, keep) = framing(&headers(&[("transfer-encoding", "chunked, gzip")]), false, 200).unwrap();
-        assert!(matches!(f, Framing::Close) && !keep, "chunked must be the final coding");
-        let (f, keep) =
-            framing(&headers(&[("transfer-encoding", "chunked"), ("content-length", "5")]), false, 200).unwrap();
-        assert!(matches!(f, Framing::Chunked(_)) && !keep, "both headers: chunked wins, no reuse");
     }
 }
