@@ -345,18 +345,28 @@ fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 3, "one fresh connection per request");
 }
 
+/// A gateway with two workers in front of `up`.
+fn two_worker_gateway(up: &FakeUpstream) -> Gateway {
+    let mut cfg = config_for(up);
+    cfg["workers"] = json!(2);
+    Gateway::start(&cfg)
+}
+
+/// One chat request on an open client connection; its status.
+fn chat_on(reader: &mut BufReader<TcpStream>) -> u16 {
+    post_raw(reader.get_mut(), "/v1/chat/completions", &[], &serde_json::to_vec(&chat("fake-1")).unwrap());
+    read_response(reader).status
+}
+
 #[test]
 fn keep_alive_upstream_connections_are_reused() {
     let up = FakeUpstream::start();
-    let mut cfg = config_for(&up);
-    cfg["workers"] = json!(2);
-    let gw = Gateway::start(&cfg);
+    let gw = two_worker_gateway(&up);
     let opened = || up.connections.load(std::sync::atomic::Ordering::SeqCst);
     // One client connection: its requests share one upstream connection.
     let mut reader = BufReader::new(connect(gw.addr));
     for _ in 0..5 {
-        post_raw(reader.get_mut(), "/v1/chat/completions", &[], &serde_json::to_vec(&chat("fake-1")).unwrap());
-        assert_eq!(read_response(&mut reader).status, 200);
+        assert_eq!(chat_on(&mut reader), 200);
     }
     assert_eq!(opened(), 1);
     // A fresh client connection for each request: the pool is kept per worker (as nginx keeps one per
@@ -372,15 +382,12 @@ fn an_upstream_connection_is_opened_on_the_worker_of_the_client_connection_it_se
     // may wakes worker `fd % workers` for a socket's events: a client socket and the upstream socket that
     // serves it on the same worker keep each request on one thread.
     let up = FakeUpstream::start();
-    let mut cfg = config_for(&up);
-    cfg["workers"] = json!(2);
-    let gw = Gateway::start(&cfg);
+    let gw = two_worker_gateway(&up);
     for round in 0..4 {
         // Idle client connections shift the descriptor numbers the next ones get.
         let _idle: Vec<TcpStream> = (0..round).map(|_| connect(gw.addr)).collect();
         let mut reader = BufReader::new(connect(gw.addr));
-        post_raw(reader.get_mut(), "/v1/chat/completions", &[], &serde_json::to_vec(&chat("fake-1")).unwrap());
-        assert_eq!(read_response(&mut reader).status, 200);
+        assert_eq!(chat_on(&mut reader), 200);
         let client_port = reader.get_ref().local_addr().unwrap().port();
         let sockets = sockets_of(gw.child.id());
         let client_fd = sockets.iter().find(|s| s.2 == client_port).expect("the client socket").0;
