@@ -69,8 +69,19 @@ pub fn api_for_path(path: &str) -> Api {
 pub fn request_id(head: Option<&RequestHead>) -> String {
     match head.and_then(|h| h.header("x-request-id")) {
         Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
-        _ => format!("{:016x}{:016x}", crate::router::random_draw(), crate::router::random_draw()),
+        _ => hex_id(crate::router::random_draw(), crate::router::random_draw()),
     }
+}
+
+/// `high` and `low` as 32 lower-case hex digits, written without the formatting machinery (a fresh
+/// request id is made for every request).
+fn hex_id(high: u64, low: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for word in [high, low] {
+        id.extend((0..16).rev().map(|i| HEX[(word >> (i * 4)) as usize & 0xf] as char));
+    }
+    id
 }
 
 /// Binds `workers` listeners on `addr` with SO_REUSEPORT. Refuses an address another process serves.
@@ -339,10 +350,6 @@ fn serve_requests(
                 }
             }
         };
-        // While the request is handled (a stream may last minutes) an empty buffer holds no memory.
-        if reader.buf.is_empty() {
-            reader.buf.shrink(0);
-        }
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";
@@ -396,6 +403,9 @@ mod tests {
         };
         assert_eq!(request_id(Some(&head("abc-1"))), "abc-1");
         assert_eq!(request_id(None).len(), 32);
+        for (high, low) in [(0, 0), (1, u64::MAX), (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210)] {
+            assert_eq!(hex_id(high, low), format!("{high:016x}{low:016x}"));
+        }
         assert_ne!(request_id(Some(&head(&"a".repeat(129)))), "a".repeat(129));
         assert_eq!(request_id(Some(&head("a b"))).len(), 32);
     }

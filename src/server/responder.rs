@@ -77,11 +77,16 @@ pub struct Responder<'a> {
 }
 
 impl Responder<'_> {
-    /// Gives back the output buffer and the stack pages below the caller's frame: for a stream about
-    /// to wait long for its upstream (see `server/stack.rs`).
+    /// Gives back the output buffer, the connection's read buffer when it holds nothing, and the stack
+    /// pages below the caller's frame: for a stream about to wait long for its upstream (see
+    /// `server/stack.rs`). A request that does not wait keeps its read buffer for the next request, with
+    /// no allocation and zero-fill in between.
     pub fn release_idle_memory(&mut self) {
         if !self.head_pending {
             self.scratch = Vec::new();
+        }
+        if self.reader.buf.is_empty() {
+            self.reader.buf.shrink(0);
         }
         self.stack.release_below();
     }

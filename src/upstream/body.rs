@@ -32,8 +32,9 @@ impl Body {
         self.done = true;
         if let Some(mut conn) = self.conn.take() {
             if self.keep_alive && conn.buf.is_empty() && !conn.tls_has_pending() {
-                // A connection at rest holds no buffer.
-                conn.buf.shrink(0);
+                // A connection at rest keeps one small buffer (its next response reads into it without
+                // an allocation and a zero-fill), nothing a large body made it grow to.
+                conn.buf.shrink(crate::readbuf::INITIAL);
                 self.client.checkin(conn);
             }
         }
