@@ -49,35 +49,70 @@ pub fn set_top_level(body: &[u8], key: &str, value: &[u8]) -> Result<Vec<u8>, se
 /// The byte range of a top-level key's value in a JSON object, found without building a tree.
 /// Keys written with escape sequences are not matched.
 pub fn top_level_value(body: &[u8], key: &str) -> Option<Range<usize>> {
+    let [found] = top_level_values(body, [key]);
+    found
+}
+
+/// [`top_level_value`] for several keys in one pass: each key's first occurrence. The scan stops at the
+/// first byte that is not well-formed JSON, keeping what it found before it.
+pub fn top_level_values<const N: usize>(body: &[u8], keys: [&str; N]) -> [Option<Range<usize>>; N] {
+    let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
+    let mut missing = N;
     let mut i = skip_ws(body, 0);
     if body.get(i) != Some(&b'{') {
-        return None;
+        return found;
     }
     i += 1;
-    loop {
+    while missing > 0 {
         i = skip_ws(body, i);
-        match body.get(i)? {
-            b'}' => return None,
-            b'"' => {}
-            _ => return None,
+        if body.get(i) != Some(&b'"') {
+            break;
         }
-        let key_end = skip_string(body, i)?;
+        let Some(key_end) = skip_string(body, i) else { break };
         let this_key = &body[i + 1..key_end - 1];
         i = skip_ws(body, key_end);
         if body.get(i) != Some(&b':') {
-            return None;
+            break;
         }
         i = skip_ws(body, i + 1);
-        let value_end = skip_value(body, i)?;
-        if this_key == key.as_bytes() {
-            return Some(i..value_end);
+        let Some(value_end) = skip_value(body, i) else { break };
+        if let Some(slot) = keys.iter().position(|k| k.as_bytes() == this_key) {
+            if found[slot].is_none() {
+                found[slot] = Some(i..value_end);
+                missing -= 1;
+            }
         }
         i = skip_ws(body, value_end);
-        match body.get(i)? {
-            b',' => i += 1,
-            _ => return None,
+        match body.get(i) {
+            Some(b',') => i += 1,
+            _ => break,
         }
     }
+    found
+}
+
+/// The byte ranges of the elements of the JSON array `b` (nothing when `b` is not an array); stops at
+/// the first element that is not well-formed.
+pub fn array_elements(b: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let start = skip_ws(b, 0);
+    let mut i = if b.get(start) == Some(&b'[') { Some(start + 1) } else { None };
+    std::iter::from_fn(move || {
+        let at = skip_ws(b, i?);
+        if b.get(at) == Some(&b']') {
+            i = None;
+            return None;
+        }
+        let end = skip_value(b, at);
+        i = end.and_then(|end| {
+            let next = skip_ws(b, end);
+            match b.get(next) {
+                Some(b',') => Some(next + 1),
+                Some(b']') => Some(next),
+                _ => None,
+            }
+        });
+        end.map(|end| at..end)
+    })
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -91,10 +126,11 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     while i < b.len() {
+        // memchr jumps over the string's plain bytes (model replies are long strings).
+        i += memchr::memchr2(b'"', b'\\', &b[i..])?;
         match b[i] {
             b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+            _ => return Some(i + 1),
         }
     }
     None
@@ -138,6 +174,27 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_top_level_values_are_found_in_one_pass_and_array_elements_listed() {
+        let body = br#" {"a": [1, {"b": "x\"}"}], "model" : "m", "c": {"model": 1}, "model": "later"} "#;
+        let [a, model, missing] = top_level_values(body, ["a", "model", "zz"]);
+        assert_eq!(&body[a.clone().unwrap()], br#"[1, {"b": "x\"}"}]"#);
+        assert_eq!(&body[model.unwrap()], br#""m""#, "the first occurrence");
+        assert_eq!(missing, None);
+        let a = &body[a.unwrap()];
+        let elements: Vec<&[u8]> = array_elements(a).map(|r| &a[r]).collect();
+        assert_eq!(elements, [&b"1"[..], br#"{"b": "x\"}"}"#]);
+        assert_eq!(array_elements(b"[]").count(), 0);
+        assert_eq!(array_elements(br#""not an array""#).count(), 0);
+        // Malformed input: what came before the fault is kept, nothing after it.
+        let [x, y] = top_level_values(br#"{"x": 1, "y" 2}"#, ["x", "y"]);
+        assert_eq!((x, y), (Some(6..7), None));
+        assert_eq!(array_elements(b"[1, 2 3]").count(), 2);
+        assert_eq!(top_level_values(b"[1]", ["x"]), [None]);
+        // An escape at the very end of an unterminated string.
+        assert_eq!(top_level_values(br#"{"x": "ab\"#, ["x"]), [None]);
+    }
 
     #[test]
     fn finds_top_level_values_not_nested_ones() {

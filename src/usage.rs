@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::api::Api;
 use crate::stream::Event;
 use crate::translate::{
-    usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses, Usage,
+    at, usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses, Usage,
 };
 
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
@@ -30,23 +30,17 @@ pub struct BodyFacts {
     pub finish_reasons: Vec<String>,
 }
 
-/// Reads [`BodyFacts`] in one pass; `usage`, `model` and the finish reasons are materialised, the
-/// rest is skipped. Fields of an unexpected type are ignored rather than failing the whole read.
+/// Reads [`BodyFacts`] with one scan of the body's top level (`json::top_level_values`, no tree):
+/// only `usage` is parsed, and the strings `model`, `stop_reason`/`stopReason` and each
+/// `choices[].finish_reason`. Fields of an unexpected type are ignored rather than failing the whole
+/// read.
 pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
     if api == Api::Gemini {
         return BodyFacts { usage: gemini_body(body), ..BodyFacts::default() };
     }
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        usage: Option<Value>,
-        model: Option<Value>,
-        choices: Option<FinishReasons>,
-        stop_reason: Option<Value>,
-        #[serde(rename = "stopReason")]
-        stop_reason_converse: Option<Value>,
-    }
-    let Ok(f) = serde_json::from_slice::<Fields>(body) else { return BodyFacts::default() };
-    let usage = f.usage.and_then(|usage| match api {
+    let [usage, model, choices, stop_reason, stop_reason_converse] =
+        crate::json::top_level_values(body, ["usage", "model", "choices", "stop_reason", "stopReason"]);
+    let usage = usage.and_then(|r| serde_json::from_slice::<Value>(&body[r]).ok()).and_then(|usage| match api {
         Api::Anthropic => usage_from_anthropic(&usage),
         Api::Converse => usage_from_converse(&usage),
         // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
@@ -54,112 +48,24 @@ pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
         Api::Responses => usage_from_responses(&usage),
         Api::Gemini => None,
     });
-    let text = |v: Option<Value>| match v {
-        Some(Value::String(s)) => Some(s),
+    let text = |json: &[u8]| match json.first() {
+        Some(b'"') => serde_json::from_slice::<String>(json).ok(),
         _ => None,
     };
-    let mut finish_reasons = f.choices.map(|c| c.0).unwrap_or_default();
-    finish_reasons.extend(text(f.stop_reason).into_iter().chain(text(f.stop_reason_converse)));
-    BodyFacts { usage, model: text(f.model), finish_reasons }
-}
-
-/// `choices[].finish_reason` strings, read leniently: anything not shaped like OpenAI's choices is
-/// skipped without an error (and without building a tree of the choices' content).
-struct FinishReasons(Vec<String>);
-
-impl<'de> serde::Deserialize<'de> for FinishReasons {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-        /// One choice: its `finish_reason` when it is a string.
-        struct Choice(Option<String>);
-
-        impl<'de> serde::Deserialize<'de> for Choice {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = Choice;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a choice")
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choice, A::Error> {
-                        let mut reason = None;
-                        while let Some(key) = map.next_key::<std::borrow::Cow<str>>()? {
-                            if key == "finish_reason" {
-                                if let Value::String(s) = map.next_value::<Value>()? {
-                                    reason = Some(s);
-                                }
-                            } else {
-                                map.next_value::<IgnoredAny>()?;
-                            }
-                        }
-                        Ok(Choice(reason))
-                    }
-                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choice, A::Error> {
-                        while seq.next_element::<IgnoredAny>()?.is_some() {}
-                        Ok(Choice(None))
-                    }
-                    fn visit_bool<E>(self, _: bool) -> Result<Choice, E> {
-                        Ok(Choice(None))
-                    }
-                    fn visit_i64<E>(self, _: i64) -> Result<Choice, E> {
-                        Ok(Choice(None))
-                    }
-                    fn visit_u64<E>(self, _: u64) -> Result<Choice, E> {
-                        Ok(Choice(None))
-                    }
-                    fn visit_f64<E>(self, _: f64) -> Result<Choice, E> {
-                        Ok(Choice(None))
-                    }
-                    fn visit_str<E>(self, _: &str) -> Result<Choice, E> {
-                        Ok(Choice(None))
-                    }
-                    fn visit_unit<E>(self) -> Result<Choice, E> {
-                        Ok(Choice(None))
-                    }
-                }
-                d.deserialize_any(V)
-            }
+    let mut finish_reasons: Vec<String> = match choices {
+        Some(r) => {
+            let choices = &body[r];
+            crate::json::array_elements(choices)
+                .filter_map(|e| {
+                    let choice = &choices[e];
+                    crate::json::top_level_value(choice, "finish_reason").and_then(|f| text(&choice[f]))
+                })
+                .collect()
         }
-
-        struct List;
-        impl<'de> Visitor<'de> for List {
-            type Value = FinishReasons;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("choices")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FinishReasons, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Choice(reason)) = seq.next_element::<Choice>()? {
-                    out.extend(reason);
-                }
-                Ok(FinishReasons(out))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FinishReasons, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(FinishReasons(Vec::new()))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<FinishReasons, E> {
-                Ok(FinishReasons(Vec::new()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<FinishReasons, E> {
-                Ok(FinishReasons(Vec::new()))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<FinishReasons, E> {
-                Ok(FinishReasons(Vec::new()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<FinishReasons, E> {
-                Ok(FinishReasons(Vec::new()))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<FinishReasons, E> {
-                Ok(FinishReasons(Vec::new()))
-            }
-            fn visit_unit<E>(self) -> Result<FinishReasons, E> {
-                Ok(FinishReasons(Vec::new()))
-            }
-        }
-        d.deserialize_any(List)
-    }
+        None => Vec::new(),
+    };
+    finish_reasons.extend([stop_reason, stop_reason_converse].into_iter().flatten().filter_map(|r| text(&body[r])));
+    BodyFacts { usage, model: model.and_then(|r| text(&body[r])), finish_reasons }
 }
 
 /// The string value of the first `"key":"…"` in `data` (`key` with its quotes), when it has no
@@ -362,7 +268,7 @@ impl StreamUsage {
                 match name {
                     Some(b"response.completed" | b"response.incomplete" | b"response.failed") => {
                         if let Some(u) = serde_json::from_slice::<Value>(data).ok().and_then(|v| {
-                            v.pointer("/response/usage").filter(|u| u.is_object()).and_then(usage_from_responses)
+                            at(&v, &["response", "usage"]).filter(|u| u.is_object()).and_then(usage_from_responses)
                         }) {
                             self.usage = Some(u);
                         }
@@ -391,10 +297,10 @@ impl StreamUsage {
                 let Ok(v) = serde_json::from_slice::<Value>(data) else { return EventKind::Content };
                 match v.get("type").and_then(Value::as_str) {
                     Some("message_start") => {
-                        if let Some(u) = v.pointer("/message/usage").and_then(usage_from_anthropic) {
+                        if let Some(u) = at(&v, &["message", "usage"]).and_then(usage_from_anthropic) {
                             self.usage = Some(u);
                         }
-                        if let Some(m) = v.pointer("/message/model").and_then(Value::as_str) {
+                        if let Some(m) = at(&v, &["message", "model"]).and_then(Value::as_str) {
                             self.model = Some(m.to_string());
                         }
                     }
@@ -404,7 +310,7 @@ impl StreamUsage {
                             self.usage.get_or_insert_with(Usage::default).merge_anthropic(u);
                         }
                         if self.want_finish_reasons {
-                            if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                            if let Some(r) = at(&v, &["delta", "stop_reason"]).and_then(Value::as_str) {
                                 self.add_finish_reason(r);
                             }
                         }

@@ -399,6 +399,12 @@ impl Usage {
     }
 }
 
+/// The value at `path` (object keys) under `v`: `Value::pointer` without parsing a pointer string,
+/// and allocating for each of its tokens, on every call (usage is read from every response).
+pub fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |v, key| v.get(*key))
+}
+
 /// Usage from an OpenAI `usage` object (or a whole response/chunk holding
 /// one). `input_tokens` is `prompt_tokens - cached_tokens`.
 pub fn usage_from_openai(v: &Value) -> Option<Usage> {
@@ -412,13 +418,15 @@ pub fn usage_from_openai(v: &Value) -> Option<Usage> {
         return None;
     }
     let prompt = prompt.unwrap_or(0);
-    let cached = u.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0).min(prompt);
+    let cached = at(u, &["prompt_tokens_details", "cached_tokens"]).and_then(Value::as_u64).unwrap_or(0).min(prompt);
     Some(Usage {
         input_tokens: prompt - cached,
         output_tokens: completion.unwrap_or(0),
         cache_read_input_tokens: cached,
         cache_creation_input_tokens: 0,
-        reasoning_tokens: u.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0),
+        reasoning_tokens: at(u, &["completion_tokens_details", "reasoning_tokens"])
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 
@@ -508,7 +516,7 @@ pub fn usage_from_responses(v: &Value) -> Option<Usage> {
         output_tokens: output.unwrap_or(0),
         cache_read_input_tokens: cached,
         cache_creation_input_tokens: written,
-        reasoning_tokens: u.pointer("/output_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0),
+        reasoning_tokens: at(u, &["output_tokens_details", "reasoning_tokens"]).and_then(Value::as_u64).unwrap_or(0),
     })
 }
 
