@@ -38,12 +38,62 @@ pub fn set_top_level(body: &[u8], key: &str, value: &[u8]) -> Result<Vec<u8>, se
             Ok(out)
         }
         None => {
-            // The key is absent (or spelled with escapes): edit a parsed tree instead.
+            if let Some(close) = closing_brace_if_keys_plain(body) {
+                // Absent: added before the object's closing brace, every other byte kept.
+                let empty = skip_ws(body, skip_ws(body, 0) + 1) == close;
+                let mut out = Vec::with_capacity(body.len() + key.len() + value.len() + 4);
+                out.extend_from_slice(&body[..close]);
+                if !empty {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
+                out.extend_from_slice(value);
+                out.extend_from_slice(&body[close..]);
+                return Ok(out);
+            }
+            // A key spelled with escapes may be this one, or the body is not a well-formed object:
+            // edit a parsed tree instead (which also reports a body that is not JSON).
             let mut tree: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
             tree.insert(key.to_string(), serde_json::from_slice(value)?);
             serde_json::to_vec(&tree)
         }
     }
+}
+
+/// The index of the closing brace of the JSON object `body` when it is well-formed at its top level,
+/// nothing follows it, and none of its top-level keys is written with an escape.
+fn closing_brace_if_keys_plain(body: &[u8]) -> Option<usize> {
+    let start = skip_ws(body, 0);
+    if body.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut i = start + 1;
+    loop {
+        i = skip_ws(body, i);
+        match body.get(i)? {
+            b'}' => break,
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = skip_string(body, i)?;
+        if body[i + 1..key_end - 1].contains(&b'\\') {
+            return None;
+        }
+        i = skip_ws(body, key_end);
+        if body.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_value(body, skip_ws(body, i + 1))?;
+        i = skip_ws(body, i);
+        match body.get(i)? {
+            b',' => i += 1,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    (skip_ws(body, i + 1) == body.len()).then_some(i)
 }
 
 /// The byte range of a top-level key's value in a JSON object, found without building a tree.
@@ -174,6 +224,26 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absent_key_is_added_before_the_closing_brace_keeping_every_other_byte() {
+        let body = br#"{"model": "m",  "messages": [{"content": "a\nb"}], "stream": true}"#;
+        let out = set_top_level(body, "stream_options", br#"{"include_usage":true}"#).unwrap();
+        assert_eq!(
+            out,
+            br#"{"model": "m",  "messages": [{"content": "a\nb"}], "stream": true,"stream_options":{"include_usage":true}}"#
+        );
+        assert_eq!(set_top_level(b" { } ", "k", b"1").unwrap(), b" { \"k\":1} ");
+        // A top-level key written with an escape could be the same key: the tree decides.
+        let escaped = br#"{"stre\u0061m_options": {"x": 1}, "b": 2}"#;
+        let tree: serde_json::Value =
+            serde_json::from_slice(&set_top_level(escaped, "stream_options", b"7").unwrap()).unwrap();
+        assert_eq!(tree, serde_json::json!({"stream_options": 7, "b": 2}));
+        // Not an object, or something after it: an error or the tree's verdict, never a spliced body.
+        assert!(set_top_level(b"[1]", "k", b"1").is_err());
+        assert!(set_top_level(br#"{"a":1} x"#, "k", b"1").is_err());
+        assert_eq!(with_stream_usage(br#"{"a":1}"#).unwrap(), br#"{"a":1,"stream_options":{"include_usage":true}}"#);
+    }
 
     #[test]
     fn several_top_level_values_are_found_in_one_pass_and_array_elements_listed() {
