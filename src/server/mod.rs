@@ -350,6 +350,12 @@ fn serve_requests(
                 }
             }
         };
+        // While the request is handled, storage a large request made the buffer grow to is given back;
+        // a small buffer stays for the next request (a stream that waits gives that back too, see
+        // `Responder::release_idle_memory`).
+        if reader.buf.is_empty() {
+            reader.buf.shrink(crate::readbuf::INITIAL);
+        }
         let keep_alive = head.keep_alive() && !SHUTTING_DOWN.load(Ordering::Relaxed);
         let minor = head.minor_version;
         let head_only = head.method() == "HEAD";
