@@ -331,9 +331,12 @@ fn responses_event_type(data: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-/// Whether `"usage"` appears followed by `:` and an object (not `null`).
+/// Whether `"usage"` appears followed by `:` and an object (not `null`). Asked of every streamed
+/// OpenAI event, so the searcher is built once, not per call as `memmem::find_iter` would.
 fn has_usage_object(data: &[u8]) -> bool {
-    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+    static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    USAGE_KEY.find_iter(data).any(|at| {
         let mut value = data[at + 7..].iter().skip_while(|b| b.is_ascii_whitespace());
         value.next() == Some(&b':') && value.find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
     })
