@@ -18,6 +18,7 @@ use conn::{copy_body, write_chunk, Conn, Copy, HeadError, ResponseHead};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,15 @@ pub enum SendBody<'a> {
 /// A worker's idle connections, each with the time it was put back; the most recent last.
 type IdleList = Mutex<Vec<(Conn, Instant)>>;
 
+/// How often a checkin also sweeps the other workers' idle lists.
+const POOL_SWEEP_MS: u64 = 10_000;
+
+/// Takes out of `idle` what has idled too long (the oldest are at the bottom).
+fn take_expired(idle: &mut Vec<(Conn, Instant)>) -> Vec<(Conn, Instant)> {
+    let keep_from = idle.iter().position(|(_, since)| since.elapsed() < POOL_IDLE).unwrap_or(idle.len());
+    idle.drain(..keep_from).collect()
+}
+
 /// One backend's client.
 pub struct UpstreamClient {
     host: String,
@@ -128,6 +138,8 @@ pub struct UpstreamClient {
     resolver: resolve::Resolver,
     /// Idle connections, one list per scheduler worker (see [`crate::affinity`]).
     idle: Box<[IdleList]>,
+    /// When (unix ms) a checkin next sweeps every worker's list, not only its own.
+    sweep_at: AtomicU64,
     /// Health of each address the host resolved to (connect failures only).
     addresses: Mutex<Vec<(SocketAddr, Arc<Health>)>>,
     health: HealthPolicy,
@@ -224,6 +236,7 @@ impl UpstreamClient {
             idle_timeout: backend.idle_timeout,
             resolver: resolve::Resolver::default(),
             idle: (0..affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
+            sweep_at: AtomicU64::new(0),
             addresses: Mutex::new(Vec::new()),
             health: backend.health,
         })
@@ -392,17 +405,25 @@ impl UpstreamClient {
     }
 
     fn checkin(&self, conn: Conn) {
-        let list = &self.idle[affinity::of_fd(conn.fd) % self.idle.len()];
-        let expired: Vec<(Conn, Instant)> = {
-            let mut idle = list.lock();
-            // The oldest are at the bottom: evict what has idled too long, so nothing lingers there.
-            let keep_from = idle.iter().position(|(_, since)| since.elapsed() < POOL_IDLE).unwrap_or(idle.len());
-            let expired = idle.drain(..keep_from).collect();
+        let own = affinity::of_fd(conn.fd) % self.idle.len();
+        let mut expired = {
+            let mut idle = self.idle[own].lock();
+            let expired = take_expired(&mut idle);
             if idle.len() < POOL_SIZE {
                 idle.push((conn, Instant::now()));
             }
             expired
         };
+        // The other workers' lists are swept too, now and then: a worker that no client lands on any
+        // more would otherwise keep its idle connections (and their descriptors) for good.
+        let now = crate::clock::unix_millis();
+        if self.idle.len() > 1 && now >= self.sweep_at.load(Ordering::Relaxed) {
+            self.sweep_at.store(now + POOL_SWEEP_MS, Ordering::Relaxed);
+            for (_, list) in self.idle.iter().enumerate().filter(|&(i, _)| i != own) {
+                expired.extend(take_expired(&mut list.lock()));
+            }
+        }
+        // Closed outside the locks.
         drop(expired);
     }
 
@@ -488,5 +509,46 @@ impl UpstreamClient {
             }
         };
         Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkin_sweeps_the_other_workers_expired_connections_now_and_then() {
+        affinity::set_workers(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let second = Duration::from_secs(1);
+        let client = UpstreamClient::new(&UpstreamSettings {
+            base_url: format!("http://{}", listener.local_addr().unwrap()),
+            connect_timeout: second,
+            response_timeout: second,
+            idle_timeout: second,
+            ca_file: None,
+            health: HealthPolicy::default(),
+        })
+        .unwrap();
+        // Connections until there is one on each worker (outside a client connection none is moved).
+        let (mut on0, mut on1) = (Vec::new(), Vec::new());
+        while on0.len() < 2 || on1.is_empty() {
+            let conn = client.connect().unwrap();
+            if affinity::of_fd(conn.fd) == 0 {
+                on0.push(conn)
+            } else {
+                on1.push(conn)
+            }
+        }
+        let long_ago = Instant::now().checked_sub(POOL_IDLE * 2).unwrap();
+        client.idle[0].lock().push((on0.pop().unwrap(), long_ago));
+        client.checkin(on1.pop().unwrap());
+        assert!(client.idle[0].lock().is_empty(), "worker 0's expired connection is swept by a checkin on worker 1");
+        assert_eq!(client.idle[1].lock().len(), 1);
+        // Not at every checkin: the next sweep is POOL_SWEEP_MS away.
+        client.idle[0].lock().push((on0.pop().unwrap(), long_ago));
+        let again = client.idle[1].lock().pop().unwrap().0;
+        client.checkin(again);
+        assert_eq!(client.idle[0].lock().len(), 1);
     }
 }
