@@ -65,35 +65,45 @@ pub fn set_top_level(body: &[u8], key: &str, value: &[u8]) -> Result<Vec<u8>, se
 /// The index of the closing brace of the JSON object `body` when it is well-formed at its top level,
 /// nothing follows it, and none of its top-level keys is written with an escape.
 fn closing_brace_if_keys_plain(body: &[u8]) -> Option<usize> {
+    let close = walk_members(body, |key, _| !key.contains(&b'\\'))?;
+    (skip_ws(body, close + 1) == body.len()).then_some(close)
+}
+
+/// Walks the members of the JSON object `body`, handing `visit` each key as written (between its
+/// quotes) and the byte range of its value, for as long as `visit` returns true. Returns the index of
+/// the closing brace when the walk reached it; `None` when `visit` stopped it or a byte was not
+/// well-formed JSON.
+fn walk_members(body: &[u8], mut visit: impl FnMut(&[u8], Range<usize>) -> bool) -> Option<usize> {
     let start = skip_ws(body, 0);
     if body.get(start) != Some(&b'{') {
         return None;
     }
-    let mut i = start + 1;
+    let mut i = skip_ws(body, start + 1);
+    if body.get(i) == Some(&b'}') {
+        return Some(i);
+    }
     loop {
-        i = skip_ws(body, i);
-        match body.get(i)? {
-            b'}' => break,
-            b'"' => {}
-            _ => return None,
-        }
-        let key_end = skip_string(body, i)?;
-        if body[i + 1..key_end - 1].contains(&b'\\') {
+        if body.get(i) != Some(&b'"') {
             return None;
         }
+        let key_end = skip_string(body, i)?;
+        let key = &body[i + 1..key_end - 1];
         i = skip_ws(body, key_end);
         if body.get(i) != Some(&b':') {
             return None;
         }
-        i = skip_value(body, skip_ws(body, i + 1))?;
-        i = skip_ws(body, i);
+        let value_start = skip_ws(body, i + 1);
+        let value_end = skip_value(body, value_start)?;
+        if !visit(key, value_start..value_end) {
+            return None;
+        }
+        i = skip_ws(body, value_end);
         match body.get(i)? {
-            b',' => i += 1,
-            b'}' => break,
+            b',' => i = skip_ws(body, i + 1),
+            b'}' => return Some(i),
             _ => return None,
         }
     }
-    (skip_ws(body, i + 1) == body.len()).then_some(i)
 }
 
 /// The byte range of a top-level key's value in a JSON object, found without building a tree.
@@ -108,36 +118,15 @@ pub fn top_level_value(body: &[u8], key: &str) -> Option<Range<usize>> {
 pub fn top_level_values<const N: usize>(body: &[u8], keys: [&str; N]) -> [Option<Range<usize>>; N] {
     let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
     let mut missing = N;
-    let mut i = skip_ws(body, 0);
-    if body.get(i) != Some(&b'{') {
-        return found;
-    }
-    i += 1;
-    while missing > 0 {
-        i = skip_ws(body, i);
-        if body.get(i) != Some(&b'"') {
-            break;
-        }
-        let Some(key_end) = skip_string(body, i) else { break };
-        let this_key = &body[i + 1..key_end - 1];
-        i = skip_ws(body, key_end);
-        if body.get(i) != Some(&b':') {
-            break;
-        }
-        i = skip_ws(body, i + 1);
-        let Some(value_end) = skip_value(body, i) else { break };
-        if let Some(slot) = keys.iter().position(|k| k.as_bytes() == this_key) {
+    walk_members(body, |key, value| {
+        if let Some(slot) = keys.iter().position(|k| k.as_bytes() == key) {
             if found[slot].is_none() {
-                found[slot] = Some(i..value_end);
+                found[slot] = Some(value);
                 missing -= 1;
             }
         }
-        i = skip_ws(body, value_end);
-        match body.get(i) {
-            Some(b',') => i += 1,
-            _ => break,
-        }
-    }
+        missing > 0
+    });
     found
 }
 
