@@ -1,6 +1,12 @@
 //! Streaming: time to first byte added by the gateway (and its CPU per stream of that sequential load),
 //! and the gateway's CPU per relayed SSE event.
 //!
+//! The time to first byte is measured twice for each proxy: sharing both cores with the load tool (its
+//! client and upstream), where which core a connection's worker shares with which part of the load tool
+//! changes the result by tens of microseconds (the load tool's may workers are pinned, one per core); and
+//! with the proxy held to one core and the load tool to the other, which measures the proxy's own path:
+//! its processing and the wake-ups a hop between machines also costs.
+//!
 //! `cargo bench --bench streaming` (env: BENCH_GATEWAY_CONFIG=JSON merged into the gateway's config, e.g.
 //! `{"workers": 1}`).
 
@@ -64,24 +70,53 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
     done.load(Ordering::Relaxed) * (events as u64 + 1)
 }
 
+/// One line of the time-to-first-byte table: p50, p99 and the proxy's CPU per stream (`proxy`: its pid
+/// and whether its workers are child processes), sharing both cores with the load tool, then with the
+/// proxy held to one core and the load tool (client and upstream) to the other.
+fn ttfb_row(name: &str, addr: std::net::SocketAddr, proxy: Option<(u32, bool)>, direct: Option<[f64; 2]>) -> [f64; 2] {
+    let cpu = |(pid, tree): (u32, bool)| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
+    let mut line = format!("  {name:<20}");
+    let mut p50s = [0.0; 2];
+    for (i, own_core) in [false, true].into_iter().enumerate() {
+        let _held = own_core.then(|| {
+            let mut held = vec![confine(&[std::process::id()], 0)];
+            held.extend(proxy.map(|(pid, _)| confine(&[pid], 1)));
+            held
+        });
+        let cpu0 = proxy.map(cpu);
+        let (p50, p99) = ttfb(addr, 500);
+        p50s[i] = p50;
+        line += &format!(" {p50:>6.0} {p99:>6.0}");
+        match (direct, proxy.zip(cpu0)) {
+            (Some(d), Some((p, cpu0))) => {
+                line += &format!(" {:>6.0} {:>9.1}", p50 - d[i], (cpu(p) - cpu0) / 520.0 * 1e6)
+            }
+            _ => line += &format!(" {:>6} {:>9}", "", ""),
+        }
+        line += "   ";
+    }
+    println!("{line}");
+    p50s
+}
+
 fn main() {
     init_may();
     let upstream = start_upstream();
     let gateway = start_gateway(upstream, gateway_config_from_env());
     let nginx = start_nginx(upstream);
-    println!("streaming benchmark, {}", machine());
-    println!("time to first byte (µs)     p50      p99    added p50   CPU per stream (µs)");
-    let (d50, d99) = ttfb(upstream, 500);
-    println!("  direct               {d50:>8.0} {d99:>8.0}");
-    let cpu0 = cpu_seconds(gateway.child.id());
-    let (g50, g99) = ttfb(gateway.addr, 500);
-    let g_cpu = (cpu_seconds(gateway.child.id()) - cpu0) / 520.0 * 1e6;
-    println!("  through switchyard   {g50:>8.0} {g99:>8.0} {:>10.0} {g_cpu:>21.1}", g50 - d50);
+    let nice = own_nice();
+    same_priority(gateway.child.id(), nice);
     if let Some(n) = &nginx {
-        let cpu0 = cpu_seconds_tree(n.child.id());
-        let (n50, n99) = ttfb(n.addr, 500);
-        let n_cpu = (cpu_seconds_tree(n.child.id()) - cpu0) / 520.0 * 1e6;
-        println!("  through nginx        {n50:>8.0} {n99:>8.0} {:>10.0} {n_cpu:>21.1}", n50 - d50);
+        same_priority(n.child.id(), nice);
+    }
+    println!("streaming benchmark, every thread at nice {nice}, {}", machine());
+    println!("time to first byte (µs), 500 sequential 3-event streams on one connection:");
+    println!("  {:<20} {:^34}   {:^34}", "", "sharing both cores", "proxy on one core, load on the other");
+    println!("  {:<20}{}", "", format!(" {:>6} {:>6} {:>6} {:>9}   ", "p50", "p99", "added", "CPU/strm").repeat(2));
+    let direct = ttfb_row("direct", upstream, None, None);
+    ttfb_row("through switchyard", gateway.addr, Some((gateway.child.id(), false)), Some(direct));
+    if let Some(n) = &nginx {
+        ttfb_row("through nginx", n.addr, Some((n.child.id(), true)), Some(direct));
     }
     println!("relay CPU per event (µs), 64 concurrent streams × 200 events:");
     println!("  {:<22} {:>16} {:>16}", "", "2 ms apart", "back to back");

@@ -496,21 +496,61 @@ pub fn own_nice() -> i64 {
     stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok()).unwrap_or(0)
 }
 
-/// Renices every thread of `pid` and of its children to `nice`.
-pub fn same_priority(pid: u32, nice: i64) {
+/// Every thread of `pid` and of its children.
+fn threads_of_tree(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
     }
-    for p in pids {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            let tid = task.file_name().to_string_lossy().to_string();
-            let _ = std::process::Command::new("renice")
-                .args(["-n", &nice.to_string(), "-p", &tid])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+    pids.into_iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
+        .flat_map(|tasks| tasks.flatten().filter_map(|t| t.file_name().to_string_lossy().parse().ok()))
+        .collect()
+}
+
+/// Renices every thread of `pid` and of its children to `nice`.
+pub fn same_priority(pid: u32, nice: i64) {
+    for tid in threads_of_tree(pid) {
+        let _ = std::process::Command::new("renice")
+            .args(["-n", &nice.to_string(), "-p", &tid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Every thread of some processes (and of their children) held to one CPU; dropping it gives each
+/// thread back the CPU set it had (may pins each of its workers to a core of its own).
+pub struct CpuConfinement {
+    saved: Vec<(libc::pid_t, libc::cpu_set_t)>,
+}
+
+/// Holds every thread of `pids` and of their children to `cpu`.
+pub fn confine(pids: &[u32], cpu: usize) -> CpuConfinement {
+    let mut saved = Vec::new();
+    for tid in pids.iter().flat_map(|&p| threads_of_tree(p)) {
+        let tid = tid as libc::pid_t;
+        // SAFETY: plain data in and out of the kernel; a thread that ended meanwhile is an error, skipped.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
+                continue;
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &one) == 0 {
+                saved.push((tid, old));
+            }
+        }
+    }
+    CpuConfinement { saved }
+}
+
+impl Drop for CpuConfinement {
+    fn drop(&mut self) {
+        for (tid, set) in &self.saved {
+            // SAFETY: as above.
+            unsafe { libc::sched_setaffinity(*tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
         }
     }
 }

@@ -167,7 +167,15 @@ pub fn relay(
         loop {
             out.clear();
             // About to wait for the upstream: the client gets the head now rather than with the first event.
-            let waits = started && !up.body.buffered();
+            let mut waits = started && !up.body.buffered();
+            // A wait that may be long (for the first token, or after a long one) gives back idle memory
+            // first; a peek tells whether it would wait at all. Bytes already arriving (a fast upstream's
+            // first event right behind its head) leave with the head in one write, and nothing is released
+            // for a wait that does not happen.
+            if waits && slow && up.body.arriving() {
+                waits = false;
+                slow = false;
+            }
             if waits {
                 facts.first_byte.get_or_insert_with(Instant::now);
                 if resp.flush().is_err() {

@@ -48,6 +48,11 @@ pub trait ResponseBody: Read + Send {
     fn buffered(&self) -> bool;
     /// The body has ended and everything was read.
     fn finished(&self) -> bool;
+    /// A read now would not wait on the network: bytes are buffered, or have reached the socket (a peek,
+    /// one system call), or the body has ended.
+    fn arriving(&self) -> bool {
+        self.buffered()
+    }
     /// Gives back buffers that hold nothing (before a long wait).
     fn release_idle_memory(&mut self) {}
 }
@@ -59,6 +64,10 @@ impl ResponseBody for Body {
 
     fn finished(&self) -> bool {
         (self.done || matches!(self.framing, Framing::Length(0))) && self.decoded_at >= self.decoded.len()
+    }
+
+    fn arriving(&self) -> bool {
+        self.buffered() || self.done || self.conn.as_ref().is_some_and(Conn::arriving)
     }
 
     fn release_idle_memory(&mut self) {

@@ -180,9 +180,14 @@ impl Conn {
         if !self.buf.is_empty() || self.deadline.expired() {
             return false;
         }
-        // may sockets are non-blocking underneath: a peek that would block means open and quiet.
+        !self.arriving()
+    }
+
+    /// Whether bytes, or the peer's close, have reached the socket: a read now would not wait. may sockets
+    /// are non-blocking underneath, so this is one peek that returns at once.
+    pub(super) fn arriving(&self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.socket().inner().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        !matches!(self.socket().inner().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Whether rustls holds decrypted bytes not yet read (they would belong to no request).
