@@ -241,7 +241,7 @@ impl JsonLine {
 
     pub fn num(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        push_u64(&mut self.buf, value);
+        crate::digits::push_decimal(&mut self.buf, value);
         self
     }
 
@@ -251,7 +251,7 @@ impl JsonLine {
             Some(d) => {
                 self.key(key);
                 let us = d.as_micros() as u64;
-                push_u64(&mut self.buf, us / 1000);
+                crate::digits::push_decimal(&mut self.buf, us / 1000);
                 self.buf.push(b'.');
                 push_padded(&mut self.buf, us % 1000, 3);
                 self
@@ -336,25 +336,10 @@ impl Items<'_> {
     }
 }
 
-/// Decimal digits of `n`, without formatting machinery.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// `n` in at least `width` digits, zero-padded.
 fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
     let start = out.len();
-    push_u64(out, n);
+    crate::digits::push_decimal(out, n);
     let len = out.len() - start;
     if len < width {
         out.splice(start..start, std::iter::repeat_n(b'0', width - len));

@@ -14,6 +14,7 @@ pub mod chunked;
 pub mod clock;
 pub mod config;
 pub mod deadline;
+pub mod digits;
 pub mod error;
 pub mod eventstream;
 #[doc(hidden)]

@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::api::Api;
 use crate::stream::Event;
 use crate::translate::{
-    at, usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses, Usage,
+    at, usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses,
+    RawObject, Usage,
 };
 
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
@@ -31,8 +32,8 @@ pub struct BodyFacts {
 }
 
 /// Reads [`BodyFacts`] with one scan of the body's top level (`json::top_level_values`, no tree):
-/// only `usage` is parsed, and the strings `model`, `stop_reason`/`stopReason` and each
-/// `choices[].finish_reason`. Fields of an unexpected type are ignored rather than failing the whole
+/// the counts in `usage` are read from its bytes ([`RawObject`]), and the strings `model`,
+/// `stop_reason`/`stopReason` and each `choices[].finish_reason` are parsed. Fields of an unexpected type are ignored rather than failing the whole
 /// read.
 pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
     if api == Api::Gemini {
@@ -40,12 +41,12 @@ pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
     }
     let [usage, model, choices, stop_reason, stop_reason_converse] =
         crate::json::top_level_values(body, ["usage", "model", "choices", "stop_reason", "stopReason"]);
-    let usage = usage.and_then(|r| serde_json::from_slice::<Value>(&body[r]).ok()).and_then(|usage| match api {
-        Api::Anthropic => usage_from_anthropic(&usage),
-        Api::Converse => usage_from_converse(&usage),
+    let usage = usage.map(|r| RawObject(&body[r])).and_then(|usage| match api {
+        Api::Anthropic => usage_from_anthropic(usage),
+        Api::Converse => usage_from_converse(usage),
         // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
-        Api::OpenAi => usage_from_openai(&usage).or_else(|| usage_from_responses(&usage)),
-        Api::Responses => usage_from_responses(&usage),
+        Api::OpenAi => usage_from_openai(usage).or_else(|| usage_from_responses(usage)),
+        Api::Responses => usage_from_responses(usage),
         Api::Gemini => None,
     });
     let text = |json: &[u8]| match json.first() {

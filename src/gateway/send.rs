@@ -348,7 +348,7 @@ pub(crate) fn forward(
         (false, true) => std::borrow::Cow::Borrowed(client.query()),
         (false, false) => std::borrow::Cow::Owned(format!("{}&{query}", client.query())),
     };
-    let full_path = format!("{}{}", client.base_path(), path);
+    let full_path = [client.base_path(), path].concat();
     let signed: &[u8] = match &body {
         SendBody::Bytes(b) => b,
         SendBody::Stream { prefix, .. } => prefix,

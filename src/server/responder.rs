@@ -21,7 +21,7 @@ pub(super) fn write_head(
     length: Option<usize>,
 ) {
     out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    let _ = write!(out, "{status}");
+    crate::digits::push_decimal(out, status.into());
     out.push(b' ');
     out.extend_from_slice(http1::reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -33,7 +33,9 @@ pub(super) fn write_head(
     }
     match length {
         Some(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            crate::digits::push_decimal(out, n as u64);
+            out.extend_from_slice(b"\r\n");
         }
         None if minor == 1 => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         None => {}
@@ -169,7 +171,8 @@ impl Responder<'_> {
         if !data.is_empty() && !self.head_only {
             self.sent += data.len() as u64;
             if chunked {
-                let _ = write!(out, "{:x}\r\n", data.len());
+                crate::digits::push_hex(&mut out, data.len() as u64);
+                out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(data);
                 out.extend_from_slice(b"\r\n");
             } else {

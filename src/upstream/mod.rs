@@ -15,7 +15,7 @@ pub(crate) mod resolve;
 pub use body::{Body, ResponseBody};
 use conn::{copy_body, write_chunk, Conn, Copy, HeadError, ResponseHead};
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -304,11 +304,13 @@ impl UpstreamClient {
         let chunked = match &body {
             SendBody::Bytes(b) if b.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE") => false,
             SendBody::Bytes(b) => {
-                let _ = write!(head, "\r\ncontent-length: {}", b.len());
+                head.extend_from_slice(b"\r\ncontent-length: ");
+                crate::digits::push_decimal(&mut head, b.len() as u64);
                 false
             }
             SendBody::Stream { length: Some(n), .. } => {
-                let _ = write!(head, "\r\ncontent-length: {n}");
+                head.extend_from_slice(b"\r\ncontent-length: ");
+                crate::digits::push_decimal(&mut head, *n);
                 false
             }
             SendBody::Stream { length: None, .. } => {

@@ -1,0 +1,42 @@
+//! Numbers written as ASCII digits into a byte buffer, without `fmt`'s machinery (a response head, a
+//! chunk size and a log line each carry a few, on every request).
+
+/// The decimal digits of `n`.
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    push_in_base::<10>(out, n);
+}
+
+/// The lowercase hexadecimal digits of `n` (an HTTP chunk size).
+pub fn push_hex(out: &mut Vec<u8>, n: u64) {
+    push_in_base::<16>(out, n);
+}
+
+fn push_in_base<const BASE: u64>(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n % BASE) as usize];
+        n /= BASE;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_match_formatting_at_the_edges() {
+        for n in [0, 1, 9, 10, 15, 16, 255, 4096, 99_999, u32::MAX as u64, u64::MAX] {
+            let (mut decimal, mut hex) = (Vec::new(), Vec::new());
+            push_decimal(&mut decimal, n);
+            push_hex(&mut hex, n);
+            assert_eq!(decimal, n.to_string().into_bytes());
+            assert_eq!(hex, format!("{n:x}").into_bytes());
+        }
+    }
+}
