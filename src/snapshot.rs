@@ -32,6 +32,9 @@ pub struct Backend {
     pub upstream: Option<Arc<UpstreamClient>>,
     /// Passive health; kept across reloads while the backend does not change.
     pub health: Arc<Health>,
+    /// Its name and its provider's gen_ai name as metric labels, interned once here rather than per request.
+    pub backend_label: crate::metrics::Label,
+    pub provider_label: crate::metrics::Label,
     /// What the HTTP client was made from: a reload keeps the client (and its warm connections) when
     /// this did not change.
     settings: UpstreamSettings,
@@ -228,12 +231,14 @@ fn build_backend(
         })
     };
     Ok(Backend {
+        provider_label: crate::metrics::label(built.provider.genai_provider_name()),
         name: cfg.name.clone(),
         provider: built.provider,
         headers: cfg.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         default_max_tokens: cfg.default_max_tokens.unwrap_or(4096),
         upstream,
         health: unchanged.map(|old| old.health.clone()).unwrap_or_default(),
+        backend_label: crate::metrics::label(&cfg.name),
         settings,
     })
 }

@@ -247,11 +247,11 @@ impl<'s> Observation<'s> {
         if let Some(op) = self.operation {
             let labels = GenAiLabels {
                 operation: metrics::label(operation_name(op)),
-                provider: backend.map_or(EMPTY, |b| metrics::label(b.provider.genai_provider_name())),
+                provider: backend.map_or(EMPTY, |b| b.provider_label),
                 request_model: self.model_label,
                 response_model: outcome.response_model.as_deref().map_or(EMPTY, metrics::model_label),
                 client,
-                backend: backend.map_or(EMPTY, |b| metrics::label(&b.name)),
+                backend: backend.map_or(EMPTY, |b| b.backend_label),
                 error: error_label,
             };
             let tpot = match (outcome.first_token, &error) {
