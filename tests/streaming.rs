@@ -51,6 +51,47 @@ fn events_arrive_incrementally_before_the_upstream_sends_the_last() {
 }
 
 #[test]
+fn the_head_goes_out_before_a_slow_first_event_and_with_a_prompt_one() {
+    // Before its first wait the relay peeks at the upstream socket: nothing there yet means a wait, and
+    // the client gets the head now; bytes already there leave with the head.
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let mut s = connect(gw.addr);
+    let sent = Instant::now();
+    post_raw(
+        &mut s,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "sse"), ("x-fake-events", "2"), ("x-fake-first-delay-ms", "300")],
+        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
+    );
+    let mut reader = BufReader::new(s);
+    let (status, _) = read_head(&mut reader);
+    let head_at = sent.elapsed();
+    let first = read_chunk(&mut reader).unwrap();
+    let first_at = sent.elapsed();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    assert!(head_at < Duration::from_millis(250), "head at {head_at:?}, first event at {first_at:?}");
+    assert!(first_at >= Duration::from_millis(300), "first event at {first_at:?}");
+    let mut all = first;
+    while let Some(c) = read_chunk(&mut reader) {
+        all.extend_from_slice(&c);
+    }
+    assert_eq!(all, sse_payload(2, true));
+
+    // A prompt upstream: the same stream, byte for byte, on the same connection.
+    let mut s = reader.into_inner();
+    post_raw(
+        &mut s,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "sse"), ("x-fake-events", "2")],
+        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
+    );
+    let r = read_response(&mut BufReader::new(s));
+    assert_eq!((r.status, r.body), (200, sse_payload(2, true)));
+}
+
+#[test]
 fn stream_split_at_every_byte_relays_identically() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));

@@ -34,7 +34,8 @@ impl Received {
 /// An OpenAI-compatible fake, scripted per request by headers the gateway forwards:
 /// - `x-fake-status`: status code (default 200)
 /// - `x-fake-mode`: `json` (default), `sse`, `garbage`, `stall`, `reset-mid-stream`, `close`, `raw`
-/// - `x-fake-events`: number of SSE events (default 3); `x-fake-delay-ms`: pause between writes
+/// - `x-fake-events`: number of SSE events (default 3); `x-fake-delay-ms`: pause between writes;
+///   `x-fake-first-delay-ms`: pause between the head and the first event
 /// - `x-fake-split`: write the SSE payload in pieces of this many bytes
 /// - `x-fake-body`: for `raw`, the exact body to send (JSON or not)
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
@@ -337,6 +338,7 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
         let json_answer = parsed["response_format"]["type"] == "json_schema";
         let events: usize = h("x-fake-events").and_then(|s| s.parse().ok()).unwrap_or(3);
         let delay = Duration::from_millis(h("x-fake-delay-ms").and_then(|s| s.parse().ok()).unwrap_or(0));
+        let first_delay = Duration::from_millis(h("x-fake-first-delay-ms").and_then(|s| s.parse().ok()).unwrap_or(0));
         let split: usize = h("x-fake-split").and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
         let model = serde_json::from_slice::<serde_json::Value>(&req.body)
             .ok()
@@ -462,6 +464,7 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                     payload.chunks(split).collect()
                 };
                 let cut = if mode == "reset-mid-stream" { pieces.len() / 2 } else { pieces.len() };
+                thread::sleep(first_delay);
                 for (i, piece) in pieces[..cut].iter().enumerate() {
                     if i == 1 && h("x-fake-gated").is_some() {
                         gate.wait();
