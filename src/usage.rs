@@ -33,8 +33,8 @@ pub struct BodyFacts {
 
 /// Reads [`BodyFacts`] with one scan of the body's top level (`json::top_level_values`, no tree):
 /// the counts in `usage` are read from its bytes ([`RawObject`]), and the strings `model`,
-/// `stop_reason`/`stopReason` and each `choices[].finish_reason` are parsed. Fields of an unexpected type are ignored rather than failing the whole
-/// read.
+/// `stop_reason`/`stopReason` and each `choices[].finish_reason` are parsed. Fields of an unexpected
+/// type are ignored rather than failing the whole read.
 pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
     if api == Api::Gemini {
         return BodyFacts { usage: gemini_body(body), ..BodyFacts::default() };
