@@ -23,15 +23,9 @@ fn open_stream(addr: std::net::SocketAddr, headers: &[(&str, &str)], model: &str
 fn events_arrive_incrementally_before_the_upstream_sends_the_last() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let mut s = connect(gw.addr);
     let start = Instant::now();
-    post_raw(
-        &mut s,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "sse"), ("x-fake-events", "5"), ("x-fake-delay-ms", "150")],
-        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
-    );
-    let mut reader = BufReader::new(s);
+    let paced = [("x-fake-mode", "sse"), ("x-fake-events", "5"), ("x-fake-delay-ms", "150")];
+    let mut reader = BufReader::new(open_stream(gw.addr, &paced, "fake-1"));
     let (status, headers) = read_head(&mut reader);
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
@@ -56,15 +50,9 @@ fn the_head_goes_out_before_a_slow_first_event_and_with_a_prompt_one() {
     // the client gets the head now; bytes already there leave with the head.
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
-    let mut s = connect(gw.addr);
     let sent = Instant::now();
-    post_raw(
-        &mut s,
-        "/v1/chat/completions",
-        &[("x-fake-mode", "sse"), ("x-fake-events", "2"), ("x-fake-first-delay-ms", "300")],
-        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
-    );
-    let mut reader = BufReader::new(s);
+    let slow_first = [("x-fake-mode", "sse"), ("x-fake-events", "2"), ("x-fake-first-delay-ms", "300")];
+    let mut reader = BufReader::new(open_stream(gw.addr, &slow_first, "fake-1"));
     let (status, _) = read_head(&mut reader);
     let head_at = sent.elapsed();
     let first = read_chunk(&mut reader).unwrap();
