@@ -77,7 +77,10 @@ fn ttfb_row(name: &str, addr: std::net::SocketAddr, proxy: Option<(u32, bool)>, 
     let cpu = |(pid, tree): (u32, bool)| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
     let mut line = format!("  {name:<20}");
     let mut p50s = [0.0; 2];
-    for (i, own_core) in [false, true].into_iter().enumerate() {
+    // One core cannot be split between the proxy and the load tool.
+    let layouts: &[bool] =
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 { &[false, true] } else { &[false] };
+    for (i, &own_core) in layouts.iter().enumerate() {
         let _held = own_core.then(|| {
             let mut held = vec![confine(&[std::process::id()], 0)];
             held.extend(proxy.map(|(pid, _)| confine(&[pid], 1)));
