@@ -137,11 +137,8 @@ impl Conn {
                     Ok(httparse::Status::Complete(len)) => {
                         let status = resp.code.unwrap_or(0);
                         let http10 = resp.version == Some(0);
-                        let headers: Vec<(String, String)> = resp
-                            .headers
-                            .iter()
-                            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
-                            .collect();
+                        let headers: Vec<(String, String)> =
+                            resp.headers.iter().map(|h| (lower_case(h.name), trimmed_text(h.value))).collect();
                         self.buf.consume(len);
                         if (100..200).contains(&status) {
                             continue;
@@ -196,6 +193,24 @@ impl Conn {
     }
 }
 
+/// A header name in lower case (most providers send them so already: then a plain copy).
+fn lower_case(name: &str) -> String {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A header value as text, trimmed; bytes that are not UTF-8 become U+FFFD (the lossy conversion is
+/// slow, so valid text, nearly every value, skips it).
+fn trimmed_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => String::from_utf8_lossy(value).trim().to_owned(),
+    }
+}
+
 /// How the body of a response with these headers is framed, and whether the connection stays open
 /// (RFC 9112 §6.3: a final `chunked` coding wins; any other coding reads to close; both headers, or
 /// an unusable length, mean the connection is not reused).
@@ -239,6 +254,15 @@ mod tests {
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn header_names_are_lower_cased_and_values_trimmed_text() {
+        assert_eq!(lower_case("X-RateLimit-Remaining"), "x-ratelimit-remaining");
+        assert_eq!(lower_case("content-type"), "content-type");
+        assert_eq!(trimmed_text(b"  application/json \t"), "application/json");
+        assert_eq!(trimmed_text(b" caf\xe9 "), "caf\u{fffd}");
+        assert_eq!(trimmed_text(b""), "");
     }
 
     #[test]
