@@ -1,5 +1,7 @@
-//! Numbers written as ASCII digits into a byte buffer, without `fmt`'s machinery (a response head, a
-//! chunk size and a log line each carry a few, on every request).
+//! Numbers and bytes written as ASCII digits, without `fmt`'s machinery (a response head, a chunk size,
+//! a log line, a request id and a trace id each carry a few, on every request).
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The decimal digits of `n`.
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
@@ -16,13 +18,28 @@ fn push_in_base<const BASE: u64>(out: &mut Vec<u8>, mut n: u64) {
     let mut i = digits.len();
     loop {
         i -= 1;
-        digits[i] = b"0123456789abcdef"[(n % BASE) as usize];
+        digits[i] = HEX[(n % BASE) as usize];
         n /= BASE;
         if n == 0 {
             break;
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Two lower-case hex digits for each of `bytes`, appended to `out` (ids, hashes, signatures).
+pub fn push_hex_bytes(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+}
+
+/// Two lower-case hex digits for each of `bytes`.
+pub fn hex_bytes(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex_bytes(&mut s, bytes);
+    s
 }
 
 #[cfg(test)]
@@ -37,6 +54,8 @@ mod tests {
             push_hex(&mut hex, n);
             assert_eq!(decimal, n.to_string().into_bytes());
             assert_eq!(hex, format!("{n:x}").into_bytes());
+            assert_eq!(hex_bytes(&n.to_be_bytes()), format!("{n:016x}"));
         }
+        assert_eq!(hex_bytes(&[]), "");
     }
 }

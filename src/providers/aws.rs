@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::config::AwsAuthConfig;
+use crate::digits::hex_bytes as hex;
 
 use ring::{digest, hmac};
 
@@ -258,12 +259,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> hmac::Tag {
 
 fn sha256_hex(data: &[u8]) -> String {
     hex(digest::digest(&digest::SHA256, data).as_ref())
-}
-
-/// Lower-case hex digits of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]).collect()
 }
 
 /// RFC 3986 encoding: unreserved bytes kept, every other byte `%XX` in upper-case hex.

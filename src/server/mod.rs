@@ -76,10 +76,9 @@ pub fn request_id(head: Option<&RequestHead>) -> String {
 /// `high` and `low` as 32 lower-case hex digits, written without the formatting machinery (a fresh
 /// request id is made for every request).
 fn hex_id(high: u64, low: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(32);
     for word in [high, low] {
-        id.extend((0..16).rev().map(|i| HEX[(word >> (i * 4)) as usize & 0xf] as char));
+        crate::digits::push_hex_bytes(&mut id, &word.to_be_bytes());
     }
     id
 }

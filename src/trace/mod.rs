@@ -107,21 +107,8 @@ pub fn parse_traceparent(value: &str) -> Option<Parent> {
     Some(Parent { trace_id, span_id, sampled: flags[0] & 1 == 1 })
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
-}
+pub use crate::digits::hex_bytes as hex;
+use crate::digits::push_hex_bytes as push_hex;
 
 /// The `traceparent` that makes `span_id` the parent of what receives it (sampled).
 pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
