@@ -175,7 +175,7 @@ fn connect(t: &Target) -> std::io::Result<ClientStream> {
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut stream = match &t.tls {
-        None => ClientStream::Plain(tcp),
+        None => ClientStream::plain(tcp),
         Some(config) => {
             let session = rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap())
                 .map_err(std::io::Error::other)?;

@@ -6,12 +6,12 @@
 //! wakes the other core; under load the coroutine's stack and buffers change caches. nginx avoids this
 //! by keeping one keep-alive cache per worker process; the upstream pool does the same here, with one
 //! list of idle connections per worker ([`of_fd`]), and a new upstream connection is moved to a
-//! descriptor number on the client's worker ([`onto`]). The worker is a hint, not a rule: may's work
+//! descriptor number on the client's worker ([`registered_anew`]). The worker is a hint, not a rule: may's work
 //! stealing may still move a coroutine, and if may ever assigns sockets differently the only loss is
 //! this saving.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use may::net::TcpStream;
@@ -47,18 +47,23 @@ pub fn home() -> Option<usize> {
     HOME.with(Cell::get)
 }
 
-/// `stream`, moved to a descriptor number that belongs to `worker`. The socket is the same (a
-/// duplicate descriptor); it is taken out of its first epoll instance before the first descriptor is
-/// closed, then registered anew. When no such number can be had, the socket stays on its first number.
-pub fn onto(stream: TcpStream, worker: usize) -> TcpStream {
+/// `stream` registered anew with may, and moved to a descriptor number that belongs to `worker` when
+/// one is given. The socket is the same (a duplicate descriptor, or the same one); it is taken out of its
+/// first epoll instance before the first descriptor is closed, then registered anew. When no number of
+/// `worker` can be had, the socket stays on its first number.
+///
+/// A fresh registration is a fresh event record: a timed connect's may timer stays with the old one, so
+/// the socket's reads may wait for its events (see `tls::plain_read`).
+pub fn registered_anew(stream: TcpStream, worker: Option<usize>) -> TcpStream {
     let n = workers();
-    let fd = stream.as_raw_fd();
-    if n == 1 || of_fd(fd) == worker {
-        return stream;
-    }
     // Taken out of may (and its epoll instance) first: a descriptor closed while a duplicate keeps the
     // socket open would stay registered there.
     let fd = stream.into_raw_fd();
+    let worker = match worker {
+        Some(w) if n > 1 && of_fd(fd) != w => w,
+        // SAFETY: `fd` is an open socket descriptor that nothing else owns (see below).
+        _ => return unsafe { TcpStream::from_raw_fd(fd) },
+    };
     // F_DUPFD_CLOEXEC gives the lowest free number at or above `min`: step past the wrong workers'.
     let mut wrong = Vec::new();
     let mut min = fd + 1;
@@ -94,6 +99,7 @@ pub fn onto(stream: TcpStream, worker: usize) -> TcpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_stream_moved_onto_a_worker_has_a_descriptor_of_that_worker_and_still_works() {
@@ -109,16 +115,21 @@ mod tests {
         let stream = TcpStream::connect(addr).unwrap();
         let before = stream.as_raw_fd();
         let target = 1 - of_fd(before);
-        let mut moved = onto(stream, target);
+        let mut moved = registered_anew(stream, Some(target));
         assert_eq!(of_fd(moved.as_raw_fd()), target);
         std::io::Write::write_all(&mut moved, b"ping").unwrap();
         let mut back = [0u8; 4];
         std::io::Read::read_exact(&mut moved, &mut back).unwrap();
         assert_eq!(&back, b"ping");
         server.join().unwrap();
-        // Already on its worker: untouched.
+        // Already on its worker: the same descriptor, with a new event record (the old one is held
+        // here, so the new one cannot take its address).
         let fd = moved.as_raw_fd();
-        let same = onto(moved, of_fd(fd));
+        let before: std::sync::Arc<_> = (**may::io::AsIoData::as_io_data(&moved)).clone();
+        let same = registered_anew(moved, Some(of_fd(fd)));
         assert_eq!(same.as_raw_fd(), fd);
+        assert!(!std::sync::Arc::ptr_eq(&before, may::io::AsIoData::as_io_data(&same)));
+        let again = registered_anew(same, None);
+        assert_eq!(again.as_raw_fd(), fd);
     }
 }

@@ -296,7 +296,7 @@ impl RedisClient {
         stream.set_read_timeout(Some(self.timeout)).map_err(unavailable)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(unavailable)?;
         let io = match &self.tls {
-            None => ClientStream::Plain(stream),
+            None => ClientStream::plain(stream),
             Some((config, name)) => {
                 let session = rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| RedisError::Unavailable(format!("TLS setup: {e}")))?;

@@ -277,7 +277,10 @@ fn tls_listen_adds_an_https_address_beside_the_plain_one() {
     let gw = Gateway::start(&cfg);
     // The plain listener (the harness's --listen) still speaks HTTP.
     assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("fake-1")).status, 200);
-    let line = gw.log().lines().find(|l| l.contains("also serving https on")).map(str::to_string).unwrap();
+    // The line comes right after the one the harness waits for: it may not have been read yet.
+    let logged = |gw: &Gateway| gw.log().lines().find(|l| l.contains("also serving https on")).map(str::to_string);
+    assert!(eventually(Duration::from_secs(5), || logged(&gw).is_some()), "{}", gw.log());
+    let line = logged(&gw).unwrap();
     let https: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert_ne!(https, gw.addr);
     assert_eq!(chat_over(connect_tls(https), &chat("fake-1"), &[]).status, 200);

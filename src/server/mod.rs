@@ -155,7 +155,7 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>, 
                     crate::metrics::count_refused(503);
                     // Over TLS the answer would cost a handshake: the connection is just closed.
                     if tls.is_none() {
-                        let mut stream = ServerStream::Plain(stream);
+                        let mut stream = ServerStream::plain(stream);
                         let _ = write_error(&mut stream, Api::OpenAi, 503, "too many connections", &request_id(None));
                     }
                     return;
@@ -253,7 +253,7 @@ fn serve_connection(
     let _ = socket.set_nodelay(true);
     let _ = socket.set_write_timeout(Some(Duration::from_millis(cfg.keepalive_timeout_ms.max(10_000))));
     let mut stream = match tls {
-        None => ServerStream::Plain(socket),
+        None => ServerStream::plain(socket),
         Some(tls) => match tls.session(socket) {
             Ok(s) => s,
             Err(e) => {

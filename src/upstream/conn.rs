@@ -177,7 +177,9 @@ impl Conn {
         if !self.buf.is_empty() || self.deadline.expired() {
             return false;
         }
-        !self.arriving()
+        // Nothing has come (no byte, no close) since the last response was read whole: open, without a
+        // system call. Otherwise the peek tells.
+        self.io.quiet_since_drained() || !self.arriving()
     }
 
     /// Whether bytes, or the peer's close, have reached the socket: a read now would not wait. may sockets

@@ -444,11 +444,9 @@ impl UpstreamClient {
             }
             match TcpStream::connect_timeout(&addr, left()) {
                 Ok(stream) => {
-                    // On the client connection's worker, so the request's waits stay on one thread.
-                    let stream = match affinity::home() {
-                        Some(worker) => affinity::onto(stream, worker),
-                        None => stream,
-                    };
+                    // On the client connection's worker, so the request's waits stay on one thread; and
+                    // without the connect's may timer, so its reads can wait for events (tls::plain_read).
+                    let stream = affinity::registered_anew(stream, affinity::home());
                     if health.success() == Some(Transition::Restored) {
                         crate::info!("upstream address {addr} of {} restored", self.authority);
                     }
@@ -494,7 +492,7 @@ impl UpstreamClient {
     fn wrap(&self, stream: TcpStream, deadline: Instant) -> Result<Conn, UpstreamError> {
         let fd = stream.as_raw_fd();
         let io = match &self.tls {
-            None => ClientStream::Plain(stream),
+            None => ClientStream::plain(stream),
             Some((config, name)) => {
                 let session = rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| UpstreamError::Unreachable(format!("TLS setup: {e}")))?;
