@@ -248,6 +248,7 @@ where
 mod tests {
     use super::*;
     use std::net::Shutdown;
+    use std::os::fd::FromRawFd;
     use std::time::Duration;
 
     type Plain = MaybeTls<rustls::ClientConnection>;
@@ -379,19 +380,32 @@ mod tests {
             peer.write_all(b"hi").unwrap();
             assert_eq!(ours.read(&mut buf).unwrap(), 2);
             assert!(matches!(ours, MaybeTls::Plain(_, ReadState { drained: true, timed: false, .. })));
-            // More than the socket buffers hold: the peer reads it all only after a while.
+            // More than the socket buffers hold: the peer reads it all only after a while. The reading
+            // thread uses a plain std handle (a may socket's blocking read outside a coroutine needs a
+            // may worker), and the coroutine sleeps instead of joining it (a join blocks its worker).
             let big = vec![b'x'; 8 << 20];
-            let mut reader = peer.try_clone().unwrap();
+            // SAFETY: a fresh duplicate of the peer's open descriptor, owned by the new handle.
+            let mut reader = unsafe { std::net::TcpStream::from_raw_fd(libc::dup(peer.as_raw_fd())) };
             let drain = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(100));
                 let mut sink = vec![0u8; 1 << 16];
                 let mut total = 0;
                 while total < 8 << 20 {
-                    total += reader.read(&mut sink).unwrap();
+                    match reader.read(&mut sink) {
+                        Ok(0) => break,
+                        Ok(n) => total += n,
+                        // The descriptor is non-blocking (may set it so).
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                        Err(e) => panic!("{e}"),
+                    }
                 }
+                total
             });
             ours.write_all(&big).unwrap();
-            drain.join().unwrap();
+            while !drain.is_finished() {
+                may::coroutine::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(drain.join().unwrap(), 8 << 20);
             assert!(matches!(ours, MaybeTls::Plain(_, ReadState { timed: true, .. })), "the write waited in may");
             assert!(!ours.quiet_since_drained());
             peer.write_all(b"more").unwrap();

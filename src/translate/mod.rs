@@ -433,6 +433,22 @@ pub(crate) fn write_anthropic_event(out: &mut Vec<u8>, v: &Value) {
     crate::sse::write_event(out, Some(kind), &to_bytes(v));
 }
 
+/// An OpenAI chat completion's assistant `message`: `content` (null when there is no text), `refusal`
+/// null, and `reasoning_content` and `tool_calls` when there are any.
+pub(crate) fn openai_assistant_message(text: String, reasoning: String, tool_calls: Vec<Value>) -> Value {
+    let mut message = Map::new();
+    message.insert("role".into(), Value::String("assistant".into()));
+    message.insert("content".into(), if text.is_empty() { Value::Null } else { Value::String(text) });
+    message.insert("refusal".into(), Value::Null);
+    if !reasoning.is_empty() {
+        message.insert("reasoning_content".into(), Value::String(reasoning));
+    }
+    if !tool_calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(tool_calls));
+    }
+    Value::Object(message)
+}
+
 pub(crate) fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }

@@ -12,14 +12,6 @@ pub(super) fn stop_reason(reason: &str, tool_use: bool) -> &'static str {
     }
 }
 
-/// The seed of synthesized ids: Gemini's `responseId`, else `bytes`.
-pub(super) fn id_seed(response_id: Option<&str>, bytes: &[u8]) -> u64 {
-    match response_id.filter(|r| !r.is_empty()) {
-        Some(r) => gemini::fnv1a(gemini::FNV_OFFSET, &[r.as_bytes()]),
-        None => gemini::fnv1a(gemini::FNV_OFFSET, &[bytes]),
-    }
-}
-
 /// `msg_` and Gemini's `responseId`, or 128 bits of hash of `bytes`.
 pub(super) fn message_id(response_id: Option<&str>, bytes: &[u8]) -> String {
     match response_id.filter(|r| !r.is_empty()) {
@@ -39,7 +31,7 @@ pub fn response(body: &[u8], model: &str, _opts: &ResponseOptions) -> Result<Vec
     if let Some(refusal) = r.refusal() {
         return Err(refusal);
     }
-    let seed = id_seed(r.response_id.as_deref(), body);
+    let seed = gemini::id_seed(r.response_id.as_deref(), body);
     let mut slots = RawSlots::new();
     let mut content: Vec<Value> = vec![];
     let mut tool_uses = 0u64;

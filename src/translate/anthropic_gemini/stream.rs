@@ -83,7 +83,7 @@ impl StreamTranslator {
         }
         if self.id.is_none() {
             let seed_bytes = format!("{}\0{}", self.model, self.created);
-            let seed = id_seed(r.response_id.as_deref(), seed_bytes.as_bytes());
+            let seed = gemini::id_seed(r.response_id.as_deref(), seed_bytes.as_bytes());
             self.id = Some((message_id(r.response_id.as_deref(), seed_bytes.as_bytes()), seed));
         }
         if let Some(TranslateError::Refused { status, code, message }) = r.refusal() {

@@ -31,6 +31,14 @@ pub(crate) fn fnv1a(seed: u64, parts: &[&[u8]]) -> u64 {
 
 pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// The seed of synthesized ids: Gemini's `responseId`, else `bytes`.
+pub(crate) fn id_seed(response_id: Option<&str>, bytes: &[u8]) -> u64 {
+    match response_id.filter(|r| !r.is_empty()) {
+        Some(r) => fnv1a(FNV_OFFSET, &[r.as_bytes()]),
+        None => fnv1a(FNV_OFFSET, &[bytes]),
+    }
+}
+
 /// The client-facing id of the `n`-th function call of a response: Gemini's id if it gave one,
 /// else `{prefix}{seed}_{n}`; with the part's thought signature appended after [`SIGNATURE_MARK`].
 pub(crate) fn call_id(prefix: &str, given: Option<&str>, seed: u64, n: u64, signature: Option<&str>) -> String {

@@ -109,16 +109,7 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
         }
     }
     let has_tools = !tool_calls.is_empty();
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert("content".into(), if text.is_empty() { Value::Null } else { Value::String(text) });
-    message.insert("refusal".into(), Value::Null);
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(reasoning));
-    }
-    if has_tools {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
+    let message = crate::translate::openai_assistant_message(text, reasoning, tool_calls);
     let stop = v.get("stopReason").and_then(Value::as_str);
     let usage = usage_from_converse(&v).unwrap_or_default();
     let out = obj(vec![
@@ -130,7 +121,7 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
             "choices",
             json!([{
                 "index": 0,
-                "message": Value::Object(message),
+                "message": message,
                 "logprobs": null,
                 "finish_reason": finish_reason(stop, has_tools),
             }]),

@@ -12,14 +12,6 @@ pub(super) fn finish_reason(reason: &str, tool_calls: bool) -> &'static str {
     }
 }
 
-/// The seed of synthesized ids: Gemini's `responseId`, else `bytes`.
-pub(super) fn id_seed(response_id: Option<&str>, bytes: &[u8]) -> u64 {
-    match response_id.filter(|r| !r.is_empty()) {
-        Some(r) => gemini::fnv1a(gemini::FNV_OFFSET, &[r.as_bytes()]),
-        None => gemini::fnv1a(gemini::FNV_OFFSET, &[bytes]),
-    }
-}
-
 /// An OpenAI tool call for the `n`-th function call of a response.
 pub(super) fn tool_call(part: &gemini::Part, fc: &gemini::FunctionCall, seed: u64, n: u64) -> Value {
     json!({
@@ -36,7 +28,7 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
     if let Some(refusal) = r.refusal() {
         return Err(refusal);
     }
-    let seed = id_seed(r.response_id.as_deref(), body);
+    let seed = gemini::id_seed(r.response_id.as_deref(), body);
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = vec![];
@@ -52,16 +44,7 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
         }
     }
     let has_tools = !tool_calls.is_empty();
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert("content".into(), if text.is_empty() { Value::Null } else { Value::String(text) });
-    message.insert("refusal".into(), Value::Null);
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(reasoning));
-    }
-    if has_tools {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
+    let message = crate::translate::openai_assistant_message(text, reasoning, tool_calls);
     let id = match r.response_id.as_deref().filter(|r| !r.is_empty()) {
         Some(rid) => format!("chatcmpl-{rid}"),
         None => format!("chatcmpl-{seed:016x}"),
@@ -76,7 +59,7 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
             "choices",
             json!([{
                 "index": 0,
-                "message": Value::Object(message),
+                "message": message,
                 "logprobs": null,
                 "finish_reason": finish_reason(r.finish_reason().unwrap_or("STOP"), has_tools),
             }]),

@@ -65,7 +65,8 @@ impl StreamTranslator {
             self.usage = Some(u);
         }
         if self.id.is_none() {
-            let seed = id_seed(r.response_id.as_deref(), format!("{}\0{}", self.model, self.opts.created).as_bytes());
+            let seed =
+                gemini::id_seed(r.response_id.as_deref(), format!("{}\0{}", self.model, self.opts.created).as_bytes());
             let id = match r.response_id.as_deref().filter(|r| !r.is_empty()) {
                 Some(rid) => format!("chatcmpl-{rid}"),
                 None => format!("chatcmpl-{seed:016x}"),
