@@ -281,6 +281,15 @@ mod tests {
         .unwrap();
     }
 
+    /// Waits for `thread` from a coroutine without blocking its may worker (a thread that uses a may
+    /// socket may need that worker to finish).
+    fn join_from_coroutine<T>(thread: std::thread::JoinHandle<T>) -> T {
+        while !thread.is_finished() {
+            may::coroutine::sleep(Duration::from_millis(5));
+        }
+        thread.join().unwrap()
+    }
+
     // Inside the coroutine, waits are `may::coroutine::sleep`: a blocked worker thread would process
     // no socket events, and `quiet_since_drained` reads what the event loop recorded.
     #[test]
@@ -305,7 +314,7 @@ mod tests {
             assert_eq!(ours.read(&mut buf).unwrap(), 2);
             assert_eq!(&buf[..2], b"ab");
             assert!(started.elapsed() < Duration::from_secs(2), "woken by the bytes, not the watchdog");
-            writer.join().unwrap();
+            join_from_coroutine(writer);
             // Bytes that arrive after a drain make the socket not quiet, and a close does too.
             peer.write_all(b"c").unwrap();
             may::coroutine::sleep(Duration::from_millis(50));
@@ -372,9 +381,7 @@ mod tests {
     fn a_socket_whose_write_waited_in_may_is_read_by_may_from_then_on() {
         // may's write waited with the socket's write timeout, so may kept a timer for the socket: its
         // reads must not wait for events any more (see `plain_read`).
-        let handle = may::go!(|| {
-            let (mut ours, mut peer) = pair();
-            watchdog(ours.socket(), Duration::from_secs(10));
+        on_a_pair(|mut ours, mut peer| {
             ours.socket().set_write_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 16];
             peer.write_all(b"hi").unwrap();
@@ -382,7 +389,7 @@ mod tests {
             assert!(matches!(ours, MaybeTls::Plain(_, ReadState { drained: true, timed: false, .. })));
             // More than the socket buffers hold: the peer reads it all only after a while. The reading
             // thread uses a plain std handle (a may socket's blocking read outside a coroutine needs a
-            // may worker), and the coroutine sleeps instead of joining it (a join blocks its worker).
+            // may worker).
             let big = vec![b'x'; 8 << 20];
             // SAFETY: a fresh duplicate of the peer's open descriptor, owned by the new handle.
             let mut reader = unsafe { std::net::TcpStream::from_raw_fd(libc::dup(peer.as_raw_fd())) };
@@ -402,16 +409,12 @@ mod tests {
                 total
             });
             ours.write_all(&big).unwrap();
-            while !drain.is_finished() {
-                may::coroutine::sleep(Duration::from_millis(5));
-            }
-            assert_eq!(drain.join().unwrap(), 8 << 20);
+            assert_eq!(join_from_coroutine(drain), 8 << 20);
             assert!(matches!(ours, MaybeTls::Plain(_, ReadState { timed: true, .. })), "the write waited in may");
             assert!(!ours.quiet_since_drained());
             peer.write_all(b"more").unwrap();
             assert_eq!(ours.read(&mut buf).unwrap(), 4);
             assert!(matches!(ours, MaybeTls::Plain(_, ReadState { drained: false, timed: true, .. })));
         });
-        handle.join().unwrap();
     }
 }

@@ -24,7 +24,7 @@ pub(super) fn matched_stop_sequence(v: &Value) -> Value {
 }
 
 /// 64-bit FNV-1a, seeded (two seeds give the 128 bits of a message id).
-pub(super) fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
@@ -36,38 +36,38 @@ pub(super) fn derived_message_id(bytes: &[u8]) -> String {
 /// Side parse of a Converse response for tool inputs in their original key
 /// order.
 #[derive(Deserialize, Default)]
-pub(super) struct RawConverseResponse {
+struct RawConverseResponse {
     #[serde(default)]
     output: Option<RawConverseOutput>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawConverseOutput {
+struct RawConverseOutput {
     #[serde(default)]
     message: Option<RawConverseMessage>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawConverseMessage {
+struct RawConverseMessage {
     #[serde(default)]
     content: Option<Vec<RawConverseBlock>>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawConverseBlock {
+struct RawConverseBlock {
     #[serde(default, rename = "toolUse")]
     tool_use: Option<RawConverseToolUse>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawConverseToolUse {
+struct RawConverseToolUse {
     #[serde(default)]
     input: Option<Box<RawValue>>,
 }
 
 /// Anthropic content block for one Converse output block (`None` for
 /// blocks with no Anthropic form).
-pub(super) fn anthropic_block(b: &Value, raw_input: Option<&RawValue>, slots: &mut RawSlots) -> Option<Value> {
+fn anthropic_block(b: &Value, raw_input: Option<&RawValue>, slots: &mut RawSlots) -> Option<Value> {
     if let Some(t) = b.get("text").and_then(Value::as_str) {
         return Some(json!({"type": "text", "text": t}));
     }
@@ -136,7 +136,7 @@ pub fn response(body: &[u8], model: &str, _opts: &ResponseOptions) -> Result<Vec
 /// The bare exception name from an `x-amzn-ErrorType` value
 /// (`ThrottlingException:http://internal.amazon.com/…`) or a body `__type`
 /// (`com.amazon…#ValidationException`).
-pub(super) fn exception_name(raw: &str) -> &str {
+fn exception_name(raw: &str) -> &str {
     let name = raw.split(':').next().unwrap_or(raw);
     name.rsplit('#').next().unwrap_or(name).trim()
 }
@@ -144,7 +144,7 @@ pub(super) fn exception_name(raw: &str) -> &str {
 /// Anthropic error type for a Bedrock exception name (either case of the
 /// first letter: headers say `ThrottlingException`, stream frames
 /// `throttlingException`), where the name says more than a status would.
-pub(super) fn anthropic_type_for_exception(name: &str) -> Option<&'static str> {
+fn anthropic_type_for_exception(name: &str) -> Option<&'static str> {
     match exception_name(name).to_ascii_lowercase().as_str() {
         "throttlingexception" => Some("rate_limit_error"),
         "serviceunavailableexception" => Some("overloaded_error"),
@@ -158,7 +158,7 @@ pub(super) fn anthropic_type_for_exception(name: &str) -> Option<&'static str> {
 }
 
 /// The `message` of a Bedrock error payload (`message` or `Message`).
-pub(super) fn bedrock_error_message(v: &Value) -> Option<String> {
+fn bedrock_error_message(v: &Value) -> Option<String> {
     ["message", "Message", "originalMessage"]
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_str))

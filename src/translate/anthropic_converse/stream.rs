@@ -4,7 +4,7 @@ use super::*;
 
 /// What an open Anthropic content block is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum BlockKind {
+enum BlockKind {
     Text,
     Thinking,
     ToolUse,
@@ -15,7 +15,7 @@ pub(super) enum BlockKind {
 
 /// One Converse content block and the Anthropic block it became.
 #[derive(Debug, Clone)]
-pub(super) struct Block {
+struct Block {
     converse_index: u64,
     index: u64,
     kind: BlockKind,

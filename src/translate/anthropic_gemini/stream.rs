@@ -3,7 +3,7 @@
 use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Open {
+enum Open {
     Thinking,
     Text,
 }

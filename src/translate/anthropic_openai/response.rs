@@ -13,7 +13,7 @@ pub(super) fn stop_reason(finish: Option<&str>) -> &'static str {
 
 /// Parse model-produced tool arguments into an Anthropic `input` object
 /// (kept verbatim, in the model's key order).
-pub(super) fn tool_input(args: &str, slots: &mut RawSlots) -> Value {
+fn tool_input(args: &str, slots: &mut RawSlots) -> Value {
     if args.trim().is_empty() {
         return json!({});
     }

@@ -14,7 +14,7 @@ pub(crate) struct GoogleError {
 }
 
 #[derive(Deserialize)]
-pub(super) struct ErrorBody {
+struct ErrorBody {
     error: GoogleError,
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 
 /// How deep a schema may nest (references inlined) before it is refused.
-pub(super) const MAX_SCHEMA_DEPTH: usize = 48;
+const MAX_SCHEMA_DEPTH: usize = 48;
 
 /// Converts a JSON Schema (OpenAI `parameters` and `response_format.json_schema.schema`, Anthropic
 /// `input_schema`) into the OpenAPI 3.0 subset Gemini's `Schema` accepts. `field` names the schema
@@ -45,20 +45,20 @@ pub(crate) fn parameters_schema(schema: &Ordered, field: &str) -> Result<Option<
     Ok((!empty_object).then_some(converted))
 }
 
-pub(super) struct SchemaConverter<'a> {
+struct SchemaConverter<'a> {
     root: &'a Ordered,
     /// References being inlined, outermost first (a repeat is a recursive schema).
     references: Vec<String>,
     ordering: bool,
 }
 
-pub(super) const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object"];
+const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object"];
 
 pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
     TranslateError::invalid(field, message)
 }
 
-pub(super) fn is_null_schema(s: &Ordered) -> bool {
+fn is_null_schema(s: &Ordered) -> bool {
     s.get("type").and_then(Ordered::as_str) == Some("null")
 }
 
@@ -343,7 +343,7 @@ impl<'a> SchemaConverter<'a> {
 }
 
 /// The type a schema without `type` evidently has.
-pub(super) fn inferred_type(node: &Ordered) -> Option<&'static str> {
+fn inferred_type(node: &Ordered) -> Option<&'static str> {
     if node.get("properties").is_some() {
         Some("object")
     } else if node.get("items").is_some() || node.get("prefixItems").is_some() {
@@ -354,7 +354,7 @@ pub(super) fn inferred_type(node: &Ordered) -> Option<&'static str> {
 }
 
 /// Adds the node's `title` and `description` (unless already set) and `nullable`.
-pub(super) fn annotate(mut out: Value, node: &Ordered, nullable: bool) -> Value {
+fn annotate(mut out: Value, node: &Ordered, nullable: bool) -> Value {
     if let Value::Object(o) = &mut out {
         for key in ["title", "description"] {
             if let Some(text) = node.get(key).and_then(Ordered::as_str) {
@@ -368,7 +368,7 @@ pub(super) fn annotate(mut out: Value, node: &Ordered, nullable: bool) -> Value 
     out
 }
 
-pub(super) fn copy_numbers(node: &Ordered, keys: &[&str], out: &mut Map<String, Value>) {
+fn copy_numbers(node: &Ordered, keys: &[&str], out: &mut Map<String, Value>) {
     for key in keys {
         if let Some(Ordered::Number(n)) = node.get(key) {
             out.insert((*key).to_string(), Value::Number(n.clone()));

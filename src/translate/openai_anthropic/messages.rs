@@ -2,12 +2,12 @@
 
 use super::*;
 
-pub(super) fn text_block(text: &str) -> Value {
+fn text_block(text: &str) -> Value {
     json!({"type": "text", "text": text})
 }
 
 /// Text parts of a system/developer/tool message content.
-pub(super) fn text_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
+fn text_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
     match content {
         None | Some(Value::Null) => Ok(vec![]),
         Some(Value::String(s)) => Ok(if s.is_empty() { vec![] } else { vec![text_block(s)] }),
@@ -41,7 +41,7 @@ pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
-pub(super) fn user_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
+fn user_parts(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
     let parts = match content {
         Some(Value::Array(parts)) => parts,
         other => return text_parts(other, field),
@@ -94,11 +94,7 @@ pub(super) fn user_parts(content: &Option<Value>, field: &str) -> Result<Vec<Val
     Ok(out)
 }
 
-pub(super) fn assistant_blocks(
-    m: &oa::ChatMessage,
-    i: usize,
-    slots: &mut RawSlots,
-) -> Result<Vec<Value>, TranslateError> {
+fn assistant_blocks(m: &oa::ChatMessage, i: usize, slots: &mut RawSlots) -> Result<Vec<Value>, TranslateError> {
     let field = format!("messages[{i}].content");
     let mut out = match &m.content {
         Some(Value::Array(parts)) => {

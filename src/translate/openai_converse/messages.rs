@@ -2,12 +2,12 @@
 
 use super::*;
 
-pub(super) fn text_block(text: &str) -> Value {
+fn text_block(text: &str) -> Value {
     json!({ "text": text })
 }
 
 /// Push `block`, followed by a cache point when the OpenAI part asked for one.
-pub(super) fn push_part(out: &mut Vec<Value>, block: Value, part: &Value) {
+fn push_part(out: &mut Vec<Value>, block: Value, part: &Value) {
     out.push(block);
     if part.get("cache_control").is_some_and(Value::is_object) {
         out.push(json!({"cachePoint": {"type": "default"}}));
@@ -15,14 +15,14 @@ pub(super) fn push_part(out: &mut Vec<Value>, block: Value, part: &Value) {
 }
 
 /// Text of a content part, or `Ok(None)` for an empty one.
-pub(super) fn part_text<'a>(p: &'a Value, key: &str, pf: &str) -> Result<Option<&'a str>, TranslateError> {
+fn part_text<'a>(p: &'a Value, key: &str, pf: &str) -> Result<Option<&'a str>, TranslateError> {
     let t =
         p.get(key).and_then(Value::as_str).ok_or_else(|| TranslateError::invalid(format!("{pf}.{key}"), "missing"))?;
     Ok(Some(t).filter(|t| !t.is_empty()))
 }
 
 /// Text blocks of a system/developer/tool message content.
-pub(super) fn text_blocks(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
+fn text_blocks(content: &Option<Value>, field: &str) -> Result<Vec<Value>, TranslateError> {
     match content {
         None | Some(Value::Null) => Ok(vec![]),
         Some(Value::String(s)) => Ok(if s.is_empty() { vec![] } else { vec![text_block(s)] }),
@@ -46,7 +46,7 @@ pub(super) fn text_blocks(content: &Option<Value>, field: &str) -> Result<Vec<Va
 }
 
 /// Converse image format for an image media type.
-pub(super) fn image_format(media_type: &str) -> Option<&'static str> {
+fn image_format(media_type: &str) -> Option<&'static str> {
     match media_type.to_ascii_lowercase().as_str() {
         "image/png" => Some("png"),
         "image/jpeg" | "image/jpg" => Some("jpeg"),
@@ -56,7 +56,7 @@ pub(super) fn image_format(media_type: &str) -> Option<&'static str> {
     }
 }
 
-pub(super) fn image_block(p: &Value, pf: &str) -> Result<Value, TranslateError> {
+fn image_block(p: &Value, pf: &str) -> Result<Value, TranslateError> {
     let url = match p.get("image_url") {
         Some(Value::String(s)) => s.as_str(),
         Some(v) => v.get("url").and_then(Value::as_str).unwrap_or(""),
@@ -79,7 +79,7 @@ pub(super) fn image_block(p: &Value, pf: &str) -> Result<Value, TranslateError> 
 /// A PDF `file` part as a Converse document. Converse requires a name made
 /// of letters, digits, single spaces, hyphens, parentheses and brackets; the
 /// position keeps it unique within the request.
-pub(super) fn document_block(p: &Value, pf: &str, position: (usize, usize)) -> Result<Value, TranslateError> {
+fn document_block(p: &Value, pf: &str, position: (usize, usize)) -> Result<Value, TranslateError> {
     let data = p.pointer("/file/file_data").and_then(Value::as_str);
     match data.and_then(parse_data_url) {
         Some(("application/pdf", d)) => Ok(json!({"document": {
@@ -91,7 +91,7 @@ pub(super) fn document_block(p: &Value, pf: &str, position: (usize, usize)) -> R
     }
 }
 
-pub(super) fn user_blocks(content: &Option<Value>, i: usize) -> Result<Vec<Value>, TranslateError> {
+fn user_blocks(content: &Option<Value>, i: usize) -> Result<Vec<Value>, TranslateError> {
     let field = format!("messages[{i}].content");
     let parts = match content {
         Some(Value::Array(parts)) => parts,
@@ -114,12 +114,7 @@ pub(super) fn user_blocks(content: &Option<Value>, i: usize) -> Result<Vec<Value
     Ok(out)
 }
 
-pub(super) fn tool_use_block(
-    tc: &oa::ToolCall,
-    i: usize,
-    j: usize,
-    slots: &mut RawSlots,
-) -> Result<Value, TranslateError> {
+fn tool_use_block(tc: &oa::ToolCall, i: usize, j: usize, slots: &mut RawSlots) -> Result<Value, TranslateError> {
     if tc.id.is_empty() {
         return Err(TranslateError::invalid(format!("messages[{i}].tool_calls[{j}].id"), "missing"));
     }
@@ -131,11 +126,7 @@ pub(super) fn tool_use_block(
     Ok(json!({"toolUse": {"toolUseId": tc.id, "name": tc.function.name, "input": input}}))
 }
 
-pub(super) fn assistant_blocks(
-    m: &oa::ChatMessage,
-    i: usize,
-    slots: &mut RawSlots,
-) -> Result<Vec<Value>, TranslateError> {
+fn assistant_blocks(m: &oa::ChatMessage, i: usize, slots: &mut RawSlots) -> Result<Vec<Value>, TranslateError> {
     let field = format!("messages[{i}].content");
     let mut out = match &m.content {
         Some(Value::Array(parts)) => {
@@ -161,7 +152,7 @@ pub(super) fn assistant_blocks(
     Ok(out)
 }
 
-pub(super) fn tool_result_block(m: &oa::ChatMessage, i: usize) -> Result<Value, TranslateError> {
+fn tool_result_block(m: &oa::ChatMessage, i: usize) -> Result<Value, TranslateError> {
     let id = m
         .tool_call_id
         .as_deref()
@@ -219,7 +210,7 @@ pub(super) fn convert_messages(
 }
 
 /// Claude rejects a final assistant prefill ending in whitespace.
-pub(super) fn trim_prefill(turns: &mut Vec<(&'static str, Vec<Value>)>) {
+fn trim_prefill(turns: &mut Vec<(&'static str, Vec<Value>)>) {
     if let Some(("assistant", blocks)) = turns.last_mut() {
         if let Some(last) = blocks.last_mut() {
             if let Some(t) = last.get("text").and_then(Value::as_str) {

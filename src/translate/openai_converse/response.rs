@@ -30,31 +30,31 @@ pub(super) fn finish_reason(stop_reason: Option<&str>, real_tool_calls: bool) ->
 /// The raw `input` of each content block of a Converse response, to return
 /// tool arguments in the model's own key order.
 #[derive(Deserialize, Default)]
-pub(super) struct RawConverseResponse {
+struct RawConverseResponse {
     #[serde(default)]
     output: Option<RawOutput>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawOutput {
+struct RawOutput {
     #[serde(default)]
     message: Option<RawMessage>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawMessage {
+struct RawMessage {
     #[serde(default)]
     content: Option<Vec<RawContentBlock>>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawContentBlock {
+struct RawContentBlock {
     #[serde(default, rename = "toolUse")]
     tool_use: Option<RawToolUse>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct RawToolUse {
+struct RawToolUse {
     #[serde(default)]
     input: Option<Box<RawValue>>,
 }
@@ -67,7 +67,7 @@ impl RawConverseResponse {
 }
 
 /// Tool arguments: the model's text of the input when it is an object.
-pub(super) fn tool_arguments(raw: Option<&String>, parsed: &Value) -> String {
+fn tool_arguments(raw: Option<&String>, parsed: &Value) -> String {
     match raw {
         Some(r) if r.trim_start().starts_with('{') => r.clone(),
         _ if parsed.is_object() => parsed.to_string(),
@@ -135,13 +135,13 @@ pub fn response(body: &[u8], model: &str, opts: &ResponseOptions) -> Result<Vec<
 // Errors
 
 /// `error.code` when the upstream named no error type.
-pub(super) fn code_for_status(status: u16) -> String {
+fn code_for_status(status: u16) -> String {
     openai_error_code(status).unwrap_or_else(|| openai_error_type(status)).to_string()
 }
 
 /// The error name in an `x-amzn-ErrorType` value or a body `__type`
 /// (`ThrottlingException:http://…`, `com.amazon.coral#ValidationException`).
-pub(super) fn error_name(s: &str) -> Option<&str> {
+fn error_name(s: &str) -> Option<&str> {
     let s = s.split(':').next().unwrap_or("");
     let s = s.rsplit('#').next().unwrap_or("").trim();
     Some(s).filter(|s| !s.is_empty())

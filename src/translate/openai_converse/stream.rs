@@ -3,7 +3,7 @@
 use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Block {
+enum Block {
     Tool(u64),
     ForcedJson,
 }

@@ -4,7 +4,7 @@ use super::*;
 
 /// `POST /v1/embeddings` request body (the fields read).
 #[derive(Deserialize)]
-pub(super) struct EmbeddingsRequest {
+struct EmbeddingsRequest {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]

@@ -4,7 +4,7 @@ use super::*;
 
 /// Writes one event straight into `out` (the hot path: no tree is built): `event:` and its data, `type`
 /// and `sequence_number` first, then what `fields` appends (`,"key":value…`).
-pub(super) fn emit_with(sequence: &mut u64, kind: &str, out: &mut Vec<u8>, fields: impl FnOnce(&mut Vec<u8>)) {
+fn emit_with(sequence: &mut u64, kind: &str, out: &mut Vec<u8>, fields: impl FnOnce(&mut Vec<u8>)) {
     use std::io::Write as _;
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(kind.as_bytes());
@@ -17,7 +17,7 @@ pub(super) fn emit_with(sequence: &mut u64, kind: &str, out: &mut Vec<u8>, field
 }
 
 /// A `….delta` event of an item (and content part).
-pub(super) fn emit_delta(
+fn emit_delta(
     sequence: &mut u64,
     kind: &str,
     item_id: &str,
@@ -44,21 +44,21 @@ pub(super) fn emit_delta(
 
 /// The part of a message being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PartKind {
+enum PartKind {
     Text,
     Refusal,
 }
 
 /// The output item being streamed.
 #[derive(Debug)]
-pub(super) enum Open {
+enum Open {
     Message { index: usize, id: String, parts: Vec<(PartKind, String)>, part_open: bool },
     Reasoning { index: usize, id: String, text: String },
 }
 
 /// A function call item (calls stay addressable by their chat index until the stream ends).
 #[derive(Debug)]
-pub(super) struct Call {
+struct Call {
     index: usize,
     id: String,
     call_id: String,
