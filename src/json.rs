@@ -164,16 +164,55 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// `b[i]` is a quote: returns the index after the closing quote.
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
-    while i < b.len() {
-        // memchr jumps over the string's plain bytes (model replies are long strings).
-        i += memchr::memchr2(b'"', b'\\', &b[i..])?;
+    loop {
+        i = quote_or_backslash(b, i)?;
         match b[i] {
             b'\\' => i += 2,
             _ => return Some(i + 1),
         }
     }
-    None
 }
+
+/// The index of the first `"` or `\` in `b` at or after `i`. Keys and most values end within a few
+/// bytes: eight at a time, read as one word, find their end before memchr's setup would pay; memchr
+/// takes over past [`SHORT_STRING`] bytes (a model's reply).
+fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let short_end = i.saturating_add(SHORT_STRING).min(b.len());
+    while i + 8 <= short_end {
+        let word = u64::from_le_bytes(b[i..i + 8].try_into().ok()?);
+        // A byte of `quotes`/`backslashes` is zero where the word holds that byte; the lowest byte flagged
+        // by `x - ONES & !x & HIGH` is the first zero (flags above it may be borrows, never below it).
+        let quotes = word ^ (ONES * u64::from(b'"'));
+        let backslashes = word ^ (ONES * u64::from(b'\\'));
+        let found = (quotes.wrapping_sub(ONES) & !quotes | backslashes.wrapping_sub(ONES) & !backslashes) & HIGH;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr2(b'"', b'\\', b.get(i..)?).map(|at| i + at)
+}
+
+/// How many bytes of a string are read a word at a time before memchr takes over.
+const SHORT_STRING: usize = 32;
+
+/// What a byte is to [`skip_value`] inside an object or array: nothing, a string's quote, an opening
+/// or a closing bracket.
+const PLAIN: u8 = 0;
+const QUOTE: u8 = 1;
+const OPEN: u8 = 2;
+const CLOSE: u8 = 3;
+static STRUCTURE: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    table[b'"' as usize] = QUOTE;
+    table[b'{' as usize] = OPEN;
+    table[b'[' as usize] = OPEN;
+    table[b'}' as usize] = CLOSE;
+    table[b']' as usize] = CLOSE;
+    table
+};
 
 fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
@@ -182,21 +221,21 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
             let mut depth = 0usize;
             let mut j = i;
             while j < b.len() {
-                match b[j] {
-                    b'"' => {
-                        j = skip_string(b, j)?;
-                        continue;
+                match STRUCTURE[b[j] as usize] {
+                    PLAIN => j += 1,
+                    QUOTE => j = skip_string(b, j)?,
+                    OPEN => {
+                        depth += 1;
+                        j += 1;
                     }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
+                    _ => {
                         depth -= 1;
+                        j += 1;
                         if depth == 0 {
-                            return Some(j + 1);
+                            return Some(j);
                         }
                     }
-                    _ => {}
                 }
-                j += 1;
             }
             None
         }
@@ -291,5 +330,39 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "b");
         assert_eq!(v["x"], 1);
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_unescaped_quote_at_any_length_and_offset() {
+        // Lengths and offsets on both sides of the word reads and of the switch to memchr.
+        for len in 0usize..80 {
+            for escape_at in [None, Some(0), Some(len / 3), Some(len.saturating_sub(1))] {
+                let mut text = vec![b'x'; len];
+                if let Some(at) = escape_at.filter(|_| len > 0) {
+                    text[at] = b'"';
+                    text.insert(at, b'\\');
+                }
+                for lead in 0..9 {
+                    let mut body = b" ".repeat(lead);
+                    body.extend_from_slice(br#"{"k":""#);
+                    body.extend_from_slice(&text);
+                    body.extend_from_slice(br#"","z":[1,"]"]}"#);
+                    let [k, z] = top_level_values(&body, ["k", "z"]);
+                    assert_eq!(&body[k.unwrap()][1..=text.len()], &text[..], "len {len}, lead {lead}");
+                    assert_eq!(&body[z.unwrap()], br#"[1,"]"]"#, "len {len}, lead {lead}");
+                }
+            }
+        }
+        // Every position of the first quote or backslash in a word-sized run.
+        for at in 0..40 {
+            for found in [b'"', b'\\'] {
+                let mut b = vec![b'a'; 48];
+                b[at] = found;
+                b[at + 1..].fill(b'"');
+                assert_eq!(quote_or_backslash(&b, 0), Some(at));
+            }
+        }
+        assert_eq!(quote_or_backslash(b"abc", 0), None);
+        assert_eq!(quote_or_backslash(b"abc", 3), None);
     }
 }

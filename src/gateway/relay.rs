@@ -42,6 +42,8 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// Largest non-streamed upstream body the gateway buffers.
 const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
+/// The most a body's buffer is sized to before its bytes arrive.
+const PRESIZED_BODY_AT_MOST: u64 = 1024 * 1024;
 
 /// A wait for the upstream at least this long makes a stream slow: before its next wait, as before its
 /// first, its empty buffers and the connection's idle stack pages are given back (`server/stack.rs`),
@@ -230,7 +232,9 @@ pub fn relay(
             }
         }
     }
-    let mut body = Vec::new();
+    // Sized once from the upstream's content-length (bounded: it is only the upstream's word), so that
+    // reading the body does not grow and copy it several times.
+    let mut body = Vec::with_capacity(up.content_length.map_or(0, |n| n.min(PRESIZED_BODY_AT_MOST) as usize));
     let read = (&mut up.body).take(MAX_UPSTREAM_BODY).read_to_end(&mut body).and_then(|_| {
         let mut probe = [0u8; 1];
         match up.body.read(&mut probe)? {

@@ -20,6 +20,7 @@ pub(super) fn write_head(
     headers: &[(&str, &str)],
     length: Option<usize>,
 ) {
+    out.reserve(head_capacity(headers));
     out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     crate::digits::push_decimal(out, status.into());
     out.push(b' ');
@@ -46,6 +47,11 @@ pub(super) fn write_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Room for a head with these headers: its status line, framing and connection headers included.
+fn head_capacity(headers: &[(&str, &str)]) -> usize {
+    headers.iter().map(|(name, value)| name.len() + value.len() + 4).sum::<usize>() + 96
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,7 @@ impl Responder<'_> {
         self.keep_alive &= !self.body.unfinished();
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
+        out.reserve(head_capacity(headers) + body.len());
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
         if !self.head_only {
             out.extend_from_slice(body);

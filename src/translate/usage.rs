@@ -155,6 +155,19 @@ impl Fields for RawObject<'_> {
             }
         })
     }
+
+    /// A `usage` object read from a response body is most of what comes here: when the key's bytes are
+    /// nowhere in the object, a byte search tells it holds no such member, without a walk.
+    fn inner_or_self(self, key: &str) -> Self {
+        let key_bytes = key.as_bytes();
+        let mentioned = key_bytes
+            .first()
+            .is_some_and(|&first| memchr::memchr_iter(first, self.0).any(|at| self.0[at..].starts_with(key_bytes)));
+        if !mentioned {
+            return self;
+        }
+        self.object(key).unwrap_or(self)
+    }
 }
 
 /// Usage from an OpenAI `usage` object (or a whole response/chunk holding
@@ -290,6 +303,8 @@ mod tests {
                 "prompt_tokens_details": 3, "completion_tokens_details": {"reasoning_tokens": 2e1}}"#,
             r#"{"prompt_tokens" : 5 , "completion_tokens":6,"prompt_tokens_details":{"cached_tokens":99}}"#,
             r#"{"id": "nothing here"}"#,
+            // The word `usage` elsewhere than as a key holding an object: the object itself is read.
+            r#"{"note": "usage", "prompt_tokens": 3, "usage": 4, "completion_tokens": 1}"#,
             "null",
             "[1, 2]",
         ];
