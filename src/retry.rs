@@ -46,8 +46,8 @@ pub fn wait_ms(policy: &RetryConfig, retry: u32, hint_ms: Option<u64>, remaining
 /// How long the provider asked to wait, from its response headers (lower-case names): `retry-after-ms`,
 /// `retry-after` in seconds, or the OpenAI-style `x-ratelimit-reset-requests` / `-tokens` durations
 /// (`1s`, `6m0s`, `250ms`); the longest of the `x-ratelimit-reset-*` values when both are there.
-pub fn hint_ms(headers: &[(String, String)]) -> Option<u64> {
-    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
+pub fn hint_ms<'h>(headers: impl Iterator<Item = (&'h str, &'h str)> + Clone) -> Option<u64> {
+    let get = |name: &str| headers.clone().find(|(n, _)| *n == name).map(|(_, v)| v.trim());
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0) {
         return Some(ms.ceil() as u64);
     }
@@ -86,10 +86,6 @@ fn duration_ms(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
-    }
-
     #[test]
     fn only_failures_that_were_certainly_not_processed_are_retried() {
         assert!(AttemptFailure::Connect.may_retry());
@@ -102,15 +98,15 @@ mod tests {
 
     #[test]
     fn provider_hints_are_read_in_every_form() {
-        assert_eq!(hint_ms(&headers(&[("retry-after", "2")])), Some(2_000));
-        assert_eq!(hint_ms(&headers(&[("retry-after-ms", "150.2"), ("retry-after", "9")])), Some(151));
+        assert_eq!(hint_ms([("retry-after", "2")].into_iter()), Some(2_000));
+        assert_eq!(hint_ms([("retry-after-ms", "150.2"), ("retry-after", "9")].into_iter()), Some(151));
         assert_eq!(
-            hint_ms(&headers(&[("x-ratelimit-reset-requests", "1m0.5s"), ("x-ratelimit-reset-tokens", "250ms")])),
+            hint_ms([("x-ratelimit-reset-requests", "1m0.5s"), ("x-ratelimit-reset-tokens", "250ms")].into_iter()),
             Some(60_500)
         );
-        assert_eq!(hint_ms(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])), None);
-        assert_eq!(hint_ms(&headers(&[("x-ratelimit-reset-requests", "soon")])), None);
-        assert_eq!(hint_ms(&[]), None);
+        assert_eq!(hint_ms([("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")].into_iter()), None);
+        assert_eq!(hint_ms([("x-ratelimit-reset-requests", "soon")].into_iter()), None);
+        assert_eq!(hint_ms([].into_iter()), None);
     }
 
     #[test]

@@ -385,17 +385,20 @@ pub(crate) fn forward(
     let mut content_length = None;
     let mut error_type = None;
     let mut passthrough = Vec::new();
-    let retry_hint_ms =
-        if response.status == 429 || response.status >= 500 { crate::retry::hint_ms(&response.headers) } else { None };
-    for (name, value) in response.headers {
+    let retry_hint_ms = if response.status == 429 || response.status >= 500 {
+        crate::retry::hint_ms(response.headers.iter())
+    } else {
+        None
+    };
+    for (name, value) in response.headers.iter() {
         if name == "content-type" {
-            content_type = Some(value);
+            content_type = Some(value.to_owned());
         } else if name == "content-length" {
             content_length = value.parse().ok();
         } else if name == "x-amzn-errortype" {
-            error_type = Some(value);
-        } else if relayed_response_header(&name) {
-            passthrough.push((name, value));
+            error_type = Some(value.to_owned());
+        } else if relayed_response_header(name) {
+            passthrough.push((name.to_owned(), value.to_owned()));
         }
     }
     Ok(Exchange {

@@ -13,6 +13,8 @@ use crate::deadline::Deadline;
 use crate::readbuf::ReadBuf;
 use crate::tls::ClientStream;
 
+use super::headers::ResponseHeaders;
+
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Pieces of a streamed body read and written at a time.
@@ -69,7 +71,7 @@ pub(super) struct Conn {
 /// A parsed response head: status, lower-cased headers, body framing, whether the connection stays.
 pub(super) struct ResponseHead {
     pub(super) status: u16,
-    pub(super) headers: Vec<(String, String)>,
+    pub(super) headers: ResponseHeaders,
     pub(super) framing: Framing,
     pub(super) keep_alive: bool,
 }
@@ -137,8 +139,10 @@ impl Conn {
                     Ok(httparse::Status::Complete(len)) => {
                         let status = resp.code.unwrap_or(0);
                         let http10 = resp.version == Some(0);
-                        let headers: Vec<(String, String)> =
-                            resp.headers.iter().map(|h| (lower_case(h.name), trimmed_text(h.value))).collect();
+                        let mut headers = ResponseHeaders::with_capacity(resp.headers.len(), len);
+                        for header in resp.headers.iter() {
+                            headers.push(header.name, header.value);
+                        }
                         self.buf.consume(len);
                         if (100..200).contains(&status) {
                             continue;
@@ -195,32 +199,11 @@ impl Conn {
     }
 }
 
-/// A header name in lower case (most providers send them so already: then a plain copy).
-fn lower_case(name: &str) -> String {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        name.to_ascii_lowercase()
-    } else {
-        name.to_owned()
-    }
-}
-
-/// A header value as text, trimmed; bytes that are not UTF-8 become U+FFFD (the lossy conversion is
-/// slow, so valid text, nearly every value, skips it).
-fn trimmed_text(value: &[u8]) -> String {
-    match std::str::from_utf8(value) {
-        Ok(text) => text.trim().to_owned(),
-        Err(_) => String::from_utf8_lossy(value).trim().to_owned(),
-    }
-}
-
 /// How the body of a response with these headers is framed, and whether the connection stays open
 /// (RFC 9112 §6.3: a final `chunked` coding wins; any other coding reads to close; both headers, or
 /// an unusable length, mean the connection is not reused).
-pub(super) fn framing(headers: &[(String, String)], http10: bool, status: u16) -> Result<(Framing, bool), String> {
-    fn values<'h>(headers: &'h [(String, String)], name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
-        headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-    let get = |name: &'static str| values(headers, name);
+pub(super) fn framing(headers: &ResponseHeaders, http10: bool, status: u16) -> Result<(Framing, bool), String> {
+    let get = |name: &'static str| headers.values(name);
     let close = get("connection").any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
     let keep = if http10 { get("connection").any(|v| v.eq_ignore_ascii_case("keep-alive")) } else { !close };
     if status == 204 || status == 304 {
@@ -254,17 +237,8 @@ pub(super) fn framing(headers: &[(String, String)], http10: bool, status: u16) -
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
-
-    #[test]
-    fn header_names_are_lower_cased_and_values_trimmed_text() {
-        assert_eq!(lower_case("X-RateLimit-Remaining"), "x-ratelimit-remaining");
-        assert_eq!(lower_case("content-type"), "content-type");
-        assert_eq!(trimmed_text(b"  application/json \t"), "application/json");
-        assert_eq!(trimmed_text(b" caf\xe9 "), "caf\u{fffd}");
-        assert_eq!(trimmed_text(b""), "");
+    fn headers(pairs: &[(&str, &str)]) -> ResponseHeaders {
+        pairs.iter().copied().collect()
     }
 
     #[test]

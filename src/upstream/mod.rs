@@ -10,10 +10,12 @@
 
 mod body;
 mod conn;
+mod headers;
 pub(crate) mod resolve;
 
 pub use body::{Body, ResponseBody};
 use conn::{copy_body, write_chunk, Conn, Copy, HeadError, ResponseHead};
+pub use headers::ResponseHeaders;
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -155,7 +157,7 @@ impl std::fmt::Debug for UpstreamClient {
 pub struct Response {
     pub status: u16,
     /// Lower-case names.
-    pub headers: Vec<(String, String)>,
+    pub headers: ResponseHeaders,
     pub body: Body,
 }
 
