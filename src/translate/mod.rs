@@ -433,6 +433,24 @@ pub(crate) fn write_anthropic_event(out: &mut Vec<u8>, v: &Value) {
     crate::sse::write_event(out, Some(kind), &to_bytes(v));
 }
 
+/// An Anthropic stream's `message_start`: an empty assistant message `id` from `model`, with `usage` (an
+/// Anthropic usage object; each pair knows how much of it the upstream has told by then).
+pub(crate) fn write_anthropic_message_start(out: &mut Vec<u8>, id: &str, model: &str, usage: Value) {
+    write_anthropic_event(
+        out,
+        &json!({"type": "message_start", "message": {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": usage,
+        }}),
+    );
+}
+
 /// An OpenAI chat completion's assistant `message`: `content` (null when there is no text), `refusal`
 /// null, and `reasoning_content` and `tool_calls` when there are any.
 pub(crate) fn openai_assistant_message(text: String, reasoning: String, tool_calls: Vec<Value>) -> Value {

@@ -67,7 +67,7 @@ use serde_json::{json, Map, Value};
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
     anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_converse,
-    write_anthropic_event, RequestOptions, ResponseOptions, TranslateError, Usage,
+    write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::anthropic as an;
 

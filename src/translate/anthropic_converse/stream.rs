@@ -127,13 +127,9 @@ impl StreamTranslator {
         }
     }
 
-    fn emit(out: &mut Vec<u8>, v: &Value) {
-        write_anthropic_event(out, v);
-    }
-
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
         self.done = true;
-        Self::emit(out, &anthropic_error_value(kind, message));
+        write_anthropic_event(out, &anthropic_error_value(kind, message));
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -141,19 +137,7 @@ impl StreamTranslator {
             return;
         }
         self.started = true;
-        Self::emit(
-            out,
-            &json!({"type": "message_start", "message": {
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": Usage::default().to_anthropic_json(),
-            }}),
-        );
+        write_anthropic_message_start(out, &self.id, &self.model, Usage::default().to_anthropic_json());
     }
 
     fn find(&self, converse_index: u64) -> Option<usize> {
@@ -164,7 +148,7 @@ impl StreamTranslator {
     fn open_block(&mut self, converse_index: u64, kind: BlockKind, start: Value, out: &mut Vec<u8>) -> usize {
         let index = self.blocks.len() as u64;
         if !matches!(kind, BlockKind::Redacted(_)) {
-            Self::emit(out, &json!({"type": "content_block_start", "index": index, "content_block": start}));
+            write_anthropic_event(out, &json!({"type": "content_block_start", "index": index, "content_block": start}));
         }
         self.blocks.push(Block { converse_index, index, kind, open: true });
         self.blocks.len() - 1
@@ -201,7 +185,7 @@ impl StreamTranslator {
     }
 
     fn delta(out: &mut Vec<u8>, index: u64, delta: Value) {
-        Self::emit(out, &json!({"type": "content_block_delta", "index": index, "delta": delta}));
+        write_anthropic_event(out, &json!({"type": "content_block_delta", "index": index, "delta": delta}));
     }
 
     fn block_delta(&mut self, v: &Value, out: &mut Vec<u8>) {
@@ -247,13 +231,13 @@ impl StreamTranslator {
         }
         b.open = false;
         if let BlockKind::Redacted(data) = &b.kind {
-            Self::emit(
+            write_anthropic_event(
                 out,
                 &json!({"type": "content_block_start", "index": b.index,
                         "content_block": {"type": "redacted_thinking", "data": data}}),
             );
         }
-        Self::emit(out, &json!({"type": "content_block_stop", "index": b.index}));
+        write_anthropic_event(out, &json!({"type": "content_block_stop", "index": b.index}));
     }
 
     fn complete(&mut self, out: &mut Vec<u8>) {
@@ -263,14 +247,14 @@ impl StreamTranslator {
             self.close_block(ci, out);
         }
         let u = self.usage.clone().unwrap_or_default();
-        Self::emit(
+        write_anthropic_event(
             out,
             &json!({"type": "message_delta",
                     "delta": {"stop_reason": stop_reason(self.stop_reason.as_deref()),
                               "stop_sequence": self.stop_sequence},
                     "usage": u.to_anthropic_json()}),
         );
-        Self::emit(out, &json!({"type": "message_stop"}));
+        write_anthropic_event(out, &json!({"type": "message_stop"}));
         self.done = true;
     }
 }

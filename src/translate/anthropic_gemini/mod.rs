@@ -62,7 +62,7 @@ use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
     anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_gemini,
-    write_anthropic_event, RequestOptions, ResponseOptions, TranslateError, Usage,
+    write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::anthropic as an;
 use crate::stream::{Event, StreamFailure, StreamTranslate};

@@ -56,13 +56,9 @@ impl StreamTranslator {
         self.usage.clone()
     }
 
-    fn emit(out: &mut Vec<u8>, v: &Value) {
-        write_anthropic_event(out, v);
-    }
-
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
         self.done = true;
-        Self::emit(out, &anthropic_error_value(kind, message));
+        write_anthropic_event(out, &anthropic_error_value(kind, message));
     }
 
     fn handle(&mut self, data: &[u8], out: &mut Vec<u8>) {
@@ -106,17 +102,17 @@ impl StreamTranslator {
                 self.tool_uses += 1;
                 let index = self.next_index;
                 self.next_index += 1;
-                Self::emit(
+                write_anthropic_event(
                     out,
                     &json!({"type": "content_block_start", "index": index,
                             "content_block": {"type": "tool_use", "id": id, "name": fc.name, "input": {}}}),
                 );
-                Self::emit(
+                write_anthropic_event(
                     out,
                     &json!({"type": "content_block_delta", "index": index,
                             "delta": {"type": "input_json_delta", "partial_json": fc.arguments()}}),
                 );
-                Self::emit(out, &json!({"type": "content_block_stop", "index": index}));
+                write_anthropic_event(out, &json!({"type": "content_block_stop", "index": index}));
                 continue;
             }
             let text = part.text.as_deref().unwrap_or("");
@@ -140,19 +136,19 @@ impl StreamTranslator {
         if let Some(reason) = r.finish_reason() {
             self.close(out);
             let usage = self.usage.clone().unwrap_or_default();
-            Self::emit(
+            write_anthropic_event(
                 out,
                 &json!({"type": "message_delta",
                         "delta": {"stop_reason": stop_reason(reason, self.tool_uses > 0), "stop_sequence": null},
                         "usage": usage.to_anthropic_json()}),
             );
-            Self::emit(out, &json!({"type": "message_stop"}));
+            write_anthropic_event(out, &json!({"type": "message_stop"}));
             self.done = true;
         }
     }
 
     fn delta(out: &mut Vec<u8>, index: u64, delta: Value) {
-        Self::emit(out, &json!({"type": "content_block_delta", "index": index, "delta": delta}));
+        write_anthropic_event(out, &json!({"type": "content_block_delta", "index": index, "delta": delta}));
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -163,13 +159,7 @@ impl StreamTranslator {
         let id = self.id.as_ref().map_or("msg_unknown", |(id, _)| id.as_str());
         let mut usage = self.usage.clone().unwrap_or_default().to_anthropic_json();
         usage["output_tokens"] = json!(0);
-        Self::emit(
-            out,
-            &json!({"type": "message_start", "message": {
-                "id": id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                "stop_reason": null, "stop_sequence": null, "usage": usage,
-            }}),
-        );
+        write_anthropic_message_start(out, id, &self.model, usage);
     }
 
     /// The index of the open block of `kind`, opening one (and closing another) if needed.
@@ -186,14 +176,14 @@ impl StreamTranslator {
             Open::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
             Open::Text => json!({"type": "text", "text": ""}),
         };
-        Self::emit(out, &json!({"type": "content_block_start", "index": index, "content_block": block}));
+        write_anthropic_event(out, &json!({"type": "content_block_start", "index": index, "content_block": block}));
         self.open = Some((kind, index));
         index
     }
 
     fn close(&mut self, out: &mut Vec<u8>) {
         if let Some((_, index)) = self.open.take() {
-            Self::emit(out, &json!({"type": "content_block_stop", "index": index}));
+            write_anthropic_event(out, &json!({"type": "content_block_stop", "index": index}));
         }
     }
 }

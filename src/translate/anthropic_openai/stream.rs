@@ -67,13 +67,9 @@ impl StreamTranslator {
         self.done
     }
 
-    fn emit(out: &mut Vec<u8>, v: &Value) {
-        write_anthropic_event(out, v);
-    }
-
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
         self.done = true;
-        Self::emit(out, &anthropic_error_value(kind, message));
+        write_anthropic_event(out, &anthropic_error_value(kind, message));
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -81,19 +77,8 @@ impl StreamTranslator {
             return;
         }
         self.started = true;
-        Self::emit(
-            out,
-            &json!({"type": "message_start", "message": {
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }}),
-        );
+        let usage = json!({"input_tokens": 0, "output_tokens": 0});
+        write_anthropic_message_start(out, &self.id, &self.model, usage);
     }
 
     fn close_open(&mut self, out: &mut Vec<u8>) {
@@ -101,7 +86,7 @@ impl StreamTranslator {
             let index = match o {
                 Open::Text(i) | Open::Tool(i) => i,
             };
-            Self::emit(out, &json!({"type": "content_block_stop", "index": index}));
+            write_anthropic_event(out, &json!({"type": "content_block_stop", "index": index}));
         }
     }
 
@@ -116,7 +101,7 @@ impl StreamTranslator {
                 let i = self.next_index;
                 self.next_index += 1;
                 self.open = Some(Open::Text(i));
-                Self::emit(
+                write_anthropic_event(
                     out,
                     &json!({"type": "content_block_start", "index": i,
                             "content_block": {"type": "text", "text": ""}}),
@@ -124,7 +109,7 @@ impl StreamTranslator {
                 i
             }
         };
-        Self::emit(
+        write_anthropic_event(
             out,
             &json!({"type": "content_block_delta", "index": index,
                     "delta": {"type": "text_delta", "text": t}}),
@@ -146,7 +131,7 @@ impl StreamTranslator {
                 self.open = Some(Open::Tool(i));
                 let id = tc.id.clone().unwrap_or_else(|| format!("toolu_{}_{}", self.id, tc.index));
                 let name = tc.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
-                Self::emit(
+                write_anthropic_event(
                     out,
                     &json!({"type": "content_block_start", "index": i,
                             "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
@@ -155,7 +140,7 @@ impl StreamTranslator {
             }
         };
         if !args.is_empty() {
-            Self::emit(
+            write_anthropic_event(
                 out,
                 &json!({"type": "content_block_delta", "index": index,
                         "delta": {"type": "input_json_delta", "partial_json": args}}),
@@ -170,7 +155,7 @@ impl StreamTranslator {
         self.delta_sent = true;
         self.close_open(out);
         let u = self.usage.clone().unwrap_or_default();
-        Self::emit(
+        write_anthropic_event(
             out,
             &json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason(self.finish_reason.as_deref()), "stop_sequence": null},
@@ -185,7 +170,7 @@ impl StreamTranslator {
     fn complete(&mut self, out: &mut Vec<u8>) {
         self.start(out);
         self.message_delta(out);
-        Self::emit(out, &json!({"type": "message_stop"}));
+        write_anthropic_event(out, &json!({"type": "message_stop"}));
         self.done = true;
     }
 

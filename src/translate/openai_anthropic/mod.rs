@@ -98,6 +98,56 @@ const REJECTED_FIELDS: &[&str] = &["functions", "function_call", "audio", "web_s
 /// Tool name used to emulate `response_format: {"type":"json_object"}`.
 pub const JSON_OBJECT_TOOL: &str = "json_response";
 
+/// The tool that stands in for `response_format` with a provider that has none (Anthropic, Converse):
+/// the model is made to call it, and its input is the JSON answer.
+pub(crate) struct JsonTool {
+    pub name: String,
+    pub description: String,
+    /// The client's schema (its bytes kept through `slots`), or any object.
+    pub schema: Value,
+}
+
+/// The [`JsonTool`] for the request's `response_format`: none for `text`, any object for `json_object`,
+/// the client's named schema for `json_schema`.
+pub(crate) fn json_response_tool(
+    req: &oa::ChatRequest,
+    raw: &RawOpenAiRequest,
+    slots: &mut RawSlots,
+) -> Result<Option<JsonTool>, TranslateError> {
+    let Some(rf) = &req.response_format else {
+        return Ok(None);
+    };
+    match rf.get("type").and_then(Value::as_str).unwrap_or("") {
+        "text" | "" => Ok(None),
+        "json_object" => Ok(Some(JsonTool {
+            name: JSON_OBJECT_TOOL.to_string(),
+            description: "Respond with a JSON object.".to_string(),
+            schema: json!({"type": "object"}),
+        })),
+        "json_schema" => {
+            let js = rf
+                .get("json_schema")
+                .ok_or_else(|| TranslateError::invalid("response_format.json_schema", "missing"))?;
+            let name = js
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| TranslateError::invalid("response_format.json_schema.name", "missing"))?;
+            let description = js
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("Respond with a JSON object that matches this schema.");
+            let raw_schema =
+                raw.response_format.as_ref().and_then(|r| r.json_schema.as_ref()).and_then(|j| j.schema.as_deref());
+            let schema = match (raw_schema, js.get("schema")) {
+                (Some(r), Some(p)) if p.is_object() => slots.slot(r.get(), p.clone()),
+                _ => json!({"type": "object"}),
+            };
+            Ok(Some(JsonTool { name: name.to_string(), description: description.to_string(), schema }))
+        }
+        other => Err(TranslateError::invalid("response_format.type", format!("unknown value `{other}`"))),
+    }
+}
+
 /// Thinking budget for each `reasoning_effort`.
 pub(crate) fn thinking_budget(effort: &str) -> Result<Option<u64>, TranslateError> {
     match effort {
@@ -288,57 +338,24 @@ pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTransla
 
     // response_format emulation.
     let mut forced_json_tool = None;
-    if let Some(rf) = &req.response_format {
-        let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
-        let (name, description, schema) = match kind {
-            "text" | "" => (None, None, None),
-            "json_object" => (
-                Some(JSON_OBJECT_TOOL.to_string()),
-                Some("Respond with a JSON object.".to_string()),
-                Some(json!({"type": "object"})),
-            ),
-            "json_schema" => {
-                let js = rf
-                    .get("json_schema")
-                    .ok_or_else(|| TranslateError::invalid("response_format.json_schema", "missing"))?;
-                let name = js
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| TranslateError::invalid("response_format.json_schema.name", "missing"))?;
-                let desc = js
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| "Respond with a JSON object that matches this schema.".to_string());
-                let raw_schema =
-                    raw.response_format.as_ref().and_then(|r| r.json_schema.as_ref()).and_then(|j| j.schema.as_deref());
-                let schema = match (raw_schema, js.get("schema")) {
-                    (Some(r), Some(p)) if p.is_object() => slots.slot(r.get(), p.clone()),
-                    _ => json!({"type": "object"}),
-                };
-                (Some(name.to_string()), Some(desc), Some(schema))
-            }
-            other => return Err(TranslateError::invalid("response_format.type", format!("unknown value `{other}`"))),
-        };
-        if let (Some(name), Some(desc), Some(schema)) = (name, description, schema) {
-            tools.push(json!({"name": name, "description": desc, "input_schema": schema}));
-            let user_named = tool_choice.as_ref().is_some_and(|c| c["type"] == "tool");
-            let user_none = tool_choice.as_ref().is_some_and(|c| c["type"] == "none");
-            tool_choice = Some(if user_tools && !user_none {
-                if user_named {
-                    tool_choice.take().unwrap_or_default()
-                } else {
-                    json!({"type": "any"})
-                }
+    if let Some(JsonTool { name, description, schema }) = json_response_tool(&req, &raw, &mut slots)? {
+        tools.push(json!({"name": name, "description": description, "input_schema": schema}));
+        let user_named = tool_choice.as_ref().is_some_and(|c| c["type"] == "tool");
+        let user_none = tool_choice.as_ref().is_some_and(|c| c["type"] == "none");
+        tool_choice = Some(if user_tools && !user_none {
+            if user_named {
+                tool_choice.take().unwrap_or_default()
             } else {
-                json!({"type": "tool", "name": name})
-            });
-            if user_tools && user_none {
-                // The client forbade its tools; only the JSON tool remains.
-                tools.retain(|t| t["name"] == name.as_str());
+                json!({"type": "any"})
             }
-            forced_json_tool = Some(name);
+        } else {
+            json!({"type": "tool", "name": name})
+        });
+        if user_tools && user_none {
+            // The client forbade its tools; only the JSON tool remains.
+            tools.retain(|t| t["name"] == name.as_str());
         }
+        forced_json_tool = Some(name);
     }
 
     if req.parallel_tool_calls == Some(false) && !tools.is_empty() {

@@ -82,7 +82,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::openai_anthropic::{
-    parse_data_url, reject_unsupported, thinking_budget, tool_call_arguments, JSON_OBJECT_TOOL,
+    self, parse_data_url, reject_unsupported, thinking_budget, tool_call_arguments, JsonTool,
 };
 use super::raw::{RawOpenAiRequest, RawSlots};
 use super::{
@@ -344,37 +344,10 @@ fn json_response_tool(
     raw: &RawOpenAiRequest,
     slots: &mut RawSlots,
 ) -> Result<Option<(String, Value)>, TranslateError> {
-    let Some(rf) = &req.response_format else {
-        return Ok(None);
-    };
-    match rf.get("type").and_then(Value::as_str).unwrap_or("") {
-        "text" | "" => Ok(None),
-        "json_object" => Ok(Some((
-            JSON_OBJECT_TOOL.to_string(),
-            tool_spec(JSON_OBJECT_TOOL, Some("Respond with a JSON object."), json!({"type": "object"})),
-        ))),
-        "json_schema" => {
-            let js = rf
-                .get("json_schema")
-                .ok_or_else(|| TranslateError::invalid("response_format.json_schema", "missing"))?;
-            let name = js
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::invalid("response_format.json_schema.name", "missing"))?;
-            let desc = js
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("Respond with a JSON object that matches this schema.");
-            let raw_schema =
-                raw.response_format.as_ref().and_then(|r| r.json_schema.as_ref()).and_then(|j| j.schema.as_deref());
-            let schema = match (raw_schema, js.get("schema")) {
-                (Some(r), Some(p)) if p.is_object() => slots.slot(r.get(), p.clone()),
-                _ => json!({"type": "object"}),
-            };
-            Ok(Some((name.to_string(), tool_spec(name, Some(desc), schema))))
-        }
-        other => Err(TranslateError::invalid("response_format.type", format!("unknown value `{other}`"))),
-    }
+    Ok(openai_anthropic::json_response_tool(req, raw, slots)?.map(|JsonTool { name, description, schema }| {
+        let spec = tool_spec(&name, Some(&description), schema);
+        (name, spec)
+    }))
 }
 
 /// Combine the client's tools and choice, the JSON tool and the tool names
