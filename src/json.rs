@@ -73,7 +73,17 @@ fn closing_brace_if_keys_plain(body: &[u8]) -> Option<usize> {
 /// quotes) and the byte range of its value, for as long as `visit` returns true. Returns the index of
 /// the closing brace when the walk reached it; `None` when `visit` stopped it or a byte was not
 /// well-formed JSON.
-fn walk_members(body: &[u8], mut visit: impl FnMut(&[u8], Range<usize>) -> bool) -> Option<usize> {
+fn walk_members(body: &[u8], visit: impl FnMut(&[u8], Range<usize>) -> bool) -> Option<usize> {
+    walk_members_with(body, |_, at| skip_value(body, at), visit)
+}
+
+/// [`walk_members`] with the end of each value found by `value_end(key, start)`: a scan that may read
+/// the value on its way.
+fn walk_members_with(
+    body: &[u8],
+    mut value_end: impl FnMut(&[u8], usize) -> Option<usize>,
+    mut visit: impl FnMut(&[u8], Range<usize>) -> bool,
+) -> Option<usize> {
     let start = skip_ws(body, 0);
     if body.get(start) != Some(&b'{') {
         return None;
@@ -93,7 +103,7 @@ fn walk_members(body: &[u8], mut visit: impl FnMut(&[u8], Range<usize>) -> bool)
             return None;
         }
         let value_start = skip_ws(body, i + 1);
-        let value_end = skip_value(body, value_start)?;
+        let value_end = value_end(key, value_start)?;
         if !visit(key, value_start..value_end) {
             return None;
         }
@@ -116,9 +126,40 @@ pub fn top_level_value(body: &[u8], key: &str) -> Option<Range<usize>> {
 /// [`top_level_value`] for several keys in one pass: each key's first occurrence. The scan stops at the
 /// first byte that is not well-formed JSON, keeping what it found before it.
 pub fn top_level_values<const N: usize>(body: &[u8], keys: [&str; N]) -> [Option<Range<usize>>; N] {
+    top_level_values_reading(body, keys, |_, at| skip_value(body, at))
+}
+
+/// [`top_level_values`], and in the same pass the value of `element_key` in each element of the array
+/// that is the first value of `keys[array]` (see [`read_elements`]): the array is read once, not skipped
+/// and then read.
+pub fn top_level_values_and_element_values<const N: usize>(
+    body: &[u8],
+    keys: [&str; N],
+    array: usize,
+    element_key: &str,
+) -> ([Option<Range<usize>>; N], Vec<Range<usize>>) {
+    let mut elements = Vec::new();
+    let mut array_read = false;
+    let found = top_level_values_reading(body, keys, |key, at| {
+        if !array_read && key == keys[array].as_bytes() {
+            array_read = true;
+            // A fault inside an element ends the reading of elements, not the walk: the value's end then
+            // comes from the plain skip, as for any other value.
+            return read_elements(body, at, element_key, &mut elements).or_else(|| skip_value(body, at));
+        }
+        skip_value(body, at)
+    });
+    (found, elements)
+}
+
+fn top_level_values_reading<const N: usize>(
+    body: &[u8],
+    keys: [&str; N],
+    value_end: impl FnMut(&[u8], usize) -> Option<usize>,
+) -> [Option<Range<usize>>; N] {
     let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
     let mut missing = N;
-    walk_members(body, |key, value| {
+    walk_members_with(body, value_end, |key, value| {
         if let Some(slot) = keys.iter().position(|k| k.as_bytes() == key) {
             if found[slot].is_none() {
                 found[slot] = Some(value);
@@ -130,28 +171,40 @@ pub fn top_level_values<const N: usize>(body: &[u8], keys: [&str; N]) -> [Option
     found
 }
 
-/// The byte ranges of the elements of the JSON array `b` (nothing when `b` is not an array); stops at
-/// the first element that is not well-formed.
-pub fn array_elements(b: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
-    let start = skip_ws(b, 0);
-    let mut i = if b.get(start) == Some(&b'[') { Some(start + 1) } else { None };
-    std::iter::from_fn(move || {
-        let at = skip_ws(b, i?);
-        if b.get(at) == Some(&b']') {
-            i = None;
-            return None;
+/// Reads the JSON array at `b[at]`: for each element that is an object holding the top-level `key`, the
+/// byte range (in `b`) of that key's first value goes to `values`. Walking an element's members is what
+/// finds its end, so nothing is scanned twice. Returns the index after the closing bracket; `None` (with
+/// the values read up to there) at the first element or separator that is not well-formed, or when
+/// `b[at]` is not an array.
+fn read_elements(b: &[u8], at: usize, key: &str, values: &mut Vec<Range<usize>>) -> Option<usize> {
+    if b.get(at) != Some(&b'[') {
+        return None;
+    }
+    let mut i = skip_ws(b, at + 1);
+    if b.get(i) == Some(&b']') {
+        return Some(i + 1);
+    }
+    loop {
+        let end = if b.get(i) == Some(&b'{') {
+            let mut found = None;
+            let close = walk_members(&b[i..], |k, value| {
+                if found.is_none() && k == key.as_bytes() {
+                    found = Some(i + value.start..i + value.end);
+                }
+                true
+            })?;
+            values.extend(found);
+            i + close + 1
+        } else {
+            skip_value(b, i)?
+        };
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b']' => return Some(i + 1),
+            _ => return None,
         }
-        let end = skip_value(b, at);
-        i = end.and_then(|end| {
-            let next = skip_ws(b, end);
-            match b.get(next) {
-                Some(b',') => Some(next + 1),
-                Some(b']') => Some(next),
-                _ => None,
-            }
-        });
-        end.map(|end| at..end)
-    })
+    }
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -274,21 +327,20 @@ mod tests {
     }
 
     #[test]
-    fn several_top_level_values_are_found_in_one_pass_and_array_elements_listed() {
+    fn several_top_level_values_are_found_in_one_pass_and_a_key_read_in_array_elements() {
         let body = br#" {"a": [1, {"b": "x\"}"}], "model" : "m", "c": {"model": 1}, "model": "later"} "#;
         let [a, model, missing] = top_level_values(body, ["a", "model", "zz"]);
         assert_eq!(&body[a.clone().unwrap()], br#"[1, {"b": "x\"}"}]"#);
         assert_eq!(&body[model.unwrap()], br#""m""#, "the first occurrence");
         assert_eq!(missing, None);
         let a = &body[a.unwrap()];
-        let elements: Vec<&[u8]> = array_elements(a).map(|r| &a[r]).collect();
-        assert_eq!(elements, [&b"1"[..], br#"{"b": "x\"}"}"#]);
-        assert_eq!(array_elements(b"[]").count(), 0);
-        assert_eq!(array_elements(br#""not an array""#).count(), 0);
+        assert_eq!(elements(a, "b"), [br#""x\"}""#]);
+        assert!(elements(b"[]", "b").is_empty());
+        assert!(elements(br#""not an array""#, "b").is_empty());
         // Malformed input: what came before the fault is kept, nothing after it.
         let [x, y] = top_level_values(br#"{"x": 1, "y" 2}"#, ["x", "y"]);
         assert_eq!((x, y), (Some(6..7), None));
-        assert_eq!(array_elements(b"[1, 2 3]").count(), 2);
+        assert_eq!(elements(br#"[{"k":1}, {"k":2} {"k":3}]"#, "k").len(), 2);
         assert_eq!(top_level_values(b"[1]", ["x"]), [None]);
         // An escape at the very end of an unterminated string.
         assert_eq!(top_level_values(br#"{"x": "ab\"#, ["x"]), [None]);
@@ -330,6 +382,42 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "b");
         assert_eq!(v["x"], 1);
+    }
+
+    /// The values of `key` in the elements of the array `b` (at its first byte that is not space).
+    fn elements<'b>(b: &'b [u8], key: &str) -> Vec<&'b [u8]> {
+        let mut values = Vec::new();
+        read_elements(b, skip_ws(b, 0), key, &mut values);
+        values.into_iter().map(|r| &b[r]).collect()
+    }
+
+    #[test]
+    fn a_key_is_read_from_each_object_element_in_order() {
+        let choices = br#" [ {"index":0,"message":{"finish_reason":"nested"},"finish_reason":"stop"},
+            "text", 7, {"index":1}, {"finish_reason":null,"finish_reason":"later"} ,{"finish_reason":"length"}] "#;
+        assert_eq!(elements(choices, "finish_reason"), [&br#""stop""#[..], b"null", br#""length""#]);
+        // A malformed element ends the reading; what came before it stands.
+        let broken = br#"[{"finish_reason":"stop"}, {"finish_reason":"length" "x"}, {"finish_reason":"tail"}]"#;
+        assert_eq!(elements(broken, "finish_reason"), [&br#""stop""#[..]]);
+        assert_eq!(elements(br#"[{"finish_reason":"stop"}"#, "finish_reason").len(), 1, "unterminated array");
+    }
+
+    #[test]
+    fn the_array_is_read_in_the_same_pass_as_the_top_level() {
+        let body = br#"{"choices": [{"message": {"content": "a \"quoted\" [reply]"}, "finish_reason": "stop"},
+            {"finish_reason": "length"}], "model": "m", "choices": [{"finish_reason": "second"}], "usage": {"x": 1}}"#;
+        let keys = ["choices", "model", "usage"];
+        let (found, values) = top_level_values_and_element_values(body, keys, 0, "finish_reason");
+        assert_eq!(found, top_level_values(body, keys));
+        let values: Vec<&[u8]> = values.into_iter().map(|r| &body[r]).collect();
+        assert_eq!(values, [&br#""stop""#[..], br#""length""#], "the first `choices` only");
+        // An element that is not well-formed ends the elements' reading, not the walk: `usage` after it
+        // is still found, as without the array being read.
+        let faulty = br#"{"choices": [{"finish_reason": "stop"}, {"a" 1}], "usage": {"x": 1}}"#;
+        let (found, values) = top_level_values_and_element_values(faulty, keys, 0, "finish_reason");
+        assert_eq!(found, top_level_values(faulty, keys));
+        assert!(found[2].is_some());
+        assert_eq!(values.len(), 1);
     }
 
     #[test]

@@ -39,8 +39,14 @@ pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
     if api == Api::Gemini {
         return BodyFacts { usage: gemini_body(body), ..BodyFacts::default() };
     }
-    let [usage, model, choices, stop_reason, stop_reason_converse] =
-        crate::json::top_level_values(body, ["usage", "model", "choices", "stop_reason", "stopReason"]);
+    // `choices` is read in the walk that finds the top-level keys: each choice's `finish_reason` on the way.
+    let ([usage, model, _choices, stop_reason, stop_reason_converse], finish_reason_values) =
+        crate::json::top_level_values_and_element_values(
+            body,
+            ["usage", "model", "choices", "stop_reason", "stopReason"],
+            2,
+            "finish_reason",
+        );
     let usage = usage.map(|r| RawObject(&body[r])).and_then(|usage| match api {
         Api::Anthropic => usage_from_anthropic(usage),
         Api::Converse => usage_from_converse(usage),
@@ -53,18 +59,7 @@ pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
         Some(b'"') => serde_json::from_slice::<String>(json).ok(),
         _ => None,
     };
-    let mut finish_reasons: Vec<String> = match choices {
-        Some(r) => {
-            let choices = &body[r];
-            crate::json::array_elements(choices)
-                .filter_map(|e| {
-                    let choice = &choices[e];
-                    crate::json::top_level_value(choice, "finish_reason").and_then(|f| text(&choice[f]))
-                })
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let mut finish_reasons: Vec<String> = finish_reason_values.into_iter().filter_map(|r| text(&body[r])).collect();
     finish_reasons.extend([stop_reason, stop_reason_converse].into_iter().flatten().filter_map(|r| text(&body[r])));
     BodyFacts { usage, model: model.and_then(|r| text(&body[r])), finish_reasons }
 }
