@@ -207,6 +207,16 @@ fn read_elements(b: &[u8], at: usize, key: &str, values: &mut Vec<Range<usize>>)
     }
 }
 
+/// The JSON string `json` (quotes included) as text; `None` when it is not a well-formed string. One
+/// without escapes or control bytes is copied as it is; any other is parsed.
+pub fn string_value(json: &[u8]) -> Option<String> {
+    let inner = json.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.iter().all(|&b| b != b'\\' && b >= 0x20) {
+        return std::str::from_utf8(inner).ok().map(str::to_owned);
+    }
+    serde_json::from_slice(json).ok()
+}
+
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
         i += 1;
@@ -389,6 +399,27 @@ mod tests {
         let mut values = Vec::new();
         read_elements(b, skip_ws(b, 0), key, &mut values);
         values.into_iter().map(|r| &b[r]).collect()
+    }
+
+    #[test]
+    fn a_string_value_is_copied_when_plain_and_parsed_otherwise() {
+        let cases: [&[u8]; 10] = [
+            br#""stop""#,
+            br#""""#,
+            br#""caf\u00e9 \"x\"""#,
+            "\"café\"".as_bytes(),
+            b"\"a\tb\"",
+            br#""a"#,
+            br#""a\""#,
+            b"\"\xff\"",
+            b"null",
+            b"7",
+        ];
+        for json in cases {
+            let parsed = serde_json::from_slice::<String>(json).ok();
+            assert_eq!(string_value(json), parsed, "{}", String::from_utf8_lossy(json));
+        }
+        assert_eq!(string_value(br#""stop""#).as_deref(), Some("stop"));
     }
 
     #[test]

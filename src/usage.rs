@@ -55,10 +55,7 @@ pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
         Api::Responses => usage_from_responses(usage),
         Api::Gemini => None,
     });
-    let text = |json: &[u8]| match json.first() {
-        Some(b'"') => serde_json::from_slice::<String>(json).ok(),
-        _ => None,
-    };
+    let text = crate::json::string_value;
     let mut finish_reasons: Vec<String> = finish_reason_values.into_iter().filter_map(|r| text(&body[r])).collect();
     finish_reasons.extend([stop_reason, stop_reason_converse].into_iter().flatten().filter_map(|r| text(&body[r])));
     BodyFacts { usage, model: model.and_then(|r| text(&body[r])), finish_reasons }
