@@ -225,6 +225,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// `b[i]` is a quote: returns the index after the closing quote.
+#[inline(always)]
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
@@ -239,6 +240,7 @@ fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
 /// The index of the first `"` or `\` in `b` at or after `i`. Keys and most values end within a few
 /// bytes: eight at a time, read as one word, find their end before memchr's setup would pay; memchr
 /// takes over past [`SHORT_STRING`] bytes (a model's reply).
+#[inline(always)]
 fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
