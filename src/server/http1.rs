@@ -6,6 +6,7 @@
 //! differential and fuzz tests.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use crate::chunked::{ChunkError, ChunkedDecoder};
@@ -111,17 +112,18 @@ pub fn parse_head(
     max_head_bytes: usize,
     max_headers: usize,
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; 128];
+    // Slots httparse fills as it parses: left uninitialised, not written 128 times per request.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; 128];
     let mut heap;
-    let headers: &mut [httparse::Header] = if max_headers <= slots.len() {
+    let headers: &mut [MaybeUninit<httparse::Header>] = if max_headers <= slots.len() {
         &mut slots[..max_headers]
     } else {
-        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        heap = vec![MaybeUninit::uninit(); max_headers];
         &mut heap
     };
-    let mut req = httparse::Request::new(headers);
+    let mut req = httparse::Request::new(&mut []);
     let window = &buf[..buf.len().min(max_head_bytes)];
-    let status = req.parse(window).map_err(|e| match e {
+    let status = req.parse_with_uninit_headers(window, headers).map_err(|e| match e {
         httparse::Error::TooManyHeaders => HeadError::HeadersTooLarge,
         httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
         httparse::Error::HeaderName | httparse::Error::HeaderValue => {

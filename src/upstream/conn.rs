@@ -2,6 +2,7 @@
 //! response head, and telling an idle pooled connection still open. No pool and no body reading here.
 
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -133,9 +134,15 @@ impl Conn {
         let mut received_any = false;
         loop {
             if !self.buf.is_empty() {
-                let mut slots = [httparse::EMPTY_HEADER; 64];
-                let mut resp = httparse::Response::new(&mut slots);
-                match resp.parse(self.buf.pending()) {
+                // Left uninitialised: httparse writes the slots it fills.
+                let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; 64];
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut resp,
+                    self.buf.pending(),
+                    &mut slots,
+                );
+                match parsed {
                     Ok(httparse::Status::Complete(len)) => {
                         let status = resp.code.unwrap_or(0);
                         let http10 = resp.version == Some(0);
