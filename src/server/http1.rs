@@ -29,7 +29,7 @@ impl From<&crate::config::ServerConfig> for Limits {
 /// allocations however many headers it has.
 #[derive(Debug)]
 pub struct RequestHead {
-    raw: Vec<u8>,
+    raw: Raw,
     method: Range<usize>,
     /// The request target as sent.
     target: Range<usize>,
@@ -39,6 +39,38 @@ pub struct RequestHead {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     headers: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// A head's bytes: as text when they are UTF-8 (nearly always), so that its method, path and header names
+/// are sliced out without a check each time they are read; as bytes otherwise (a value with obs-text).
+#[derive(Debug)]
+enum Raw {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Raw {
+    fn new(head: &[u8]) -> Raw {
+        match String::from_utf8(head.to_vec()) {
+            Ok(text) => Raw::Text(text),
+            Err(e) => Raw::Bytes(e.into_bytes()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Raw::Text(text) => text.as_bytes(),
+            Raw::Bytes(bytes) => bytes,
+        }
+    }
+
+    /// The text at `range`, `None` when it is not UTF-8.
+    fn text(&self, range: Range<usize>) -> Option<&str> {
+        match self {
+            Raw::Text(text) => text.get(range),
+            Raw::Bytes(bytes) => std::str::from_utf8(&bytes[range]).ok(),
+        }
+    }
 }
 
 /// How the request body is framed.
@@ -173,7 +205,7 @@ pub fn parse_head(
         return Err(HeadError::Malformed("missing Host header"));
     }
     let headers = req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
-    Ok(Some((RequestHead { raw: buf[..len].to_vec(), method, target, origin, minor_version, headers }, len)))
+    Ok(Some((RequestHead { raw: Raw::new(&buf[..len]), method, target, origin, minor_version, headers }, len)))
 }
 
 const BARE_LF: HeadError = HeadError::Malformed("a line ends in a bare LF (CRLF is required)");
@@ -294,17 +326,17 @@ fn is_sub_delim(b: u8) -> bool {
 
 impl RequestHead {
     pub fn method(&self) -> &str {
-        std::str::from_utf8(&self.raw[self.method.clone()]).unwrap_or("")
+        self.raw.text(self.method.clone()).unwrap_or("")
     }
 
     /// The request target as sent (origin-form or absolute-form), query string included.
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
+        self.raw.text(self.target.clone()).unwrap_or("")
     }
 
     /// The target's path without its query string (`/` for an absolute-form target without a path).
     pub fn path(&self) -> &str {
-        let t = std::str::from_utf8(&self.raw[self.origin.clone()]).unwrap_or("");
+        let t = self.raw.text(self.origin.clone()).unwrap_or("");
         let p = t.split_once('?').map_or(t, |(p, _)| p);
         if p.is_empty() {
             "/"
@@ -314,22 +346,26 @@ impl RequestHead {
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers
-            .iter()
-            .map(|(n, v)| (std::str::from_utf8(&self.raw[n.clone()]).unwrap_or(""), &self.raw[v.clone()]))
+        let raw = self.raw.bytes();
+        self.headers.iter().map(|(n, v)| (self.raw.text(n.clone()).unwrap_or(""), &raw[v.clone()]))
     }
 
     /// The first header with this name (case-insensitive), as text when it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_values(name).next().and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
+        let (_, value) = self.named(name).next()?;
+        self.raw.text(value.clone()).map(str::trim)
     }
 
     /// Values of the headers with this name, compared as bytes (no text conversion per header).
     fn header_values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &self.raw[v.clone()])
+        let raw = self.raw.bytes();
+        self.named(name).map(|(_, v)| &raw[v.clone()])
+    }
+
+    /// The (name, value) ranges of the headers with this name.
+    fn named<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a (Range<usize>, Range<usize>)> + use<'a, 'n> {
+        let raw = self.raw.bytes();
+        self.headers.iter().filter(move |(n, _)| raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
     }
 
     /// Whether the connection stays open after this request, per HTTP/1.0 and 1.1 rules.

@@ -21,6 +21,24 @@ fn parses_method_path_and_headers() {
 }
 
 #[test]
+fn a_head_with_a_value_that_is_not_utf8_reads_as_before() {
+    // obs-text (RFC 9110 §5.5) in one value: that value is not text; everything else still is.
+    let raw = b"GET /v1/models?x=1 HTTP/1.1\r\nHost: a\r\nX-Name: caf\xe9\r\nX-A:  b \r\n\r\n";
+    let (h, _) = parse_head(raw, 64 * 1024, 100).unwrap().unwrap();
+    assert_eq!((h.method(), h.path(), h.target()), ("GET", "/v1/models", "/v1/models?x=1"));
+    assert_eq!(h.header("x-name"), None);
+    assert_eq!(h.header("x-a"), Some("b"));
+    let headers: Vec<(&str, &[u8])> = h.headers().collect();
+    assert_eq!(headers, [("Host", &b"a"[..]), ("X-Name", b"caf\xe9"), ("X-A", b"b")]);
+    // The same head in plain text reads the same through the text path.
+    let (t, _) = head("GET /v1/models?x=1 HTTP/1.1\r\nHost: a\r\nX-Name: cafe\r\nX-A:  b \r\n\r\n").unwrap().unwrap();
+    assert_eq!(
+        (t.method(), t.path(), t.header("x-name"), t.header("X-A")),
+        ("GET", "/v1/models", Some("cafe"), Some("b"))
+    );
+}
+
+#[test]
 fn incomplete_head_asks_for_more_until_the_limit() {
     assert!(head("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
     let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
