@@ -210,23 +210,10 @@ pub fn parse_head(
 
 const BARE_LF: HeadError = HeadError::Malformed("a line ends in a bare LF (CRLF is required)");
 
-/// Whether some LF in `b` is not preceded by CR. It runs on every head, so it looks at eight bytes at
-/// a time and byte by byte only at the words that hold an LF.
+/// Whether some LF in `b` is not preceded by CR. It runs on every head: memchr finds the LFs (one a
+/// line), and only the byte before each is looked at.
 fn has_bare_lf(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let bare = |i: usize| b[i] == b'\n' && (i == 0 || b[i - 1] != b'\r');
-    let mut words = b.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'\n'));
-        // Non-zero exactly when some byte of `x` is zero, i.e. some byte of the word is an LF.
-        if x.wrapping_sub(ONES) & !x & HIGH != 0 && (at..at + 8).any(bare) {
-            return true;
-        }
-        at += 8;
-    }
-    (at..b.len()).any(bare)
+    memchr::memchr_iter(b'\n', b).any(|i| i == 0 || b[i - 1] != b'\r')
 }
 
 fn memchr_newline(b: &[u8]) -> bool {
