@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::cancel::Cancel;
+use crate::metrics::labels::FxBuild;
 use crate::tls::ServerStream;
 
 /// Requests younger than this are not looked at (most finish first).
@@ -30,7 +31,8 @@ struct Watched {
     since: Instant,
 }
 
-static WATCHED: Mutex<Option<HashMap<u64, Watched>>> = Mutex::new(None);
+/// Keyed by our own sequential ids (no client chooses them): the small Fx hash, not SipHash.
+static WATCHED: Mutex<Option<HashMap<u64, Watched, FxBuild>>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static WATCHER: Once = Once::new();
 
@@ -67,7 +69,7 @@ impl ClientWatch {
                 cancel: self.cancel.clone(),
                 since: Instant::now(),
             };
-            WATCHED.lock().get_or_insert_with(HashMap::new).insert(id, entry);
+            WATCHED.lock().get_or_insert_with(HashMap::default).insert(id, entry);
             self.entry = Some(id);
         }
         self.cancel.clone()
