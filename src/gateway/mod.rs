@@ -392,7 +392,8 @@ pub fn prepare<'a>(
         .ok_or_else(unsupported)?;
     let path = provider.path(upstream_endpoint, model, peek.stream).ok_or_else(unsupported)?;
     let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
-    let created = crate::clock::unix_secs();
+    // The `created` of a translated answer (read only where a translator or a stored response needs it).
+    let created = crate::clock::unix_secs;
     if responses_passthrough {
         let mut body = crate::json::with_model(&req.body, &peek.model, model).map_err(invalid)?;
         if let Some((_, upstream_id)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
@@ -405,7 +406,7 @@ pub fn prepare<'a>(
             endpoint: upstream_endpoint,
             body,
             pair: None,
-            response: ResponseOptions { created, ..ResponseOptions::default() },
+            response: ResponseOptions { created: created(), ..ResponseOptions::default() },
             strip_usage: false,
             api: Api::Responses,
             id_tag: Some(responses::tag(&backend.name)),
@@ -425,12 +426,13 @@ pub fn prepare<'a>(
         if strip_usage {
             body = Cow::Owned(crate::json::with_stream_usage(&body).map_err(invalid)?);
         }
-        (body, None, ResponseOptions { created, ..ResponseOptions::default() }, strip_usage)
+        // Same family: nothing is translated back, so no `created` is needed.
+        (body, None, ResponseOptions::default(), strip_usage)
     } else {
         let pair = Pair::between(endpoint.client_api(), provider.api()).ok_or_else(unsupported)?;
         let options = RequestOptions { model: Some(model.to_string()), default_max_tokens: backend.default_max_tokens };
         let t = pair
-            .request(endpoint, &req.body, &options, created)
+            .request(endpoint, &req.body, &options, created())
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if !t.dropped.is_empty() {
             crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));

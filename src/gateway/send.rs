@@ -213,12 +213,16 @@ fn by_health<'p>(snapshot: &Snapshot, plan: &[&'p Target], now: u64) -> Vec<&'p 
 
 /// Feeds an attempt's outcome to the backend's passive health; logs and counts ejections once.
 fn record_health(snapshot: &Snapshot, backend: &Backend, result: &Result<Exchange, GatewayError>) {
-    let now = crate::clock::unix_millis();
     let failed = match result {
         Ok(up) => snapshot.config.health.statuses.contains(&up.status),
         Err(e) => e.may_fall_back() && !matches!(e, GatewayError::BackendUnavailable(_)),
     };
-    let transition = if failed { backend.health.failure(now, &snapshot.health) } else { backend.health.success() };
+    // The clock is read for a failure only: a success needs no time.
+    let transition = if failed {
+        backend.health.failure(crate::clock::unix_millis(), &snapshot.health)
+    } else {
+        backend.health.success()
+    };
     match transition {
         Some(Transition::Ejected(ms)) => {
             metrics::EJECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

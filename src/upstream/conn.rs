@@ -132,6 +132,8 @@ impl Conn {
     pub(super) fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
         let deadline = Instant::now() + timeout;
         let mut received_any = false;
+        // The first wait has the whole timeout: no second clock read for it.
+        let mut first_wait = true;
         loop {
             if !self.buf.is_empty() {
                 // Left uninitialised: httparse writes the slots it fills.
@@ -164,7 +166,8 @@ impl Conn {
                     Err(e) => return Err(HeadError::Malformed(e.to_string())),
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = if first_wait { timeout } else { deadline.saturating_duration_since(Instant::now()) };
+            first_wait = false;
             if left.is_zero() {
                 return Err(HeadError::Io(io::Error::new(io::ErrorKind::TimedOut, "response head")));
             }

@@ -118,8 +118,9 @@ type IdleList = Mutex<Vec<(Conn, Instant)>>;
 const POOL_SWEEP_MS: u64 = 10_000;
 
 /// Takes out of `idle` what has idled too long (the oldest are at the bottom).
-fn take_expired(idle: &mut Vec<(Conn, Instant)>) -> Vec<(Conn, Instant)> {
-    let keep_from = idle.iter().position(|(_, since)| since.elapsed() < POOL_IDLE).unwrap_or(idle.len());
+fn take_expired(idle: &mut Vec<(Conn, Instant)>, now: Instant) -> Vec<(Conn, Instant)> {
+    let keep_from =
+        idle.iter().position(|(_, since)| now.saturating_duration_since(*since) < POOL_IDLE).unwrap_or(idle.len());
     idle.drain(..keep_from).collect()
 }
 
@@ -140,8 +141,9 @@ pub struct UpstreamClient {
     resolver: resolve::Resolver,
     /// Idle connections, one list per scheduler worker (see [`crate::affinity`]).
     idle: Box<[IdleList]>,
-    /// When (unix ms) a checkin next sweeps every worker's list, not only its own.
+    /// When (ms since `created`) a checkin next sweeps every worker's list, not only its own.
     sweep_at: AtomicU64,
+    created: Instant,
     /// Health of each address the host resolved to (connect failures only).
     addresses: Mutex<Vec<(SocketAddr, Arc<Health>)>>,
     health: HealthPolicy,
@@ -239,6 +241,7 @@ impl UpstreamClient {
             resolver: resolve::Resolver::default(),
             idle: (0..affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
             sweep_at: AtomicU64::new(0),
+            created: Instant::now(),
             addresses: Mutex::new(Vec::new()),
             health: backend.health,
         })
@@ -410,21 +413,23 @@ impl UpstreamClient {
 
     fn checkin(&self, conn: Conn) {
         let own = affinity::of_fd(conn.fd) % self.idle.len();
+        // One clock read serves the expiry, the connection's idle start and the sweep.
+        let now = Instant::now();
         let mut expired = {
             let mut idle = self.idle[own].lock();
-            let expired = take_expired(&mut idle);
+            let expired = take_expired(&mut idle, now);
             if idle.len() < POOL_SIZE {
-                idle.push((conn, Instant::now()));
+                idle.push((conn, now));
             }
             expired
         };
         // The other workers' lists are swept too, now and then: a worker that no client lands on any
         // more would otherwise keep its idle connections (and their descriptors) for good.
-        let now = crate::clock::unix_millis();
-        if self.idle.len() > 1 && now >= self.sweep_at.load(Ordering::Relaxed) {
-            self.sweep_at.store(now + POOL_SWEEP_MS, Ordering::Relaxed);
+        let now_ms = now.saturating_duration_since(self.created).as_millis() as u64;
+        if self.idle.len() > 1 && now_ms >= self.sweep_at.load(Ordering::Relaxed) {
+            self.sweep_at.store(now_ms + POOL_SWEEP_MS, Ordering::Relaxed);
             for (_, list) in self.idle.iter().enumerate().filter(|&(i, _)| i != own) {
-                expired.extend(take_expired(&mut list.lock()));
+                expired.extend(take_expired(&mut list.lock(), now));
             }
         }
         // Closed outside the locks.
