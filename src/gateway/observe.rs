@@ -145,7 +145,8 @@ pub fn operation_name(e: Endpoint) -> &'static str {
 /// What one request did, filled in by the phases.
 pub struct Observation<'s> {
     received: Instant,
-    /// Wall-clock time at `received`, in nanoseconds since the Unix epoch.
+    /// Wall-clock time at `received`, in nanoseconds since the Unix epoch: read in `report`, and only
+    /// for the access log line and the spans (0 until then).
     received_unix_nanos: u64,
     pub trace: Option<RequestTrace>,
     /// A proxied operation (gen_ai metrics are recorded for these only).
@@ -180,7 +181,6 @@ impl<'s> Observation<'s> {
     /// Starts observing `req` (its head completed at `req.received`); decides whether it is traced.
     pub fn new(req: &Request) -> Observation<'s> {
         let received = req.received;
-        let received_unix_nanos = unix_nanos(SystemTime::now()).saturating_sub(received.elapsed().as_nanos() as u64);
         // Off, tracing costs this one check: the headers are not even looked up.
         let trace = if trace::enabled() {
             trace::begin(req.head.header("traceparent"), req.head.header("tracestate"))
@@ -190,7 +190,7 @@ impl<'s> Observation<'s> {
         let attempts = Attempts::new(trace.as_ref());
         Observation {
             received,
-            received_unix_nanos,
+            received_unix_nanos: 0,
             trace,
             operation: None,
             client: None,
@@ -289,7 +289,14 @@ impl<'s> Observation<'s> {
 
         let facts =
             Facts { status, error: error.as_deref(), cancelled, duration, ttft, end, bytes_out, outcome: &outcome };
-        if accesslog::enabled() {
+        let log = accesslog::enabled();
+        if log || self.trace.is_some() {
+            // The wall clock at `received`: two clock reads that metrics, which use `Instant`s only, do
+            // not need.
+            let since_received = self.received.elapsed().as_nanos() as u64;
+            self.received_unix_nanos = unix_nanos(SystemTime::now()).saturating_sub(since_received);
+        }
+        if log {
             accesslog::write(&self.access_line(snapshot, req, request_id, &facts));
         }
         if let Some(trace) = &self.trace {
