@@ -392,8 +392,6 @@ pub fn prepare<'a>(
         .ok_or_else(unsupported)?;
     let path = provider.path(upstream_endpoint, model, peek.stream).ok_or_else(unsupported)?;
     let invalid = |e: serde_json::Error| GatewayError::BadRequest(format!("invalid JSON body: {e}"));
-    // The `created` of a translated answer (read only where a translator or a stored response needs it).
-    let created = crate::clock::unix_secs;
     if responses_passthrough {
         let mut body = crate::json::with_model(&req.body, &peek.model, model).map_err(invalid)?;
         if let Some((_, upstream_id)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
@@ -406,7 +404,7 @@ pub fn prepare<'a>(
             endpoint: upstream_endpoint,
             body,
             pair: None,
-            response: ResponseOptions { created: created(), ..ResponseOptions::default() },
+            response: ResponseOptions { created: crate::clock::unix_secs(), ..ResponseOptions::default() },
             strip_usage: false,
             api: Api::Responses,
             id_tag: Some(responses::tag(&backend.name)),
@@ -432,7 +430,7 @@ pub fn prepare<'a>(
         let pair = Pair::between(endpoint.client_api(), provider.api()).ok_or_else(unsupported)?;
         let options = RequestOptions { model: Some(model.to_string()), default_max_tokens: backend.default_max_tokens };
         let t = pair
-            .request(endpoint, &req.body, &options, created())
+            .request(endpoint, &req.body, &options, crate::clock::unix_secs())
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if !t.dropped.is_empty() {
             crate::debug!("dropped for backend \"{}\": {}", backend.name, t.dropped.join(", "));

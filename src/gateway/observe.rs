@@ -145,9 +145,6 @@ pub fn operation_name(e: Endpoint) -> &'static str {
 /// What one request did, filled in by the phases.
 pub struct Observation<'s> {
     received: Instant,
-    /// Wall-clock time at `received`, in nanoseconds since the Unix epoch: read in `report`, and only
-    /// for the access log line and the spans (0 until then).
-    received_unix_nanos: u64,
     pub trace: Option<RequestTrace>,
     /// A proxied operation (gen_ai metrics are recorded for these only).
     pub operation: Option<Endpoint>,
@@ -190,7 +187,6 @@ impl<'s> Observation<'s> {
         let attempts = Attempts::new(trace.as_ref());
         Observation {
             received,
-            received_unix_nanos: 0,
             trace,
             operation: None,
             client: None,
@@ -207,8 +203,9 @@ impl<'s> Observation<'s> {
         }
     }
 
-    fn nanos_at(&self, t: Instant) -> u64 {
-        self.received_unix_nanos + t.saturating_duration_since(self.received).as_nanos() as u64
+    /// `t` in wall-clock nanoseconds since the Unix epoch.
+    fn nanos_at(&self, f: &Facts, t: Instant) -> u64 {
+        f.received_unix_nanos + t.saturating_duration_since(self.received).as_nanos() as u64
     }
 
     /// Reports the request: metrics, the access log line, the trace's spans.
@@ -287,15 +284,25 @@ impl<'s> Observation<'s> {
             }
         }
 
-        let facts =
-            Facts { status, error: error.as_deref(), cancelled, duration, ttft, end, bytes_out, outcome: &outcome };
         let log = accesslog::enabled();
-        if log || self.trace.is_some() {
-            // The wall clock at `received`: two clock reads that metrics, which use `Instant`s only, do
-            // not need.
-            let since_received = self.received.elapsed().as_nanos() as u64;
-            self.received_unix_nanos = unix_nanos(SystemTime::now()).saturating_sub(since_received);
-        }
+        // The wall clock at `received`, for the access log line and the spans: two clock reads that
+        // metrics, which use `Instant`s only, do not need.
+        let received_unix_nanos = if log || self.trace.is_some() {
+            unix_nanos(SystemTime::now()).saturating_sub(self.received.elapsed().as_nanos() as u64)
+        } else {
+            0
+        };
+        let facts = Facts {
+            status,
+            error: error.as_deref(),
+            cancelled,
+            duration,
+            ttft,
+            end,
+            received_unix_nanos,
+            bytes_out,
+            outcome: &outcome,
+        };
         if log {
             accesslog::write(&self.access_line(snapshot, req, request_id, &facts));
         }
@@ -308,7 +315,7 @@ impl<'s> Observation<'s> {
     fn access_line(&self, snapshot: &Snapshot, req: &Request, request_id: &str, f: &Facts) -> Vec<u8> {
         let o = f.outcome;
         let mut line = JsonLine::new();
-        line.timestamp("ts", self.received_unix_nanos / 1_000_000)
+        line.timestamp("ts", f.received_unix_nanos / 1_000_000)
             .str("request_id", request_id)
             .display("peer", req.peer)
             .opt_str("client", self.client)
@@ -446,8 +453,8 @@ impl<'s> Observation<'s> {
             trace_state: &t.trace_state,
             name: Cow::Owned(format!("{} {}", req.head.method(), req.head.path())),
             kind: SpanKind::Server,
-            start_unix_nanos: self.received_unix_nanos,
-            end_unix_nanos: self.nanos_at(f.end),
+            start_unix_nanos: f.received_unix_nanos,
+            end_unix_nanos: self.nanos_at(f, f.end),
             attributes: attrs,
             error: server_failed.then(|| Cow::Borrowed(f.error.unwrap_or("error"))),
         });
@@ -500,8 +507,8 @@ impl<'s> Observation<'s> {
                     _ => Cow::Borrowed("upstream"),
                 },
                 kind: SpanKind::Client,
-                start_unix_nanos: self.nanos_at(a.started),
-                end_unix_nanos: self.nanos_at(ended),
+                start_unix_nanos: self.nanos_at(f, a.started),
+                end_unix_nanos: self.nanos_at(f, ended),
                 attributes: attrs,
                 error: failure,
             });
@@ -518,6 +525,8 @@ struct Facts<'a> {
     duration: Duration,
     ttft: Option<Duration>,
     end: Instant,
+    /// The wall clock at the request's arrival (0 when neither the access log nor a trace is on).
+    received_unix_nanos: u64,
     bytes_out: u64,
     outcome: &'a Outcome,
 }

@@ -20,7 +20,8 @@ pub(super) fn write_head(
     headers: &[(&str, &str)],
     length: Option<usize>,
 ) {
-    out.reserve(head_capacity(headers));
+    // Room for the head and, when its length is given, the body that follows it: one allocation.
+    out.reserve(head_capacity(headers) + length.unwrap_or(0));
     out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     crate::digits::push_decimal(out, status.into());
     out.push(b' ');
@@ -107,7 +108,6 @@ impl Responder<'_> {
         self.keep_alive &= !self.body.unfinished();
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        out.reserve(head_capacity(headers) + body.len());
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
         if !self.head_only {
             out.extend_from_slice(body);
