@@ -410,6 +410,20 @@ pub(crate) fn openai_error_value(status: u16, code: &str, message: &str) -> Valu
     }})
 }
 
+/// Writes the OpenAI `chat.completion.chunk` that carries a stream's usage: no choices, `usage` (sent
+/// when the client asked for `stream_options.include_usage`).
+pub(crate) fn write_openai_usage_chunk(out: &mut Vec<u8>, id: &str, created: u64, model: &str, usage: &Usage) {
+    let c = obj(vec![
+        ("id", json!(id)),
+        ("object", json!("chat.completion.chunk")),
+        ("created", json!(created)),
+        ("model", json!(model)),
+        ("choices", json!([])),
+        ("usage", usage.to_openai_json()),
+    ]);
+    crate::sse::write_event(out, None, &to_bytes(&c));
+}
+
 /// Writes one OpenAI `chat.completion.chunk` event with a single choice.
 pub(crate) fn write_openai_chunk(out: &mut Vec<u8>, id: &str, created: u64, model: &str, delta: Value, finish: Value) {
     let c = obj(vec![

@@ -59,7 +59,7 @@ use serde_json::{json, Map, Value};
 use super::raw::{RawAnthropicResponse, RawOpenAiRequest, RawSlots};
 use super::{
     anthropic_error_type, fallback_message, obj, openai_error_code, parse_json, status_from_anthropic_error_type,
-    to_bytes, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
+    to_bytes, write_openai_chunk, write_openai_usage_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
 use crate::sse::write_event;

@@ -179,15 +179,8 @@ impl StreamTranslator {
             }
             "message_stop" => {
                 if self.opts.include_usage {
-                    let c = obj(vec![
-                        ("id", json!(self.id)),
-                        ("object", json!("chat.completion.chunk")),
-                        ("created", json!(self.opts.created)),
-                        ("model", json!(self.model)),
-                        ("choices", json!([])),
-                        ("usage", self.usage.clone().unwrap_or_default().to_openai_json()),
-                    ]);
-                    write_event(out, None, &to_bytes(&c));
+                    let usage = self.usage.clone().unwrap_or_default();
+                    write_openai_usage_chunk(out, &self.id, self.opts.created, &self.model, &usage);
                 }
                 write_event(out, None, b"[DONE]");
                 self.done = true;

@@ -87,7 +87,8 @@ use super::openai_anthropic::{
 use super::raw::{RawOpenAiRequest, RawSlots};
 use super::{
     fallback_message, obj, openai_error_code, openai_error_type, openai_error_value, parse_json, to_bytes,
-    usage_from_converse, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
+    usage_from_converse, write_openai_chunk, write_openai_usage_chunk, RequestOptions, ResponseOptions, TranslateError,
+    Usage,
 };
 use crate::schema::openai as oa;
 use crate::sse::write_event;

@@ -192,15 +192,7 @@ impl StreamTranslator {
     fn complete(&mut self, out: &mut Vec<u8>) {
         if self.opts.include_usage {
             if let Some(u) = &self.usage {
-                let c = obj(vec![
-                    ("id", json!(self.id)),
-                    ("object", json!("chat.completion.chunk")),
-                    ("created", json!(self.opts.created)),
-                    ("model", json!(self.model)),
-                    ("choices", json!([])),
-                    ("usage", u.to_openai_json()),
-                ]);
-                write_event(out, None, &to_bytes(&c));
+                write_openai_usage_chunk(out, &self.id, self.opts.created, &self.model, u);
             }
         }
         write_event(out, None, b"[DONE]");

@@ -68,7 +68,8 @@ use super::openai_anthropic::{parse_data_url, reject_unsupported, tool_call_argu
 use super::raw::RawOpenAiRequest;
 use super::{
     fallback_message, obj, openai_error_code, openai_error_type, openai_error_value, parse_json, to_bytes,
-    usage_from_gemini, write_openai_chunk, RequestOptions, ResponseOptions, TranslateError, Usage,
+    usage_from_gemini, write_openai_chunk, write_openai_usage_chunk, RequestOptions, ResponseOptions, TranslateError,
+    Usage,
 };
 use crate::schema::openai as oa;
 use crate::sse::write_event;

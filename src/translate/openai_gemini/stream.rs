@@ -121,15 +121,7 @@ impl StreamTranslator {
         if self.opts.include_usage {
             if let Some(u) = &self.usage {
                 let id = self.id.as_ref().map_or("chatcmpl-unknown", |(id, _)| id.as_str());
-                let c = obj(vec![
-                    ("id", json!(id)),
-                    ("object", json!("chat.completion.chunk")),
-                    ("created", json!(self.opts.created)),
-                    ("model", json!(self.model)),
-                    ("choices", json!([])),
-                    ("usage", u.to_openai_json()),
-                ]);
-                write_event(out, None, &to_bytes(&c));
+                write_openai_usage_chunk(out, id, self.opts.created, &self.model, u);
             }
         }
         write_event(out, None, b"[DONE]");
