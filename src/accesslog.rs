@@ -98,13 +98,11 @@ pub fn configure(target: &Target) {
     MODE.store(mode, Ordering::Release);
     if mode != OFF {
         WRITER.call_once(|| {
-            std::thread::Builder::new()
-                .name("switchyard-access-log".into())
-                .spawn(|| loop {
-                    std::thread::sleep(POLL);
-                    drain(&mut OUTPUT.lock());
-                })
-                .expect("spawn the access log writer");
+            crate::affinity::spawn_helper("switchyard-access-log", || loop {
+                std::thread::sleep(POLL);
+                drain(&mut OUTPUT.lock());
+            })
+            .expect("spawn the access log writer");
         });
     }
 }

@@ -21,6 +21,38 @@ static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
 may::coroutine_local!(static HOME: Cell<Option<usize>> = Cell::new(None));
 
+/// The CPUs the process may run on, kept when may's workers are pinned: a thread the gateway starts
+/// from a worker would otherwise inherit that worker's single core.
+static PROCESS_CPUS: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
+
+/// Keeps the calling thread's CPU set as the one helper threads run on. Called before may starts its
+/// workers, when they are to be pinned.
+pub fn keep_process_cpus() {
+    // SAFETY: the kernel fills a plain bit set of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let _ = PROCESS_CPUS.set(set);
+        }
+    }
+}
+
+/// Starts a named helper thread (not a scheduler thread) on every CPU of the process, even when it is
+/// started from a pinned worker.
+pub fn spawn_helper<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        if let Some(set) = PROCESS_CPUS.get() {
+            // SAFETY: as above; on failure the thread keeps the set it inherited.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+        }
+        f()
+    })
+}
+
 /// Records may's worker count (called where may is configured, before any socket exists).
 pub fn set_workers(workers: usize) {
     WORKERS.store(workers, Ordering::Relaxed);

@@ -52,7 +52,7 @@ impl Deadline {
     /// before the socket is closed (declare it before the socket in the owning struct).
     pub fn register(fd: RawFd, how: Shutdown) -> Deadline {
         REAPER.call_once(|| {
-            let spawned = std::thread::Builder::new().name("switchyard-deadline".into()).spawn(reap);
+            let spawned = crate::affinity::spawn_helper("switchyard-deadline", reap);
             if let Err(e) = spawned {
                 crate::error!("cannot start the deadline reaper: {e}");
             }

@@ -51,7 +51,8 @@ fn main() {
         cfg.workers = workers;
     }
     let server_config = Arc::new(cfg.server.clone());
-    let workers = runtime::configure_may(cfg.workers, cfg.server.stack_kib);
+    let pin_workers = cfg.pin_workers;
+    let workers = runtime::configure_may(cfg.workers, pin_workers, cfg.server.stack_kib);
     let secrets = runtime::SecretFiles::of(&cfg);
     let snapshot = match runtime::build_snapshot(cfg, None) {
         Ok(s) => s,
@@ -103,7 +104,13 @@ fn main() {
     runtime::set_ready();
     let scheme = |tls_here: bool| if tls_here { "https" } else { "http" };
     let plain_main = tls.as_ref().is_none_or(|t| t.listen.is_some());
-    info!("listening on {} ({}) with {workers} worker(s); config {}", bound[0], scheme(!plain_main), args.config);
+    let pinned = if pin_workers { ", each held to one core" } else { "" };
+    info!(
+        "listening on {} ({}) with {workers} worker(s){pinned}; config {}",
+        bound[0],
+        scheme(!plain_main),
+        args.config
+    );
     if let Some(second) = bound.get(1) {
         info!("also serving https on {second}");
     }

@@ -118,12 +118,17 @@ pub fn describe(snapshot: &Snapshot) -> String {
     crate::check::summary(snapshot)
 }
 
-/// Sets the coroutine runtime up: scheduler threads and default stack. Must run before any spawn.
-pub fn configure_may(workers: usize, stack_kib: usize) -> usize {
+/// Sets the coroutine runtime up: scheduler threads, whether each is held to a core, and the default
+/// stack. Must run before any spawn.
+pub fn configure_may(workers: usize, pin_workers: bool, stack_kib: usize) -> usize {
     let workers =
         if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
-    // may counts stack sizes in machine words, not bytes.
+    // may counts stack sizes in machine words, not bytes. It pins its workers unless told otherwise.
     may::config().set_workers(workers).set_stack_size(stack_kib * 1024 / std::mem::size_of::<usize>());
+    may::config().set_worker_pin(pin_workers);
+    if pin_workers {
+        crate::affinity::keep_process_cpus();
+    }
     crate::affinity::set_workers(workers);
     workers
 }
@@ -199,9 +204,7 @@ enum Trigger {
 /// valid result. An invalid one is logged and the running config kept. It also reopens the access log
 /// after a SIGUSR1.
 pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: String, cli_listen_override: bool) {
-    std::thread::Builder::new()
-        .name("switchyard-config".into())
-        .spawn(move || {
+    crate::affinity::spawn_helper("switchyard-config", move || {
             let path = loaded.path.clone();
             let started = loaded.parse().ok();
             let admin_listen = started.as_ref().and_then(|c| c.admin_listen.clone());

@@ -152,6 +152,47 @@ fn workers_flag_sets_the_scheduler_threads() {
     assert!(line.contains("with 1 worker(s)"), "{line}");
 }
 
+/// How many CPUs each thread of `pid` may run on, from `Cpus_allowed_list` (e.g. `0-1`, `1`).
+fn allowed_cpus_per_thread(pid: &str) -> Vec<usize> {
+    let count = |list: &str| {
+        list.split(',')
+            .map(|part| match part.split_once('-') {
+                Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+                None => 1,
+            })
+            .sum()
+    };
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|l| count(l.trim())))
+        .collect()
+}
+
+#[test]
+fn workers_run_on_any_core_unless_pinned() {
+    // The cores this process may use (not `available_parallelism`, which a CPU quota lowers).
+    let cores = allowed_cpus_per_thread("self")[0];
+    let mut cfg = demo_config();
+    cfg["workers"] = json!(2);
+    let free = Gateway::start(&cfg);
+    cfg["pin_workers"] = json!(true);
+    let pinned = Gateway::start(&cfg);
+    // Both serve.
+    assert_eq!(post(free.addr, "/v1/chat/completions", &[], &chat("demo")).status, 200);
+    assert_eq!(post(pinned.addr, "/v1/chat/completions", &[], &chat("demo")).status, 200);
+    let free_threads = allowed_cpus_per_thread(&free.child.id().to_string());
+    let pinned_threads = allowed_cpus_per_thread(&pinned.child.id().to_string());
+    assert!(free_threads.iter().all(|&n| n == cores), "{free_threads:?} with {cores} cores");
+    assert!(pinned.log().contains("with 2 worker(s), each held to one core"), "{}", pinned.log());
+    if cores >= 2 {
+        // The two scheduler threads, and only they.
+        assert_eq!(pinned_threads.iter().filter(|&&n| n == 1).count(), 2, "{pinned_threads:?}");
+        assert_eq!(pinned_threads.iter().filter(|&&n| n == cores).count(), pinned_threads.len() - 2);
+    }
+}
+
 #[test]
 fn debug_level_writes_the_access_log_without_secrets() {
     let mut cfg = demo_config();

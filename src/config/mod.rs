@@ -23,6 +23,11 @@ pub struct Config {
     /// Scheduler threads; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
+    /// Holds each scheduler thread to one core of those the process may use. Off by default: instances
+    /// that share a host (containers limited by a CPU quota rather than a cpuset) would all pin to the
+    /// same first cores.
+    #[serde(default)]
+    pub pin_workers: bool,
     #[serde(default)]
     pub server: ServerConfig,
     /// TLS on the listener; absent: plain HTTP.

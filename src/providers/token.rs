@@ -534,7 +534,7 @@ impl TokenSource {
     fn start_exchange(self: &Arc<Self>, flag: Arc<SyncFlag>) {
         let source = self.clone();
         let done = flag.clone();
-        let spawned = std::thread::Builder::new().name("switchyard-token".into()).spawn(move || {
+        let spawned = crate::affinity::spawn_helper("switchyard-token", move || {
             let started = crate::clock::unix_millis();
             let result = source.exchange(started / 1000);
             match &result {

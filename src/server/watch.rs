@@ -57,7 +57,7 @@ impl ClientWatch {
         crate::upstream::set_current_cancel(&self.cancel);
         if self.entry.is_none() {
             WATCHER.call_once(|| {
-                let spawned = std::thread::Builder::new().name("switchyard-watch".into()).spawn(watch_loop);
+                let spawned = crate::affinity::spawn_helper("switchyard-watch", watch_loop);
                 if let Err(e) = spawned {
                     crate::error!("cannot start the client watcher: {e}");
                 }

@@ -62,10 +62,7 @@ pub fn configure(c: &TracingConfig) {
     *TARGET.lock() = Some(Arc::new(Target::from_config(c)));
     QUEUE.get_or_init(|| {
         let (tx, rx) = sync_channel(c.queue_size.max(1));
-        std::thread::Builder::new()
-            .name("switchyard-trace-export".into())
-            .spawn(move || run(rx))
-            .expect("spawn the trace exporter");
+        crate::affinity::spawn_helper("switchyard-trace-export", move || run(rx)).expect("spawn the trace exporter");
         tx
     });
 }

@@ -68,7 +68,7 @@ impl Resolver {
             // The helper thread stores the answer and hands it to everyone waiting for this name.
             let lookup = key.clone();
             let (pending, cache) = (self.pending.clone(), self.cache.clone());
-            let spawned = std::thread::Builder::new().name("switchyard-dns".into()).spawn(move || {
+            let spawned = crate::affinity::spawn_helper("switchyard-dns", move || {
                 let answer: Answer = lookup.to_socket_addrs().map(|a| a.collect()).map_err(|e| e.to_string());
                 if let Ok(addrs) = &answer {
                     if !addrs.is_empty() {
