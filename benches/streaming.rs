@@ -3,9 +3,10 @@
 //!
 //! The time to first byte is measured twice for each proxy: sharing both cores with the load tool (its
 //! client and upstream), where which core a connection's worker shares with which part of the load tool
-//! changes the result by tens of microseconds (the load tool's may workers are pinned, one per core); and
-//! with the proxy held to one core and the load tool to the other, which measures the proxy's own path:
-//! its processing and the wake-ups a hop between machines also costs.
+//! changes the result by tens of microseconds (the load tool's may workers are pinned, one per core), so
+//! it is the median of 5 rounds, each on a new connection, the targets taking turns; and with the proxy
+//! held to one core and the load tool to the other, which measures the proxy's own path: its processing
+//! and the wake-ups a hop between machines also costs.
 //!
 //! `cargo bench --bench streaming` (env: BENCH_GATEWAY_CONFIG=JSON merged into the gateway's config, e.g.
 //! `{"workers": 1}`).
@@ -70,36 +71,86 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
     done.load(Ordering::Relaxed) * (events as u64 + 1)
 }
 
-/// One line of the time-to-first-byte table: p50, p99 and the proxy's CPU per stream (`proxy`: its pid
-/// and whether its workers are child processes), sharing both cores with the load tool, then with the
-/// proxy held to one core and the load tool (client and upstream) to the other.
-fn ttfb_row(name: &str, addr: std::net::SocketAddr, proxy: Option<(u32, bool)>, direct: Option<[f64; 2]>) -> [f64; 2] {
+/// Rounds of the time-to-first-byte measurement, the targets taking turns within each round.
+const TTFB_ROUNDS: usize = 5;
+/// Sequential streams per round and target, each round on a new connection (after 20 to warm up).
+const TTFB_STREAMS: usize = 500;
+
+/// What is measured for time to first byte: its address, and for a proxy its pid and whether its
+/// workers are child processes.
+struct TtfbTarget {
+    name: &'static str,
+    addr: std::net::SocketAddr,
+    proxy: Option<(u32, bool)>,
+}
+
+/// The time-to-first-byte table: p50, p99 and each proxy's CPU per stream, sharing both cores with the
+/// load tool, then with the proxy held to one core and the load tool (client and upstream) to the
+/// other. Each round, every target serves one new connection; which scheduler thread (may's
+/// `fd % workers`) or worker process takes a connection, and so which core it shares with which part
+/// of the load tool, changes from connection to connection and moves one connection's p50 by tens of
+/// microseconds: the table gives the median over the rounds.
+fn ttfb_table(targets: &[TtfbTarget]) {
     let cpu = |(pid, tree): (u32, bool)| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
-    let mut line = format!("  {name:<20}");
-    let mut p50s = [0.0; 2];
     // One core cannot be split between the proxy and the load tool.
     let layouts: &[bool] =
         if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 { &[false, true] } else { &[false] };
-    for (i, &own_core) in layouts.iter().enumerate() {
-        let _held = own_core.then(|| {
-            let mut held = vec![confine(&[std::process::id()], 0)];
-            held.extend(proxy.map(|(pid, _)| confine(&[pid], 1)));
-            held
-        });
-        let cpu0 = proxy.map(cpu);
-        let (p50, p99) = ttfb(addr, 500);
-        p50s[i] = p50;
-        line += &format!(" {p50:>6.0} {p99:>6.0}");
-        match (direct, proxy.zip(cpu0)) {
-            (Some(d), Some((p, cpu0))) => {
-                line += &format!(" {:>6.0} {:>9.1}", p50 - d[i], (cpu(p) - cpu0) / 520.0 * 1e6)
+    // [target][layout]: per-round p50s and p99s, and CPU seconds over all rounds.
+    let mut p50s = vec![vec![Vec::new(); layouts.len()]; targets.len()];
+    let mut p99s = p50s.clone();
+    let mut cpu_used = vec![vec![0.0; layouts.len()]; targets.len()];
+    for (l, &own_core) in layouts.iter().enumerate() {
+        for _ in 0..TTFB_ROUNDS {
+            for (t, target) in targets.iter().enumerate() {
+                let _held = own_core.then(|| {
+                    let mut held = vec![confine(&[std::process::id()], 0)];
+                    held.extend(target.proxy.map(|(pid, _)| confine(&[pid], 1)));
+                    held
+                });
+                let cpu0 = target.proxy.map(cpu);
+                let (p50, p99) = ttfb(target.addr, TTFB_STREAMS);
+                if let (Some(proxy), Some(cpu0)) = (target.proxy, cpu0) {
+                    cpu_used[t][l] += cpu(proxy) - cpu0;
+                }
+                p50s[t][l].push(p50);
+                p99s[t][l].push(p99);
             }
-            _ => line += &format!(" {:>6} {:>9}", "", ""),
         }
-        line += "   ";
     }
-    println!("{line}");
-    p50s
+    let middle = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    for (t, target) in targets.iter().enumerate() {
+        let mut line = format!("  {:<20}", target.name);
+        for l in 0..layouts.len() {
+            let p50 = middle(&p50s[t][l]);
+            line += &format!(" {p50:>6.0} {:>6.0}", middle(&p99s[t][l]));
+            if target.proxy.is_some() {
+                let added = p50 - middle(&p50s[0][l]);
+                let per_stream = cpu_used[t][l] / (TTFB_ROUNDS * (TTFB_STREAMS + 20)) as f64 * 1e6;
+                line += &format!(" {added:>6.0} {per_stream:>9.1}");
+            } else {
+                line += &format!(" {:>6} {:>9}", "", "");
+            }
+            line += "   ";
+        }
+        println!("{line}");
+    }
+    println!(
+        "  (p50 of each round on a new connection: {})",
+        targets
+            .iter()
+            .enumerate()
+            .map(|(t, target)| format!(
+                "{} {}",
+                target.name.trim_start_matches("through "),
+                p50s[t][0].iter().map(|p| format!("{p:.0}")).collect::<Vec<_>>().join("/")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 fn main() {
@@ -113,14 +164,19 @@ fn main() {
         same_priority(n.child.id(), nice);
     }
     println!("streaming benchmark, every thread at nice {nice}, {}", machine());
-    println!("time to first byte (µs), 500 sequential 3-event streams on one connection:");
+    println!(
+        "time to first byte (µs), {TTFB_STREAMS} sequential 3-event streams on one connection, median of {TTFB_ROUNDS} rounds:"
+    );
     println!("  {:<20} {:^34}   {:^34}", "", "sharing both cores", "proxy on one core, load on the other");
     println!("  {:<20}{}", "", format!(" {:>6} {:>6} {:>6} {:>9}   ", "p50", "p99", "added", "CPU/strm").repeat(2));
-    let direct = ttfb_row("direct", upstream, None, None);
-    ttfb_row("through switchyard", gateway.addr, Some((gateway.child.id(), false)), Some(direct));
+    let mut targets = vec![
+        TtfbTarget { name: "direct", addr: upstream, proxy: None },
+        TtfbTarget { name: "through switchyard", addr: gateway.addr, proxy: Some((gateway.child.id(), false)) },
+    ];
     if let Some(n) = &nginx {
-        ttfb_row("through nginx", n.addr, Some((n.child.id(), true)), Some(direct));
+        targets.push(TtfbTarget { name: "through nginx", addr: n.addr, proxy: Some((n.child.id(), true)) });
     }
+    ttfb_table(&targets);
     println!("relay CPU per event (µs), 64 concurrent streams × 200 events:");
     println!("  {:<22} {:>16} {:>16}", "", "2 ms apart", "back to back");
     let mut targets = vec![("switchyard", gateway.addr, gateway.child.id(), false)];
