@@ -1,4 +1,5 @@
-//! Keeping a client connection's upstream sockets on the scheduler thread of its client socket.
+//! Keeping a client connection's upstream sockets on the scheduler thread of its client socket, and
+//! helper threads off a pinned scheduler thread's core ([`spawn_helper`]).
 //!
 //! may registers each socket with the epoll instance of worker `fd % workers`, and a coroutine that
 //! waits on a socket resumes on that worker's thread. A request whose client socket and upstream socket
