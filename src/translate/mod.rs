@@ -400,6 +400,23 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Resul
     serde_json::from_slice(body).map_err(|e| TranslateError::InvalidJson(e.to_string()))
 }
 
+/// Anthropic request fields that no upstream API here can carry: a 400 naming the field, not a drop.
+const ANTHROPIC_REJECTED_FIELDS: &[&str] = &["mcp_servers", "container"];
+
+/// An Anthropic Messages request as every translator from it starts: the typed request and its
+/// order-sensitive fragments (schemas, tool inputs: carried verbatim, in the client's key order), once
+/// the fields no upstream carries are refused.
+pub(crate) fn anthropic_request(
+    body: &[u8],
+) -> Result<(crate::schema::anthropic::MessagesRequest, raw::RawAnthropicRequest), TranslateError> {
+    let req: crate::schema::anthropic::MessagesRequest = parse_json(body)?;
+    let raw: raw::RawAnthropicRequest = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(f) = ANTHROPIC_REJECTED_FIELDS.iter().find(|f| req.rest.get(**f).is_some_and(|v| !v.is_null())) {
+        return Err(TranslateError::unsupported(*f));
+    }
+    Ok((req, raw))
+}
+
 /// An OpenAI `{"error":{…}}` object, as a body or a stream's error event.
 pub(crate) fn openai_error_value(status: u16, code: &str, message: &str) -> Value {
     json!({"error": {
@@ -511,6 +528,27 @@ pub(crate) fn obj(pairs: Vec<(&str, Value)>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_anthropic_translator_refuses_what_no_upstream_carries() {
+        let opts = RequestOptions::default();
+        let messages = r#""model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]"#;
+        type Translate = fn(&[u8], &RequestOptions) -> Result<(), TranslateError>;
+        let translators: [(&str, Translate); 3] = [
+            ("openai", |b, o| anthropic_openai::request_full(b, o).map(drop)),
+            ("converse", |b, o| anthropic_converse::request(b, o).map(drop)),
+            ("gemini", |b, o| anthropic_gemini::request(b, o).map(drop)),
+        ];
+        for (name, translate) in translators {
+            for field in ["mcp_servers", "container"] {
+                let body = format!(r#"{{{messages},"{field}":[{{"type":"url"}}]}}"#);
+                let refused = translate(body.as_bytes(), &opts);
+                assert_eq!(refused, Err(TranslateError::unsupported(field)), "{name}: {field}");
+                let null = format!(r#"{{{messages},"{field}":null}}"#);
+                assert!(translate(null.as_bytes(), &opts).is_ok(), "{name}: {field} null");
+            }
+        }
+    }
 
     #[test]
     fn error_type_mappings_round_trip_for_anthropic() {

@@ -66,8 +66,9 @@ use serde_json::{json, Map, Value};
 
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
-    anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_converse,
-    write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, anthropic_error_value, anthropic_request, fallback_message, obj, parse_json, to_bytes,
+    usage_from_converse, write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions,
+    TranslateError, Usage,
 };
 use crate::schema::anthropic as an;
 
@@ -81,8 +82,6 @@ pub use stream::*;
 
 /// Top-level request fields dropped on purpose (besides unknown ones).
 pub const DROPPED_FIELDS: &[&str] = &["metadata", "service_tier", "anthropic_version"];
-
-const REJECTED_FIELDS: &[&str] = &["mcp_servers", "container"];
 
 /// Everything the gateway needs from request translation.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,14 +105,7 @@ struct Ctx {
 /// body. `opts.model` is not read (the model id goes in the URL);
 /// `opts.default_max_tokens` fills a missing `max_tokens`.
 pub fn request(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
-    let req: an::MessagesRequest = parse_json(body)?;
-    // Order-sensitive fragments (schemas, tool inputs) are carried verbatim.
-    let raw: RawAnthropicRequest = serde_json::from_slice(body).unwrap_or_default();
-    for f in REJECTED_FIELDS {
-        if req.rest.get(*f).is_some_and(|v| !v.is_null()) {
-            return Err(TranslateError::unsupported(*f));
-        }
-    }
+    let (req, raw) = anthropic_request(body)?;
     let mut dropped: Vec<String> = req.rest.keys().filter(|k| k.as_str() != "top_k").cloned().collect();
     if req.metadata.is_some() {
         dropped.push("metadata".into());

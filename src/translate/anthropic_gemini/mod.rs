@@ -61,8 +61,9 @@ use serde_json::{json, Map, Value};
 use super::gemini::{self, Finish, GenerateContentResponse, Ordered};
 use super::raw::{RawAnthropicRequest, RawSlots};
 use super::{
-    anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_gemini,
-    write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, anthropic_error_value, anthropic_request, fallback_message, obj, parse_json, to_bytes,
+    usage_from_gemini, write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions,
+    TranslateError, Usage,
 };
 use crate::schema::anthropic as an;
 use crate::stream::{Event, StreamFailure, StreamTranslate};
@@ -74,8 +75,6 @@ mod tests;
 
 pub use response::*;
 pub use stream::*;
-
-const REJECTED_FIELDS: &[&str] = &["mcp_servers", "container"];
 
 /// Everything the gateway needs from request translation.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,14 +89,7 @@ pub struct RequestTranslation {
 /// Translate an Anthropic Messages request body into a Gemini `generateContent` body.
 /// `opts.default_max_tokens` fills a missing `max_tokens`; `opts.model` is not read.
 pub fn request(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
-    let req: an::MessagesRequest = parse_json(body)?;
-    // Schemas are read in the client's key order.
-    let raw: RawAnthropicRequest = serde_json::from_slice(body).unwrap_or_default();
-    for f in REJECTED_FIELDS {
-        if req.rest.get(*f).is_some_and(|v| !v.is_null()) {
-            return Err(TranslateError::unsupported(*f));
-        }
-    }
+    let (req, raw) = anthropic_request(body)?;
     let mut dropped: Vec<String> = req.rest.keys().filter(|k| k.as_str() != "top_k").cloned().collect();
     if req.metadata.is_some() {
         dropped.push("metadata".into());

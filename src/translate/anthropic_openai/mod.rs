@@ -39,10 +39,11 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::raw::{RawAnthropicRequest, RawSlots};
+use super::raw::RawSlots;
 use super::{
-    anthropic_error_type, anthropic_error_value, fallback_message, obj, parse_json, to_bytes, usage_from_openai,
-    write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions, TranslateError, Usage,
+    anthropic_error_type, anthropic_error_value, anthropic_request, fallback_message, obj, parse_json, to_bytes,
+    usage_from_openai, write_anthropic_event, write_anthropic_message_start, RequestOptions, ResponseOptions,
+    TranslateError, Usage,
 };
 use crate::schema::{anthropic as an, openai as oa};
 use crate::stream::{Event, StreamTranslate};
@@ -55,8 +56,6 @@ pub use stream::*;
 
 /// Top-level request fields dropped on purpose.
 pub const DROPPED_FIELDS: &[&str] = &["top_k", "service_tier", "anthropic_version"];
-
-const REJECTED_FIELDS: &[&str] = &["mcp_servers", "container"];
 
 /// Everything the gateway needs from request translation.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,15 +75,8 @@ pub fn request(body: &[u8], opts: &RequestOptions) -> Result<Vec<u8>, TranslateE
 
 /// [`request`], also reporting what was dropped.
 pub fn request_full(body: &[u8], opts: &RequestOptions) -> Result<RequestTranslation, TranslateError> {
-    let req: an::MessagesRequest = parse_json(body)?;
-    // Order-sensitive fragments (schemas, tool inputs) are carried verbatim.
-    let raw: RawAnthropicRequest = serde_json::from_slice(body).unwrap_or_default();
+    let (req, raw) = anthropic_request(body)?;
     let mut slots = RawSlots::new();
-    for f in REJECTED_FIELDS {
-        if req.rest.get(*f).is_some_and(|v| !v.is_null()) {
-            return Err(TranslateError::unsupported(*f));
-        }
-    }
     let dropped: Vec<String> = req.rest.keys().cloned().collect();
     let model = opts.model.clone().or(req.model.clone()).ok_or_else(|| TranslateError::invalid("model", "missing"))?;
 
