@@ -29,11 +29,11 @@ fn ttfb(addr: std::net::SocketAddr, n: usize) -> (f64, f64) {
         let _ = s.set_nodelay(true);
         let mut buf = Vec::new();
         let mut times = Vec::with_capacity(n);
-        for i in 0..n + 20 {
+        for i in 0..n + TTFB_WARMUP {
             let t0 = Instant::now();
             s.write_all(&request).unwrap();
             let (_, first) = read_response(&mut s, &mut buf).expect("stream");
-            if i >= 20 {
+            if i >= TTFB_WARMUP {
                 times.push(first.expect("a first chunk").duration_since(t0).as_secs_f64() * 1e6);
             }
         }
@@ -73,8 +73,10 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
 
 /// Rounds of the time-to-first-byte measurement, the targets taking turns within each round.
 const TTFB_ROUNDS: usize = 5;
-/// Sequential streams per round and target, each round on a new connection (after 20 to warm up).
+/// Sequential streams per round and target, each round on a new connection.
 const TTFB_STREAMS: usize = 500;
+/// Streams before those, on the same connection, not counted.
+const TTFB_WARMUP: usize = 20;
 
 /// What is measured for time to first byte: its address, and for a proxy its pid and whether its
 /// workers are child processes.
@@ -129,7 +131,7 @@ fn ttfb_table(targets: &[TtfbTarget]) {
             line += &format!(" {p50:>6.0} {:>6.0}", middle(&p99s[t][l]));
             if target.proxy.is_some() {
                 let added = p50 - middle(&p50s[0][l]);
-                let per_stream = cpu_used[t][l] / (TTFB_ROUNDS * (TTFB_STREAMS + 20)) as f64 * 1e6;
+                let per_stream = cpu_used[t][l] / (TTFB_ROUNDS * (TTFB_STREAMS + TTFB_WARMUP)) as f64 * 1e6;
                 line += &format!(" {added:>6.0} {per_stream:>9.1}");
             } else {
                 line += &format!(" {:>6} {:>9}", "", "");
