@@ -6,6 +6,7 @@ pub mod log;
 
 pub mod accesslog;
 pub mod affinity;
+pub mod allocator;
 pub mod api;
 pub mod base64;
 pub mod cancel;

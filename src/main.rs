@@ -6,7 +6,7 @@ use argh::FromArgs;
 /// mimalloc instead of glibc's malloc: a request's buffers are often freed on the other worker thread
 /// (coroutines move between threads), which in glibc takes the owning arena's lock (README, Design).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: switchyard::allocator::MiMalloc = switchyard::allocator::MiMalloc;
 use switchyard::{error, info, runtime};
 
 /// Switchyard: a thread-per-core AI gateway (OpenAI and Anthropic APIs in front of many providers).
