@@ -39,19 +39,21 @@ pub fn keep_process_cpus() {
 }
 
 /// Starts a named helper thread (not a scheduler thread) on every CPU of the process, even when it is
-/// started from a pinned worker.
+/// started from a pinned worker. The CPU set is given before this returns (not by the new thread, which
+/// may not have run yet), so the helper never stays on the worker's core.
 pub fn spawn_helper<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    std::thread::Builder::new().name(name.into()).spawn(move || {
-        if let Some(set) = PROCESS_CPUS.get() {
-            // SAFETY: as above; on failure the thread keeps the set it inherited.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-        }
-        f()
-    })
+    let handle = std::thread::Builder::new().name(name.into()).spawn(f)?;
+    if let Some(set) = PROCESS_CPUS.get() {
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: the thread is joinable (its handle is held), so its pthread id is valid; the set is a
+        // plain bit set of the size given. On failure the thread keeps the set it inherited.
+        unsafe { libc::pthread_setaffinity_np(handle.as_pthread_t(), std::mem::size_of::<libc::cpu_set_t>(), set) };
+    }
+    Ok(handle)
 }
 
 /// Records may's worker count (called where may is configured, before any socket exists).
