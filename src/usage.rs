@@ -18,7 +18,7 @@ use crate::translate::{
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
 /// body is skipped without building a tree.
 pub fn from_body(api: Api, body: &[u8]) -> Option<Usage> {
-    facts_from_body(api, body).usage
+    facts_from_body(api, body, false).usage
 }
 
 /// What a complete response body says about itself, for metrics and traces.
@@ -27,17 +27,35 @@ pub struct BodyFacts {
     pub usage: Option<Usage>,
     /// The model the upstream says answered (`model`; Converse has none).
     pub model: Option<String>,
-    /// `choices[].finish_reason`, `stop_reason` or `stopReason`.
+    /// `choices[].finish_reason`, `stop_reason` or `stopReason`, when asked for.
     pub finish_reasons: Vec<String>,
 }
 
 /// Reads [`BodyFacts`] with one scan of the body's top level (`json::top_level_values`, no tree):
 /// the counts in `usage` are read from its bytes ([`RawObject`]), and the strings `model`,
 /// `stop_reason`/`stopReason` and each `choices[].finish_reason` are parsed. Fields of an unexpected
-/// type are ignored rather than failing the whole read.
-pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
+/// type are ignored rather than failing the whole read. The finish reasons (only traces report them)
+/// are read when `finish_reasons` asks: otherwise `choices` is skipped, not walked member by member.
+pub fn facts_from_body(api: Api, body: &[u8], finish_reasons: bool) -> BodyFacts {
     if api == Api::Gemini {
         return BodyFacts { usage: gemini_body(body), ..BodyFacts::default() };
+    }
+    let text = crate::json::string_value;
+    let usage_and_model = |usage: Option<std::ops::Range<usize>>, model: Option<std::ops::Range<usize>>| {
+        let usage = usage.map(|r| RawObject(&body[r])).and_then(|usage| match api {
+            Api::Anthropic => usage_from_anthropic(usage),
+            Api::Converse => usage_from_converse(usage),
+            // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
+            Api::OpenAi => usage_from_openai(usage).or_else(|| usage_from_responses(usage)),
+            Api::Responses => usage_from_responses(usage),
+            Api::Gemini => None,
+        });
+        (usage, model.and_then(|r| text(&body[r])))
+    };
+    if !finish_reasons {
+        let [usage, model] = crate::json::top_level_values(body, ["usage", "model"]);
+        let (usage, model) = usage_and_model(usage, model);
+        return BodyFacts { usage, model, finish_reasons: Vec::new() };
     }
     // `choices` is read in the walk that finds the top-level keys: each choice's `finish_reason` on the way.
     let ([usage, model, _choices, stop_reason, stop_reason_converse], finish_reason_values) =
@@ -47,18 +65,10 @@ pub fn facts_from_body(api: Api, body: &[u8]) -> BodyFacts {
             2,
             "finish_reason",
         );
-    let usage = usage.map(|r| RawObject(&body[r])).and_then(|usage| match api {
-        Api::Anthropic => usage_from_anthropic(usage),
-        Api::Converse => usage_from_converse(usage),
-        // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.
-        Api::OpenAi => usage_from_openai(usage).or_else(|| usage_from_responses(usage)),
-        Api::Responses => usage_from_responses(usage),
-        Api::Gemini => None,
-    });
-    let text = crate::json::string_value;
+    let (usage, model) = usage_and_model(usage, model);
     let mut finish_reasons: Vec<String> = finish_reason_values.into_iter().filter_map(|r| text(&body[r])).collect();
     finish_reasons.extend([stop_reason, stop_reason_converse].into_iter().flatten().filter_map(|r| text(&body[r])));
-    BodyFacts { usage, model: model.and_then(|r| text(&body[r])), finish_reasons }
+    BodyFacts { usage, model, finish_reasons }
 }
 
 /// The string value of the first `"key":"…"` in `data` (`key` with its quotes), when it has no

@@ -29,7 +29,7 @@ pub struct Outcome {
     pub first_token: Option<Instant>,
     /// The model the upstream said answered.
     pub response_model: Option<String>,
-    /// Finish reasons (non-streamed responses always; streams when `details` was asked).
+    /// Finish reasons, when `details` was asked.
     pub finish_reasons: Vec<String>,
     /// What went wrong after the upstream answered (`error.type`), if anything did.
     pub error: Option<&'static str>,
@@ -100,7 +100,7 @@ fn relay_read(
 /// (one client write per upstream read); a failure mid-stream ends the stream with an error event in
 /// the client's schema and a proper end of the body, never a fabricated `[DONE]`. An upstream answer
 /// that refuses the request (a prompt Gemini blocked) is answered with the refusal's status. `details`:
-/// also collect a stream's finish reasons (traced requests).
+/// also collect the finish reasons (traced requests).
 pub fn relay(
     mut up: Exchange,
     provider: &dyn Provider,
@@ -258,7 +258,7 @@ pub fn relay(
         }
     }
     let facts = if up.status < 400 {
-        usage::facts_from_body(up.api, &body)
+        usage::facts_from_body(up.api, &body, details)
     } else {
         usage::BodyFacts { usage: Some(Usage::default()), ..usage::BodyFacts::default() }
     };

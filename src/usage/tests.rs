@@ -109,29 +109,32 @@ fn response_model_and_finish_reasons_come_from_streams_of_each_family() {
 
 #[test]
 fn body_facts_are_read_leniently() {
-    let f = facts_from_body(
-        Api::OpenAi,
-        br#"{"model":"gpt-x","choices":[{"message":{"content":"hi"},"finish_reason":"stop"},{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
-    );
+    let body = br#"{"model":"gpt-x","choices":[{"message":{"content":"hi"},"finish_reason":"stop"},{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+    let f = facts_from_body(Api::OpenAi, body, true);
     assert_eq!(f.model.as_deref(), Some("gpt-x"));
     assert_eq!(f.finish_reasons, ["stop", "length"]);
-    assert_eq!(f.usage.unwrap().output_tokens, 4);
+    assert_eq!(f.usage.as_ref().unwrap().output_tokens, 4);
+    // Unless asked for, the finish reasons are not read; the rest is the same.
+    assert_eq!(facts_from_body(Api::OpenAi, body, false), BodyFacts { finish_reasons: Vec::new(), ..f });
     // Odd shapes lose only themselves.
-    let f =
-        facts_from_body(Api::OpenAi, br#"{"model":7,"choices":"x","usage":{"prompt_tokens":1,"completion_tokens":2}}"#);
-    assert_eq!((f.model, f.finish_reasons.len(), f.usage.unwrap().output_tokens), (None, 0, 2));
-    let f = facts_from_body(Api::OpenAi, br#"{"choices":[1,[2],null,{"finish_reason":null}]}"#);
+    let odd = br#"{"model":7,"choices":"x","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+    for asked in [true, false] {
+        let f = facts_from_body(Api::OpenAi, odd, asked);
+        assert_eq!((f.model, f.finish_reasons.len(), f.usage.unwrap().output_tokens), (None, 0, 2));
+    }
+    let f = facts_from_body(Api::OpenAi, br#"{"choices":[1,[2],null,{"finish_reason":null}]}"#, true);
     assert!(f.finish_reasons.is_empty());
     let f = facts_from_body(
         Api::Anthropic,
         br#"{"model":"claude","stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#,
+        true,
     );
     assert_eq!((f.model.as_deref(), &f.finish_reasons[..]), (Some("claude"), &["tool_use".to_string()][..]));
-    let f = facts_from_body(
-        Api::Converse,
-        br#"{"stopReason":"end_turn","usage":{"inputTokens":1,"outputTokens":2,"totalTokens":3}}"#,
-    );
+    let converse = br#"{"stopReason":"end_turn","usage":{"inputTokens":1,"outputTokens":2,"totalTokens":3}}"#;
+    let f = facts_from_body(Api::Converse, converse, true);
     assert_eq!(f.finish_reasons, ["end_turn"]);
+    let f = facts_from_body(Api::Converse, converse, false);
+    assert_eq!((f.finish_reasons.len(), f.usage.unwrap().output_tokens), (0, 2));
 }
 
 #[test]
