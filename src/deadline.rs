@@ -15,7 +15,7 @@ use std::net::Shutdown;
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -24,7 +24,7 @@ const PERIOD: Duration = Duration::from_millis(100);
 
 struct Slot {
     fd: RawFd,
-    /// Milliseconds since `EPOCH` when the wait must end; 0: disarmed.
+    /// When the wait must end, in [`crate::clock::coarse_millis`]; 0: disarmed.
     at: AtomicU64,
     expired: AtomicBool,
     /// What to shut down: the read side only lets a server still answer (408), both ends a socket.
@@ -34,11 +34,10 @@ struct Slot {
 static SLOTS: Mutex<Option<HashMap<u64, Arc<Slot>>>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static REAPER: Once = Once::new();
-static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 fn now_ms() -> u64 {
-    // Starts at 1 so that 0 can mean "disarmed".
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    // Never 0, which means "disarmed" (the coarse clock counts from boot).
+    crate::clock::coarse_millis().max(1)
 }
 
 /// A socket's deadline, registered for the socket's whole life.

@@ -95,8 +95,9 @@ impl Reader {
 
     /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
     pub(super) fn read_head(&mut self, stream: &mut ServerStream, cfg: &ServerConfig) -> Result<ReadHead, Refusal> {
-        let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
-        let mut deadline = (!self.buf.is_empty()).then(|| Instant::now() + header_timeout);
+        // The deadline is a coarse clock's (`clock::coarse_millis`): it only ever ends a wait.
+        let header_timeout_ms = cfg.header_timeout_ms;
+        let mut deadline = (!self.buf.is_empty()).then(|| crate::clock::coarse_millis() + header_timeout_ms);
         loop {
             if !self.buf.is_empty() {
                 match http1::parse_head(self.pending(), cfg.max_head_bytes, cfg.max_headers) {
@@ -111,13 +112,15 @@ impl Reader {
             let timed_out = Refusal { status: 408, message: HEAD_TIMEOUT.into() };
             let timeout = match deadline {
                 None => Duration::from_millis(cfg.keepalive_timeout_ms),
-                Some(d) if Instant::now() >= d => return Err(timed_out),
-                Some(d) => header_timeout.min(d - Instant::now()),
+                Some(d) => match d.checked_sub(crate::clock::coarse_millis()) {
+                    Some(left) if left > 0 => Duration::from_millis(header_timeout_ms.min(left)),
+                    _ => return Err(timed_out),
+                },
             };
             match self.read_more(stream, 1024, timeout) {
                 Ok(0) => return Ok(ReadHead::Closed),
                 Ok(_) => {
-                    deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                    deadline.get_or_insert_with(|| crate::clock::coarse_millis() + header_timeout_ms);
                 }
                 Err(e) if is_timeout(&e) && deadline.is_some() => return Err(timed_out),
                 Err(_) => return Ok(ReadHead::Closed),
@@ -136,14 +139,16 @@ impl Reader {
         framing: BodyFraming,
         cfg: &ServerConfig,
     ) -> Result<Vec<u8>, Refusal> {
-        let pace = BodyPace::new(cfg, Instant::now());
+        // The body's clock starts at its first wait: a body that came with the head reads no clock.
+        let mut pace: Option<BodyPace> = None;
         let gap = Duration::from_millis(cfg.header_timeout_ms);
         let slow = || Refusal { status: 408, message: "request body not received in time".into() };
         let closed = || Refusal { status: 400, message: "connection closed before the body was complete".into() };
         let mut received = self.buf.len() as u64;
         // Reads more within the body's deadline (the socket timeout changes only near it).
         let mut read = |this: &mut Reader, want: usize, received: &mut u64| -> Result<(), Refusal> {
-            let left = pace.left(*received, Instant::now()).ok_or_else(slow)?;
+            let now = Instant::now();
+            let left = pace.get_or_insert_with(|| BodyPace::new(cfg, now)).left(*received, now).ok_or_else(slow)?;
             match this.read_more(stream, want, gap.min(left).max(Duration::from_millis(1))) {
                 Ok(0) => Err(closed()),
                 Ok(n) => {

@@ -1,14 +1,14 @@
 //! Client-disconnect detection for requests in flight. One thread looks at every watched client
 //! socket a few times a second (a non-blocking peek on a duplicate handle): a request costs two map
 //! operations and no coroutine or wake-up, and a client that closes has its upstream call shut down
-//! within `GRACE + PERIOD`.
+//! within `GRACE_MS + PERIOD`.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -17,7 +17,7 @@ use crate::metrics::labels::FxBuild;
 use crate::tls::ServerStream;
 
 /// Requests younger than this are not looked at (most finish first).
-const GRACE: Duration = Duration::from_millis(100);
+const GRACE_MS: u64 = 100;
 /// How often the watcher looks.
 const PERIOD: Duration = Duration::from_millis(200);
 
@@ -28,7 +28,8 @@ struct Watched {
     /// that are not a next request, so the half-close itself (POLLRDHUP) is what is looked for.
     tls: bool,
     cancel: Arc<Cancel>,
-    since: Instant,
+    /// When the request started, in [`crate::clock::coarse_millis`].
+    since_ms: u64,
 }
 
 /// Keyed by our own sequential ids (no client chooses them): the small Fx hash, not SipHash.
@@ -67,7 +68,7 @@ impl ClientWatch {
                 fd: stream.as_raw_fd(),
                 tls: stream.is_tls(),
                 cancel: self.cancel.clone(),
-                since: Instant::now(),
+                since_ms: crate::clock::coarse_millis(),
             };
             WATCHED.lock().get_or_insert_with(HashMap::default).insert(id, entry);
             self.entry = Some(id);
@@ -96,11 +97,11 @@ fn watch_loop() {
     let mut gone: Vec<Arc<Cancel>> = Vec::new();
     loop {
         std::thread::sleep(PERIOD);
-        let now = Instant::now();
+        let now_ms = crate::clock::coarse_millis();
         if let Some(map) = WATCHED.lock().as_ref() {
             ids.extend(
                 map.iter()
-                    .filter(|(_, w)| now.duration_since(w.since) >= GRACE && !w.cancel.is_cancelled())
+                    .filter(|(_, w)| now_ms.saturating_sub(w.since_ms) >= GRACE_MS && !w.cancel.is_cancelled())
                     .map(|(id, _)| *id),
             );
         }

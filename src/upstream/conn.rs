@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use may::net::TcpStream;
 
@@ -130,7 +130,8 @@ impl Conn {
 
     /// Reads and parses a response head (skipping `100 Continue`s).
     pub(super) fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
-        let deadline = Instant::now() + timeout;
+        // A coarse clock's deadline (`clock::coarse_millis`): it only ever ends a wait.
+        let deadline = crate::clock::coarse_millis().saturating_add(timeout.as_millis().min(u64::MAX as u128) as u64);
         let mut received_any = false;
         // The first wait has the whole timeout: no second clock read for it.
         let mut first_wait = true;
@@ -166,7 +167,11 @@ impl Conn {
                     Err(e) => return Err(HeadError::Malformed(e.to_string())),
                 }
             }
-            let left = if first_wait { timeout } else { deadline.saturating_duration_since(Instant::now()) };
+            let left = if first_wait {
+                timeout
+            } else {
+                Duration::from_millis(deadline.saturating_sub(crate::clock::coarse_millis()))
+            };
             first_wait = false;
             if left.is_zero() {
                 return Err(HeadError::Io(io::Error::new(io::ErrorKind::TimedOut, "response head")));

@@ -40,7 +40,7 @@ use crate::tls::ClientStream;
 
 /// Idle connections kept per backend and scheduler worker, and for how long.
 const POOL_SIZE: usize = 256;
-const POOL_IDLE: Duration = Duration::from_secs(50);
+const POOL_IDLE_MS: u64 = 50_000;
 /// Bodies up to this size are written together with the head, in one write.
 const COALESCE_BODY: usize = 16 * 1024;
 
@@ -111,16 +111,17 @@ pub enum SendBody<'a> {
     Stream { prefix: &'a [u8], rest: &'a mut dyn Read, length: Option<u64> },
 }
 
-/// A worker's idle connections, each with the time it was put back; the most recent last.
-type IdleList = Mutex<Vec<(Conn, Instant)>>;
+/// A worker's idle connections, each with the time it was put back ([`crate::clock::coarse_millis`]);
+/// the most recent last.
+type IdleList = Mutex<Vec<(Conn, u64)>>;
 
 /// How often a checkin also sweeps the other workers' idle lists.
 const POOL_SWEEP_MS: u64 = 10_000;
 
 /// Takes out of `idle` what has idled too long (the oldest are at the bottom).
-fn take_expired(idle: &mut Vec<(Conn, Instant)>, now: Instant) -> Vec<(Conn, Instant)> {
+fn take_expired(idle: &mut Vec<(Conn, u64)>, now_ms: u64) -> Vec<(Conn, u64)> {
     let keep_from =
-        idle.iter().position(|(_, since)| now.saturating_duration_since(*since) < POOL_IDLE).unwrap_or(idle.len());
+        idle.iter().position(|&(_, since)| now_ms.saturating_sub(since) < POOL_IDLE_MS).unwrap_or(idle.len());
     idle.drain(..keep_from).collect()
 }
 
@@ -141,9 +142,8 @@ pub struct UpstreamClient {
     resolver: resolve::Resolver,
     /// Idle connections, one list per scheduler worker (see [`crate::affinity`]).
     idle: Box<[IdleList]>,
-    /// When (ms since `created`) a checkin next sweeps every worker's list, not only its own.
+    /// When ([`crate::clock::coarse_millis`]) a checkin next sweeps every worker's list, not only its own.
     sweep_at: AtomicU64,
-    created: Instant,
     /// Health of each address the host resolved to (connect failures only).
     addresses: Mutex<Vec<(SocketAddr, Arc<Health>)>>,
     health: HealthPolicy,
@@ -241,7 +241,6 @@ impl UpstreamClient {
             resolver: resolve::Resolver::default(),
             idle: (0..affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
             sweep_at: AtomicU64::new(0),
-            created: Instant::now(),
             addresses: Mutex::new(Vec::new()),
             health: backend.health,
         })
@@ -405,7 +404,7 @@ impl UpstreamClient {
         loop {
             // Probe outside the lock; a closed or expired connection is dropped (closed) unlocked too.
             let (mut conn, since) = idle.lock().pop()?;
-            if since.elapsed() < POOL_IDLE && conn.is_open() {
+            if crate::clock::coarse_millis().saturating_sub(since) < POOL_IDLE_MS && conn.is_open() {
                 return Some(conn);
             }
         }
@@ -414,22 +413,21 @@ impl UpstreamClient {
     fn checkin(&self, conn: Conn) {
         let own = affinity::of_fd(conn.fd) % self.idle.len();
         // One clock read serves the expiry, the connection's idle start and the sweep.
-        let now = Instant::now();
+        let now_ms = crate::clock::coarse_millis();
         let mut expired = {
             let mut idle = self.idle[own].lock();
-            let expired = take_expired(&mut idle, now);
+            let expired = take_expired(&mut idle, now_ms);
             if idle.len() < POOL_SIZE {
-                idle.push((conn, now));
+                idle.push((conn, now_ms));
             }
             expired
         };
         // The other workers' lists are swept too, now and then: a worker that no client lands on any
         // more would otherwise keep its idle connections (and their descriptors) for good.
-        let now_ms = now.saturating_duration_since(self.created).as_millis() as u64;
         if self.idle.len() > 1 && now_ms >= self.sweep_at.load(Ordering::Relaxed) {
             self.sweep_at.store(now_ms + POOL_SWEEP_MS, Ordering::Relaxed);
             for (_, list) in self.idle.iter().enumerate().filter(|&(i, _)| i != own) {
-                expired.extend(take_expired(&mut list.lock(), now));
+                expired.extend(take_expired(&mut list.lock(), now_ms));
             }
         }
         // Closed outside the locks.
@@ -547,7 +545,7 @@ mod tests {
                 on1.push(conn)
             }
         }
-        let long_ago = Instant::now().checked_sub(POOL_IDLE * 2).unwrap();
+        let long_ago = crate::clock::coarse_millis() - 2 * POOL_IDLE_MS;
         client.idle[0].lock().push((on0.pop().unwrap(), long_ago));
         client.checkin(on1.pop().unwrap());
         assert!(client.idle[0].lock().is_empty(), "worker 0's expired connection is swept by a checkin on worker 1");
