@@ -46,6 +46,37 @@ const NOT_FORWARDED: &[&str] = &[
     "openai-project",
 ];
 
+/// A header name's length, first and last byte (lowercased) in one word: a client header is compared
+/// in full only with the names in [`NOT_FORWARDED`] of its signature, not with all of them.
+const fn header_signature(name: &[u8]) -> u32 {
+    match name {
+        [] => 0,
+        [first, .., last] | [first @ last] => {
+            name.len() as u32 | (first.to_ascii_lowercase() as u32) << 16 | (last.to_ascii_lowercase() as u32) << 24
+        }
+    }
+}
+
+static NOT_FORWARDED_SIGNATURES: [u32; NOT_FORWARDED.len()] = {
+    let mut signatures = [0; NOT_FORWARDED.len()];
+    let mut i = 0;
+    while i < NOT_FORWARDED.len() {
+        signatures[i] = header_signature(NOT_FORWARDED[i].as_bytes());
+        i += 1;
+    }
+    signatures
+};
+
+/// Whether a client's header is never forwarded: one of [`NOT_FORWARDED`], or any `proxy-*`.
+fn never_forwarded(name: &str) -> bool {
+    let signature = header_signature(name.as_bytes());
+    NOT_FORWARDED_SIGNATURES
+        .iter()
+        .zip(NOT_FORWARDED)
+        .any(|(&s, n)| s == signature && crate::server::http1::name_is(name.as_bytes(), n.as_bytes()))
+        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+}
+
 /// Upstream response headers relayed to the client.
 fn relayed_response_header(name: &str) -> bool {
     name.starts_with("x-ratelimit-")
@@ -301,25 +332,23 @@ pub(crate) fn forward(
     let default_header = provider.default_header();
     let mut has_default = false;
     let connection_tokens = req.head.header("connection").unwrap_or("");
-    for (name, value) in req.head.headers() {
+    // httparse admitted only visible ASCII and tabs in values: safe to write upstream as they are
+    // (a value with other bytes is not text, and is not forwarded).
+    for (name, value) in req.head.text_headers() {
         let named = |n: &str| n.eq_ignore_ascii_case(name);
-        if NOT_FORWARDED.iter().any(|n| named(n))
-            || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+        if never_forwarded(name)
             // Headers the operator sets: the client can neither override nor duplicate them.
             || provider.owns_header(name)
             || backend.headers.iter().any(|(n, _)| named(n))
             // Hop-by-hop headers the client listed in `Connection`.
-            || connection_tokens.split(',').any(|t| named(t.trim()))
+            || (!connection_tokens.is_empty() && connection_tokens.split(',').any(|t| named(t.trim())))
             // A traced request continues the trace from this attempt's span.
             || (traceparent.is_some() && named("traceparent"))
         {
             continue;
         }
         has_default |= default_header.is_some_and(|(n, _)| named(n));
-        // httparse admitted only visible ASCII and tabs in values: safe to write upstream as they are.
-        if let Ok(v) = std::str::from_utf8(value) {
-            headers.push((name, v));
-        }
+        headers.push((name, value));
     }
     if let Some(header) = default_header.filter(|_| !has_default) {
         headers.push(header);
@@ -422,4 +451,24 @@ pub(crate) fn forward(
         backend: index,
         id_tag: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_forwarded_headers_are_found_by_signature_in_any_case() {
+        for name in NOT_FORWARDED {
+            assert!(never_forwarded(name), "{name}");
+            assert!(never_forwarded(&name.to_ascii_uppercase()), "{name}");
+        }
+        for name in ["Proxy-Anything", "proxy-x"] {
+            assert!(never_forwarded(name), "{name}");
+        }
+        // Same length, first and last byte as a listed name, yet another name; and the names clients send.
+        for name in ["hast", "c", "", "content-type", "user-agent", "accept", "x-stainless-os", "anthropic-version"] {
+            assert!(!never_forwarded(name), "{name}");
+        }
+    }
 }

@@ -311,6 +311,31 @@ fn is_sub_delim(b: u8) -> bool {
     matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
 }
 
+/// Whether `name` is written in lower-case letters, digits and `-` only, as [`name_is`] needs.
+pub fn is_lower_name(name: &[u8]) -> bool {
+    name.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Whether the header name `name` (a token, as httparse admits) is `lower` ([`is_lower_name`]) in any
+/// case. Eight bytes at a time: setting bit 5 lower-cases a letter, and maps no other token byte onto
+/// a letter, a digit or `-` (only CR onto `-`, and control bytes onto digits, none of them in a token).
+#[inline]
+pub fn name_is(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(is_lower_name(lower), "{lower:?}");
+    const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
+    if name.len() != lower.len() {
+        return false;
+    }
+    let (mut names, mut lowers) = (name.chunks_exact(8), lower.chunks_exact(8));
+    for (n, l) in (&mut names).zip(&mut lowers) {
+        let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or_default());
+        if word(n) | CASE != word(l) {
+            return false;
+        }
+    }
+    names.remainder().iter().zip(lowers.remainder()).all(|(n, l)| n | 0x20 == *l)
+}
+
 impl RequestHead {
     pub fn method(&self) -> &str {
         self.raw.text(self.method.clone()).unwrap_or("")
@@ -337,6 +362,11 @@ impl RequestHead {
         self.headers.iter().map(|(n, v)| (self.raw.text(n.clone()).unwrap_or(""), &raw[v.clone()]))
     }
 
+    /// The headers whose values are text (UTF-8), as text: no check per value when the head is text.
+    pub fn text_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().filter_map(|(n, v)| Some((self.raw.text(n.clone())?, self.raw.text(v.clone())?)))
+    }
+
     /// The first header with this name (case-insensitive), as text when it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         let (_, value) = self.named(name).next()?;
@@ -352,7 +382,15 @@ impl RequestHead {
     /// The (name, value) ranges of the headers with this name.
     fn named<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a (Range<usize>, Range<usize>)> + use<'a, 'n> {
         let raw = self.raw.bytes();
-        self.headers.iter().filter(move |(n, _)| raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+        let lower = is_lower_name(name.as_bytes());
+        self.headers.iter().filter(move |(n, _)| {
+            let n = &raw[n.clone()];
+            if lower {
+                name_is(n, name.as_bytes())
+            } else {
+                n.eq_ignore_ascii_case(name.as_bytes())
+            }
+        })
     }
 
     /// Whether the connection stays open after this request, per HTTP/1.0 and 1.1 rules.
@@ -384,6 +422,15 @@ impl RequestHead {
         let has_te = te.peek().is_some();
         let mut length: Option<u64> = None;
         for v in self.header_values("content-length") {
+            // The usual value, digits alone, is read without the list parsing below (19 digits fit a u64).
+            if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) {
+                let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if length.is_some_and(|l| l != n) {
+                    return Err(HeadError::Malformed("conflicting Content-Length headers"));
+                }
+                length = Some(n);
+                continue;
+            }
             let s = std::str::from_utf8(v).map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
             for part in s.split(',') {
                 let part = part.trim_matches([' ', '\t']);

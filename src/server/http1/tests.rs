@@ -30,12 +30,15 @@ fn a_head_with_a_value_that_is_not_utf8_reads_as_before() {
     assert_eq!(h.header("x-a"), Some("b"));
     let headers: Vec<(&str, &[u8])> = h.headers().collect();
     assert_eq!(headers, [("Host", &b"a"[..]), ("X-Name", b"caf\xe9"), ("X-A", b"b")]);
+    // The text headers leave out the value that is not text.
+    assert_eq!(h.text_headers().collect::<Vec<_>>(), [("Host", "a"), ("X-A", "b")]);
     // The same head in plain text reads the same through the text path.
     let (t, _) = head("GET /v1/models?x=1 HTTP/1.1\r\nHost: a\r\nX-Name: cafe\r\nX-A:  b \r\n\r\n").unwrap().unwrap();
     assert_eq!(
         (t.method(), t.path(), t.header("x-name"), t.header("X-A")),
         ("GET", "/v1/models", Some("cafe"), Some("b"))
     );
+    assert_eq!(t.text_headers().collect::<Vec<_>>(), [("Host", "a"), ("X-Name", "cafe"), ("X-A", "b")]);
 }
 
 #[test]
@@ -159,4 +162,27 @@ fn frame_requests_stops_at_the_first_refusal_or_a_close() {
     let chunked = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n";
     let e = frame_requests(chunked, &limits()).unwrap_err();
     assert_eq!(e.stop, FrameStop::Refused(HeadError::BodyTooLarge { length: None, limit: 16 }));
+}
+
+#[test]
+fn header_names_compare_in_any_case_a_word_at_a_time() {
+    for name in ["content-length", "Content-Length", "CONTENT-LENGTH", "x-request-id", "X-Request-ID", "te", "Te"] {
+        let lower = name.to_ascii_lowercase();
+        assert!(name_is(name.as_bytes(), lower.as_bytes()), "{name}");
+    }
+    // Every token byte against every lower-case name byte: equal exactly when eq_ignore_ascii_case says so.
+    let tchars = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for &l in b"-0123456789abcdefghijklmnopqrstuvwxyz" {
+        for &t in tchars {
+            // In the tail and in a full word of eight.
+            for len in [1, 8, 9] {
+                let (mut name, lower) = (vec![l; len], vec![l; len]);
+                name[len - 1] = t;
+                assert_eq!(name_is(&name, &lower), name.eq_ignore_ascii_case(&lower), "{t} vs {l} at {len}");
+            }
+        }
+    }
+    assert!(!name_is(b"content-lengt", b"content-length"));
+    assert!(!name_is(b"content-lengths", b"content-length"));
+    assert!(is_lower_name(b"x-request-id") && !is_lower_name(b"X-Request-Id") && !is_lower_name(b"a_b"));
 }
