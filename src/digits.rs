@@ -1,5 +1,6 @@
 //! Numbers and bytes written as ASCII digits, without `fmt`'s machinery (a response head, a chunk size,
-//! a log line, a request id and a trace id each carry a few, on every request).
+//! a log line, a request id and a trace id each carry a few, on every request), and bytes
+//! percent-encoded.
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -25,6 +26,26 @@ fn push_in_base<const BASE: u64>(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// RFC 3986 unreserved: letters, digits, `-`, `.`, `_` and `~`.
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 encoding: unreserved bytes kept, every other byte `%XX` in upper-case hex (SigV4's
+/// canonical URI and query, a secret as an upstream may quote it in a URL).
+pub fn percent_encode(bytes: &[u8]) -> String {
+    const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if is_unreserved(b) {
+            out.push(b as char);
+        } else {
+            out.extend(['%', UPPER[usize::from(b >> 4)] as char, UPPER[usize::from(b & 15)] as char]);
+        }
+    }
+    out
 }
 
 /// Two lower-case hex digits for each of `bytes`, appended to `out` (ids, hashes, signatures).

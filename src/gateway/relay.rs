@@ -116,7 +116,8 @@ pub fn relay(
         .as_deref()
         .is_some_and(|c| c.starts_with("text/event-stream") || c.starts_with("application/vnd.amazon.eventstream"));
     // The backend's credential never reaches a client, whatever the status: relayed headers are masked.
-    let masker = Masker::new(&provider.secrets());
+    let secrets = provider.secrets();
+    let masker = Masker::new(&secrets);
     for (_, value) in up.passthrough.iter_mut() {
         if let Cow::Owned(masked) = masker.mask(value.as_bytes()) {
             *value = String::from_utf8_lossy(&masked).into_owned();
@@ -348,31 +349,29 @@ const MIN_SECRET_LEN: usize = 8;
 const MASK: &[u8] = b"[redacted]";
 
 /// Masks a backend's secrets: every occurrence is replaced by `[redacted]`, as it is, JSON-escaped
-/// (`/` as `\/`) and percent-encoded, the forms an upstream may quote it in.
-pub struct Masker {
+/// (`/` as `\/`) and percent-encoded, the forms an upstream may quote it in. Built for every relayed
+/// response: a secret is borrowed as it is, and its other forms are built only when they differ from it
+/// (an API key of letters, digits, `-` and `_` has one form).
+pub struct Masker<'s> {
     /// Every form of every secret, longest first.
-    needles: Vec<Vec<u8>>,
+    needles: Vec<Cow<'s, [u8]>>,
 }
 
-impl Masker {
-    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Masker {
-        let mut needles: Vec<Vec<u8>> = Vec::new();
+impl<'s> Masker<'s> {
+    pub fn new<S: AsRef<str>>(secrets: &'s [S]) -> Masker<'s> {
+        let mut needles: Vec<Cow<'s, [u8]>> = Vec::new();
+        let mut add = |form: Cow<'s, [u8]>| {
+            if !needles.contains(&form) {
+                needles.push(form);
+            }
+        };
         for secret in secrets.iter().map(|s| s.as_ref()).filter(|s| s.len() >= MIN_SECRET_LEN) {
-            let escaped = secret.replace('/', "\\/");
-            let encoded: String = secret
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            for form in [secret.to_string(), escaped, encoded] {
-                if !needles.iter().any(|n| n == form.as_bytes()) {
-                    needles.push(form.into_bytes());
-                }
+            add(Cow::Borrowed(secret.as_bytes()));
+            if secret.contains('/') {
+                add(Cow::Owned(secret.replace('/', "\\/").into_bytes()));
+            }
+            if !secret.bytes().all(crate::digits::is_unreserved) {
+                add(Cow::Owned(crate::digits::percent_encode(secret.as_bytes()).into_bytes()));
             }
         }
         // Longest first, so a longer form is masked whole before a shorter one could split it.

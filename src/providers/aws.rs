@@ -47,7 +47,7 @@ impl fmt::Debug for AwsCredentials {
 /// A-Za-z0-9-._~ kept, everything else %XX uppercase), e.g. a Bedrock model id
 /// `anthropic.claude-3-haiku-20240307-v1:0` → `anthropic.claude-3-haiku-20240307-v1%3A0`, an ARN's `/` → `%2F`.
 pub fn encode_path_segment(segment: &str) -> String {
-    uri_encode(segment.as_bytes())
+    crate::digits::percent_encode(segment.as_bytes())
 }
 
 /// The headers to add to a request so that AWS accepts it: `x-amz-date`, `x-amz-security-token` (when a
@@ -182,7 +182,7 @@ pub(crate) fn canonical_query(query: &str) -> String {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (uri_encode(&percent_decode(key)), uri_encode(&percent_decode(value)))
+            (crate::digits::percent_encode(&percent_decode(key)), crate::digits::percent_encode(&percent_decode(value)))
         })
         .collect();
     pairs.sort();
@@ -259,20 +259,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> hmac::Tag {
 
 fn sha256_hex(data: &[u8]) -> String {
     hex(digest::digest(&digest::SHA256, data).as_ref())
-}
-
-/// RFC 3986 encoding: unreserved bytes kept, every other byte `%XX` in upper-case hex.
-fn uri_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.extend(['%', DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]);
-        }
-    }
-    out
 }
 
 /// The bytes `%XX` escapes stand for; a `%` not followed by two hex digits stays a literal `%`.

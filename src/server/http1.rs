@@ -267,7 +267,7 @@ pub fn valid_host(v: &[u8]) -> bool {
         let literal = &v[1..close];
         let ipv6 = literal.contains(&b':') && literal.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
         let future = matches!(literal.first(), Some(b'v' | b'V'))
-            && literal.iter().all(|b| is_unreserved(*b) || is_sub_delim(*b) || *b == b':');
+            && literal.iter().all(|b| crate::digits::is_unreserved(*b) || is_sub_delim(*b) || *b == b':');
         if !(ipv6 || future) {
             return false;
         }
@@ -295,16 +295,12 @@ pub fn valid_host(v: &[u8]) -> bool {
             i += 3;
             continue;
         }
-        if !(is_unreserved(b) || is_sub_delim(b)) {
+        if !(crate::digits::is_unreserved(b) || is_sub_delim(b)) {
             return false;
         }
         i += 1;
     }
     true
-}
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 fn is_sub_delim(b: u8) -> bool {

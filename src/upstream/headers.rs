@@ -1,8 +1,8 @@
 //! A response's headers as one block of text: lower-case names and trimmed values. Reading a head costs
 //! two allocations whatever its size, not two a header (a provider's answer carries twenty or more).
 
-/// Headers in the order they came; names in lower case, values trimmed (bytes that are not UTF-8 read
-/// as U+FFFD).
+/// Headers in the order they came; names in lower case, values trimmed of spaces and tabs (bytes that
+/// are not UTF-8 read as U+FFFD).
 #[derive(Debug, Default)]
 pub struct ResponseHeaders {
     text: String,
@@ -21,10 +21,14 @@ impl ResponseHeaders {
         self.text.push_str(name);
         self.text[start..].make_ascii_lowercase();
         let name_end = self.text.len();
+        // Trimmed of HTTP's whitespace (space and tab) before the UTF-8 check; httparse has usually
+        // trimmed it already, which two byte checks tell.
+        let untrimmed = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        let value = if untrimmed(value.first()) || untrimmed(value.last()) { value.trim_ascii() } else { value };
         match std::str::from_utf8(value) {
-            Ok(text) => self.text.push_str(text.trim()),
+            Ok(text) => self.text.push_str(text),
             // The lossy conversion is slow: only a value that is not valid text takes it.
-            Err(_) => self.text.push_str(String::from_utf8_lossy(value).trim()),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(value)),
         }
         self.ends.push((offset(name_end), offset(self.text.len())));
     }
