@@ -19,12 +19,13 @@ use crate::translate::{Pair, ResponseOptions};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the names of the binaries under `fuzz/fuzz_targets/`).
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("request_head", request_head),
     ("chunked", chunked),
     ("sse", sse),
     ("eventstream", event_stream),
     ("model_peek", model_peek),
+    ("response_usage", response_usage),
 ];
 
 /// Small limits, so that the fuzzer reaches them.
@@ -228,4 +229,28 @@ fn last_model(body: &[u8]) -> Option<String> {
     let model = de.deserialize_map(Last).ok()?;
     de.end().ok()?;
     model
+}
+
+/// A response body's usage, as the relay reads it: for an untraced request `usage` is found from the
+/// end of the body (`json::last_top_level_value`), for a traced one by a walk from its start. On a body
+/// that is a JSON object (as serde reads it, where the last of a repeated key wins), a range found
+/// from the end holds exactly the value serde sees as `usage`; and when the key's bytes occur once,
+/// the two ways read the same usage and model.
+pub fn response_usage(data: &[u8]) {
+    let from_end = crate::json::last_top_level_value(data, b"\"usage\"");
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    if let Some(range) = from_end {
+        let value: serde_json::Value = serde_json::from_slice(&data[range]).expect("a range found is a JSON value");
+        assert_eq!(Some(&value), map.get("usage"));
+    }
+    if memchr::memmem::find_iter(data, b"\"usage\"").count() == 1 {
+        for api in [Api::OpenAi, Api::Anthropic, Api::Converse, Api::Responses] {
+            let (untraced, traced) =
+                (crate::usage::facts_from_body(api, data, false), crate::usage::facts_from_body(api, data, true));
+            assert_eq!(untraced.usage, traced.usage, "{api:?}");
+            if api != Api::Converse {
+                assert_eq!(untraced.model, traced.model, "{api:?}");
+            }
+        }
+    }
 }

@@ -123,6 +123,57 @@ pub fn top_level_value(body: &[u8], key: &str) -> Option<Range<usize>> {
     found
 }
 
+/// The byte range of the value of the last member named `quoted_key` (the key with its quotes, written
+/// without escapes) of the JSON object `body`, found from the end: a response puts its `usage` after
+/// its content, which this does not scan. `None` when the last occurrence of the key's bytes is not a
+/// member of the top-level object (the caller then walks the body from the start).
+///
+/// Why a match is a key of the top-level object: a quote inside a string is escaped, so the key's
+/// closing quote (after a letter) is a string's end, and its opening quote, after `{` or `,`, a string's
+/// start; the members after the value are walked to a `}`, and only the top-level object's `}` is the
+/// body's last byte. Of a repeated key, the last is found, as a parser that keeps the last sees it.
+pub fn last_top_level_value(body: &[u8], quoted_key: &[u8]) -> Option<Range<usize>> {
+    if body.get(skip_ws(body, 0)) != Some(&b'{') {
+        return None;
+    }
+    // From the end, each occurrence of the key's first letter (memchr's reverse search is vectorised;
+    // its reverse substring search is not, and has a setup cost of its own).
+    let letter = *quoted_key.get(1)?;
+    let at = memchr::memrchr_iter(letter, body).find_map(|i| {
+        let at = i.checked_sub(1)?;
+        body[at..].starts_with(quoted_key).then_some(at)
+    })?;
+    let before = body[..at].iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    if !matches!(body[before], b'{' | b',') {
+        return None;
+    }
+    let colon = skip_ws(body, at + quoted_key.len());
+    if body.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = skip_ws(body, colon + 1);
+    let end = skip_value(body, start)?;
+    // The members after it, to the object's closing brace.
+    let mut i = skip_ws(body, end);
+    loop {
+        match *body.get(i)? {
+            b',' => {
+                let key = skip_ws(body, i + 1);
+                if body.get(key) != Some(&b'"') {
+                    return None;
+                }
+                let colon = skip_ws(body, skip_string(body, key)?);
+                if body.get(colon) != Some(&b':') {
+                    return None;
+                }
+                i = skip_ws(body, skip_value(body, skip_ws(body, colon + 1))?);
+            }
+            b'}' => return (skip_ws(body, i + 1) == body.len()).then_some(start..end),
+            _ => return None,
+        }
+    }
+}
+
 /// [`top_level_value`] for several keys in one pass: each key's first occurrence. The scan stops at the
 /// first byte that is not well-formed JSON, keeping what it found before it.
 pub fn top_level_values<const N: usize>(body: &[u8], keys: [&str; N]) -> [Option<Range<usize>>; N] {
@@ -317,6 +368,31 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_top_level_value_is_found_from_the_end_or_not_at_all() {
+        fn found(body: &str) -> Option<&str> {
+            last_top_level_value(body.as_bytes(), b"\"usage\"").map(|r| &body[r])
+        }
+        assert_eq!(found(r#"{"choices":[{"x":"}"}],"usage":{"a":1},"id":"x"}"#), Some(r#"{"a":1}"#));
+        assert_eq!(found(" { \"usage\" : [1, {\"b\": \"}\"}] , \"k\" : null } \n"), Some(r#"[1, {"b": "}"}]"#));
+        assert_eq!(found(r#"{"usage":1,"usage":2}"#), Some("2"), "the last, as serde keeps");
+        // Not a top-level member: nested, inside a string, an escaped quote, a value, or text after the object.
+        for body in [
+            r#"{"a":{"usage":{"n":1}}}"#,
+            r#"{"a":[{"usage":1}],"b":2}"#,
+            r#"{"a":"x \"usage\": 1"}"#,
+            r#"{"a\"usage":1}"#,
+            r#"{"a":"usage"}"#,
+            r#"{"usage":1} x"#,
+            r#"[{"usage":1}]"#,
+            r#"{"usage":1,}"#,
+            r#"{"usage":1,"b"}"#,
+            r#"{"usage":"#,
+        ] {
+            assert_eq!(found(body), None, "{body}");
+        }
+    }
 
     #[test]
     fn an_absent_key_is_added_before_the_closing_brace_keeping_every_other_byte() {

@@ -31,7 +31,7 @@ pub struct BodyFacts {
     pub finish_reasons: Vec<String>,
 }
 
-/// Reads [`BodyFacts`] with one scan of the body's top level (`json::top_level_values`, no tree):
+/// Reads [`BodyFacts`] without building a tree (`json::top_level_values`, `json::last_top_level_value`):
 /// the counts in `usage` are read from its bytes ([`RawObject`]), and the strings `model`,
 /// `stop_reason`/`stopReason` and each `choices[].finish_reason` are parsed. Fields of an unexpected
 /// type are ignored rather than failing the whole read. The finish reasons (only traces report them)
@@ -53,7 +53,14 @@ pub fn facts_from_body(api: Api, body: &[u8], finish_reasons: bool) -> BodyFacts
         (usage, model.and_then(|r| text(&body[r])))
     };
     if !finish_reasons {
-        let [usage, model] = crate::json::top_level_values(body, ["usage", "model"]);
+        // Usage is found from the end, where the APIs put it after the content, and `model` by a walk
+        // that stops at it (it comes before the content; Converse has none). A body where usage is not
+        // found so is walked whole.
+        let (usage, model) = match crate::json::last_top_level_value(body, b"\"usage\"") {
+            Some(usage) if api == Api::Converse => (Some(usage), None),
+            Some(usage) => (Some(usage), crate::json::top_level_value(body, "model")),
+            None => crate::json::top_level_values(body, ["usage", "model"]).into(),
+        };
         let (usage, model) = usage_and_model(usage, model);
         return BodyFacts { usage, model, finish_reasons: Vec::new() };
     }
