@@ -78,5 +78,8 @@ mod tests {
             assert_eq!(hex_bytes(&n.to_be_bytes()), format!("{n:016x}"));
         }
         assert_eq!(hex_bytes(&[]), "");
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(hex_bytes(&bytes), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        assert_eq!(percent_encode(b"a/b c~"), "a%2Fb%20c~");
     }
 }

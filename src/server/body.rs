@@ -24,12 +24,10 @@ pub fn streams_body(head: &RequestHead, framing: BodyFraming) -> bool {
         return false;
     }
     let Some(kind) = head.header("content-type") else { return false };
-    let kind = kind.trim_start().to_ascii_lowercase();
-    kind.starts_with("multipart/")
-        || kind.starts_with("application/octet-stream")
-        || kind.starts_with("audio/")
-        || kind.starts_with("video/")
-        || kind.starts_with("image/")
+    let kind = kind.trim_start().as_bytes();
+    ["multipart/", "application/octet-stream", "audio/", "video/", "image/"]
+        .iter()
+        .any(|prefix| kind.get(..prefix.len()).is_some_and(|k| k.eq_ignore_ascii_case(prefix.as_bytes())))
 }
 
 /// Why reading a streamed body failed, with the status the client gets (in an `io::Error`).
