@@ -234,7 +234,8 @@ fn parse_operation(snapshot: &Snapshot, req: &Request) -> Result<Operation, Gate
             None => return Err(GatewayError::NotFound),
         },
     };
-    if allow.split(", ").any(|m| m == method) {
+    // Most operations allow one method: compared whole before the list is split.
+    if allow == method || allow.split(", ").any(|m| m == method) {
         Ok(op)
     } else {
         Err(GatewayError::MethodNotAllowed { allow })

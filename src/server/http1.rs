@@ -33,9 +33,9 @@ pub struct RequestHead {
     method: Range<usize>,
     /// The request target as sent.
     target: Range<usize>,
-    /// Its path and query (origin form): all of `target`, or the part after the authority of an
-    /// absolute-form target (empty when that has no path: it then means `/`).
-    origin: Range<usize>,
+    /// Its path without the query (of the origin form: all of `target`, or the part after the authority
+    /// of an absolute-form target), found once; empty when it has no path (it then means `/`).
+    path: Range<usize>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     headers: Vec<(Range<usize>, Range<usize>)>,
@@ -189,7 +189,9 @@ pub fn parse_head(
     let target_str = req.path.unwrap_or("");
     let target = range(target_str.as_bytes());
     let origin = origin_form(method_str, target_str)?;
-    let origin = target.start + origin.start..target.start + origin.end;
+    let origin = &target_str.as_bytes()[origin];
+    let path_len = memchr::memchr(b'?', origin).unwrap_or(origin.len());
+    let path = range(&origin[..path_len]);
     let minor_version = req.version.unwrap_or(1);
     let mut hosts = 0;
     for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")) {
@@ -205,7 +207,7 @@ pub fn parse_head(
         return Err(HeadError::Malformed("missing Host header"));
     }
     let headers = req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
-    Ok(Some((RequestHead { raw: Raw::new(&buf[..len]), method, target, origin, minor_version, headers }, len)))
+    Ok(Some((RequestHead { raw: Raw::new(&buf[..len]), method, target, path, minor_version, headers }, len)))
 }
 
 const BARE_LF: HeadError = HeadError::Malformed("a line ends in a bare LF (CRLF is required)");
@@ -344,8 +346,7 @@ impl RequestHead {
 
     /// The target's path without its query string (`/` for an absolute-form target without a path).
     pub fn path(&self) -> &str {
-        let t = self.raw.text(self.origin.clone()).unwrap_or("");
-        let p = t.split_once('?').map_or(t, |(p, _)| p);
+        let p = self.raw.text(self.path.clone()).unwrap_or("");
         if p.is_empty() {
             "/"
         } else {
