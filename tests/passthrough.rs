@@ -165,6 +165,27 @@ fn a_binary_answer_streams_back_as_it_arrives() {
 }
 
 #[test]
+fn a_binary_answer_relayed_as_it_arrives_has_the_backend_credential_masked_in_its_headers() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config(&up));
+    let r = send(
+        gw.addr,
+        "POST",
+        "/v1/audio/speech",
+        &[
+            KEY,
+            ("content-type", "application/json"),
+            ("x-fake-response-header", "request-id=req for sk-upstream-secret"),
+        ],
+        &serde_json::to_vec(&json!({"model": "tts-1", "voice": "alloy", "input": "hi"})).unwrap(),
+    );
+    assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "audio/mpeg"));
+    assert_eq!(r.headers.get("transfer-encoding").map(String::as_str), Some("chunked"), "relayed as it arrived");
+    assert_eq!(r.headers["request-id"], "req for [redacted]");
+    assert_eq!(r.body, speech_bytes(48 * 1024));
+}
+
+#[test]
 fn max_body_bytes_is_honoured_for_streamed_uploads() {
     let up = FakeUpstream::start();
     let mut cfg = config(&up);

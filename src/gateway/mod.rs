@@ -457,8 +457,8 @@ pub fn prepare<'a>(
 pub struct Exchange {
     pub status: u16,
     pub content_type: Option<String>,
-    /// Response headers relayed to the client.
-    pub passthrough: Vec<(String, String)>,
+    /// Response headers relayed to the client (see [`relay::relayed_headers`]).
+    pub passthrough: crate::upstream::ResponseHeaders,
     /// The upstream's error type header (`x-amzn-ErrorType`), for providers whose errors carry it.
     pub error_type: Option<String>,
     /// How long the upstream asked to wait before trying again (`Retry-After` and kin), in ms.

@@ -31,6 +31,7 @@ use super::{admit, authenticate, forward, relay, send_plan, Attempt, Exchange, T
 use crate::api::{Api, Endpoint};
 use crate::error::GatewayError;
 use crate::multipart::{ModelField, Scan};
+use crate::providers::Provider;
 use crate::server::{BodyError, Request, Responder};
 use crate::snapshot::Snapshot;
 use crate::upstream::SendBody;
@@ -212,7 +213,7 @@ pub(super) fn serve<'s>(
             let backend = exchange.backend;
             let provider = &*snapshot.backends[backend].provider;
             let outcome = if streams_raw(&exchange) {
-                relay_raw(exchange, resp, &headers)
+                relay_raw(exchange, provider, resp, &headers)
             } else {
                 relay(exchange, provider, Endpoint::ChatCompletions, label, resp, &headers, obs.trace.is_some())
             };
@@ -246,15 +247,10 @@ fn streams_raw(up: &Exchange) -> bool {
 
 /// Relays the answer piece by piece as it arrives. A failure mid-way cuts the connection (the body
 /// cannot say so): the client sees an incomplete body.
-fn relay_raw(mut up: Exchange, resp: &mut Responder, ids: &[(&str, &str)]) -> Outcome {
-    let own_limits = ids.iter().any(|(n, _)| n.starts_with("x-ratelimit-"));
-    let mut headers: Vec<(&str, &str)> = up
-        .passthrough
-        .iter()
-        .filter(|(n, _)| !(own_limits && n.starts_with("x-ratelimit-")))
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    headers.extend_from_slice(ids);
+fn relay_raw(mut up: Exchange, provider: &dyn Provider, resp: &mut Responder, ids: &[(&str, &str)]) -> Outcome {
+    let secrets = provider.secrets();
+    super::relay::mask_relayed_headers(&mut up.passthrough, &super::relay::Masker::new(&secrets));
+    let mut headers = super::relay::relayed_headers(&up.passthrough, ids, 1);
     headers.push(("content-type", up.content_type.as_deref().unwrap_or("application/octet-stream")));
     if resp.start(up.status, &headers).is_err() {
         return Outcome::default();

@@ -11,7 +11,7 @@ use crate::providers::Provider;
 use crate::server::Responder;
 use crate::stream::StreamPipeline;
 use crate::translate::{TranslateError, Usage};
-use crate::upstream::ResponseBody;
+use crate::upstream::{ResponseBody, ResponseHeaders};
 use crate::usage;
 
 /// What the response used and how it went, as far as the gateway could see.
@@ -115,24 +115,10 @@ pub fn relay(
         .content_type
         .as_deref()
         .is_some_and(|c| c.starts_with("text/event-stream") || c.starts_with("application/vnd.amazon.eventstream"));
-    // The backend's credential never reaches a client, whatever the status: relayed headers are masked.
     let secrets = provider.secrets();
     let masker = Masker::new(&secrets);
-    for (_, value) in up.passthrough.iter_mut() {
-        if let Cow::Owned(masked) = masker.mask(value.as_bytes()) {
-            *value = String::from_utf8_lossy(&masked).into_owned();
-        }
-    }
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(up.passthrough.len() + ids.len() + 2);
-    // The gateway's own limits, when any applied, speak for x-ratelimit-*.
-    let own_limits = ids.iter().any(|(n, _)| n.starts_with("x-ratelimit-"));
-    headers.extend(
-        up.passthrough
-            .iter()
-            .filter(|(n, _)| !(own_limits && n.starts_with("x-ratelimit-")))
-            .map(|(n, v)| (n.as_str(), v.as_str())),
-    );
-    headers.extend_from_slice(ids);
+    mask_relayed_headers(&mut up.passthrough, &masker);
+    let mut headers = relayed_headers(&up.passthrough, ids, 2);
     if is_stream && up.status < 300 {
         let translator: Option<Box<dyn crate::stream::StreamTranslate>> = match (up.pair, up.id_tag.take()) {
             (Some(pair), _) => Some(pair.stream(model, &up.response)),
@@ -340,6 +326,37 @@ pub fn relay(
 
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+}
+
+/// The backend's credential never reaches a client, whatever the status and however the body is
+/// relayed: the relayed upstream headers are masked. They are rebuilt only when one holds a secret.
+pub(super) fn mask_relayed_headers(relayed: &mut ResponseHeaders, masker: &Masker) {
+    let masked = |value: &str| match masker.mask(value.as_bytes()) {
+        Cow::Owned(masked) => Some(masked),
+        Cow::Borrowed(_) => None,
+    };
+    if relayed.iter().all(|(_, value)| masked(value).is_none()) {
+        return;
+    }
+    let mut rebuilt = ResponseHeaders::default();
+    for (name, value) in relayed.iter() {
+        rebuilt.push(name, &masked(value).unwrap_or_else(|| value.as_bytes().to_vec()));
+    }
+    *relayed = rebuilt;
+}
+
+/// The relayed upstream headers (masked first: [`mask_relayed_headers`]), then the gateway's own (`ids`), with room for
+/// `more`. The gateway's own limits, when any applied, speak for x-ratelimit-*.
+pub(super) fn relayed_headers<'a>(
+    relayed: &'a ResponseHeaders,
+    ids: &[(&'a str, &'a str)],
+    more: usize,
+) -> Vec<(&'a str, &'a str)> {
+    let own_limits = ids.iter().any(|(n, _)| n.starts_with("x-ratelimit-"));
+    let mut headers = Vec::with_capacity(relayed.len() + ids.len() + more);
+    headers.extend(relayed.iter().filter(|(n, _)| !(own_limits && n.starts_with("x-ratelimit-"))));
+    headers.extend_from_slice(ids);
+    headers
 }
 
 /// Shortest secret masked: shorter strings occur in ordinary text, and no real credential is that short.

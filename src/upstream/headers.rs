@@ -33,6 +33,15 @@ impl ResponseHeaders {
         self.ends.push((offset(name_end), offset(self.text.len())));
     }
 
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
     /// `(name, value)` pairs, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
         let mut start = 0;

@@ -41,7 +41,7 @@ impl Received {
 /// - `x-fake-then-close`: close the connection after answering (without saying so)
 /// - `x-fake-head-delay-ms`: wait this long before answering at all
 /// - `x-fake-gated`: an SSE answer (or a scripted chunked one) waits at the gate after its first piece
-/// - `x-fake-response-header`: `name=value`, a header added to a `json`/`raw`/`garbage` answer
+/// - `x-fake-response-header`: `name=value`, a header added to a `json`/`raw`/`garbage` or scripted answer
 ///
 ///
 /// Besides chat completions and Anthropic messages it answers, by path (see [`scripted_reply`]), OpenAI's
@@ -360,7 +360,8 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
         });
         if mode == "json" || mode == "sse" {
             if let Some(reply) = scripted_reply(&req) {
-                if !reply.write(&mut out, gate, h("x-fake-gated").is_some()) {
+                let extra = h("x-fake-response-header").unwrap_or_default();
+                if !reply.write(&mut out, gate, h("x-fake-gated").is_some(), &extra) {
                     return;
                 }
                 continue;
@@ -1117,14 +1118,17 @@ impl Reply {
         }
     }
 
-    /// Writes the answer; with `gated`, waits at the gate after the first piece. `false`: the peer is gone.
-    fn write(&self, out: &mut TcpStream, gate: &Gate, gated: bool) -> bool {
+    /// Writes the answer, with the header `extra` (`name=value`) when given; with `gated`, waits at the
+    /// gate after the first piece. `false`: the peer is gone.
+    fn write(&self, out: &mut TcpStream, gate: &Gate, gated: bool, extra: &str) -> bool {
         let framing = if self.chunked {
             "transfer-encoding: chunked".to_string()
         } else {
             format!("content-length: {}", self.pieces.iter().map(Vec::len).sum::<usize>())
         };
-        let head = format!("HTTP/1.1 {} X\r\ncontent-type: {}\r\n{framing}\r\n\r\n", self.status, self.content_type);
+        let extra = extra.split_once('=').map(|(n, v)| format!("{n}: {v}\r\n")).unwrap_or_default();
+        let head =
+            format!("HTTP/1.1 {} X\r\ncontent-type: {}\r\n{framing}\r\n{extra}\r\n", self.status, self.content_type);
         if out.write_all(head.as_bytes()).is_err() {
             return false;
         }
