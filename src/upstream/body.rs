@@ -81,6 +81,10 @@ impl ResponseBody for Body {
     }
 }
 
+/// A read of a `content-length` body at least this large, with nothing buffered, goes straight from
+/// the socket into the caller's buffer (the whole of a presized body, in as few reads as it arrives in).
+const DIRECT_READ_AT: usize = crate::readbuf::INITIAL;
+
 impl Read for Body {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -98,6 +102,18 @@ impl Read for Body {
                 Framing::Length(0) => {
                     self.finish();
                     return Ok(0);
+                }
+                Framing::Length(left) if conn.buf.is_empty() && out.len() >= DIRECT_READ_AT => {
+                    let want = out.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let n = conn.fill_into(&mut out[..want], self.client.idle_timeout)?;
+                    if n == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
+                    }
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.finish();
+                    }
+                    return Ok(n);
                 }
                 Framing::Length(left) => {
                     if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {

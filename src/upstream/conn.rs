@@ -104,9 +104,30 @@ impl Conn {
     /// Reads what is available into the buffer, waiting at most `timeout`; returns how much came (0: the
     /// peer closed). The wait is bounded by the connection's `Deadline`, not a socket timeout.
     pub(super) fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.read_within(timeout, Conn::read_available)
+    }
+
+    /// [`Conn::fill`], reading into `out` instead of the buffer (which must be empty): a large body goes
+    /// to its destination in as few reads as the socket allows, without a copy through the buffer.
+    pub(super) fn fill_into(&mut self, out: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        debug_assert!(self.buf.is_empty());
+        self.read_within(timeout, |conn| loop {
+            match conn.io.read(out) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        })
+    }
+
+    /// One read by `read`, bounded by the connection's deadline and cancelled if the client leaves.
+    fn read_within(
+        &mut self,
+        timeout: Duration,
+        read: impl FnOnce(&mut Conn) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let in_flight = cancel::in_flight(self.fd)?;
         self.deadline.arm(timeout);
-        let result = self.read_available();
+        let result = read(self);
         self.deadline.disarm();
         if in_flight.client_left() {
             return Err(cancel::client_left());
