@@ -345,8 +345,8 @@ pub(super) fn mask_relayed_headers(relayed: &mut ResponseHeaders, masker: &Maske
     *relayed = rebuilt;
 }
 
-/// The relayed upstream headers (masked first: [`mask_relayed_headers`]), then the gateway's own (`ids`), with room for
-/// `more`. The gateway's own limits, when any applied, speak for x-ratelimit-*.
+/// The relayed upstream headers (masked first: [`mask_relayed_headers`]), then the gateway's own
+/// (`ids`), with room for `more`. The gateway's own limits, when any applied, speak for x-ratelimit-*.
 pub(super) fn relayed_headers<'a>(
     relayed: &'a ResponseHeaders,
     ids: &[(&'a str, &'a str)],

@@ -81,6 +81,10 @@ impl ResponseBody for Body {
     }
 }
 
+fn closed_mid_body() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body")
+}
+
 /// A read of a `content-length` body at least this large, with nothing buffered, goes straight from
 /// the socket into the caller's buffer (the whole of a presized body, in as few reads as it arrives in).
 const DIRECT_READ_AT: usize = crate::readbuf::INITIAL;
@@ -107,7 +111,7 @@ impl Read for Body {
                     let want = out.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                     let n = conn.fill_into(&mut out[..want], self.client.idle_timeout)?;
                     if n == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
+                        return Err(closed_mid_body());
                     }
                     *left -= n as u64;
                     if *left == 0 {
@@ -117,7 +121,7 @@ impl Read for Body {
                 }
                 Framing::Length(left) => {
                     if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
+                        return Err(closed_mid_body());
                     }
                     let n = out.len().min(conn.buf.len()).min(*left as usize);
                     out[..n].copy_from_slice(&conn.buf.pending()[..n]);
@@ -130,7 +134,7 @@ impl Read for Body {
                 }
                 Framing::Chunked(decoder) => {
                     if conn.buf.is_empty() && Body::fill(conn, self.client.idle_timeout)? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed mid-body"));
+                        return Err(closed_mid_body());
                     }
                     self.decoded.clear();
                     self.decoded_at = 0;
