@@ -147,10 +147,12 @@ impl Fields for RawObject<'_> {
             let Some(value) = range.map(|r| &self.0[r]) else { return Field::Other };
             match value.first() {
                 Some(b'{') => Field::Object(RawObject(value)),
-                // Only a plain integer counts, as with `Value::as_u64` (no fraction, exponent or sign).
-                Some(b'0'..=b'9') if value.iter().all(u8::is_ascii_digit) => {
-                    std::str::from_utf8(value).ok().and_then(|d| d.parse().ok()).map_or(Field::Other, Field::Count)
-                }
+                // Only a plain integer counts, as with `Value::as_u64` (no fraction, exponent or sign);
+                // digits past u64 are not a count either.
+                Some(b'0'..=b'9') if value.iter().all(u8::is_ascii_digit) => value
+                    .iter()
+                    .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                    .map_or(Field::Other, Field::Count),
                 _ => Field::Other,
             }
         })
@@ -303,6 +305,8 @@ mod tests {
                 "prompt_tokens_details": 3, "completion_tokens_details": {"reasoning_tokens": 2e1}}"#,
             r#"{"prompt_tokens" : 5 , "completion_tokens":6,"prompt_tokens_details":{"cached_tokens":99}}"#,
             r#"{"id": "nothing here"}"#,
+            // The largest count, and one past it (serde reads that as a float: not a count).
+            r#"{"prompt_tokens": 18446744073709551615, "completion_tokens": 18446744073709551616, "input_tokens": 0}"#,
             // The word `usage` elsewhere than as a key holding an object: the object itself is read.
             r#"{"note": "usage", "prompt_tokens": 3, "usage": 4, "completion_tokens": 1}"#,
             "null",
