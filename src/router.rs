@@ -186,12 +186,16 @@ impl Route {
         while start < self.targets.len() {
             let priority = self.targets[start].priority;
             let end = start + self.targets[start..].iter().take_while(|t| t.priority == priority).count();
-            let mut group: Vec<&Target> = self.targets[start..end].iter().collect();
-            while !group.is_empty() {
-                let total: u64 = group.iter().map(|t| u64::from(t.weight)).sum();
+            // The group is ordered in place, in the plan: each pick is moved to the front of what is left,
+            // the rest keeping their order (as taking it out of a list would).
+            let first = plan.len();
+            plan.extend(&self.targets[start..end]);
+            for at in first..plan.len() {
+                let left = &plan[at..];
+                let total: u64 = left.iter().map(|t| u64::from(t.weight)).sum();
                 let mut pick = draw % total;
                 draw = draw.rotate_left(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D;
-                let index = group
+                let index = left
                     .iter()
                     .position(|t| {
                         let w = u64::from(t.weight);
@@ -203,7 +207,7 @@ impl Route {
                         }
                     })
                     .unwrap_or(0);
-                plan.push(group.remove(index));
+                plan[at..=at + index].rotate_right(1);
             }
             start = end;
         }
@@ -318,6 +322,49 @@ mod tests {
             }
         }
         assert!((2700..3300).contains(&first_a), "weight 3:1 gave {first_a}/4000");
+    }
+
+    /// The plan of a weighted pick that takes each choice out of a list: what `plan` did before it
+    /// ordered the groups in place, kept here as the model it must match draw for draw.
+    fn plan_by_removal(targets: &[Target], mut draw: u64) -> Vec<usize> {
+        let mut plan = Vec::new();
+        let mut start = 0;
+        while start < targets.len() {
+            let priority = targets[start].priority;
+            let end = start + targets[start..].iter().take_while(|t| t.priority == priority).count();
+            let mut group: Vec<&Target> = targets[start..end].iter().collect();
+            while !group.is_empty() {
+                let total: u64 = group.iter().map(|t| u64::from(t.weight)).sum();
+                let mut pick = draw % total;
+                draw = draw.rotate_left(17).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D;
+                let mut index = 0;
+                while pick >= u64::from(group[index].weight) {
+                    pick -= u64::from(group[index].weight);
+                    index += 1;
+                }
+                plan.push(group.remove(index).backend);
+            }
+            start = end;
+        }
+        plan
+    }
+
+    #[test]
+    fn a_plan_is_the_weighted_pick_without_replacement_draw_for_draw() {
+        let backends: Vec<String> = (0..7).map(|i| format!(r#"{{"name":"b{i}","schema":"mock"}}"#)).collect();
+        let targets = r#"{"backend":"b0","weight":1},{"backend":"b1","weight":2},{"backend":"b2","weight":3},
+            {"backend":"b3","weight":4},{"backend":"b4","weight":5},{"backend":"b5","weight":7,"priority":1},
+            {"backend":"b6","priority":1}"#;
+        let r = router(&format!(
+            r#"{{"backends":[{}],"routes":[{{"model":"m","backends":[{targets}]}}]}}"#,
+            backends.join(",")
+        ));
+        let route = r.find("m", |_| None).unwrap();
+        for draw in 0..5000u64 {
+            let draw = draw.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            let plan: Vec<usize> = route.plan(draw).iter().map(|t| t.backend).collect();
+            assert_eq!(plan, plan_by_removal(&route.targets, draw), "draw {draw}");
+        }
     }
 
     #[test]
