@@ -6,6 +6,8 @@
 //! 21 ns; a chat request made 17 precise reads. Durations that are reported (latency histograms, spans,
 //! the access log) keep `Instant`.
 
+use std::time::Duration;
+
 fn coarse(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: the kernel fills the timespec given; both clocks exist on every Linux since 2.6.32.
@@ -28,10 +30,20 @@ pub fn coarse_millis() -> u64 {
     coarse(libc::CLOCK_MONOTONIC_COARSE)
 }
 
+/// The deadline `after` from now, on [`coarse_millis`]'s clock (saturating).
+pub fn coarse_deadline(after: Duration) -> u64 {
+    coarse_millis().saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time left until a [`coarse_deadline`]; zero once it has passed.
+pub fn coarse_left(deadline: u64) -> Duration {
+    Duration::from_millis(deadline.saturating_sub(coarse_millis()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]
     fn coarse_clocks_follow_the_precise_ones_within_a_tick() {
@@ -43,5 +55,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let (after, waited) = (coarse_millis(), start.elapsed().as_millis() as u64);
         assert!(after >= before + 30 && after - before <= waited + 20, "{before} → {after} over {waited} ms");
+        // A deadline an hour away has (nearly) an hour left; one that passed, none; one past u64, forever.
+        assert!(coarse_left(coarse_deadline(Duration::from_secs(3600))) > Duration::from_secs(3590));
+        assert_eq!(coarse_left(coarse_millis().saturating_sub(5)), Duration::ZERO);
+        assert_eq!(coarse_deadline(Duration::MAX), u64::MAX);
     }
 }

@@ -64,7 +64,7 @@ impl Deadline {
 
     /// The next wait must end within `timeout`.
     pub fn arm(&self, timeout: Duration) {
-        let at = now_ms().saturating_add(timeout.as_millis().min(u64::MAX as u128) as u64);
+        let at = crate::clock::coarse_deadline(timeout).max(1);
         self.slot.at.store(at, Ordering::Release);
     }
 

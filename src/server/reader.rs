@@ -95,9 +95,9 @@ impl Reader {
 
     /// Reads one request head (the buffer may already hold pipelined bytes) and consumes it.
     pub(super) fn read_head(&mut self, stream: &mut ServerStream, cfg: &ServerConfig) -> Result<ReadHead, Refusal> {
-        // The deadline is a coarse clock's (`clock::coarse_millis`): it only ever ends a wait.
-        let header_timeout_ms = cfg.header_timeout_ms;
-        let mut deadline = (!self.buf.is_empty()).then(|| crate::clock::coarse_millis() + header_timeout_ms);
+        // The deadline is a coarse clock's (`clock::coarse_deadline`): it only ever ends a wait.
+        let header_timeout = Duration::from_millis(cfg.header_timeout_ms);
+        let mut deadline = (!self.buf.is_empty()).then(|| crate::clock::coarse_deadline(header_timeout));
         loop {
             if !self.buf.is_empty() {
                 match http1::parse_head(self.pending(), cfg.max_head_bytes, cfg.max_headers) {
@@ -112,15 +112,15 @@ impl Reader {
             let timed_out = Refusal { status: 408, message: HEAD_TIMEOUT.into() };
             let timeout = match deadline {
                 None => Duration::from_millis(cfg.keepalive_timeout_ms),
-                Some(d) => match d.checked_sub(crate::clock::coarse_millis()) {
-                    Some(left) if left > 0 => Duration::from_millis(header_timeout_ms.min(left)),
-                    _ => return Err(timed_out),
+                Some(d) => match crate::clock::coarse_left(d) {
+                    left if left.is_zero() => return Err(timed_out),
+                    left => header_timeout.min(left),
                 },
             };
             match self.read_more(stream, 1024, timeout) {
                 Ok(0) => return Ok(ReadHead::Closed),
                 Ok(_) => {
-                    deadline.get_or_insert_with(|| crate::clock::coarse_millis() + header_timeout_ms);
+                    deadline.get_or_insert_with(|| crate::clock::coarse_deadline(header_timeout));
                 }
                 Err(e) if is_timeout(&e) && deadline.is_some() => return Err(timed_out),
                 Err(_) => return Ok(ReadHead::Closed),

@@ -151,8 +151,8 @@ impl Conn {
 
     /// Reads and parses a response head (skipping `100 Continue`s).
     pub(super) fn read_head(&mut self, timeout: Duration) -> Result<ResponseHead, HeadError> {
-        // A coarse clock's deadline (`clock::coarse_millis`): it only ever ends a wait.
-        let deadline = crate::clock::coarse_millis().saturating_add(timeout.as_millis().min(u64::MAX as u128) as u64);
+        // A coarse clock's deadline (`clock::coarse_deadline`): it only ever ends a wait.
+        let deadline = crate::clock::coarse_deadline(timeout);
         let mut received_any = false;
         // The first wait has the whole timeout: no second clock read for it.
         let mut first_wait = true;
@@ -188,11 +188,7 @@ impl Conn {
                     Err(e) => return Err(HeadError::Malformed(e.to_string())),
                 }
             }
-            let left = if first_wait {
-                timeout
-            } else {
-                Duration::from_millis(deadline.saturating_sub(crate::clock::coarse_millis()))
-            };
+            let left = if first_wait { timeout } else { crate::clock::coarse_left(deadline) };
             first_wait = false;
             if left.is_zero() {
                 return Err(HeadError::Io(io::Error::new(io::ErrorKind::TimedOut, "response head")));
