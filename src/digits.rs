@@ -1,6 +1,6 @@
 //! Numbers and bytes written as ASCII digits, without `fmt`'s machinery (a response head, a chunk size,
-//! a log line, a request id and a trace id each carry a few, on every request), and bytes
-//! percent-encoded.
+//! a log line, a request id and a trace id each carry a few, on every request), decimal digits read
+//! back, and bytes percent-encoded.
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -26,6 +26,20 @@ fn push_in_base<const BASE: u64>(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// The number written in `digits` (ASCII digits only, at least one); `None` for anything else or a
+/// number past `u64::MAX`. Without `str::parse`'s UTF-8 check and sign handling (a Content-Length, a
+/// token count).
+pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let digit = d.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// RFC 3986 unreserved: letters, digits, `-`, `.`, `_` and `~`.
@@ -78,6 +92,12 @@ mod tests {
             assert_eq!(hex_bytes(&n.to_be_bytes()), format!("{n:016x}"));
         }
         assert_eq!(hex_bytes(&[]), "");
+        for n in [0, 7, 4096, u64::MAX] {
+            assert_eq!(parse_decimal(n.to_string().as_bytes()), Some(n));
+        }
+        for bad in ["", "18446744073709551616", "-1", "+1", "1.0", "1e3", " 1", "12a"] {
+            assert_eq!(parse_decimal(bad.as_bytes()), None, "{bad}");
+        }
         let bytes: Vec<u8> = (0..=255).collect();
         assert_eq!(hex_bytes(&bytes), bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
         assert_eq!(percent_encode(b"a/b c~"), "a%2Fb%20c~");

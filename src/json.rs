@@ -81,17 +81,28 @@ fn walk_members(body: &[u8], visit: impl FnMut(&[u8], Range<usize>) -> bool) -> 
 /// the value on its way.
 fn walk_members_with(
     body: &[u8],
-    mut value_end: impl FnMut(&[u8], usize) -> Option<usize>,
-    mut visit: impl FnMut(&[u8], Range<usize>) -> bool,
+    value_end: impl FnMut(&[u8], usize) -> Option<usize>,
+    visit: impl FnMut(&[u8], Range<usize>) -> bool,
 ) -> Option<usize> {
     let start = skip_ws(body, 0);
     if body.get(start) != Some(&b'{') {
         return None;
     }
-    let mut i = skip_ws(body, start + 1);
+    let i = skip_ws(body, start + 1);
     if body.get(i) == Some(&b'}') {
         return Some(i);
     }
+    members_from(body, i, value_end, visit)
+}
+
+/// The members of an object from the one whose key starts at `body[i]` to the closing brace, as
+/// [`walk_members_with`] walks them; returns the index of that brace.
+fn members_from(
+    body: &[u8],
+    mut i: usize,
+    mut value_end: impl FnMut(&[u8], usize) -> Option<usize>,
+    mut visit: impl FnMut(&[u8], Range<usize>) -> bool,
+) -> Option<usize> {
     loop {
         if body.get(i) != Some(&b'"') {
             return None;
@@ -154,24 +165,13 @@ pub fn last_top_level_value(body: &[u8], quoted_key: &[u8]) -> Option<Range<usiz
     let start = skip_ws(body, colon + 1);
     let end = skip_value(body, start)?;
     // The members after it, to the object's closing brace.
-    let mut i = skip_ws(body, end);
-    loop {
-        match *body.get(i)? {
-            b',' => {
-                let key = skip_ws(body, i + 1);
-                if body.get(key) != Some(&b'"') {
-                    return None;
-                }
-                let colon = skip_ws(body, skip_string(body, key)?);
-                if body.get(colon) != Some(&b':') {
-                    return None;
-                }
-                i = skip_ws(body, skip_value(body, skip_ws(body, colon + 1))?);
-            }
-            b'}' => return (skip_ws(body, i + 1) == body.len()).then_some(start..end),
-            _ => return None,
-        }
-    }
+    let after = skip_ws(body, end);
+    let close = match *body.get(after)? {
+        b'}' => after,
+        b',' => members_from(body, skip_ws(body, after + 1), |_, at| skip_value(body, at), |_, _| true)?,
+        _ => return None,
+    };
+    (skip_ws(body, close + 1) == body.len()).then_some(start..end)
 }
 
 /// [`top_level_value`] for several keys in one pass: each key's first occurrence. The scan stops at the

@@ -419,9 +419,8 @@ impl RequestHead {
         let has_te = te.peek().is_some();
         let mut length: Option<u64> = None;
         for v in self.header_values("content-length") {
-            // The usual value, digits alone, is read without the list parsing below (19 digits fit a u64).
-            if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) {
-                let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            // The usual value, digits alone, is read without the list parsing below (at most 19, as there).
+            if let Some(n) = crate::digits::parse_decimal(v).filter(|_| v.len() <= 19) {
                 if length.is_some_and(|l| l != n) {
                     return Err(HeadError::Malformed("conflicting Content-Length headers"));
                 }

@@ -149,10 +149,7 @@ impl Fields for RawObject<'_> {
                 Some(b'{') => Field::Object(RawObject(value)),
                 // Only a plain integer counts, as with `Value::as_u64` (no fraction, exponent or sign);
                 // digits past u64 are not a count either.
-                Some(b'0'..=b'9') if value.iter().all(u8::is_ascii_digit) => value
-                    .iter()
-                    .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-                    .map_or(Field::Other, Field::Count),
+                Some(b'0'..=b'9') => crate::digits::parse_decimal(value).map_or(Field::Other, Field::Count),
                 _ => Field::Other,
             }
         })
