@@ -187,7 +187,19 @@ fn with_valid_crcs(data: &[u8]) -> Vec<u8> {
 /// (a 400). The rename refuses a few bodies the peek accepts, which the fuzzer found: invalid UTF-8
 /// inside a skipped field (the peek does not validate what it skips, to stay fast), and, when the
 /// `model` key is written with escapes, a number beyond `f64` elsewhere.
+///
+/// The peek's two readers: a body the strict reader takes, serde takes, with the same fields. And the
+/// strict scanner skips exactly the values serde skips (when nesting stays within its depth limit).
 pub fn model_peek(data: &[u8]) {
+    use crate::gateway::peek::{fields_read_by_serde, fields_read_strictly};
+    use crate::strict_json::{skip_ws, value_end, MAX_DEPTH};
+    if let Some(strict) = fields_read_strictly(data) {
+        assert_eq!(Some(strict), fields_read_by_serde(data).ok(), "the strict reader and serde disagree");
+    }
+    let strict = value_end(data, 0).is_some_and(|end| skip_ws(data, end) == data.len());
+    let serde = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
+    let open = data.iter().filter(|b| matches!(b, b'[' | b'{')).count();
+    assert!(strict <= serde && (strict == serde || open > MAX_DEPTH), "strict {strict}, serde {serde}");
     for endpoint in [
         Endpoint::ChatCompletions,
         Endpoint::Completions,

@@ -37,6 +37,7 @@ pub mod server;
 pub mod snapshot;
 pub mod sse;
 pub mod stream;
+pub mod strict_json;
 pub mod tls;
 pub mod trace;
 pub mod translate;

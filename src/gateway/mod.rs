@@ -19,13 +19,13 @@ mod admin;
 pub mod admit;
 pub mod observe;
 mod passthrough;
+pub mod peek;
 mod relay;
 pub mod responses;
 mod send;
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{Api, Endpoint, ResponseCall};
@@ -41,6 +41,7 @@ use crate::upstream::ResponseBody;
 pub use admin::handle_admin;
 use admin::{health, metrics_page, ready};
 pub use observe::{AttemptOutcome, Attempts, Observation};
+pub use peek::{parse, RequestPeek};
 pub use relay::{relay, Outcome};
 use send::send;
 pub(crate) use send::{forward, send_plan, Attempt};
@@ -240,82 +241,6 @@ fn parse_operation(snapshot: &Snapshot, req: &Request) -> Result<Operation, Gate
     } else {
         Err(GatewayError::MethodNotAllowed { allow })
     }
-}
-
-/// What the gateway reads from a request body; everything else passes through untouched.
-#[derive(Debug)]
-pub struct RequestPeek {
-    pub model: String,
-    pub stream: bool,
-    /// The larger of `max_completion_tokens` and `max_tokens`, when either is set.
-    pub max_output: Option<u64>,
-    pub reasoning_effort: Option<String>,
-    /// The client asked for `stream_options.include_usage`.
-    pub include_usage: bool,
-    /// Responses: the stored response a request continues.
-    pub previous_response_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PeekFields<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    stream: Option<bool>,
-    messages: Option<serde::de::IgnoredAny>,
-    prompt: Option<serde::de::IgnoredAny>,
-    input: Option<serde::de::IgnoredAny>,
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    stream_options: Option<StreamOptionsPeek>,
-    reasoning_effort: Option<String>,
-    max_output_tokens: Option<u64>,
-    reasoning: Option<ReasoningPeek>,
-    previous_response_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ReasoningPeek {
-    effort: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptionsPeek {
-    include_usage: Option<bool>,
-}
-
-/// Phase 1: validates the body as JSON and reads `model` and `stream` without building a tree.
-pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestPeek, GatewayError> {
-    if body.is_empty() {
-        return Err(GatewayError::BadRequest("the request body is empty: a JSON object is required".into()));
-    }
-    let fields: PeekFields =
-        serde_json::from_slice(body).map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let present = match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => fields.messages.is_some(),
-        Endpoint::Completions => fields.prompt.is_some(),
-        Endpoint::Embeddings => fields.input.is_some(),
-        // `input` may be absent (a stored prompt): what the backend needs, it says.
-        Endpoint::Responses | Endpoint::ResponsesInputTokens => true,
-    };
-    let model = match fields.model {
-        Some(m) if !m.is_empty() => m.into_owned(),
-        _ => return Err(GatewayError::BadRequest("missing required parameter: 'model'".into())),
-    };
-    if !present {
-        return Err(GatewayError::BadRequest(format!("missing required parameter: '{}'", endpoint.required_field())));
-    }
-    Ok(RequestPeek {
-        model,
-        stream: fields.stream.unwrap_or(false),
-        max_output: match (fields.max_completion_tokens, fields.max_tokens) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
-        .or(fields.max_output_tokens),
-        reasoning_effort: fields.reasoning_effort.or(fields.reasoning.and_then(|r| r.effort)),
-        include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
-        previous_response_id: fields.previous_response_id,
-    })
 }
 
 /// Phase 2: the client whose key the request carries. With no clients configured the gateway is open.
