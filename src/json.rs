@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use crate::strict_json::skip_ws;
+
 /// The body with its top-level `model` replaced by `new` (borrowed unchanged when `new == old`).
 /// The body must already be valid JSON.
 pub fn with_model<'a>(body: &'a [u8], old: &str, new: &str) -> Result<Cow<'a, [u8]>, serde_json::Error> {
@@ -268,51 +270,20 @@ pub fn string_value(json: &[u8]) -> Option<String> {
     serde_json::from_slice(json).ok()
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
-        i += 1;
-    }
-    i
-}
-
-/// `b[i]` is a quote: returns the index after the closing quote.
+/// `b[i]` is a quote: returns the index after the closing quote. Not a check: a control byte inside
+/// is stepped over, and an escape's letter is not looked at.
 #[inline(always)]
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
-        i = quote_or_backslash(b, i)?;
+        i = crate::strict_json::special_in_string(b, i)?;
         match b[i] {
             b'\\' => i += 2,
-            _ => return Some(i + 1),
+            b'"' => return Some(i + 1),
+            _ => i += 1,
         }
     }
 }
-
-/// The index of the first `"` or `\` in `b` at or after `i`. Keys and most values end within a few
-/// bytes: eight at a time, read as one word, find their end before memchr's setup would pay; memchr
-/// takes over past [`SHORT_STRING`] bytes (a model's reply).
-#[inline(always)]
-fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    let short_end = i.saturating_add(SHORT_STRING).min(b.len());
-    while i + 8 <= short_end {
-        let word = u64::from_le_bytes(b[i..i + 8].try_into().ok()?);
-        // A byte of `quotes`/`backslashes` is zero where the word holds that byte; the lowest byte flagged
-        // by `x - ONES & !x & HIGH` is the first zero (flags above it may be borrows, never below it).
-        let quotes = word ^ (ONES * u64::from(b'"'));
-        let backslashes = word ^ (ONES * u64::from(b'\\'));
-        let found = (quotes.wrapping_sub(ONES) & !quotes | backslashes.wrapping_sub(ONES) & !backslashes) & HIGH;
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    memchr::memchr2(b'"', b'\\', b.get(i..)?).map(|at| i + at)
-}
-
-/// How many bytes of a string are read a word at a time before memchr takes over.
-const SHORT_STRING: usize = 32;
 
 /// What a byte is to [`skip_value`] inside an object or array: nothing, a string's quote, an opening
 /// or a closing bracket.
@@ -550,16 +521,8 @@ mod tests {
                 }
             }
         }
-        // Every position of the first quote or backslash in a word-sized run.
-        for at in 0..40 {
-            for found in [b'"', b'\\'] {
-                let mut b = vec![b'a'; 48];
-                b[at] = found;
-                b[at + 1..].fill(b'"');
-                assert_eq!(quote_or_backslash(&b, 0), Some(at));
-            }
-        }
-        assert_eq!(quote_or_backslash(b"abc", 0), None);
-        assert_eq!(quote_or_backslash(b"abc", 3), None);
+        // A control byte is stepped over, as a walker that does not check does.
+        assert_eq!(skip_string(b"\"a\x01b\" x", 0), Some(5));
+        assert_eq!(skip_string(b"\"a\x01b", 0), None);
     }
 }
