@@ -1,7 +1,6 @@
 //! Phase 6: the upstream response back to the client, in the client's schema.
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::time::Instant;
 
 use super::Exchange;
@@ -222,13 +221,7 @@ pub fn relay(
     // Sized once from the upstream's content-length (bounded: it is only the upstream's word), so that
     // reading the body does not grow and copy it several times.
     let mut body = Vec::with_capacity(up.content_length.map_or(0, |n| n.min(PRESIZED_BODY_AT_MOST) as usize));
-    let read = (&mut up.body).take(MAX_UPSTREAM_BODY).read_to_end(&mut body).and_then(|_| {
-        let mut probe = [0u8; 1];
-        match up.body.read(&mut probe)? {
-            0 => Ok(()),
-            _ => Err(std::io::Error::other(format!("the upstream body exceeds {MAX_UPSTREAM_BODY} bytes"))),
-        }
-    });
+    let read = up.body.read_whole(&mut body, MAX_UPSTREAM_BODY);
     if let Err(e) = read {
         let (err, kind) = if is_timeout(&e) {
             (GatewayError::UpstreamTimeout(format!("upstream body timed out: {e}")), "upstream_idle_timeout")

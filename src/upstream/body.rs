@@ -55,6 +55,28 @@ pub trait ResponseBody: Read + Send {
     }
     /// Gives back buffers that hold nothing (before a long wait).
     fn release_idle_memory(&mut self) {}
+    /// Appends the rest of the body to `out`; an error when `out` would hold more than `limit` bytes.
+    fn read_whole(&mut self, out: &mut Vec<u8>, limit: u64) -> io::Result<()> {
+        read_rest(self, out, limit)
+    }
+}
+
+/// [`ResponseBody::read_whole`] through `Read`.
+fn read_rest<B: ResponseBody + ?Sized>(body: &mut B, out: &mut Vec<u8>, limit: u64) -> io::Result<()> {
+    let exceeds = || io::Error::other(format!("the upstream body exceeds {limit} bytes"));
+    if out.len() as u64 > limit {
+        return Err(exceeds());
+    }
+    if body.finished() {
+        return Ok(());
+    }
+    let room = limit - out.len() as u64;
+    body.take(room).read_to_end(out)?;
+    // One byte past the limit tells a body that ends there from one that goes on.
+    match body.read(&mut [0u8; 1])? {
+        0 => Ok(()),
+        _ => Err(exceeds()),
+    }
 }
 
 impl ResponseBody for Body {
@@ -68,6 +90,22 @@ impl ResponseBody for Body {
 
     fn arriving(&self) -> bool {
         self.buffered() || self.done || self.conn.as_ref().is_some_and(Conn::arriving)
+    }
+
+    /// What of a `content-length` body the connection's buffer already holds (most answers: all of it,
+    /// read with the head) is copied as it is, without the zero-filled room and the probe reads of
+    /// `read_to_end`.
+    fn read_whole(&mut self, out: &mut Vec<u8>, limit: u64) -> io::Result<()> {
+        if let (Some(conn), Framing::Length(left), false) = (self.conn.as_mut(), &mut self.framing, self.done) {
+            let n = conn.buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+            out.extend_from_slice(&conn.buf.pending()[..n]);
+            conn.buf.consume(n);
+            *left -= n as u64;
+            if *left == 0 {
+                self.finish();
+            }
+        }
+        read_rest(self, out, limit)
     }
 
     fn release_idle_memory(&mut self) {

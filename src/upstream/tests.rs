@@ -1,5 +1,5 @@
-//! The upstream client against a socket served by the test: the pool's sweep across workers, and a
-//! large body read straight into its buffer.
+//! The upstream client against a socket served by the test: the pool's sweep across workers, a
+//! large body read straight into its buffer, and whole bodies read within a limit.
 
 use super::*;
 
@@ -44,14 +44,76 @@ fn a_large_body_is_read_straight_into_its_buffer_whole_or_not_at_all() {
     for _ in 0..2 {
         let mut response = client.request("GET", "/big", "", &[], SendBody::Bytes(b"")).unwrap();
         let mut read = Vec::with_capacity(body.len());
-        response.body.read_to_end(&mut read).unwrap();
+        response.body.read_whole(&mut read, 1 << 20).unwrap();
         assert!(read == body, "{} bytes read of {}", read.len(), body.len());
     }
     let mut response = client.request("GET", "/big", "", &[], SendBody::Bytes(b"")).unwrap();
     let mut read = Vec::with_capacity(2 * body.len());
-    let cut = response.body.read_to_end(&mut read).unwrap_err();
+    let cut = response.body.read_whole(&mut read, 1 << 20).unwrap_err();
     assert_eq!((cut.kind(), read.len()), (io::ErrorKind::UnexpectedEof, body.len()));
     server.join().unwrap();
+}
+
+/// Whole bodies read within a limit, as the relay reads an answer: one that came with its head, one
+/// that comes after it, chunked ones; a body of exactly the limit is whole, one byte more an error.
+#[test]
+fn a_whole_body_is_read_within_its_limit_however_it_is_framed_and_sent() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // (head, body sent in a second write after a pause) per request, in order, over any connections.
+    let script: Vec<(&str, &[u8])> = vec![
+        ("content-length: 10\r\n\r\n0123456789", b""),
+        ("content-length: 10\r\n\r\n", b"0123456789"),
+        ("content-length: 11\r\n\r\n01234567890", b""),
+        ("transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n", b"5\r\n worl\r\n0\r\n\r\n"),
+        ("transfer-encoding: chunked\r\n\r\n6\r\nhello,\r\n5\r\n worl\r\n0\r\n\r\n", b""),
+    ];
+    let script = Arc::new(parking_lot::Mutex::new(std::collections::VecDeque::from(script)));
+    let served = script.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let (mut s, script) = (s.unwrap(), served.clone());
+            std::thread::spawn(move || loop {
+                let mut head = [0u8; 1024];
+                let mut got = 0;
+                while !head[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match std::io::Read::read(&mut s, &mut head[got..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let Some((first, later)) = script.lock().pop_front() else { return };
+                s.write_all(format!("HTTP/1.1 200 OK\r\n{first}").as_bytes()).unwrap();
+                if !later.is_empty() {
+                    std::thread::sleep(Duration::from_millis(30));
+                    s.write_all(later).unwrap();
+                }
+            });
+        }
+    });
+    let second = Duration::from_secs(5);
+    let client = Arc::new(
+        UpstreamClient::new(&UpstreamSettings {
+            base_url: format!("http://{addr}"),
+            connect_timeout: second,
+            response_timeout: second,
+            idle_timeout: second,
+            ca_file: None,
+            health: HealthPolicy::default(),
+        })
+        .unwrap(),
+    );
+    let read = |limit: u64| {
+        let mut response = client.request("GET", "/", "", &[], SendBody::Bytes(b"")).unwrap();
+        let mut out = Vec::new();
+        response.body.read_whole(&mut out, limit).map(|()| String::from_utf8(out).unwrap()).map_err(|e| e.to_string())
+    };
+    assert_eq!(read(10).unwrap(), "0123456789", "with the head");
+    assert_eq!(read(10).unwrap(), "0123456789", "after the head");
+    assert_eq!(read(10).unwrap_err(), "the upstream body exceeds 10 bytes");
+    assert_eq!(read(10).unwrap(), "hello worl", "chunked, exactly the limit");
+    assert_eq!(read(10).unwrap_err(), "the upstream body exceeds 10 bytes");
 }
 
 #[test]
