@@ -10,14 +10,29 @@ pub struct ModelPattern {
     prefix: bool,
     /// As written in config (a bounded set: safe as a metric label).
     written: String,
+    /// `written`'s metric label, interned once when the config is loaded.
+    written_label: crate::metrics::Label,
 }
 
 impl ModelPattern {
     pub fn new(pattern: &str) -> ModelPattern {
         let written = pattern.to_string();
+        let written_label = crate::metrics::label(pattern);
         match pattern.strip_suffix('*') {
-            Some(prefix) => ModelPattern { text: prefix.to_string(), prefix: true, written },
-            None => ModelPattern { text: pattern.to_string(), prefix: false, written },
+            Some(prefix) => ModelPattern { text: prefix.to_string(), prefix: true, written, written_label },
+            None => ModelPattern { text: pattern.to_string(), prefix: false, written, written_label },
+        }
+    }
+
+    /// The metric label of `model`, a model this pattern matched: a model name is its own label, known
+    /// since the config was loaded; one of the models a prefix matches is interned within the cap on
+    /// distinct model names (`metrics::model_label`).
+    pub fn label_of_matched(&self, model: &str) -> crate::metrics::Label {
+        debug_assert!(self.matches(model));
+        if self.prefix {
+            crate::metrics::model_label(model)
+        } else {
+            self.written_label
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Backend {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub name: String,
+    /// `name`'s metric label, interned when the config is loaded.
+    pub label: crate::metrics::Label,
     pub key: Secret,
     pub models: Vec<ModelPattern>,
 }
@@ -275,7 +277,8 @@ fn build_clients(
             return Err(err(path, "two clients share the same key"));
         }
         let models = c.models.iter().map(|m| ModelPattern::new(m)).collect();
-        clients.push(Client { name: c.name.clone(), key: Secret(key), models });
+        let label = crate::metrics::label(&c.name);
+        clients.push(Client { name: c.name.clone(), label, key: Secret(key), models });
     }
     Ok(clients)
 }

@@ -81,7 +81,7 @@ fn serve<'s>(
         Operation::Metrics => metrics_page(snapshot, req, resp, ids),
         Operation::Models => {
             let client = authenticate(snapshot, req)?;
-            obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
+            obs.set_client(client);
             let anthropic_shape =
                 req.head.header("anthropic-version").is_some() || req.head.path().starts_with("/anthropic/");
             let body = list_models(snapshot, client, anthropic_shape);
@@ -94,8 +94,7 @@ fn serve<'s>(
             obs.operation = Some(endpoint);
             // Authenticate first: an unauthenticated caller learns nothing about its body.
             let client = authenticate(snapshot, req)?;
-            let client_name = client.map_or("anonymous", |c| c.name.as_str());
-            obs.client = Some(client_name);
+            let client_name = obs.set_client(client);
             if req.body_streamed {
                 return Err(GatewayError::BadRequest(format!("{} takes a JSON body", req.head.path())));
             }
@@ -118,11 +117,7 @@ fn serve<'s>(
             }
             let route_label = matched.model.label();
             obs.route = Some(route_label);
-            obs.model_label = if route_label.ends_with('*') {
-                metrics::model_label(&peek.model)
-            } else {
-                metrics::label(&peek.model)
-            };
+            obs.model_label = matched.model.label_of_matched(&peek.model);
             let header = |name: &str| req.head.header(name);
             let first = &snapshot.backends[plan[0].backend];
             // Counting tokens is free upstream: it is not charged against limits.

@@ -11,7 +11,7 @@ use crate::accesslog::{self, JsonLine};
 use crate::api::Endpoint;
 use crate::metrics::{self, GenAiLabels, GenAiSample, Label, TimeoutPhase, EMPTY};
 use crate::server::{Request, Responder};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Client, Snapshot};
 use crate::trace::{self, RequestTrace, Span, SpanKind, Value};
 
 /// How one attempt on a backend went.
@@ -131,15 +131,28 @@ fn truncated(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The values of `gen_ai.operation.name`.
+const OPERATIONS: [&str; 4] = ["chat", "text_completion", "embeddings", "count_tokens"];
+
+/// An endpoint's place in [`OPERATIONS`].
+fn operation(e: Endpoint) -> usize {
+    match e {
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+        Endpoint::CountTokens | Endpoint::ResponsesInputTokens => 3,
+    }
+}
+
 /// `gen_ai.operation.name` of an endpoint.
 pub fn operation_name(e: Endpoint) -> &'static str {
-    match e {
-        Endpoint::ChatCompletions | Endpoint::Messages => "chat",
-        Endpoint::Completions => "text_completion",
-        Endpoint::Embeddings => "embeddings",
-        Endpoint::CountTokens | Endpoint::ResponsesInputTokens => "count_tokens",
-        Endpoint::Responses => "chat",
-    }
+    OPERATIONS[operation(e)]
+}
+
+/// [`operation_name`]'s metric label, interned once.
+fn operation_label(e: Endpoint) -> Label {
+    static LABELS: std::sync::OnceLock<[Label; 4]> = std::sync::OnceLock::new();
+    LABELS.get_or_init(|| OPERATIONS.map(metrics::label))[operation(e)]
 }
 
 /// What one request did, filled in by the phases.
@@ -149,6 +162,8 @@ pub struct Observation<'s> {
     /// A proxied operation (gen_ai metrics are recorded for these only).
     pub operation: Option<Endpoint>,
     pub client: Option<&'s str>,
+    /// Its metric label.
+    client_label: Label,
     /// The model the client asked for.
     pub model: Option<String>,
     /// Its metric label (bounded; see `metrics::labels`).
@@ -175,6 +190,19 @@ fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 impl<'s> Observation<'s> {
+    /// The client the request authenticated as (`None`: the gateway is open); returns its name
+    /// (`anonymous` for an open gateway's).
+    pub fn set_client(&mut self, client: Option<&'s Client>) -> &'s str {
+        static ANONYMOUS: std::sync::OnceLock<Label> = std::sync::OnceLock::new();
+        let (name, label) = match client {
+            Some(c) => (c.name.as_str(), c.label),
+            None => ("anonymous", *ANONYMOUS.get_or_init(|| metrics::label("anonymous"))),
+        };
+        self.client = Some(name);
+        self.client_label = label;
+        name
+    }
+
     /// Starts observing `req` (its head completed at `req.received`); decides whether it is traced.
     pub fn new(req: &Request) -> Observation<'s> {
         let received = req.received;
@@ -190,6 +218,7 @@ impl<'s> Observation<'s> {
             trace,
             operation: None,
             client: None,
+            client_label: EMPTY,
             model: None,
             model_label: EMPTY,
             route: None,
@@ -237,16 +266,20 @@ impl<'s> Observation<'s> {
         let backend = last.and_then(|a| snapshot.backends.get(a.backend));
 
         // Metrics.
-        let client = metrics::label(self.client.unwrap_or(""));
+        let client = self.client_label;
         let error_label = error.as_deref().map_or(EMPTY, metrics::label);
         let ttft = outcome.first_token.map(|t| t.saturating_duration_since(self.received));
         let output_tokens = outcome.usage.as_ref().map_or(outcome.estimated_output, |u| u.output_tokens);
         if let Some(op) = self.operation {
             let labels = GenAiLabels {
-                operation: metrics::label(operation_name(op)),
+                operation: operation_label(op),
                 provider: backend.map_or(EMPTY, |b| b.provider_label),
                 request_model: self.model_label,
-                response_model: outcome.response_model.as_deref().map_or(EMPTY, metrics::model_label),
+                // Most answers name the model asked for: its label is known.
+                response_model: match outcome.response_model.as_deref() {
+                    Some(m) if Some(m) == self.model.as_deref() => self.model_label,
+                    m => m.map_or(EMPTY, metrics::model_label),
+                },
                 client,
                 backend: backend.map_or(EMPTY, |b| b.backend_label),
                 error: error_label,

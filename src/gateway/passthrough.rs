@@ -111,7 +111,7 @@ pub(super) fn serve<'s>(
     obs: &mut Observation<'s>,
 ) -> Result<(), GatewayError> {
     let client = authenticate(snapshot, req)?;
-    obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
+    obs.set_client(client);
     let method = req.head.method();
     if !matches!(method, "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
         return Err(GatewayError::MethodNotAllowed { allow: "GET, POST, PUT, PATCH, DELETE" });

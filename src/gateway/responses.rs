@@ -39,7 +39,7 @@ pub(super) fn serve_call<'s>(
     obs: &mut Observation<'s>,
 ) -> Result<(), GatewayError> {
     let client = authenticate(snapshot, req)?;
-    obs.client = Some(client.map_or("anonymous", |c| c.name.as_str()));
+    obs.set_client(client);
     obs.route = Some(LABEL);
     let not_found = || GatewayError::ResponseNotFound(id.to_string());
     let (tag, upstream_id) = decode(id).ok_or_else(not_found)?;

@@ -212,8 +212,9 @@ pub fn record_request(labels: &GenAiLabels, sample: &GenAiSample) {
 /// The status class label of a status (`2xx`…).
 fn status_class(status: u16) -> Label {
     const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
-    let i = usize::from(status / 100);
-    label(CLASSES.get(i).copied().unwrap_or("other"))
+    static LABELS: std::sync::OnceLock<[Label; 6]> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| CLASSES.map(label));
+    labels.get(usize::from(status / 100)).copied().unwrap_or(labels[0])
 }
 
 /// Counts one answered request that is not a gen_ai call (`/health`, `/metrics`, `/v1/models`…).
