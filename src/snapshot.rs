@@ -399,7 +399,14 @@ mod tests {
         )
         .unwrap();
         let mut headers = Vec::new();
-        let out = crate::providers::Outgoing { authority: "x", path: "/", query: "", content_type: "", body: b"" };
+        let out = crate::providers::Outgoing {
+            authority: "x",
+            base_path: "",
+            path: "/",
+            query: "",
+            content_type: "",
+            body: b"",
+        };
         s.backends[0].provider.authorize(&out, 0, &mut headers).unwrap();
         assert_eq!(headers, [("authorization".to_string(), "Bearer sk-from-file".to_string())]);
         assert!(s.backends[1].provider.authorize(&out, 0, &mut headers).unwrap_err().contains("/nope"));

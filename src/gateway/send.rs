@@ -46,35 +46,33 @@ const NOT_FORWARDED: &[&str] = &[
     "openai-project",
 ];
 
-/// A header name's length, first and last byte (lowercased) in one word: a client header is compared
-/// in full only with the names in [`NOT_FORWARDED`] of its signature, not with all of them.
-const fn header_signature(name: &[u8]) -> u32 {
-    match name {
-        [] => 0,
-        [first, .., last] | [first @ last] => {
-            name.len() as u32 | (first.to_ascii_lowercase() as u32) << 16 | (last.to_ascii_lowercase() as u32) << 24
-        }
-    }
-}
-
-static NOT_FORWARDED_SIGNATURES: [u32; NOT_FORWARDED.len()] = {
-    let mut signatures = [0; NOT_FORWARDED.len()];
+/// For each name length, the [`NOT_FORWARDED`] names of that length, one bit each: a client header
+/// is compared in full only with the few names as long as it is.
+static NOT_FORWARDED_BY_LENGTH: [u32; 32] = {
+    assert!(NOT_FORWARDED.len() <= 32);
+    let mut by_length = [0; 32];
     let mut i = 0;
     while i < NOT_FORWARDED.len() {
-        signatures[i] = header_signature(NOT_FORWARDED[i].as_bytes());
+        assert!(NOT_FORWARDED[i].len() < 32);
+        by_length[NOT_FORWARDED[i].len()] |= 1 << i;
         i += 1;
     }
-    signatures
+    by_length
 };
 
 /// Whether a client's header is never forwarded: one of [`NOT_FORWARDED`], or any `proxy-*`.
 fn never_forwarded(name: &str) -> bool {
-    let signature = header_signature(name.as_bytes());
-    NOT_FORWARDED_SIGNATURES
-        .iter()
-        .zip(NOT_FORWARDED)
-        .any(|(&s, n)| s == signature && crate::server::http1::name_is(name.as_bytes(), n.as_bytes()))
-        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+    let mut candidates = NOT_FORWARDED_BY_LENGTH.get(name.len()).copied().unwrap_or(0);
+    while candidates != 0 {
+        if crate::server::http1::name_is(
+            name.as_bytes(),
+            NOT_FORWARDED[candidates.trailing_zeros() as usize].as_bytes(),
+        ) {
+            return true;
+        }
+        candidates &= candidates - 1;
+    }
+    name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
 /// Upstream response headers relayed to the client.
@@ -381,13 +379,18 @@ pub(crate) fn forward(
         (false, true) => std::borrow::Cow::Borrowed(client.query()),
         (false, false) => std::borrow::Cow::Owned(format!("{}&{query}", client.query())),
     };
-    let full_path = [client.base_path(), path].concat();
     let signed: &[u8] = match &body {
         SendBody::Bytes(b) => b,
         SendBody::Stream { prefix, .. } => prefix,
     };
-    let outgoing =
-        Outgoing { authority: client.authority(), path: &full_path, query: &sent_query, content_type, body: signed };
+    let outgoing = Outgoing {
+        authority: client.authority(),
+        base_path: client.base_path(),
+        path,
+        query: &sent_query,
+        content_type,
+        body: signed,
+    };
     let mut credentials = Vec::new();
     provider.authorize(&outgoing, crate::clock::unix_secs(), &mut credentials).map_err(|missing| {
         GatewayError::BackendUnavailable(format!("backend \"{}\" has no credential: {missing}", backend.name))
@@ -467,7 +470,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn never_forwarded_headers_are_found_by_signature_in_any_case() {
+    fn never_forwarded_headers_are_found_by_length_in_any_case() {
         for name in NOT_FORWARDED {
             assert!(never_forwarded(name), "{name}");
             assert!(never_forwarded(&name.to_ascii_uppercase()), "{name}");
@@ -475,8 +478,12 @@ mod tests {
         for name in ["Proxy-Anything", "proxy-x"] {
             assert!(never_forwarded(name), "{name}");
         }
-        // Same length, first and last byte as a listed name, yet another name; and the names clients send.
-        for name in ["hast", "c", "", "content-type", "user-agent", "accept", "x-stainless-os", "anthropic-version"] {
+        // As long as a listed name (and with its first and last byte), yet another name; the names clients
+        // send; and longer than any listed name.
+        let long = "x".repeat(40);
+        for name in
+            ["hast", "c", "", "content-type", "user-agent", "accept", "x-stainless-os", "anthropic-version", &long]
+        {
             assert!(!never_forwarded(name), "{name}");
         }
     }

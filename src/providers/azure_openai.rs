@@ -130,7 +130,14 @@ mod tests {
     fn the_key_goes_in_api_key_and_bad_settings_are_named() {
         let built = azure(serde_json::json!({})).unwrap();
         let mut out = Vec::new();
-        let o = Outgoing { authority: "r", path: "/", query: "", content_type: "application/json", body: b"" };
+        let o = Outgoing {
+            authority: "r",
+            base_path: "",
+            path: "/",
+            query: "",
+            content_type: "application/json",
+            body: b"",
+        };
         built.provider.authorize(&o, 0, &mut out).unwrap();
         assert_eq!(out, [("api-key".to_string(), "k".to_string())]);
         assert!(built.provider.owns_header("API-Key"));

@@ -158,10 +158,11 @@ impl Provider for Bedrock {
         match &self.auth {
             Ok(AwsAuth::SigV4(credentials)) => {
                 let headers = [("content-type", request.content_type)];
+                let path = [request.base_path, request.path].concat();
                 out.extend(aws::sign(
                     "POST",
                     request.authority,
-                    request.path,
+                    &path,
                     request.query,
                     &headers,
                     request.body,
@@ -336,7 +337,8 @@ mod tests {
         let mut out = Vec::new();
         let request = Outgoing {
             authority: "bedrock-runtime.us-east-1.amazonaws.com",
-            path: "/model/m/converse",
+            base_path: "/model",
+            path: "/m/converse",
             query: "",
             content_type: "application/json",
             body: b"{}",
@@ -345,6 +347,21 @@ mod tests {
         let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["x-amz-date", "x-amz-security-token", "x-amz-content-sha256", "authorization"]);
         assert!(out[3].1.starts_with("AWS4-HMAC-SHA256 Credential=AKID/20231114/us-east-1/bedrock/aws4_request"));
+        // What is signed is the path as sent: the base URL's path, then the request's.
+        let Ok(AwsAuth::SigV4(credentials)) = &b.auth else { panic!("SigV4 credentials") };
+        let whole_path = aws::sign(
+            "POST",
+            request.authority,
+            "/model/m/converse",
+            "",
+            &[("content-type", "application/json")],
+            b"{}",
+            credentials,
+            &b.region,
+            "bedrock",
+            1_700_000_000,
+        );
+        assert_eq!(out, whole_path);
         let missing = Bedrock { auth: Err("AWS_ACCESS_KEY_ID unset".into()), ..bedrock(Api::Converse) };
         assert!(missing.authorize(&request, 0, &mut out).unwrap_err().contains("AWS_ACCESS_KEY_ID"));
     }

@@ -115,7 +115,14 @@ mod tests {
     fn the_key_goes_in_x_goog_api_key() {
         let built = gemini();
         let mut out = Vec::new();
-        let o = Outgoing { authority: "h", path: "/", query: "", content_type: "application/json", body: b"" };
+        let o = Outgoing {
+            authority: "h",
+            base_path: "",
+            path: "/",
+            query: "",
+            content_type: "application/json",
+            body: b"",
+        };
         built.provider.authorize(&o, 0, &mut out).unwrap();
         assert_eq!(out, [("x-goog-api-key".to_string(), "AIza-test".to_string())]);
         assert!(built.provider.owns_header("X-Goog-Api-Key"));

@@ -41,7 +41,10 @@ pub enum Framing {
 pub struct Outgoing<'a> {
     /// `host[:port]`, as in the `Host` header.
     pub authority: &'a str,
-    /// The path as sent (percent-encoded), without the query.
+    /// The path of the backend's base URL: the path as sent (percent-encoded, without the query) is
+    /// this, then [`Outgoing::path`]. Kept apart: only a signing provider needs them joined.
+    pub base_path: &'a str,
+    /// The path below the base URL.
     pub path: &'a str,
     /// The query string without `?` (may be empty).
     pub query: &'a str,
