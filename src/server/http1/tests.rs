@@ -111,6 +111,37 @@ fn bare_lf_line_endings_are_refused() {
 }
 
 #[test]
+fn a_bare_lf_is_found_sixteen_bytes_at_a_time_as_memchr_finds_it() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        // CRs, LFs and CRLFs at every offset, across and at the edges of sixteen-byte blocks.
+        let len = (next() % 70) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| match next() % 6 {
+                0 => b'\n',
+                1 | 2 => b'\r',
+                _ => b'a',
+            })
+            .collect();
+        assert_eq!(has_bare_lf(&bytes), bare_lf_by_memchr(&bytes), "{bytes:?}");
+        let mut fixed: Vec<u8> = Vec::new();
+        for &c in &bytes {
+            if c == b'\n' && fixed.last() != Some(&b'\r') {
+                fixed.push(b'\r');
+            }
+            fixed.push(c);
+        }
+        assert!(!has_bare_lf(&fixed), "{fixed:?}");
+    }
+}
+
+#[test]
 fn absolute_form_targets_are_accepted_with_a_valid_authority() {
     let (h, _) = head("POST http://gw.example:8080/v1/chat/completions?x=1 HTTP/1.1\r\nHost: gw.example:8080\r\n\r\n")
         .unwrap()
