@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::api::Api;
 use crate::stream::Event;
 use crate::translate::{
-    at, usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses,
-    RawObject, Usage,
+    at, usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses, Usage,
+    UsageObject,
 };
 
 /// Usage in a complete (non-streamed) response body. Only `usage` is materialised; the rest of the
@@ -32,7 +32,7 @@ pub struct BodyFacts {
 }
 
 /// Reads [`BodyFacts`] without building a tree (`json::top_level_values`, `json::last_top_level_value`):
-/// the counts in `usage` are read from its bytes ([`RawObject`]), and the strings `model`,
+/// the counts in `usage` are read from its bytes ([`UsageObject`]), and the strings `model`,
 /// `stop_reason`/`stopReason` and each `choices[].finish_reason` are parsed. Fields of an unexpected
 /// type are ignored rather than failing the whole read. The finish reasons (only traces report them)
 /// are read when `finish_reasons` asks: otherwise `choices` is skipped, not walked member by member.
@@ -42,7 +42,7 @@ pub fn facts_from_body(api: Api, body: &[u8], finish_reasons: bool) -> BodyFacts
     }
     let text = crate::json::string_value;
     let usage_and_model = |usage: Option<std::ops::Range<usize>>, model: Option<std::ops::Range<usize>>| {
-        let usage = usage.map(|r| RawObject(&body[r])).and_then(|usage| match api {
+        let usage = usage.map(|r| UsageObject(&body[r])).and_then(|usage| match api {
             Api::Anthropic => usage_from_anthropic(usage),
             Api::Converse => usage_from_converse(usage),
             // Images, audio and Responses-like OpenAI APIs count `input_tokens` / `output_tokens`.

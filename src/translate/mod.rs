@@ -30,7 +30,7 @@ mod usage;
 
 pub use usage::{
     usage_from_anthropic, usage_from_converse, usage_from_gemini, usage_from_openai, usage_from_responses, Field,
-    Fields, RawObject, Usage,
+    Fields, RawObject, Usage, UsageObject,
 };
 
 use std::fmt;

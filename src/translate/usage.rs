@@ -169,6 +169,26 @@ impl Fields for RawObject<'_> {
     }
 }
 
+/// The bytes of a `usage` object itself, as found in an answer: read as a [`RawObject`], without the
+/// search for a `usage` member inside it that a whole response needs.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageObject<'b>(pub &'b [u8]);
+
+impl Fields for UsageObject<'_> {
+    #[inline(always)]
+    fn fields<const N: usize>(self, keys: [&str; N]) -> [Field<Self>; N] {
+        RawObject(self.0).fields(keys).map(|field| match field {
+            Field::Count(n) => Field::Count(n),
+            Field::Object(o) => Field::Object(UsageObject(o.0)),
+            Field::Other => Field::Other,
+        })
+    }
+
+    fn inner_or_self(self, _key: &str) -> Self {
+        self
+    }
+}
+
 /// Usage from an OpenAI `usage` object (or a whole response/chunk holding
 /// one). `input_tokens` is `prompt_tokens - cached_tokens`.
 pub fn usage_from_openai<F: Fields>(v: F) -> Option<Usage> {
@@ -317,6 +337,16 @@ mod tests {
             assert_eq!(usage_from_converse(raw), usage_from_converse(&value), "{case}");
             assert_eq!(usage_from_responses(raw), usage_from_responses(&value), "{case}");
         }
+        // A usage object as found in an answer reads as a whole response's does, when it holds no `usage`.
+        for case in cases.iter().filter(|c| !c.contains(r#""usage": {"#)) {
+            let (raw, object) = (RawObject(case.as_bytes()), UsageObject(case.as_bytes()));
+            assert_eq!(usage_from_openai(object), usage_from_openai(raw), "{case}");
+            assert_eq!(usage_from_anthropic(object), usage_from_anthropic(raw), "{case}");
+            assert_eq!(usage_from_converse(object), usage_from_converse(raw), "{case}");
+            assert_eq!(usage_from_responses(object), usage_from_responses(raw), "{case}");
+        }
+        // It is read as itself: a member named `usage` inside it is not looked into.
+        assert_eq!(usage_from_openai(UsageObject(cases[1].as_bytes())), None);
         // The cached tokens of the sixth case are capped at the prompt's: read, not skipped.
         let capped = usage_from_openai(RawObject(cases[5].as_bytes())).unwrap();
         assert_eq!((capped.input_tokens, capped.cache_read_input_tokens, capped.output_tokens), (0, 5, 6));
