@@ -185,3 +185,42 @@ fn wrong_method_is_405() {
     let gw = demo_gateway(json!({}));
     assert_eq!(get(gw.addr, "/v1/chat/completions", &[]).status, 405);
 }
+
+/// A JSON body larger than the gateway reserves before its bytes come (1 MiB), sent after its head in
+/// uneven pieces with a pipelined request behind its last byte: the upstream receives it byte for
+/// byte, and the next request on the connection is answered.
+#[test]
+fn a_large_body_sent_in_pieces_reaches_the_upstream_whole_and_the_next_request_is_answered() {
+    let upstream = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&upstream));
+    // Every piece of the content differs, so that a lost, repeated or misplaced piece shows.
+    let content: String =
+        (0..300_000u32).map(|i| format!("{:07} ", i.wrapping_mul(2_654_435_761) % 9_999_991)).collect();
+    let body =
+        serde_json::to_vec(&json!({"model": "fake-1", "messages": [{"role": "user", "content": content}]})).unwrap();
+    assert!(body.len() > 2 << 20, "{} bytes", body.len());
+    let mut s = connect(gw.addr);
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+    // Some body bytes come with the head; the rest in pieces of growing sizes, a pause between them.
+    let mut first = head.into_bytes();
+    first.extend_from_slice(&body[..1000]);
+    s.write_all(&first).unwrap();
+    let mut at = 1000;
+    let mut piece = 70_001;
+    while at < body.len() {
+        let end = (at + piece).min(body.len());
+        let mut bytes = body[at..end].to_vec();
+        if end == body.len() {
+            bytes.extend_from_slice(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
+        }
+        s.write_all(&bytes).unwrap();
+        at = end;
+        piece = piece * 3 / 2;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut reader = BufReader::new(s);
+    let answer = read_response(&mut reader);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(upstream.last().body == body, "the upstream got {} bytes of {}", upstream.last().body.len(), body.len());
+    assert_eq!(read_response(&mut reader).json()["status"], "ok");
+}

@@ -145,30 +145,50 @@ impl Reader {
         let slow = || Refusal { status: 408, message: "request body not received in time".into() };
         let closed = || Refusal { status: 400, message: "connection closed before the body was complete".into() };
         let mut received = self.buf.len() as u64;
-        // Reads more within the body's deadline (the socket timeout changes only near it).
-        let mut read = |this: &mut Reader, want: usize, received: &mut u64| -> Result<(), Refusal> {
-            let now = Instant::now();
-            let left = pace.get_or_insert_with(|| BodyPace::new(cfg, now)).left(*received, now).ok_or_else(slow)?;
-            match this.read_more(stream, want, gap.min(left).max(Duration::from_millis(1))) {
-                Ok(0) => Err(closed()),
-                Ok(n) => {
-                    *received += n as u64;
-                    Ok(())
+        // Reads more within the body's deadline (the socket timeout changes only near it): into `into`
+        // when given, else into the buffer (room for `want` bytes).
+        let mut read =
+            |this: &mut Reader, want: usize, into: Option<&mut [u8]>, received: &mut u64| -> Result<usize, Refusal> {
+                let now = Instant::now();
+                let left = pace.get_or_insert_with(|| BodyPace::new(cfg, now)).left(*received, now).ok_or_else(slow)?;
+                let timeout = gap.min(left).max(Duration::from_millis(1));
+                let got = match into {
+                    Some(out) => this.read_into(stream, out, timeout),
+                    None => this.read_more(stream, want, timeout),
+                };
+                match got {
+                    Ok(0) => Err(closed()),
+                    Ok(n) => {
+                        *received += n as u64;
+                        Ok(n)
+                    }
+                    Err(e) if is_timeout(&e) => Err(slow()),
+                    Err(_) => Err(closed()),
                 }
-                Err(e) if is_timeout(&e) => Err(slow()),
-                Err(_) => Err(closed()),
-            }
-        };
+            };
         match framing {
             BodyFraming::None => Ok(Vec::new()),
             BodyFraming::Length(n) => {
                 let n = n as usize;
-                while self.buf.len() < n {
-                    let missing = n - self.buf.len();
-                    read(self, missing, &mut received)?;
+                if self.buf.len() >= n {
+                    let body = self.pending()[..n].to_vec();
+                    self.buf.consume(n);
+                    return Ok(body);
                 }
-                let body = self.pending()[..n].to_vec();
-                self.buf.consume(n);
+                // The rest is read from the socket straight into the body: the buffer does not grow to the
+                // body's size (zero-filled) to be copied out of. The body's storage grows as bytes come,
+                // from at most `BODY_STEP`, so that a client that only declares a large body holds little.
+                let have = self.buf.len();
+                let mut body = vec![0u8; n.min(have + BODY_STEP)];
+                body[..have].copy_from_slice(self.pending());
+                self.buf.consume(have);
+                let mut filled = have;
+                while filled < n {
+                    if filled == body.len() {
+                        body.resize(n.min(body.len().saturating_mul(2)), 0);
+                    }
+                    filled += read(self, 0, Some(&mut body[filled..]), &mut received)?;
+                }
                 Ok(body)
             }
             BodyFraming::Chunked => {
@@ -183,12 +203,15 @@ impl Reader {
                     if done {
                         return Ok(body);
                     }
-                    read(self, 1024, &mut received)?;
+                    read(self, 1024, None, &mut received)?;
                 }
             }
         }
     }
 }
+
+/// The most a request body's storage takes before its bytes come (it grows as they do).
+const BODY_STEP: usize = 1 << 20;
 
 /// How long a request body may take: `body_timeout_ms` from the end of the head, plus a second per
 /// `min_body_rate_bytes_per_s` bytes received. Pure: time is passed in.
