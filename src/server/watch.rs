@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -32,15 +32,35 @@ struct Watched {
     since_ms: u64,
 }
 
-/// Keyed by our own sequential ids (no client chooses them): the small Fx hash, not SipHash.
-static WATCHED: Mutex<Option<HashMap<u64, Watched, FxBuild>>> = Mutex::new(None);
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// One watch list per worker thread (threads take them in turn): the two operations a request makes
+/// on its list take a lock no other worker takes, and no cache line goes from core to core per
+/// request. The watcher looks at every list.
+const SHARDS: usize = 16;
+
+/// A watch list, on cache lines of its own.
+#[repr(align(128))]
+struct Shard(Mutex<Option<List>>);
+
+#[derive(Default)]
+struct List {
+    /// Keyed by our own sequential ids (no client chooses them): the small Fx hash, not SipHash.
+    watched: HashMap<u64, Watched, FxBuild>,
+    next_id: u64,
+}
+
+static WATCHED: [Shard; SHARDS] = [const { Shard(Mutex::new(None)) }; SHARDS];
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 static WATCHER: Once = Once::new();
 
-/// Per connection: its cancel handle and, while a request is in flight, its entry in the watch list.
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// Per connection: its cancel handle and, while a request is in flight, its entry in a watch list
+/// (the list and the id in it).
 pub struct ClientWatch {
     cancel: Arc<Cancel>,
-    entry: Option<u64>,
+    entry: Option<(usize, u64)>,
 }
 
 impl ClientWatch {
@@ -63,24 +83,28 @@ impl ClientWatch {
                     crate::error!("cannot start the client watcher: {e}");
                 }
             });
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let entry = Watched {
                 fd: stream.as_raw_fd(),
                 tls: stream.is_tls(),
                 cancel: self.cancel.clone(),
                 since_ms: crate::clock::coarse_millis(),
             };
-            WATCHED.lock().get_or_insert_with(HashMap::default).insert(id, entry);
-            self.entry = Some(id);
+            let shard = SHARD.with(|s| *s);
+            let mut list = WATCHED[shard].0.lock();
+            let list = list.get_or_insert_with(List::default);
+            list.next_id += 1;
+            list.watched.insert(list.next_id, entry);
+            self.entry = Some((shard, list.next_id));
         }
         self.cancel.clone()
     }
 
     pub fn request_done(&mut self) {
         self.cancel.clear();
-        if let Some(id) = self.entry.take() {
-            if let Some(map) = WATCHED.lock().as_mut() {
-                map.remove(&id);
+        // The list it was put in (a coroutine may have moved to another worker since).
+        if let Some((shard, id)) = self.entry.take() {
+            if let Some(list) = WATCHED[shard].0.lock().as_mut() {
+                list.watched.remove(&id);
             }
         }
     }
@@ -98,43 +122,50 @@ fn watch_loop() {
     loop {
         std::thread::sleep(PERIOD);
         let now_ms = crate::clock::coarse_millis();
-        if let Some(map) = WATCHED.lock().as_ref() {
-            ids.extend(
-                map.iter()
-                    .filter(|(_, w)| now_ms.saturating_sub(w.since_ms) >= GRACE_MS && !w.cancel.is_cancelled())
-                    .map(|(id, _)| *id),
-            );
-        }
-        // Peeks happen under the lock, a batch at a time: an entry is removed (under the lock) before
-        // its connection's socket closes, so every descriptor looked at here is open and is the one
-        // registered. The sockets are non-blocking: a batch holds the lock for microseconds.
-        for batch in ids.chunks(64) {
-            let guard = WATCHED.lock();
-            let Some(map) = guard.as_ref() else { break };
-            let mut byte = [0u8; 1];
-            for w in batch.iter().filter_map(|id| map.get(id)) {
-                if w.tls {
-                    if peer_has_closed(w.fd) {
+        for shard in &WATCHED {
+            if let Some(list) = shard.0.lock().as_ref() {
+                ids.extend(
+                    list.watched
+                        .iter()
+                        .filter(|(_, w)| now_ms.saturating_sub(w.since_ms) >= GRACE_MS && !w.cancel.is_cancelled())
+                        .map(|(id, _)| *id),
+                );
+            }
+            // Peeks happen under the list's lock, a batch at a time: an entry is removed (under the
+            // lock) before its connection's socket closes, so every descriptor looked at here is open
+            // and is the one registered. The sockets are non-blocking: a batch holds the lock for
+            // microseconds.
+            for batch in ids.chunks(64) {
+                let guard = shard.0.lock();
+                let Some(list) = guard.as_ref() else { break };
+                for w in batch.iter().filter_map(|id| list.watched.get(id)) {
+                    if client_gone(w) {
                         gone.push(w.cancel.clone());
                     }
-                    continue;
-                }
-                // SAFETY: `w.fd` is open (see above); ManuallyDrop keeps this handle from closing it.
-                let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(w.fd) });
-                match socket.peek(&mut byte) {
-                    // Closed (FIN or reset): nobody will read the answer.
-                    Ok(0) => gone.push(w.cancel.clone()),
-                    // Bytes of a pipelined next request: the close, if any, is behind them.
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => gone.push(w.cancel.clone()),
                 }
             }
+            ids.clear();
         }
-        ids.clear();
         for cancel in gone.drain(..) {
             cancel.cancel();
         }
+    }
+}
+
+/// Whether a watched client has closed its connection (or it failed). The descriptor must be open:
+/// see the watcher's locking.
+fn client_gone(w: &Watched) -> bool {
+    if w.tls {
+        return peer_has_closed(w.fd);
+    }
+    // SAFETY: `w.fd` is open (see above); ManuallyDrop keeps this handle from closing it.
+    let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(w.fd) });
+    match socket.peek(&mut [0u8; 1]) {
+        // Closed (FIN or reset): nobody will read the answer.
+        Ok(0) => true,
+        // Bytes of a pipelined next request: the close, if any, is behind them.
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
     }
 }
 
