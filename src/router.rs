@@ -249,13 +249,19 @@ pub fn random_draw() -> u64 {
         );
     }
     STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = xorshift(s.get());
         s.set(x);
         x
     })
+}
+
+/// The next number of a xorshift sequence (Marsaglia's 13, 7, 17) from a non-zero `x`: the step of
+/// [`random_draw`], and of the seeded sequences of the mock and of tests.
+pub fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
 }
 
 #[cfg(test)]

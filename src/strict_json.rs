@@ -351,9 +351,7 @@ mod tests {
     fn the_word_scans_find_the_first_special_byte_as_a_byte_loop_does() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            seed = crate::router::xorshift(seed);
             seed
         };
         for _ in 0..20_000 {

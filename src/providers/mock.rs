@@ -396,9 +396,7 @@ fn embeddings(body: &Value, model: &str, prompt_tokens: u64) -> Value {
             let mut seed = fnv1a(text.as_bytes()) | 1;
             let mut v: Vec<f32> = (0..dims)
                 .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
+                    seed = crate::router::xorshift(seed);
                     (seed % 2001) as f32 / 1000.0 - 1.0
                 })
                 .collect();

@@ -3,6 +3,20 @@
 
 use super::*;
 
+/// A client of the plain HTTP upstream at `addr`, with 5 s timeouts.
+fn client_of(addr: std::net::SocketAddr) -> Arc<UpstreamClient> {
+    let second = Duration::from_secs(5);
+    let settings = UpstreamSettings {
+        base_url: format!("http://{addr}"),
+        connect_timeout: second,
+        response_timeout: second,
+        idle_timeout: second,
+        ca_file: None,
+        health: HealthPolicy::default(),
+    };
+    Arc::new(UpstreamClient::new(&settings).unwrap())
+}
+
 /// A body far larger than the read buffer, arriving in pieces, read the way the relay reads one
 /// (into a buffer presized from content-length): it arrives whole, and the connection goes back to
 /// the pool for the next request. A body cut short is an error, not a short answer.
@@ -29,18 +43,7 @@ fn a_large_body_is_read_straight_into_its_buffer_whole_or_not_at_all() {
             }
         }
     });
-    let second = Duration::from_secs(5);
-    let client = Arc::new(
-        UpstreamClient::new(&UpstreamSettings {
-            base_url: format!("http://{addr}"),
-            connect_timeout: second,
-            response_timeout: second,
-            idle_timeout: second,
-            ca_file: None,
-            health: HealthPolicy::default(),
-        })
-        .unwrap(),
-    );
+    let client = client_of(addr);
     for _ in 0..2 {
         let mut response = client.request("GET", "/big", "", &[], SendBody::Bytes(b"")).unwrap();
         let mut read = Vec::with_capacity(body.len());
@@ -92,18 +95,7 @@ fn a_whole_body_is_read_within_its_limit_however_it_is_framed_and_sent() {
             });
         }
     });
-    let second = Duration::from_secs(5);
-    let client = Arc::new(
-        UpstreamClient::new(&UpstreamSettings {
-            base_url: format!("http://{addr}"),
-            connect_timeout: second,
-            response_timeout: second,
-            idle_timeout: second,
-            ca_file: None,
-            health: HealthPolicy::default(),
-        })
-        .unwrap(),
-    );
+    let client = client_of(addr);
     let read = |limit: u64| {
         let mut response = client.request("GET", "/", "", &[], SendBody::Bytes(b"")).unwrap();
         let mut out = Vec::new();

@@ -114,9 +114,7 @@ fn bare_lf_line_endings_are_refused() {
 fn a_bare_lf_is_found_sixteen_bytes_at_a_time_as_memchr_finds_it() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        seed = crate::router::xorshift(seed);
         seed
     };
     for _ in 0..20_000 {
