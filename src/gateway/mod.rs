@@ -17,6 +17,7 @@
 
 mod admin;
 pub mod admit;
+pub mod attempts;
 pub mod observe;
 mod passthrough;
 pub mod peek;
@@ -40,7 +41,8 @@ use crate::upstream::ResponseBody;
 
 pub use admin::handle_admin;
 use admin::{health, metrics_page, ready};
-pub use observe::{AttemptOutcome, Attempts, Observation};
+pub use attempts::{AttemptOutcome, Attempts};
+pub use observe::Observation;
 pub use peek::{parse, RequestPeek};
 pub use relay::{relay, Outcome};
 use send::send;
