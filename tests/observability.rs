@@ -287,6 +287,29 @@ fn label_cardinality_stays_bounded_when_clients_send_10000_distinct_unknown_mode
 // ---- Access log ----
 
 /// Reads the JSON lines of an access log file.
+/// An exact route's model name is its own label, however long; the same name as the model an answer
+/// names is capped like any answer's model (longer than 200 bytes: `_OTHER`).
+#[test]
+fn a_long_exact_model_name_labels_the_request_and_overflows_as_the_answers_model() {
+    let long = "m".repeat(250);
+    let cfg = json!({
+        "backends": [{"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 1}],
+        "routes": [{"model": long, "backends": [{"backend": "demo"}]},
+                   {"model": "short", "backends": [{"backend": "demo"}]}],
+        "access_log": "off"
+    });
+    let gw = Gateway::start(&cfg);
+    for model in [long.as_str(), "short"] {
+        let r = post(gw.addr, "/v1/chat/completions", &[], &chat(model));
+        assert_eq!((r.status, r.json()["model"].as_str()), (200, Some(model)));
+    }
+    let text = scrape(gw.addr, &[]);
+    let name = "gen_ai_server_request_duration_seconds_count";
+    let long_series = one(&text, name, &[("gen_ai_request_model", long.as_str())]);
+    assert_eq!(long_series.labels["gen_ai_response_model"], "_OTHER");
+    assert_eq!(one(&text, name, &[("gen_ai_request_model", "short")]).labels["gen_ai_response_model"], "short");
+}
+
 fn log_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -173,9 +173,12 @@ impl<'s> Observation<'s> {
                 operation: operation_label(op),
                 provider: backend.map_or(EMPTY, |b| b.provider_label),
                 request_model: self.model_label,
-                // Most answers name the model asked for: its label is known.
+                // Most answers name the model asked for: its label is known (a name past the cap on model
+                // label lengths is an exact route's own label, but as an answer's model it overflows).
                 response_model: match outcome.response_model.as_deref() {
-                    Some(m) if Some(m) == self.model.as_deref() => self.model_label,
+                    Some(m) if Some(m) == self.model.as_deref() && m.len() <= metrics::labels::MAX_MODEL_BYTES => {
+                        self.model_label
+                    }
                     m => m.map_or(EMPTY, metrics::model_label),
                 },
                 client,
