@@ -162,15 +162,22 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
-/// `b[i]` starts a member: the index after the colon that follows its key.
+/// `b[i]` starts a member: the index after its key's closing quote, whether the key holds an escape,
+/// and the index after the colon that follows it.
 #[inline]
-fn after_key(b: &[u8], i: usize) -> Option<usize> {
+fn member_key(b: &[u8], i: usize) -> Option<(usize, bool, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let (end, _) = string_end(b, i)?;
-    let colon = skip_ws(b, end);
-    (b.get(colon) == Some(&b':')).then_some(colon + 1)
+    let (key_end, escaped) = string_end(b, i)?;
+    let colon = skip_ws(b, key_end);
+    (b.get(colon) == Some(&b':')).then_some((key_end, escaped, colon + 1))
+}
+
+/// [`member_key`]: the index after the colon.
+#[inline]
+fn after_key(b: &[u8], i: usize) -> Option<usize> {
+    member_key(b, i).map(|(_, _, after)| after)
 }
 
 /// The index after the JSON value that starts at `b[i]` or after whitespace there; `None` when the
@@ -235,7 +242,7 @@ pub fn value_end(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// The index after `literal` when `b[i..]` starts with it.
 #[inline]
-fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
+pub fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
     b.get(i..)?.starts_with(literal).then_some(i + literal.len())
 }
 
@@ -250,19 +257,12 @@ pub fn members(b: &[u8], i: usize, mut visit: impl FnMut(&[u8], usize) -> Option
         return Some(i + 1);
     }
     loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let (key_end, escaped) = string_end(b, i)?;
+        let (key_end, escaped, after_colon) = member_key(b, i)?;
         let key = &b[i + 1..key_end - 1];
         if escaped || !key.is_ascii() && std::str::from_utf8(key).is_err() {
             return None;
         }
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, visit(key, skip_ws(b, i + 1))?);
+        i = skip_ws(b, visit(key, skip_ws(b, after_colon))?);
         match *b.get(i)? {
             b',' => i = skip_ws(b, i + 1),
             b'}' => return Some(i + 1),

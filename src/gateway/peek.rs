@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::api::Endpoint;
 use crate::error::GatewayError;
-use crate::strict_json::{self, members, value_end};
+use crate::strict_json::{self, literal_end, members, value_end};
 
 /// What the gateway reads from a request body; everything else passes through untouched.
 #[derive(Debug)]
@@ -171,16 +171,11 @@ fn owned_text(body: &[u8], at: usize, field: &mut Option<String>) -> Option<usiz
 
 /// `null`, `true` or `false`.
 fn flag(body: &[u8], at: usize, field: &mut Option<bool>) -> Option<usize> {
-    let rest = body.get(at..)?;
-    let (value, len) = if rest.starts_with(b"true") {
-        (Some(true), 4)
-    } else if rest.starts_with(b"false") {
-        (Some(false), 5)
-    } else {
-        (None, null_end(body, at)? - at)
-    };
+    let (value, end) = [(Some(true), &b"true"[..]), (Some(false), b"false"), (None, b"null")]
+        .into_iter()
+        .find_map(|(value, literal)| Some((value, literal_end(body, at, literal)?)))?;
     *field = value;
-    Some(at + len)
+    Some(end)
 }
 
 /// `null`, or a count: digits without a leading zero, no fraction or exponent, within `u64`.
@@ -238,7 +233,7 @@ fn object<T: Default>(
 }
 
 fn null_end(body: &[u8], at: usize) -> Option<usize> {
-    body.get(at..)?.starts_with(b"null").then_some(at + 4)
+    literal_end(body, at, b"null")
 }
 
 #[cfg(test)]
