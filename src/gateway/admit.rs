@@ -1,6 +1,7 @@
 //! Phase: admit. Rate limits and quotas are charged before the upstream is called, all or nothing,
 //! and settled with the real usage when the response ends, fails or is cut.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -51,10 +52,14 @@ impl<'s> Admission<'s> {
     }
 
     /// The response headers: `ids` (the request id) and then the `x-ratelimit-*` ones.
-    pub fn response_headers<'a>(&'a self, ids: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    /// `ids` themselves when no limit applied.
+    pub fn response_headers<'a>(&'a self, ids: &'a [(&'a str, &'a str)]) -> Cow<'a, [(&'a str, &'a str)]> {
+        if self.headers.is_empty() {
+            return Cow::Borrowed(ids);
+        }
         let mut headers = ids.to_vec();
         headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        headers
+        Cow::Owned(headers)
     }
 }
 

@@ -102,69 +102,83 @@ fn serve<'s>(
             }
             let peek = parse(endpoint, &req.body)?;
             obs.stream = peek.stream;
-            obs.model = Some(peek.model.clone());
-            // A model no route matched shares one label value: clients cannot grow the label set.
-            obs.model_label = metrics::OVERFLOW;
-            let (matched, mut plan) = route(snapshot, req, client, &peek.model)?;
-            if let Some((tag, _)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
-                // A continuation goes to the backend that stored the conversation, when the route has it.
-                let pinned: Vec<&Target> = plan
-                    .iter()
-                    .copied()
-                    .filter(|t| responses::tag(&snapshot.backends[t.backend].name) == tag)
-                    .collect();
-                if !pinned.is_empty() {
-                    plan = pinned;
-                }
-            }
-            let route_label = matched.model.label();
-            obs.route = Some(route_label);
-            obs.model_label = matched.model.label_of_matched(&peek.model);
-            let header = |name: &str| req.head.header(name);
-            let first = &snapshot.backends[plan[0].backend];
-            // Counting tokens is free upstream: it is not charged against limits.
-            let admission = if matches!(endpoint, Endpoint::CountTokens | Endpoint::ResponsesInputTokens) {
-                admit::Admission::none(snapshot)
-            } else {
-                admit::admit(
-                    snapshot,
-                    &crate::ratelimit::Facts {
-                        client: client_name,
-                        model: &peek.model,
-                        backend: &first.name,
-                        header: &header,
-                        est_input: crate::ratelimit::estimate_input_tokens(req.body.len()),
-                        max_output: admit::output_reservation(snapshot, reserved_output(endpoint, &peek, first)),
-                    },
-                    &mut obs.limited_by,
-                )?
-            };
-            obs.limits.clone_from(&admission.applied);
-            let headers = admission.response_headers(ids);
-            let cancel = resp.watch_client();
-            match send(snapshot, req, endpoint, &peek, &plan, &matched.retry, &cancel, &mut obs.attempts) {
-                Ok(Some(exchange)) => {
-                    let backend = exchange.backend;
-                    let provider = &*snapshot.backends[backend].provider;
-                    let traced = obs.trace.is_some();
-                    let outcome = relay(exchange, provider, endpoint, &peek.model, resp, &headers, traced);
-                    admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
-                    obs.outcome = Some(outcome);
-                    Ok(())
-                }
-                // The client went away after the request may have reached the upstream, which may
-                // have generated everything it was allowed to: keep the reservation.
-                Ok(None) => {
-                    admission.settle_as_reserved();
-                    obs.cancelled = true;
-                    Ok(())
-                }
-                Err(e) => {
-                    obs.error = Some(e.kind());
-                    let _ = send_error(resp, endpoint.client_api(), &e, &headers);
-                    Ok(())
-                }
-            }
+            let result = proxy(snapshot, req, resp, ids, obs, endpoint, (client, client_name), &peek);
+            // Moved, not copied, once nothing else reads it: the access log and spans name it.
+            obs.model = Some(peek.model);
+            result
+        }
+    }
+}
+
+/// Phases 3 to 6 of a proxied request whose body was read (`peek`): route, admit, send, relay.
+#[allow(clippy::too_many_arguments)] // the request, its response, and what the first phases found
+fn proxy<'s>(
+    snapshot: &'s Snapshot,
+    req: &Request,
+    resp: &mut Responder,
+    ids: &[(&str, &str)],
+    obs: &mut Observation<'s>,
+    endpoint: Endpoint,
+    (client, client_name): (Option<&'s Client>, &'s str),
+    peek: &RequestPeek,
+) -> Result<(), GatewayError> {
+    // A model no route matched shares one label value: clients cannot grow the label set.
+    obs.model_label = metrics::OVERFLOW;
+    let (matched, mut plan) = route(snapshot, req, client, &peek.model)?;
+    if let Some((tag, _)) = peek.previous_response_id.as_deref().and_then(responses::decode) {
+        // A continuation goes to the backend that stored the conversation, when the route has it.
+        let pinned: Vec<&Target> =
+            plan.iter().copied().filter(|t| responses::tag(&snapshot.backends[t.backend].name) == tag).collect();
+        if !pinned.is_empty() {
+            plan = pinned;
+        }
+    }
+    let route_label = matched.model.label();
+    obs.route = Some(route_label);
+    obs.model_label = matched.model.label_of_matched(&peek.model);
+    let header = |name: &str| req.head.header(name);
+    let first = &snapshot.backends[plan[0].backend];
+    // Counting tokens is free upstream: it is not charged against limits.
+    let admission = if matches!(endpoint, Endpoint::CountTokens | Endpoint::ResponsesInputTokens) {
+        admit::Admission::none(snapshot)
+    } else {
+        admit::admit(
+            snapshot,
+            &crate::ratelimit::Facts {
+                client: client_name,
+                model: &peek.model,
+                backend: &first.name,
+                header: &header,
+                est_input: crate::ratelimit::estimate_input_tokens(req.body.len()),
+                max_output: admit::output_reservation(snapshot, reserved_output(endpoint, peek, first)),
+            },
+            &mut obs.limited_by,
+        )?
+    };
+    obs.limits.clone_from(&admission.applied);
+    let headers = admission.response_headers(ids);
+    let cancel = resp.watch_client();
+    match send(snapshot, req, endpoint, peek, &plan, &matched.retry, &cancel, &mut obs.attempts) {
+        Ok(Some(exchange)) => {
+            let backend = exchange.backend;
+            let provider = &*snapshot.backends[backend].provider;
+            let traced = obs.trace.is_some();
+            let outcome = relay(exchange, provider, endpoint, &peek.model, resp, &headers, traced);
+            admission.settle(outcome.usage.as_ref(), outcome.estimated_output);
+            obs.outcome = Some(outcome);
+            Ok(())
+        }
+        // The client went away after the request may have reached the upstream, which may
+        // have generated everything it was allowed to: keep the reservation.
+        Ok(None) => {
+            admission.settle_as_reserved();
+            obs.cancelled = true;
+            Ok(())
+        }
+        Err(e) => {
+            obs.error = Some(e.kind());
+            let _ = send_error(resp, endpoint.client_api(), &e, &headers);
+            Ok(())
         }
     }
 }
@@ -277,7 +291,7 @@ pub fn route<'s>(
 /// The upstream request for one backend.
 pub struct Prepared<'a> {
     /// The path below the backend's base URL.
-    pub path: String,
+    pub path: Cow<'static, str>,
     /// The operation in the upstream's family.
     pub endpoint: Endpoint,
     pub body: Cow<'a, [u8]>,
@@ -378,7 +392,7 @@ pub fn prepare<'a>(
 /// An upstream response whose head arrived; its body is still to be read.
 pub struct Exchange {
     pub status: u16,
-    pub content_type: Option<String>,
+    pub content_type: Option<Cow<'static, str>>,
     /// Response headers relayed to the client (see [`relay::relayed_headers`]).
     pub passthrough: crate::upstream::ResponseHeaders,
     /// The upstream's error type header (`x-amzn-ErrorType`), for providers whose errors carry it.

@@ -1,6 +1,7 @@
 //! Phase 5: the upstream request, tried on the plan's backends in turn (with fallback, retries and
 //! passive health), and the one HTTP exchange with a backend that each try is.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -226,18 +227,20 @@ pub(crate) fn send_plan(
 }
 
 /// The plan without the backends passive health ejected, in plan order; when every one is ejected, the
-/// least recently failed alone.
-fn by_health<'p>(snapshot: &Snapshot, plan: &[&'p Target], now: u64) -> Vec<&'p Target> {
-    let usable: Vec<&Target> = plan
-        .iter()
-        .copied()
-        .filter(|t| !matches!(snapshot.backends[t.backend].health.admit(now, &snapshot.health), Admit::Ejected { .. }))
-        .collect();
+/// least recently failed alone. The plan itself (no copy) when none is ejected.
+fn by_health<'a, 'p>(snapshot: &Snapshot, plan: &'a [&'p Target], now: u64) -> Cow<'a, [&'p Target]> {
+    // `admit` is asked once per backend: it starts a probe of a backend whose ejection is over.
+    let admitted = |t: &&Target| {
+        !matches!(snapshot.backends[t.backend].health.admit(now, &snapshot.health), Admit::Ejected { .. })
+    };
+    let Some(first_ejected) = plan.iter().position(|t| !admitted(t)) else { return Cow::Borrowed(plan) };
+    let mut usable: Vec<&Target> = plan[..first_ejected].to_vec();
+    usable.extend(plan[first_ejected + 1..].iter().copied().filter(admitted));
     if !usable.is_empty() {
-        return usable;
+        return Cow::Owned(usable);
     }
     let least_recent = plan.iter().copied().min_by_key(|t| snapshot.backends[t.backend].health.last_failure());
-    least_recent.into_iter().collect()
+    Cow::Owned(least_recent.into_iter().collect())
 }
 
 /// Feeds an attempt's outcome to the backend's passive health; logs and counts ejections once.
@@ -271,7 +274,7 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
     let reply = mock::respond(prepared.endpoint, &body, model);
     Ok(Exchange {
         status: reply.status,
-        content_type: Some(reply.content_type.to_string()),
+        content_type: Some(Cow::Borrowed(reply.content_type)),
         passthrough: Default::default(),
         error_type: None,
         retry_hint_ms: None,
@@ -305,6 +308,20 @@ fn send_http(
     exchange.strip_usage = prepared.strip_usage;
     exchange.id_tag = prepared.id_tag;
     Ok(exchange)
+}
+
+/// An answer's content type, borrowed when it is one of those nearly every answer has.
+fn shared_content_type(value: &str) -> Cow<'static, str> {
+    const SHARED: [&str; 4] = [
+        "application/json",
+        "text/event-stream",
+        "application/json; charset=utf-8",
+        "text/event-stream; charset=utf-8",
+    ];
+    match SHARED.into_iter().find(|t| *t == value) {
+        Some(shared) => Cow::Borrowed(shared),
+        None => Cow::Owned(value.to_owned()),
+    }
 }
 
 /// Sends one request to `backend` at `path` (below its base URL) with the client's forwardable headers,
@@ -437,7 +454,7 @@ pub(crate) fn forward(
     };
     for (name, value) in response.headers.iter() {
         if name == "content-type" {
-            content_type = Some(value.to_owned());
+            content_type = Some(shared_content_type(value));
         } else if name == "content-length" {
             content_length = value.parse().ok();
         } else if name == "x-amzn-errortype" {

@@ -48,8 +48,8 @@ impl Provider for Anthropic {
         Api::Anthropic
     }
 
-    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<String> {
-        (endpoint.client_api() == Api::Anthropic).then(|| endpoint.path().to_string())
+    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<Cow<'static, str>> {
+        (endpoint.client_api() == Api::Anthropic).then(|| Cow::Borrowed(endpoint.path()))
     }
 
     fn default_header(&self) -> Option<(&str, &str)> {

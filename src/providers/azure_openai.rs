@@ -10,6 +10,8 @@
 //! newer `/openai/v1` API needs no deployment in the path: use `"schema": "openai"` with
 //! `base_url: https://{resource}.openai.azure.com/openai/v1` for it.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{path_segment, Built, Credential, Provider};
@@ -71,14 +73,14 @@ impl Provider for AzureOpenAi {
         Api::OpenAi
     }
 
-    fn path(&self, endpoint: Endpoint, model: &str, _stream: bool) -> Option<String> {
+    fn path(&self, endpoint: Endpoint, model: &str, _stream: bool) -> Option<Cow<'static, str>> {
         let operation = match endpoint {
             Endpoint::ChatCompletions => "chat/completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             _ => return None,
         };
-        Some(format!("/openai/deployments/{}/{operation}?api-version={}", path_segment(model), self.api_version))
+        Some(format!("/openai/deployments/{}/{operation}?api-version={}", path_segment(model), self.api_version).into())
     }
 
     super::authenticate_with_credential!();

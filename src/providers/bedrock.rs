@@ -87,7 +87,7 @@ impl Provider for Bedrock {
         self.api
     }
 
-    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<String> {
+    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<Cow<'static, str>> {
         let operation = match (self.api, endpoint, stream) {
             (_, Endpoint::CountTokens, _) => "count-tokens",
             (Api::Converse, Endpoint::ChatCompletions | Endpoint::Messages, false) => "converse",
@@ -96,7 +96,7 @@ impl Provider for Bedrock {
             (Api::Anthropic, Endpoint::Messages, true) => "invoke-with-response-stream",
             _ => return None,
         };
-        Some(format!("/model/{}/{operation}", aws::encode_path_segment(model)))
+        Some(format!("/model/{}/{operation}", aws::encode_path_segment(model)).into())
     }
 
     fn model_in_body(&self) -> bool {

@@ -7,6 +7,8 @@
 //! (`"auth": {"type": "header", …}`); a service account (`gcp_service_account`) or a ready OAuth token
 //! (`bearer`) work too. Errors come in Google's shape `{"error": {"code", "message", "status"}}`.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{path_segment, Built, Credential, Provider};
@@ -52,7 +54,7 @@ impl Provider for Gemini {
         Api::Gemini
     }
 
-    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<String> {
+    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<Cow<'static, str>> {
         let operation = match (endpoint, stream) {
             (Endpoint::ChatCompletions | Endpoint::Messages, false) => "generateContent",
             (Endpoint::ChatCompletions | Endpoint::Messages, true) => "streamGenerateContent?alt=sse",
@@ -60,7 +62,7 @@ impl Provider for Gemini {
             (Endpoint::CountTokens, _) => "countTokens",
             (Endpoint::Completions | Endpoint::Responses | Endpoint::ResponsesInputTokens, _) => return None,
         };
-        Some(format!("/v1beta/models/{}:{operation}", model_segment(model)))
+        Some(format!("/v1beta/models/{}:{operation}", model_segment(model)).into())
     }
 
     super::authenticate_with_credential!();

@@ -62,8 +62,8 @@ impl Provider for Mock {
         Api::OpenAi
     }
 
-    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<String> {
-        (endpoint.client_api() == Api::OpenAi).then(|| endpoint.path().to_string())
+    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<Cow<'static, str>> {
+        (endpoint.client_api() == Api::OpenAi).then(|| Cow::Borrowed(endpoint.path()))
     }
 
     fn owns_header(&self, _name: &str) -> bool {

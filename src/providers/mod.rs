@@ -98,8 +98,8 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn api(&self) -> Api;
 
     /// The path below the base URL for `endpoint` (already in this provider's family), or `None` when
-    /// the provider has no such operation.
-    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<String>;
+    /// the provider has no such operation. Borrowed when it is the endpoint's own (no model in it).
+    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<Cow<'static, str>>;
 
     /// Whether the model name travels in the body (renamed there) rather than in the path.
     fn model_in_body(&self) -> bool {

@@ -54,10 +54,10 @@ impl Provider for OpenAi {
         Api::OpenAi
     }
 
-    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<String> {
+    fn path(&self, endpoint: Endpoint, _model: &str, _stream: bool) -> Option<Cow<'static, str>> {
         match endpoint.client_api() {
-            Api::OpenAi => Some(endpoint.path().to_string()),
-            Api::Responses if self.responses => Some(endpoint.path().to_string()),
+            Api::OpenAi => Some(Cow::Borrowed(endpoint.path())),
+            Api::Responses if self.responses => Some(Cow::Borrowed(endpoint.path())),
             _ => None,
         }
     }

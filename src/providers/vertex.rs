@@ -107,22 +107,25 @@ impl Provider for Vertex {
         self.api
     }
 
-    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<String> {
+    fn path(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<Cow<'static, str>> {
         let model = path_segment(model);
         let base = &self.models_path;
-        Some(match (self.api, endpoint, stream) {
-            (Api::Anthropic, Endpoint::Messages, false) => format!("{base}{model}:rawPredict"),
-            (Api::Anthropic, Endpoint::Messages, true) => format!("{base}{model}:streamRawPredict"),
-            (Api::Anthropic, Endpoint::CountTokens, _) => format!("{base}count-tokens:rawPredict"),
-            (Api::Anthropic, _, _) => return None,
-            (_, Endpoint::ChatCompletions | Endpoint::Messages, false) => format!("{base}{model}:generateContent"),
-            (_, Endpoint::ChatCompletions | Endpoint::Messages, true) => {
-                format!("{base}{model}:streamGenerateContent?alt=sse")
+        Some(
+            match (self.api, endpoint, stream) {
+                (Api::Anthropic, Endpoint::Messages, false) => format!("{base}{model}:rawPredict"),
+                (Api::Anthropic, Endpoint::Messages, true) => format!("{base}{model}:streamRawPredict"),
+                (Api::Anthropic, Endpoint::CountTokens, _) => format!("{base}count-tokens:rawPredict"),
+                (Api::Anthropic, _, _) => return None,
+                (_, Endpoint::ChatCompletions | Endpoint::Messages, false) => format!("{base}{model}:generateContent"),
+                (_, Endpoint::ChatCompletions | Endpoint::Messages, true) => {
+                    format!("{base}{model}:streamGenerateContent?alt=sse")
+                }
+                (_, Endpoint::CountTokens, _) => format!("{base}{model}:countTokens"),
+                (_, Endpoint::Embeddings, _) => format!("{base}{model}:predict"),
+                (_, Endpoint::Completions | Endpoint::Responses | Endpoint::ResponsesInputTokens, _) => return None,
             }
-            (_, Endpoint::CountTokens, _) => format!("{base}{model}:countTokens"),
-            (_, Endpoint::Embeddings, _) => format!("{base}{model}:predict"),
-            (_, Endpoint::Completions | Endpoint::Responses | Endpoint::ResponsesInputTokens, _) => return None,
-        })
+            .into(),
+        )
     }
 
     fn finish_body<'b>(
