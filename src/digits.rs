@@ -70,6 +70,23 @@ pub fn push_hex_bytes(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// `value` as 16 lower-case hex digits, all at once: each nibble is spread into a byte of its own
+/// (nibble k into byte k), then turned into its digit in every byte together.
+pub fn hex_u64(value: u64) -> [u8; 16] {
+    const fn every_byte(b: u8) -> u128 {
+        u128::from_ne_bytes([b; 16])
+    }
+    let mut x = u128::from(value);
+    x = (x | x << 32) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    x = (x | x << 16) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    x = (x | x << 4) & every_byte(0x0f);
+    // 1 in each byte that holds 10 or more (adding 6 carries it into bit 4; no byte overflows).
+    let letters = ((x + every_byte(6)) >> 4) & every_byte(1);
+    // '0' + n for a digit, 'a' + n - 10 = '0' + n + 39 for a letter.
+    (x + every_byte(b'0') + letters * 39).to_be_bytes()
+}
+
 /// Two lower-case hex digits for each of `bytes`.
 pub fn hex_bytes(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -92,6 +109,14 @@ mod tests {
             assert_eq!(hex_bytes(&n.to_be_bytes()), format!("{n:016x}"));
         }
         assert_eq!(hex_bytes(&[]), "");
+        let mut n = 0x9e37_79b9_7f4a_7c15_u64;
+        for edge in [0, 9, 10, 15, 16, 0x0123_4567_89ab_cdef, 0xa5a5_a5a5_a5a5_a5a5, u64::MAX] {
+            assert_eq!(hex_u64(edge), format!("{edge:016x}").as_bytes(), "{edge:x}");
+        }
+        for _ in 0..10_000 {
+            n = crate::router::xorshift(n);
+            assert_eq!(hex_u64(n), format!("{n:016x}").as_bytes(), "{n:x}");
+        }
         for n in [0, 7, 4096, u64::MAX] {
             assert_eq!(parse_decimal(n.to_string().as_bytes()), Some(n));
         }

@@ -64,23 +64,49 @@ pub fn api_for_path(path: &str) -> Api {
     }
 }
 
-/// The request's id: the client's `x-request-id` when it is a sane token (at most 128 visible ASCII
-/// characters), else a fresh one. Every response carries it, the server layer's own errors included.
-pub fn request_id(head: Option<&RequestHead>) -> String {
-    match head.and_then(|h| h.header("x-request-id")) {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
-        _ => hex_id(crate::router::random_draw(), crate::router::random_draw()),
+/// The longest client `x-request-id` kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request's id, held inline (no allocation): the client's `x-request-id`, or a fresh one.
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_REQUEST_ID],
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // SAFETY: `request_id` writes only visible ASCII (a client id it checked, or hex digits) into
+        // `bytes[..len]`, and nothing else writes them.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..usize::from(self.len)]) }
     }
 }
 
-/// `high` and `low` as 32 lower-case hex digits, written without the formatting machinery (a fresh
-/// request id is made for every request).
-fn hex_id(high: u64, low: u64) -> String {
-    let mut id = String::with_capacity(32);
-    for word in [high, low] {
-        crate::digits::push_hex_bytes(&mut id, &word.to_be_bytes());
+/// The request's id: the client's `x-request-id` when it is a sane token (at most 128 visible ASCII
+/// characters), else a fresh one. Every response carries it, the server layer's own errors included.
+pub fn request_id(head: Option<&RequestHead>) -> RequestId {
+    let mut id = RequestId { len: 0, bytes: [0; MAX_REQUEST_ID] };
+    match head.and_then(|h| h.header("x-request-id")) {
+        Some(sent)
+            if !sent.is_empty() && sent.len() <= MAX_REQUEST_ID && sent.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.bytes[..sent.len()].copy_from_slice(sent.as_bytes());
+            id.len = sent.len() as u8;
+        }
+        _ => {
+            hex_id(&mut id.bytes, crate::router::random_draw(), crate::router::random_draw());
+            id.len = 32;
+        }
     }
     id
+}
+
+/// `high` and `low` as 32 lower-case hex digits at the start of `out`, written without the formatting
+/// machinery (a fresh request id is made for every request).
+fn hex_id(out: &mut [u8; MAX_REQUEST_ID], high: u64, low: u64) {
+    out[..16].copy_from_slice(&crate::digits::hex_u64(high));
+    out[16..32].copy_from_slice(&crate::digits::hex_u64(low));
 }
 
 /// Binds `workers` listeners on `addr` with SO_REUSEPORT. Refuses an address another process serves.
@@ -406,12 +432,16 @@ mod tests {
             let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nx-request-id: {id}\r\n\r\n");
             http1::parse_head(raw.as_bytes(), 4096, 10).unwrap().unwrap().0
         };
-        assert_eq!(request_id(Some(&head("abc-1"))), "abc-1");
+        assert_eq!(&*request_id(Some(&head("abc-1"))), "abc-1");
+        assert_eq!(&*request_id(Some(&head(&"a".repeat(128)))), "a".repeat(128));
         assert_eq!(request_id(None).len(), 32);
+        assert!(request_id(None).bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         for (high, low) in [(0, 0), (1, u64::MAX), (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210)] {
-            assert_eq!(hex_id(high, low), format!("{high:016x}{low:016x}"));
+            let mut out = [0; MAX_REQUEST_ID];
+            hex_id(&mut out, high, low);
+            assert_eq!(std::str::from_utf8(&out[..32]).unwrap(), format!("{high:016x}{low:016x}"));
         }
-        assert_ne!(request_id(Some(&head(&"a".repeat(129)))), "a".repeat(129));
+        assert_ne!(&*request_id(Some(&head(&"a".repeat(129)))), "a".repeat(129));
         assert_eq!(request_id(Some(&head("a b"))).len(), 32);
     }
 }
