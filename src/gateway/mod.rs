@@ -110,7 +110,9 @@ fn serve<'s>(
     }
 }
 
-/// Phases 3 to 6 of a proxied request whose body was read (`peek`): route, admit, send, relay.
+/// Phases 3 to 6 of a proxied request whose body was read (`peek`): route, admit, send, relay. Inlined
+/// into `serve`: as a frame of its own it made a waiting stream's stack 0.8 KiB deeper.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)] // the request, its response, and what the first phases found
 fn proxy<'s>(
     snapshot: &'s Snapshot,

@@ -242,12 +242,23 @@ fn write_error(stream: &mut impl Write, schema: Api, status: u16, message: &str,
     stream.write_all(&out)
 }
 
-/// Answers an early error and closes gracefully (see [`linger`]).
-fn refuse(stream: &mut ServerStream, schema: Api, status: u16, message: &str, id: &str) {
+/// Answers an early error (with the id of the request `head` starts, or a fresh one) and closes
+/// gracefully (see [`linger`]). Out of line, with its id and buffers: a connection's frame, which a
+/// waiting stream keeps resident, holds none of them.
+#[cold]
+#[inline(never)]
+fn refuse(stream: &mut ServerStream, schema: Api, status: u16, message: &str, head: Option<&RequestHead>) {
     crate::metrics::count_refused(status);
-    if write_error(stream, schema, status, message, id).is_ok() {
+    if write_error(stream, schema, status, message, &request_id(head)).is_ok() {
         linger(stream);
     }
+}
+
+/// A 500 for a request the handler did not answer; whether it went out. Out of line, as [`refuse`].
+#[cold]
+#[inline(never)]
+fn answer_unanswered(stream: &mut ServerStream, schema: Api, head: &RequestHead) -> bool {
+    write_error(stream, schema, 500, "the gateway produced no response", &request_id(Some(head))).is_ok()
 }
 
 /// Closes gracefully on a client still sending: a client would otherwise get a TCP reset (and lose
@@ -338,7 +349,7 @@ fn serve_requests(
             Ok(ReadHead::Head(h)) => h,
             Ok(ReadHead::Closed) => return true,
             Err(r) => {
-                refuse(stream, Api::OpenAi, r.status, &r.message, &request_id(None));
+                refuse(stream, Api::OpenAi, r.status, &r.message, None);
                 return false;
             }
         };
@@ -347,7 +358,7 @@ fn serve_requests(
         let framing = match head.checked_framing(&limits) {
             Ok(f) => f,
             Err(e) => {
-                refuse(stream, schema, e.status(), &e.message(), &request_id(Some(&head)));
+                refuse(stream, schema, e.status(), &e.message(), Some(&head));
                 return false;
             }
         };
@@ -370,7 +381,7 @@ fn serve_requests(
             match reader.read_body(stream, framing, cfg) {
                 Ok(b) => b,
                 Err(r) => {
-                    refuse(stream, schema, r.status, &r.message, &request_id(Some(&head)));
+                    refuse(stream, schema, r.status, &r.message, Some(&head));
                     return false;
                 }
             }
@@ -409,10 +420,7 @@ fn serve_requests(
         watch.request_done();
         match state {
             ResponseState::Done => {}
-            ResponseState::Fresh => {
-                let id = request_id(Some(&request.head));
-                return write_error(stream, schema, 500, "the gateway produced no response", &id).is_ok();
-            }
+            ResponseState::Fresh => return answer_unanswered(stream, schema, &request.head),
             // A response cut short cannot be framed any more: closing is the only honest end.
             ResponseState::Streaming | ResponseState::Broken => return false,
         }

@@ -16,9 +16,10 @@ use std::cell::Cell;
 const KEPT_BELOW: usize = 1024;
 /// Without the stack's bottom in hand, at most this much is released (beyond the deepest request path).
 const MAX_SPAN: usize = 64 * 1024;
-/// Without the stack's bottom in hand: what the runtime may put above the coroutine's first frame (its
-/// closure and entry frames, about 2 KiB here), with room to spare.
-const ABOVE_ENTRY: usize = 8 * 1024;
+/// What the runtime may put above the coroutine's first frame (its closure and entry frames), with room
+/// to spare: 0.3–4.3 KiB in release builds (4.3 with whole-program optimisation before the TLS session
+/// was kept out of line), about 18 KiB in debug builds. The stack's top is looked for that far up.
+const ABOVE_ENTRY: usize = 32 * 1024;
 const PAGE: usize = 4096;
 /// The word `generator` fills the bottom of a stack with (its `STACK_SENTINEL`), and how many.
 const SENTINEL: usize = 0xDEAD_BEEF;
@@ -42,17 +43,22 @@ impl StackMark {
         StackMark { entry: std::hint::black_box(&probe) as *const u8 as usize, size, bottom: Cell::new(None) }
     }
 
-    /// The stack's bottom page: where it is if the stack's top is the first page boundary above the
-    /// first frame, and only if that page is readable and starts with the runtime's sentinel. Read with
-    /// `process_vm_readv`, which fails instead of faulting on the guard page below a stack.
+    /// The stack's bottom page: `size` below the stack's top, which is one of the page boundaries
+    /// within [`ABOVE_ENTRY`] above the first frame (which one depends on how the runtime's entry frames
+    /// were inlined). Each candidate, nearest first, counts only if it is readable and starts with the
+    /// runtime's sentinel words. Read with `process_vm_readv`, which fails instead of
+    /// faulting on the guard page below a stack (where a candidate below the real top points).
     fn find_bottom(&self) -> Option<usize> {
-        let candidate = ((self.entry | (PAGE - 1)) + 1).checked_sub(self.size)?;
-        let mut words = [0usize; SENTINEL_WORDS];
-        let local = libc::iovec { iov_base: words.as_mut_ptr().cast(), iov_len: std::mem::size_of_val(&words) };
-        let remote = libc::iovec { iov_base: candidate as *mut libc::c_void, iov_len: local.iov_len };
-        // SAFETY: reads our own memory into `words`; a bad address is reported, not dereferenced.
-        let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-        (read == local.iov_len as isize && words == [SENTINEL; SENTINEL_WORDS]).then_some(candidate)
+        let first_top = (self.entry | (PAGE - 1)) + 1;
+        (0..=ABOVE_ENTRY / PAGE).find_map(|k| {
+            let candidate = (first_top + k * PAGE).checked_sub(self.size)?;
+            let mut words = [0usize; SENTINEL_WORDS];
+            let local = libc::iovec { iov_base: words.as_mut_ptr().cast(), iov_len: std::mem::size_of_val(&words) };
+            let remote = libc::iovec { iov_base: candidate as *mut libc::c_void, iov_len: local.iov_len };
+            // SAFETY: reads our own memory into `words`; a bad address is reported, not dereferenced.
+            let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+            (read == local.iov_len as isize && words == [SENTINEL; SENTINEL_WORDS]).then_some(candidate)
+        })
     }
 
     /// The page-aligned range below `sp` that can be released: from the stack's bottom page when it is
@@ -116,7 +122,7 @@ mod tests {
         assert_eq!(end, (0x100000 - 5000 - KEPT_BELOW) & !(PAGE - 1));
         assert_eq!(start, end - MAX_SPAN);
         // Deep in the stack, the span stops above the sentinel page.
-        let (start, _) = mark.idle_range(bottom + 40 * 1024, None).unwrap();
+        let (start, _) = mark.idle_range(bottom + 48 * 1024, None).unwrap();
         assert!(start >= bottom + PAGE, "{start:#x} vs bottom {bottom:#x}");
         // With the bottom known, from it.
         assert_eq!(mark.idle_range(0x100000 - 5000, Some(bottom)).unwrap().0, bottom);
@@ -168,6 +174,32 @@ mod tests {
             // coroutine ends, and would exit the process without it).
             mark.release_below();
             drop(mark);
+            // SAFETY: the bottom page of this coroutine's stack, readable.
+            assert_eq!(unsafe { *(bottom as *const [usize; SENTINEL_WORDS]) }, [SENTINEL; SENTINEL_WORDS]);
+        };
+        // SAFETY: the coroutine uses no thread-local state.
+        let handle = unsafe { builder.spawn(body) }.expect("a coroutine");
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn the_bottom_is_found_when_the_first_frame_is_more_than_a_page_below_the_top() {
+        // As in a build where the runtime's entry frames and the connection's first frame were inlined
+        // into one large frame: the first frame's probe sits over a page below the stack's top.
+        const STACK: usize = 128 * 1024;
+        let builder = may::coroutine::Builder::new().stack_size(STACK / std::mem::size_of::<usize>());
+        let body = || {
+            #[inline(never)]
+            fn marked() -> usize {
+                let mark = StackMark::here(STACK);
+                let bottom = mark.find_bottom().expect("the bottom, from a page boundary further up");
+                assert!(bottom + STACK > (mark.entry | (PAGE - 1)) + 1, "the top is not the first boundary");
+                bottom
+            }
+            // A frame of over a page above the one that marks the stack.
+            let padding = std::hint::black_box([1u8; 4200]);
+            let bottom = marked();
+            std::hint::black_box(padding);
             // SAFETY: the bottom page of this coroutine's stack, readable.
             assert_eq!(unsafe { *(bottom as *const [usize; SENTINEL_WORDS]) }, [SENTINEL; SENTINEL_WORDS]);
         };

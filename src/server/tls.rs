@@ -49,7 +49,9 @@ impl ListenerTls {
     }
 
     /// Wraps an accepted socket in a server session; the handshake runs on the first IO
-    /// ([`ServerStream::handshake`]).
+    /// ([`ServerStream::handshake`]). Out of line: inlined (as whole-program optimisation does), the
+    /// session under construction sat in every connection's first frame, plain ones included.
+    #[inline(never)]
     pub fn session(&self, socket: TcpStream) -> io::Result<ServerStream> {
         let session = rustls::ServerConnection::new(self.config.clone()).map_err(io::Error::other)?;
         Ok(ServerStream::tls(session, socket))
