@@ -12,8 +12,11 @@
 
 use std::cell::Cell;
 
-/// Bytes below the caller's frame that are kept (the `madvise` call's own frames live there).
-const KEPT_BELOW: usize = 1024;
+/// Bytes below the probe in `release_below`'s frame that are kept: what is live down there while
+/// `madvise` runs is the rest of that frame (under 200 bytes) and the return address into it (the
+/// binary binds its symbols at load, so no resolver frame either). A waiting stream's stack pages
+/// are counted from its depth plus this: 512 keeps a stream at 8 KiB of stack with room to spare.
+const KEPT_BELOW: usize = 512;
 /// Without the stack's bottom in hand, at most this much is released (beyond the deepest request path).
 const MAX_SPAN: usize = 64 * 1024;
 /// What the runtime may put above the coroutine's first frame (its closure and entry frames), with room
