@@ -55,6 +55,31 @@ fn request_id_from_client_is_kept() {
 }
 
 #[test]
+fn a_large_answer_reaches_a_slow_reader_whole_and_the_connection_stays_usable() {
+    // 48 MB: more than the two sockets can buffer (4 MiB to send, 32 MiB to receive at most here), so
+    // the head and body go out in several writes.
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let mut stream = connect(gw.addr);
+    let body = serde_json::to_vec(&chat("fake-1")).unwrap();
+    post_raw(&mut stream, "/v1/chat/completions", &[("x-fake-pad", "48000000")], &body);
+    // Read nothing for a while: the gateway's writes fill the socket and must wait, then resume.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let r = read_response(&mut reader);
+    assert_eq!(r.status, 200, "{}", &r.text()[..200.min(r.text().len())]);
+    assert_eq!(r.headers["content-length"], r.body.len().to_string());
+    let answer = r.json();
+    assert_eq!(answer["padding"].as_str().map(str::len), Some(48_000_000));
+    assert_eq!(answer["choices"][0]["message"]["content"], "fake reply");
+    // The framing held: the next request on the same connection is answered.
+    post_raw(&mut stream, "/v1/chat/completions", &[], &body);
+    let next = read_response(&mut reader);
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(next.json()["choices"][0]["message"]["content"], "fake reply");
+}
+
+#[test]
 fn route_model_override_rewrites_only_the_model() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));

@@ -12,6 +12,21 @@ use super::http1;
 use super::reader::Reader;
 use super::watch::ClientWatch;
 
+/// Writes every byte of `bufs`, in order, in as few system calls as the socket takes (one, unless its
+/// send buffer fills).
+fn write_all_vectored(stream: &mut impl Write, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match stream.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn write_head(
     out: &mut Vec<u8>,
     minor: u8,
@@ -20,8 +35,8 @@ pub(super) fn write_head(
     headers: &[(&str, &str)],
     length: Option<usize>,
 ) {
-    // Room for the head and, when its length is given, the body that follows it: one allocation.
-    out.reserve(head_capacity(headers) + length.unwrap_or(0));
+    // Room for the head (a caller that appends the body reserves for it too).
+    out.reserve(head_capacity(headers));
     out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     crate::digits::push_decimal(out, status.into());
     out.push(b' ');
@@ -108,12 +123,22 @@ impl Responder<'_> {
         self.keep_alive &= !self.body.unfinished();
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(body.len()));
-        if !self.head_only {
-            out.extend_from_slice(body);
-            self.sent += body.len() as u64;
+        let length = body.len();
+        let body = if self.head_only { &[][..] } else { body };
+        // On TLS the body joins the head in one buffer (one record, one flush); on a plain socket the
+        // two go out in one `writev`, the body never copied.
+        let joined = self.stream.is_tls() || body.is_empty();
+        if joined {
+            out.reserve(body.len());
         }
-        let result = self.stream.write_all(&out);
+        write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(length));
+        let result = if joined {
+            out.extend_from_slice(body);
+            self.stream.write_all(&out)
+        } else {
+            write_all_vectored(self.stream, &mut [io::IoSlice::new(&out), io::IoSlice::new(body)])
+        };
+        self.sent += body.len() as u64;
         self.scratch = out;
         self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
         result

@@ -42,6 +42,7 @@ impl Received {
 /// - `x-fake-head-delay-ms`: wait this long before answering at all
 /// - `x-fake-gated`: an SSE answer (or a scripted chunked one) waits at the gate after its first piece
 /// - `x-fake-response-header`: `name=value`, a header added to a `json`/`raw`/`garbage` or scripted answer
+/// - `x-fake-pad`: a `json` answer carries a `padding` string of this many bytes
 ///
 ///
 /// Besides chat completions and Anthropic messages it answers, by path (see [`scripted_reply`]), OpenAI's
@@ -410,13 +411,18 @@ fn fake_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, peer_clos
                 let body = match mode.as_str() {
                     "raw" => h("x-fake-body").unwrap_or_default().into_bytes(),
                     "garbage" => b"<html>upstream exploded</html>".to_vec(),
-                    _ => serde_json::to_vec(&serde_json::json!({
-                        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant",
-                            "content": if json_answer { "{\"location\":\"Paris\"}" } else { "fake reply" }}, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-                    }))
-                    .unwrap(),
+                    _ => {
+                        let mut answer = serde_json::json!({
+                            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+                            "choices": [{"index": 0, "message": {"role": "assistant",
+                                "content": if json_answer { "{\"location\":\"Paris\"}" } else { "fake reply" }}, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+                        });
+                        if let Some(n) = h("x-fake-pad").and_then(|n| n.parse::<usize>().ok()) {
+                            answer["padding"] = "p".repeat(n).into();
+                        }
+                        serde_json::to_vec(&answer).unwrap()
+                    }
                 };
                 let ctype = if mode == "garbage" { "text/html" } else { "application/json" };
                 let extra = h("x-fake-response-header")
