@@ -183,20 +183,9 @@ fn plain_read(s: &mut TcpStream, state: &mut ReadState, out: &mut [u8]) -> io::R
     }
 }
 
-/// Writes a plain socket directly (see [`plain_read`]); may's write waits when it would block.
-fn plain_write(s: &mut TcpStream, state: &mut ReadState, data: &[u8]) -> io::Result<usize> {
-    match s.inner().write(data) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            state.drained = false;
-            state.timed = true;
-            s.write(data)
-        }
-        other => other,
-    }
-}
-
-/// [`plain_write`] for several buffers at once (one `writev`).
-fn plain_write_vectored(s: &mut TcpStream, state: &mut ReadState, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+/// Writes a plain socket directly (see [`plain_read`]), one buffer or several in one `writev`; may's
+/// write waits when it would block.
+fn plain_write(s: &mut TcpStream, state: &mut ReadState, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     match s.inner().write_vectored(bufs) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             state.drained = false;
@@ -243,14 +232,14 @@ where
 {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         match self {
-            MaybeTls::Plain(s, state) => plain_write(s, state, data),
+            MaybeTls::Plain(s, state) => plain_write(s, state, &[io::IoSlice::new(data)]),
             MaybeTls::Tls(t) => tls_write(t, data),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            MaybeTls::Plain(s, state) => plain_write_vectored(s, state, bufs),
+            MaybeTls::Plain(s, state) => plain_write(s, state, bufs),
             // One record per call, as `write` (the first buffer with bytes in it).
             MaybeTls::Tls(t) => tls_write(t, bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b)),
         }
