@@ -71,11 +71,17 @@ pub fn set_current_cancel(cancel: &Arc<Cancel>) {
     });
 }
 
+/// The `Cancel` upstream sockets used by this coroutine register with, if any: read once per upstream
+/// request (a coroutine-local read is a hash lookup), then handed to each of its reads and writes.
+pub(crate) fn current_cancel() -> Option<Arc<Cancel>> {
+    CURRENT_CANCEL.with(|c| c.borrow().clone())
+}
+
 /// Registration of a socket for the duration of one blocking read or write: a cancel shuts down only
 /// sockets in use for this request, never one that went back to the pool.
-pub(crate) struct InFlightIo(Option<Arc<Cancel>>);
+pub(crate) struct InFlightIo<'c>(Option<&'c Cancel>);
 
-impl InFlightIo {
+impl InFlightIo<'_> {
     /// The client went away: what the IO returned (an end of stream, a reset) is the shutdown's doing.
     pub(crate) fn client_left(&self) -> bool {
         self.0.as_ref().is_some_and(|c| c.is_cancelled())
@@ -87,7 +93,7 @@ pub fn client_left() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, "client went away")
 }
 
-impl Drop for InFlightIo {
+impl Drop for InFlightIo<'_> {
     fn drop(&mut self) {
         if let Some(cancel) = &self.0 {
             cancel.socket.lock().take();
@@ -95,14 +101,15 @@ impl Drop for InFlightIo {
     }
 }
 
-/// Registers `fd` with this coroutine's `Cancel` (if any); fails at once if the client already left.
-pub(crate) fn in_flight(fd: RawFd) -> io::Result<InFlightIo> {
-    CURRENT_CANCEL.with(|c| match &*c.borrow() {
+/// Registers `fd` with `cancel` (the request's, from [`current_cancel`]), if any; fails at once if the
+/// client already left.
+pub(crate) fn in_flight(cancel: Option<&Cancel>, fd: RawFd) -> io::Result<InFlightIo<'_>> {
+    match cancel {
         Some(cancel) if cancel.is_cancelled() => Err(client_left()),
         Some(cancel) => {
             cancel.register(fd);
-            Ok(InFlightIo(Some(cancel.clone())))
+            Ok(InFlightIo(Some(cancel)))
         }
         None => Ok(InFlightIo(None)),
-    })
+    }
 }

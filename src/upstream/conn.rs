@@ -4,11 +4,12 @@
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use may::net::TcpStream;
 
-use crate::cancel;
+use crate::cancel::{self, Cancel};
 use crate::chunked::ChunkedDecoder;
 use crate::deadline::Deadline;
 use crate::readbuf::ReadBuf;
@@ -67,6 +68,9 @@ pub(super) struct Conn {
     pub(super) io: ClientStream,
     pub(super) fd: RawFd,
     pub(super) buf: ReadBuf,
+    /// The `Cancel` of the request using the connection (set when it is taken for a request, dropped
+    /// when it goes back to the pool): its reads and writes register with it.
+    pub(super) cancel: Option<Arc<Cancel>>,
 }
 
 /// A parsed response head: status, lower-cased headers, body framing, whether the connection stays.
@@ -97,7 +101,7 @@ impl Conn {
     }
 
     pub(super) fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        let _in_flight = cancel::in_flight(self.fd)?;
+        let _in_flight = cancel::in_flight(self.cancel.as_deref(), self.fd)?;
         self.io.write_all(data)
     }
 
@@ -125,7 +129,20 @@ impl Conn {
         timeout: Duration,
         read: impl FnOnce(&mut Conn) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        let in_flight = cancel::in_flight(self.fd)?;
+        // Held apart from the connection while `read` has it.
+        let cancel = self.cancel.take();
+        let result = self.read_registered(cancel.as_deref(), timeout, read);
+        self.cancel = cancel;
+        result
+    }
+
+    fn read_registered(
+        &mut self,
+        cancel: Option<&Cancel>,
+        timeout: Duration,
+        read: impl FnOnce(&mut Conn) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let in_flight = cancel::in_flight(cancel, self.fd)?;
         self.deadline.arm(timeout);
         let result = read(self);
         self.deadline.disarm();

@@ -331,6 +331,8 @@ impl UpstreamClient {
         if !separate_body {
             head.extend_from_slice(first);
         }
+        // The request's cancel, read once: every read and write of the connection registers with it.
+        let cancel = cancel::current_cancel();
         for attempt in 0..2 {
             // A retry always opens a fresh connection.
             let pooled = if attempt == 0 { self.checkout() } else { None };
@@ -338,6 +340,7 @@ impl UpstreamClient {
                 Some(c) => (c, true),
                 None => (self.connect().map_err(not_connected)?, false),
             };
+            conn.cancel.clone_from(&cancel);
             let mut written = conn.write_all(&head);
             if written.is_ok() && separate_body {
                 written = if chunked { write_chunk(&mut conn, first) } else { conn.write_all(first) };
@@ -410,7 +413,9 @@ impl UpstreamClient {
         }
     }
 
-    fn checkin(&self, conn: Conn) {
+    fn checkin(&self, mut conn: Conn) {
+        // A pooled connection belongs to no request.
+        conn.cancel = None;
         let own = affinity::of_fd(conn.fd) % self.idle.len();
         // One clock read serves the expiry, the connection's idle start and the sweep.
         let now_ms = crate::clock::coarse_millis();
@@ -503,7 +508,8 @@ impl UpstreamClient {
                     .map_err(|e| UpstreamError::Unreachable(format!("TLS setup: {e}")))?;
                 let mut tls = rustls::StreamOwned::new(session, stream);
                 let _ = tls.sock.set_read_timeout(Some(self.connect_timeout));
-                let _in_flight = cancel::in_flight(fd).map_err(|e| classify(e, "TLS handshake"))?;
+                let cancel = cancel::current_cancel();
+                let _in_flight = cancel::in_flight(cancel.as_deref(), fd).map_err(|e| classify(e, "TLS handshake"))?;
                 while tls.conn.is_handshaking() {
                     if Instant::now() >= deadline {
                         return Err(UpstreamError::Timeout("TLS handshake timed out".into()));
@@ -513,7 +519,13 @@ impl UpstreamClient {
                 ClientStream::Tls(Box::new(tls))
             }
         };
-        Ok(Conn { deadline: Deadline::register(fd, std::net::Shutdown::Both), io, fd, buf: ReadBuf::new() })
+        Ok(Conn {
+            deadline: Deadline::register(fd, std::net::Shutdown::Both),
+            io,
+            fd,
+            buf: ReadBuf::new(),
+            cancel: None,
+        })
     }
 }
 
