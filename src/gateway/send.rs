@@ -392,9 +392,9 @@ pub(crate) fn forward(
         }
     };
     let sent_query = match (client.query().is_empty(), query.is_empty()) {
-        (true, _) => std::borrow::Cow::Borrowed(query),
-        (false, true) => std::borrow::Cow::Borrowed(client.query()),
-        (false, false) => std::borrow::Cow::Owned(format!("{}&{query}", client.query())),
+        (true, _) => Cow::Borrowed(query),
+        (false, true) => Cow::Borrowed(client.query()),
+        (false, false) => Cow::Owned(format!("{}&{query}", client.query())),
     };
     let signed: &[u8] = match &body {
         SendBody::Bytes(b) => b,

@@ -338,7 +338,7 @@ impl UpstreamClient {
             let pooled = if attempt == 0 { self.checkout() } else { None };
             let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
-                None => (self.connect().map_err(not_connected)?, false),
+                None => (self.connect(cancel.as_deref()).map_err(not_connected)?, false),
             };
             conn.cancel.clone_from(&cancel);
             let mut written = conn.write_all(&head);
@@ -439,8 +439,9 @@ impl UpstreamClient {
         drop(expired);
     }
 
-    /// Resolves, connects and (for https) handshakes, all within `connect_timeout` together.
-    fn connect(&self) -> Result<Conn, UpstreamError> {
+    /// Resolves, connects and (for https) handshakes, all within `connect_timeout` together; the
+    /// handshake registers with the request's `cancel`.
+    fn connect(&self, cancel: Option<&Cancel>) -> Result<Conn, UpstreamError> {
         let deadline = Instant::now() + self.connect_timeout;
         let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         let addrs = self
@@ -462,7 +463,7 @@ impl UpstreamClient {
                     }
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_write_timeout(Some(self.idle_timeout));
-                    return self.wrap(stream, deadline);
+                    return self.wrap(stream, deadline, cancel);
                 }
                 Err(e) => {
                     if let Some(Transition::Ejected(ms)) = health.failure(crate::clock::unix_millis(), &self.health) {
@@ -499,7 +500,7 @@ impl UpstreamClient {
         ready
     }
 
-    fn wrap(&self, stream: TcpStream, deadline: Instant) -> Result<Conn, UpstreamError> {
+    fn wrap(&self, stream: TcpStream, deadline: Instant, cancel: Option<&Cancel>) -> Result<Conn, UpstreamError> {
         let fd = stream.as_raw_fd();
         let io = match &self.tls {
             None => ClientStream::plain(stream),
@@ -508,8 +509,7 @@ impl UpstreamClient {
                     .map_err(|e| UpstreamError::Unreachable(format!("TLS setup: {e}")))?;
                 let mut tls = rustls::StreamOwned::new(session, stream);
                 let _ = tls.sock.set_read_timeout(Some(self.connect_timeout));
-                let cancel = cancel::current_cancel();
-                let _in_flight = cancel::in_flight(cancel.as_deref(), fd).map_err(|e| classify(e, "TLS handshake"))?;
+                let _in_flight = cancel::in_flight(cancel, fd).map_err(|e| classify(e, "TLS handshake"))?;
                 while tls.conn.is_handshaking() {
                     if Instant::now() >= deadline {
                         return Err(UpstreamError::Timeout("TLS handshake timed out".into()));

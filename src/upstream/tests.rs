@@ -125,7 +125,7 @@ fn a_checkin_sweeps_the_other_workers_expired_connections_now_and_then() {
     // Connections until there is one on each worker (outside a client connection none is moved).
     let (mut on0, mut on1) = (Vec::new(), Vec::new());
     while on0.len() < 2 || on1.is_empty() {
-        let conn = client.connect().unwrap();
+        let conn = client.connect(None).unwrap();
         if affinity::of_fd(conn.fd) == 0 {
             on0.push(conn)
         } else {
