@@ -303,8 +303,13 @@ fn a_long_exact_model_name_labels_the_request_and_overflows_as_the_answers_model
         let r = post(gw.addr, "/v1/chat/completions", &[], &chat(model));
         assert_eq!((r.status, r.json()["model"].as_str()), (200, Some(model)));
     }
-    let text = scrape(gw.addr, &[]);
     let name = "gen_ai_server_request_duration_seconds_count";
+    // A request is recorded after its answer is sent: the last one may not be in the first scrape.
+    let mut text = String::new();
+    eventually(Duration::from_secs(2), || {
+        text = scrape(gw.addr, &[]);
+        samples(&text, name).iter().any(|s| s.labels.get("gen_ai_request_model").is_some_and(|m| m == "short"))
+    });
     let long_series = one(&text, name, &[("gen_ai_request_model", long.as_str())]);
     assert_eq!(long_series.labels["gen_ai_response_model"], "_OTHER");
     assert_eq!(one(&text, name, &[("gen_ai_request_model", "short")]).labels["gen_ai_response_model"], "short");

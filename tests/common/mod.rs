@@ -981,6 +981,10 @@ pub fn sdk_python() -> std::path::PathBuf {
     let ready = venv.join(".installed");
     let requirements = root.join("tests/sdk/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
+    // One test at a time creates it: two `venv` runs into one directory fail. (Test binaries run one
+    // after another.)
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _creating = CREATING.lock().unwrap_or_else(|e| e.into_inner());
     if std::fs::read_to_string(&ready).ok().as_deref() != Some(wanted.as_str()) {
         let status =
             Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed for SDK tests");
