@@ -143,6 +143,37 @@ fn client_disconnect_while_waiting_for_first_byte_cancels_upstream() {
     assert!(closed_at.elapsed() < Duration::from_millis(1500), "upstream dropped after {:?}", closed_at.elapsed());
 }
 
+/// A keep-alive connection stays on the watch list between requests: a request long after the first
+/// is still watched, and the idle time between them cancels nothing.
+#[test]
+fn a_later_request_on_a_kept_alive_connection_is_cancelled_when_its_client_leaves() {
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let mut s = connect(gw.addr);
+    let body =
+        serde_json::to_vec(&json!({"model": "fake-1", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+    post_raw(&mut s, "/v1/chat/completions", &[], &body);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(read_response(&mut reader).status, 200);
+    // Idle for longer than the watcher's grace and period.
+    std::thread::sleep(Duration::from_millis(700));
+    post_raw(&mut s, "/v1/chat/completions", &[], &body);
+    assert_eq!(read_response(&mut reader).status, 200, "the idle connection's next request was cancelled");
+    assert_eq!(up.peer_closed.load(std::sync::atomic::Ordering::SeqCst), 0);
+    post_raw(
+        &mut s,
+        "/v1/chat/completions",
+        &[("x-fake-mode", "stall")],
+        &serde_json::to_vec(&stream_body("fake-1")).unwrap(),
+    );
+    assert!(eventually(Duration::from_secs(3), || up.requests().len() == 3));
+    let closed_at = Instant::now();
+    drop(reader);
+    drop(s);
+    assert!(eventually(Duration::from_secs(2), || up.peer_closed.load(std::sync::atomic::Ordering::SeqCst) == 1));
+    assert!(closed_at.elapsed() < Duration::from_millis(1500), "upstream dropped after {:?}", closed_at.elapsed());
+}
+
 #[test]
 fn client_disconnect_mid_stream_cancels_upstream() {
     let up = FakeUpstream::start();

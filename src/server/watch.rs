@@ -1,7 +1,8 @@
-//! Client-disconnect detection for requests in flight. One thread looks at every watched client
-//! socket a few times a second (a non-blocking peek on a duplicate handle): a request costs two map
-//! operations and no coroutine or wake-up, and a client that closes has its upstream call shut down
-//! within `GRACE_MS + PERIOD`.
+//! Client-disconnect detection for requests in flight. One thread looks at the socket of every
+//! watched client connection with a request in flight a few times a second (a non-blocking peek): a
+//! connection is put on a watch list once, at its first request, and a request costs a few atomic
+//! stores and one uncontended lock, with no coroutine or wake-up. A client that closes has its
+//! upstream call shut down within `GRACE_MS + PERIOD`.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,9 +28,8 @@ struct Watched {
     /// A TLS client's close usually comes as a `close_notify` record before the FIN: bytes to peek at
     /// that are not a next request, so the half-close itself (POLLRDHUP) is what is looked for.
     tls: bool,
+    /// The connection's requests: which one is in flight, and since when.
     cancel: Arc<Cancel>,
-    /// When the request started, in [`crate::clock::coarse_millis`].
-    since_ms: u64,
 }
 
 /// One watch list per worker thread (threads take them in turn): the two operations a request makes
@@ -56,39 +56,37 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
 
-/// Per connection: its cancel handle and, while a request is in flight, its entry in a watch list
-/// (the list and the id in it).
+/// Per connection, in its coroutine: its cancel handle, whether a request is in flight, and its entry
+/// in a watch list (the list and the id in it) from its first watched request until it closes.
 pub struct ClientWatch {
     cancel: Arc<Cancel>,
+    in_flight: bool,
     entry: Option<(usize, u64)>,
 }
 
 impl ClientWatch {
     pub fn new() -> ClientWatch {
-        ClientWatch { cancel: Arc::new(Cancel::default()), entry: None }
+        ClientWatch { cancel: Arc::new(Cancel::default()), in_flight: false, entry: None }
     }
 
     /// Watches the client until `request_done`; upstream sockets of this coroutine register with the
-    /// returned `Cancel`.
+    /// returned `Cancel`. Must be called from the connection's own coroutine.
     pub fn start(&mut self, stream: &ServerStream) -> Arc<Cancel> {
-        if self.entry.is_none() {
-            // A fresh handle per request: a cancel (even a late one) reaches only its own request.
-            self.cancel = Arc::new(Cancel::default());
+        if !self.in_flight {
+            self.in_flight = true;
+            self.cancel.begin();
         }
-        crate::upstream::set_current_cancel(&self.cancel);
         if self.entry.is_none() {
+            // The connection's first watched request: its coroutine's upstream sockets register with
+            // this `Cancel` from now on, and the watcher looks at it until it closes.
+            crate::upstream::set_current_cancel(&self.cancel);
             WATCHER.call_once(|| {
                 let spawned = crate::affinity::spawn_helper("switchyard-watch", watch_loop);
                 if let Err(e) = spawned {
                     crate::error!("cannot start the client watcher: {e}");
                 }
             });
-            let entry = Watched {
-                fd: stream.as_raw_fd(),
-                tls: stream.is_tls(),
-                cancel: self.cancel.clone(),
-                since_ms: crate::clock::coarse_millis(),
-            };
+            let entry = Watched { fd: stream.as_raw_fd(), tls: stream.is_tls(), cancel: self.cancel.clone() };
             let shard = SHARD.with(|s| *s);
             let mut list = WATCHED[shard].0.lock();
             let list = list.get_or_insert_with(List::default);
@@ -99,8 +97,18 @@ impl ClientWatch {
         self.cancel.clone()
     }
 
+    /// The request ends: a cancel no longer reaches it, nor the connection until its next request.
     pub fn request_done(&mut self) {
-        self.cancel.clear();
+        if std::mem::take(&mut self.in_flight) {
+            self.cancel.end();
+        }
+    }
+}
+
+impl Drop for ClientWatch {
+    /// Off the watch list before the connection's socket closes (the watcher peeks at it by descriptor).
+    fn drop(&mut self) {
+        self.request_done();
         // The list it was put in (a coroutine may have moved to another worker since).
         if let Some((shard, id)) = self.entry.take() {
             if let Some(list) = WATCHED[shard].0.lock().as_mut() {
@@ -110,26 +118,18 @@ impl ClientWatch {
     }
 }
 
-impl Drop for ClientWatch {
-    fn drop(&mut self) {
-        self.request_done();
-    }
-}
-
 fn watch_loop() {
-    let mut ids: Vec<u64> = Vec::new();
-    let mut gone: Vec<Arc<Cancel>> = Vec::new();
+    let mut ids: Vec<(u64, u64)> = Vec::new();
+    let mut gone: Vec<(Arc<Cancel>, u64)> = Vec::new();
     loop {
         std::thread::sleep(PERIOD);
         let now_ms = crate::clock::coarse_millis();
         for shard in &WATCHED {
             if let Some(list) = shard.0.lock().as_ref() {
-                ids.extend(
-                    list.watched
-                        .iter()
-                        .filter(|(_, w)| now_ms.saturating_sub(w.since_ms) >= GRACE_MS && !w.cancel.is_cancelled())
-                        .map(|(id, _)| *id),
-                );
+                ids.extend(list.watched.iter().filter_map(|(id, w)| {
+                    let (request, since_ms) = w.cancel.in_flight_request()?;
+                    (now_ms.saturating_sub(since_ms) >= GRACE_MS && !w.cancel.is_cancelled()).then_some((*id, request))
+                }));
             }
             // Peeks happen under the list's lock, a batch at a time: an entry is removed (under the
             // lock) before its connection's socket closes, so every descriptor looked at here is open
@@ -138,16 +138,16 @@ fn watch_loop() {
             for batch in ids.chunks(64) {
                 let guard = shard.0.lock();
                 let Some(list) = guard.as_ref() else { break };
-                for w in batch.iter().filter_map(|id| list.watched.get(id)) {
+                for (w, request) in batch.iter().filter_map(|(id, request)| Some((list.watched.get(id)?, *request))) {
                     if client_gone(w) {
-                        gone.push(w.cancel.clone());
+                        gone.push((w.cancel.clone(), request));
                     }
                 }
             }
             ids.clear();
         }
-        for cancel in gone.drain(..) {
-            cancel.cancel();
+        for (cancel, request) in gone.drain(..) {
+            cancel.cancel_request(request);
         }
     }
 }
