@@ -381,7 +381,11 @@ pub(crate) fn forward(
         }
     };
     // A provider's path may carry its own query (`?alt=sse`, `?api-version=…`), sent with the client's.
-    let (path, path_query) = path.split_once('?').unwrap_or((path, ""));
+    // (A byte search: `split_once` with a char pattern costs ~150 instructions on a short path.)
+    let (path, path_query) = match path.bytes().position(|b| b == b'?') {
+        Some(at) => (&path[..at], &path[at + 1..]),
+        None => (path, ""),
+    };
     let joined;
     let query = match (path_query.is_empty(), query.is_empty()) {
         (true, _) => query,

@@ -276,8 +276,17 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 }
 
 /// Whether `name` is written in lower-case letters, digits and `-` only, as [`name_is`] needs.
-pub fn is_lower_name(name: &[u8]) -> bool {
-    name.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+#[inline(always)]
+pub const fn is_lower_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Whether the header name `name` (a token, as httparse admits) is `lower` ([`is_lower_name`]) in any
@@ -331,27 +340,35 @@ impl RequestHead {
     }
 
     /// The first header with this name (case-insensitive), as text when it is valid UTF-8.
+    #[inline(always)]
     pub fn header(&self, name: &str) -> Option<&str> {
         let (_, value) = self.named(name).next()?;
         self.raw.text(value.clone()).map(str::trim)
     }
 
     /// Values of the headers with this name, compared as bytes (no text conversion per header).
+    #[inline(always)]
     fn header_values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         let raw = self.raw.bytes();
         self.named(name).map(|(_, v)| &raw[v.clone()])
     }
 
     /// The (name, value) ranges of the headers with this name.
+    #[inline(always)]
     fn named<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a (Range<usize>, Range<usize>)> + use<'a, 'n> {
         let raw = self.raw.bytes();
-        let lower = is_lower_name(name.as_bytes());
+        let name = name.as_bytes();
+        // Inlined, so that for a literal `name` (most lookups) this is worked out while compiling.
+        let lower = is_lower_name(name);
+        // Most headers differ in length from `name`: only the others are compared.
         self.headers.iter().filter(move |(n, _)| {
-            let n = &raw[n.clone()];
-            if lower {
-                name_is(n, name.as_bytes())
-            } else {
-                n.eq_ignore_ascii_case(name.as_bytes())
+            n.len() == name.len() && {
+                let n = &raw[n.clone()];
+                if lower {
+                    name_is(n, name)
+                } else {
+                    n.eq_ignore_ascii_case(name)
+                }
             }
         })
     }
