@@ -105,6 +105,12 @@ impl SseFramer {
     /// The next complete event, if one has arrived.
     pub fn next_event(&mut self) -> Option<Event<'_>> {
         self.pending.consume(std::mem::take(&mut self.handed_out));
+        if self.scanned == 0 {
+            if let Some(event) = one_data_line(self.pending.pending()) {
+                self.handed_out = event.raw.len();
+                return Some(event);
+            }
+        }
         match scan_event(self.pending.pending(), self.scanned) {
             Err(resume) => {
                 self.scanned = resume;
@@ -136,6 +142,20 @@ impl SseFramer {
         self.handed_out = rest.len();
         Ok(Some(sse_event(rest)))
     }
+}
+
+/// The event at the start of `buf` when it is the common kind, one `data:` line ended by LF and a blank
+/// line ended by LF: found with one scan, and the same as [`scan_event`] then [`sse_event`] give.
+/// `None`: any other kind, or not complete yet.
+fn one_data_line(buf: &[u8]) -> Option<Event<'_>> {
+    let line = buf.strip_prefix(b"data:")?;
+    let end = memchr::memchr2(b'\n', b'\r', line)?;
+    if line[end] != b'\n' || line.get(end + 1) != Some(&b'\n') {
+        return None;
+    }
+    let value = &line[..end];
+    let data = value.strip_prefix(b" ").unwrap_or(value);
+    Some(Event { name: None, data: Cow::Borrowed(data), raw: &buf[..b"data:".len() + end + 2] })
 }
 
 /// The fields of one raw SSE event.

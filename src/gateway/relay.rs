@@ -44,6 +44,9 @@ const MAX_UPSTREAM_BODY: u64 = 64 * 1024 * 1024;
 /// The most a body's buffer is sized to before its bytes arrive.
 const PRESIZED_BODY_AT_MOST: u64 = 1024 * 1024;
 
+/// The client bytes of one relay step are first held in a buffer of this size.
+const OUT_INITIAL: usize = 4096;
+
 /// A wait for the upstream at least this long makes a stream slow: before its next wait, as before its
 /// first, its empty buffers and the connection's idle stack pages are given back (`server/stack.rs`),
 /// so 10,000 slow streams hold only what they use. Streams with events closer together keep them: a
@@ -149,7 +152,9 @@ pub fn relay(
         if started && resp.start(up.status, &headers).is_err() {
             return Outcome { client_gone: true, ..facts };
         }
-        let mut out = Vec::new();
+        // Sized for a typical upstream read's events at once (growing it step by step cost a
+        // reallocation and a copy at each step, every stream).
+        let mut out = Vec::with_capacity(OUT_INITIAL);
         // The last wait for the upstream was long, or this is the first (the time to the first token).
         let mut slow = true;
         loop {

@@ -200,21 +200,36 @@ impl Responder<'_> {
         }
         self.head_pending = false;
         let chunked = self.minor != 0 && !self.head_only;
-        if !data.is_empty() && !self.head_only {
-            self.sent += data.len() as u64;
-            if chunked {
-                crate::digits::push_hex(&mut out, data.len() as u64);
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
+        let data = if self.head_only { &[][..] } else { data };
+        self.sent += data.len() as u64;
+        // What follows `data`: the end of its chunk and, when `last`, the end of the body.
+        let tail: &[u8] = match (chunked, data.is_empty(), last) {
+            (false, _, _) | (true, true, false) => b"",
+            (true, true, true) => b"0\r\n\r\n",
+            (true, false, false) => b"\r\n",
+            (true, false, true) => b"\r\n0\r\n\r\n",
+        };
+        if chunked && !data.is_empty() {
+            crate::digits::push_hex(&mut out, data.len() as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        // On a plain socket the data goes out from where it lies, between the head and chunk line
+        // before it and the framing after it, in one `writev`; on TLS, in one buffer (one record).
+        let result = if data.is_empty() || self.stream.is_tls() {
+            out.reserve(data.len() + tail.len());
+            out.extend_from_slice(data);
+            out.extend_from_slice(tail);
+            if out.is_empty() {
+                Ok(())
             } else {
-                out.extend_from_slice(data);
+                self.stream.write_all(&out)
             }
-        }
-        if last && chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-        let result = if out.is_empty() { Ok(()) } else { self.stream.write_all(&out) };
+        } else {
+            write_all_vectored(
+                self.stream,
+                &mut [io::IoSlice::new(&out), io::IoSlice::new(data), io::IoSlice::new(tail)],
+            )
+        };
         out.clear();
         self.scratch = out;
         if result.is_err() {

@@ -115,3 +115,46 @@ fn a_corrupt_frame_ends_the_stream_with_an_error_event() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("\"error\"") && text.contains("checksum mismatch"), "{text}");
 }
+
+/// The one-scan path for one-`data:`-line events gives exactly what the general scan and parse give,
+/// and declines everything else (checked on edge cases and 20,000 random byte strings).
+#[test]
+fn the_one_data_line_path_agrees_with_the_general_scan() {
+    let check = |buf: &[u8]| {
+        if let Some(fast) = one_data_line(buf) {
+            let len = scan_event(buf, 0).unwrap_or_else(|_| panic!("{buf:?}"));
+            assert_eq!(fast.raw, &buf[..len], "{buf:?}");
+            let general = sse_event(&buf[..len]);
+            assert_eq!((fast.name, &fast.data[..]), (general.name, &general.data[..]), "{buf:?}");
+        }
+    };
+    for case in [
+        &b"data:x\n\n"[..],
+        b"data: x\n\n",
+        b"data:  x\n\n",
+        b"data: x\n\r\n",
+        b"data: x\r\n\r\n",
+        b"data: x\ndata: y\n\n",
+        b"data: x\n",
+        b"data:\n\n",
+        b"data: a\n\ndata: b\n\n",
+        b"datax: y\n\n",
+        b"data: a\rb\n\n",
+    ] {
+        check(case);
+    }
+    assert!(one_data_line(b"data: x\n").is_none() && one_data_line(b"data: x\ndata: y\n\n").is_none());
+    assert!(one_data_line(b"data: a\rb\n\n").is_none());
+    let alphabet = b"data: \n\r{}x";
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..20_000 {
+        let mut buf = b"data:".to_vec();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        for k in 0..(seed % 24) {
+            buf.push(alphabet[((seed >> (k * 2 % 60)) % alphabet.len() as u64) as usize]);
+        }
+        check(&buf);
+    }
+}
