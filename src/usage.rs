@@ -6,6 +6,7 @@
 //! can be estimated rather than counted as zero, and marks the usage-only chunk the gateway asked for
 //! on the client's behalf so that it can be removed.
 
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 use crate::api::Api;
@@ -80,10 +81,11 @@ pub fn facts_from_body(api: Api, body: &[u8], finish_reasons: bool) -> BodyFacts
 
 /// The string value of the first `"key":"…"` in `data` (`key` with its quotes), when it has no
 /// escapes: a byte scan, for fields read from every streamed event.
-fn string_field<'d>(data: &'d [u8], key: &[u8]) -> Option<&'d str> {
+fn string_field<'d>(data: &'d [u8], key: &Finder<'static>) -> Option<&'d str> {
+    let key_len = key.needle().len();
     let mut from = 0;
-    while let Some(at) = memchr::memmem::find(&data[from..], key) {
-        let rest = &data[from + at + key.len()..];
+    while let Some(at) = key.find(&data[from..]) {
+        let rest = &data[from + at + key_len..];
         let mut i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
         if rest[i] == b':' {
             i += 1 + rest[i + 1..].iter().position(|b| !b.is_ascii_whitespace())?;
@@ -93,10 +95,16 @@ fn string_field<'d>(data: &'d [u8], key: &[u8]) -> Option<&'d str> {
                 return (value[end] == b'"').then(|| std::str::from_utf8(&value[..end]).ok()).flatten();
             }
         }
-        from += at + key.len();
+        from += at + key_len;
     }
     None
 }
+
+/// A key searched for in every event, its searcher built once (building one costs more than a search).
+type Key = std::sync::LazyLock<Finder<'static>>;
+static MODEL_KEY: Key = Key::new(|| Finder::new(b"\"model\""));
+static FINISH_REASON_KEY: Key = Key::new(|| Finder::new(b"\"finish_reason\""));
+static STOP_REASON_KEY: Key = Key::new(|| Finder::new(b"\"stopReason\""));
 
 /// Usage in a Gemini answer: `usageMetadata` (generateContent, countTokens); for embeddings, Vertex's
 /// `predict` token counts (`predictions[].embeddings.statistics.token_count`), and zero for the
@@ -226,10 +234,10 @@ impl StreamUsage {
         }
         if self.api == Api::OpenAi {
             if self.model.is_none() {
-                self.model = string_field(data, b"\"model\"").map(str::to_string);
+                self.model = string_field(data, &MODEL_KEY).map(str::to_string);
             }
             if self.want_finish_reasons {
-                if let Some(reason) = string_field(data, b"\"finish_reason\"") {
+                if let Some(reason) = string_field(data, &FINISH_REASON_KEY) {
                     let reason = reason.to_string();
                     self.add_finish_reason(&reason);
                 }
@@ -238,7 +246,7 @@ impl StreamUsage {
         match self.api {
             Api::Converse => {
                 if event.name == Some("messageStop") && self.want_finish_reasons {
-                    if let Some(reason) = string_field(data, b"\"stopReason\"") {
+                    if let Some(reason) = string_field(data, &STOP_REASON_KEY) {
                         let reason = reason.to_string();
                         self.add_finish_reason(&reason);
                     }
@@ -344,8 +352,7 @@ fn responses_event_type(data: &[u8]) -> Option<&[u8]> {
 /// Whether `"usage"` appears followed by `:` and an object (not `null`). Asked of every streamed
 /// OpenAI event, so the searcher is built once, not per call as `memmem::find_iter` would.
 fn has_usage_object(data: &[u8]) -> bool {
-    static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    static USAGE_KEY: Key = Key::new(|| Finder::new(b"\"usage\""));
     // `find` in a loop: `find_iter` copies the searcher (~30 instructions, every event).
     let mut from = 0;
     while let Some(at) = USAGE_KEY.find(&data[from..]) {
