@@ -265,7 +265,7 @@ fn read_elements(b: &[u8], at: usize, key: &str, values: &mut Vec<Range<usize>>)
 pub fn string_value(json: &[u8]) -> Option<String> {
     let inner = json.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     if inner.iter().all(|&b| b != b'\\' && b >= 0x20) {
-        return std::str::from_utf8(inner).ok().map(str::to_owned);
+        return crate::text::utf8(inner).ok().map(str::to_owned);
     }
     serde_json::from_slice(json).ok()
 }

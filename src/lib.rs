@@ -38,6 +38,7 @@ pub mod snapshot;
 pub mod sse;
 pub mod stream;
 pub mod strict_json;
+pub mod text;
 pub mod tls;
 pub mod trace;
 pub mod translate;

@@ -161,7 +161,7 @@ fn text<'b>(body: &'b [u8], at: usize, set: impl FnOnce(Option<&'b str>)) -> Opt
     if escaped {
         return None;
     }
-    set(Some(std::str::from_utf8(&body[at + 1..end - 1]).ok()?));
+    set(Some(crate::text::utf8(&body[at + 1..end - 1]).ok()?));
     Some(end)
 }
 

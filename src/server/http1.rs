@@ -51,9 +51,9 @@ enum Raw {
 
 impl Raw {
     fn new(head: &[u8]) -> Raw {
-        match String::from_utf8(head.to_vec()) {
+        match crate::text::owned_utf8(head.to_vec()) {
             Ok(text) => Raw::Text(text),
-            Err(e) => Raw::Bytes(e.into_bytes()),
+            Err(bytes) => Raw::Bytes(bytes),
         }
     }
 
@@ -410,7 +410,7 @@ impl RequestHead {
                 length = Some(n);
                 continue;
             }
-            let s = std::str::from_utf8(v).map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
+            let s = crate::text::utf8(v).map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
             for part in s.split(',') {
                 let part = part.trim_matches([' ', '\t']);
                 if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 19 {

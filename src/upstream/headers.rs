@@ -25,7 +25,7 @@ impl ResponseHeaders {
         // trimmed it already, which two byte checks tell.
         let untrimmed = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
         let value = if untrimmed(value.first()) || untrimmed(value.last()) { value.trim_ascii() } else { value };
-        match std::str::from_utf8(value) {
+        match crate::text::utf8(value) {
             Ok(text) => self.text.push_str(text),
             // The lossy conversion is slow: only a value that is not valid text takes it.
             Err(_) => self.text.push_str(&String::from_utf8_lossy(value)),
