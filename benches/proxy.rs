@@ -1,6 +1,6 @@
 //! Proxy throughput, latency and CPU per request: the same closed-loop load straight to the upstream,
 //! through Switchyard, and (when installed) through nginx `proxy_pass`, in one run, as interleaved rounds
-//! (medians reported). Scenarios: `chat` (a 578 B JSON answer), `stream` (12 SSE events, 2,709 B, that
+//! (medians reported). Scenarios: `chat` (a 549 B JSON answer), `stream` (12 SSE events, 2,709 B, that
 //! the upstream sends in one write), and `64KiB` (a large request body).
 //!
 //! Every process runs at the bench's own priority: each thread of the gateway and of nginx is reniced to

@@ -182,7 +182,7 @@ mod tests {
         assert!(io.client_left() && cancel.is_cancelled());
         assert!(shut_down(&mut peer));
         drop(io);
-        // A socket registered later in the same request is shut down at once.
+        // A later read or write of the same request fails at once.
         let (later, _peer) = pair();
         assert_eq!(
             in_flight(Some(&cancel), later.as_raw_fd()).err().map(|e| e.kind()),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
 
-/// A 578-byte chat completion (the size of a short real answer).
+/// A 549-byte chat completion (the size of a short real answer).
 pub const CHAT_REPLY: &[u8] = br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! Here is a short answer of the kind a chat model gives: a couple of sentences that explain a thing plainly, so that the response body has a realistic size for a proxy benchmark, neither tiny nor large. That is all, and it was a good question to ask, thanks."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":57,"total_tokens":66},"system_fingerprint":"fp_bench"}"#;
 
 /// Sets may up for a bench process: 2 scheduler threads, a stack big enough for the client side.

@@ -149,9 +149,7 @@ fn the_one_data_line_path_agrees_with_the_general_scan() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..20_000 {
         let mut buf = b"data:".to_vec();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        seed = crate::router::xorshift(seed);
         for k in 0..(seed % 24) {
             buf.push(alphabet[((seed >> (k * 2 % 60)) % alphabet.len() as u64) as usize]);
         }
