@@ -372,11 +372,11 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn scratch(tag: &str) -> std::path::PathBuf {
+pub fn scratch(tag: &str) -> std::path::PathBuf {
     // Several gateways may run at once: each needs its own directory (its config file is watched).
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,164 @@
+//! Instructions per request, counted by callgrind (exact, and immune to this machine's noise), through
+//! Switchyard and through nginx `proxy_pass` counted the same way in the same run. Each proxy runs under
+//! `valgrind --tool=callgrind` with one worker in front of the bench's in-process upstream; one
+//! keep-alive connection sends requests one after another; the counters are zeroed after a warm-up and
+//! dumped after the measured requests (`callgrind_control`). Scenarios: `chat` (the 549 B answer),
+//! `stream` (12 SSE events in one upstream write) and `spaced` (50 events 2 ms apart, per stream).
+//! `BENCH_REQUESTS` (default 1,000; `spaced` runs a tenth of it). Needs valgrind; says so without it.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One proxy under callgrind; killed (and its scratch directory removed) on drop.
+struct Counted {
+    child: Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+    dumps: usize,
+}
+
+impl Counted {
+    /// `command` (a proxy and its arguments) under callgrind, listening on `addr` once it is up.
+    fn start(dir: std::path::PathBuf, addr: SocketAddr, command: &[String]) -> Counted {
+        let child = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}/callgrind.out", dir.display()))
+            .args(command)
+            .env("SWITCHYARD_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start valgrind");
+        // Under valgrind a start-up takes seconds (reading the binary's debug info).
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(120), "{addr} did not come up under valgrind");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Counted { child, addr, dir, dumps: 0 }
+    }
+
+    fn control(&self, flag: &str) {
+        let status = Command::new("callgrind_control")
+            .arg(flag)
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {flag} failed");
+    }
+
+    /// Instructions per request of `count` requests sent after `warm_up` others on one connection.
+    fn per_request(&mut self, request: &[u8], warm_up: usize, count: usize) -> f64 {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = Vec::new();
+        let mut one = || {
+            std::io::Write::write_all(&mut s, request).unwrap();
+            let (status, _) = read_response(&mut s, &mut buf).expect("a response");
+            assert_eq!(status, 200);
+        };
+        for _ in 0..warm_up {
+            one();
+        }
+        self.control("-z");
+        for _ in 0..count {
+            one();
+        }
+        self.control("-d");
+        self.dumps += 1;
+        let dump = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&format!(".{}", self.dumps)))
+            .expect("the dump callgrind_control asked for");
+        let text = std::fs::read_to_string(dump).unwrap();
+        let total: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("a summary line");
+        total as f64 / count as f64
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn main() {
+    init_may();
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("valgrind not found: install it (Debian: valgrind) to count instructions per request");
+        return;
+    }
+    let requests = std::env::var("BENCH_REQUESTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000usize);
+    let upstream = start_upstream();
+    let scenarios = [
+        ("chat", chat_request("bench", 200, false, ""), 300, requests),
+        ("stream", chat_request("bench", 200, true, "x-bench-events: 12\r\nx-bench-one-write: 1\r\n"), 300, requests),
+        (
+            "spaced",
+            chat_request("bench", 200, true, "x-bench-events: 50\r\nx-bench-delay-ms: 2\r\n"),
+            30,
+            requests / 10,
+        ),
+    ];
+
+    let mut targets = Vec::new();
+    let dir = scratch("callgrind-gw");
+    let port = free_port();
+    let config = serde_json::json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "workers": 1,
+        "backends": [{"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")}],
+        "routes": [{"model": "bench", "backends": [{"backend": "up"}]}]
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let command = vec![gateway_binary(), "--config".into(), path.display().to_string()];
+    targets.push(("switchyard", Counted::start(dir, format!("127.0.0.1:{port}").parse().unwrap(), &command)));
+    if let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists()) {
+        let dir = scratch("callgrind-nginx");
+        let port = free_port();
+        let conf = format!(
+            "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log error;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; client_body_buffer_size 1m;\n\
+               keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 16; keepalive_requests 10000000; }}\n\
+               server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+                 proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
+            d = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let command =
+            vec![nginx.into(), "-c".into(), path.display().to_string(), "-p".into(), dir.display().to_string()];
+        targets.push(("nginx", Counted::start(dir, format!("127.0.0.1:{port}").parse().unwrap(), &command)));
+    }
+
+    println!("instructions per request (callgrind, one worker, one connection, {requests} requests after a warm-up; spaced: per stream of 50 events, {} streams)", requests / 10);
+    println!("{:<8} {:>14} {:>14} {:>10}", "scenario", "switchyard", "nginx", "ratio");
+    for (name, request, warm_up, count) in &scenarios {
+        let counts: Vec<f64> = targets.iter_mut().map(|(_, t)| t.per_request(request, *warm_up, *count)).collect();
+        match counts.as_slice() {
+            [ours, theirs] => println!("{name:<8} {ours:>14.0} {theirs:>14.0} {:>9.2}x", ours / theirs),
+            [ours] => println!("{name:<8} {ours:>14.0} {:>14} {:>10}", "-", "-"),
+            _ => unreachable!(),
+        }
+    }
+    if targets.len() == 1 {
+        println!("(nginx not found: install it (Debian: nginx-light) to count it in the same run)");
+    }
+}
