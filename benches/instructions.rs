@@ -119,30 +119,13 @@ fn main() {
     let mut targets = Vec::new();
     let dir = scratch("callgrind-gw");
     let port = free_port();
-    let config = serde_json::json!({
-        "listen": format!("127.0.0.1:{port}"),
-        "workers": 1,
-        "backends": [{"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")}],
-        "routes": [{"model": "bench", "backends": [{"backend": "up"}]}]
-    });
-    let path = dir.join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
+    let path = write_gateway_config(&dir, upstream, port, serde_json::json!({"workers": 1}));
     let command = vec![gateway_binary(), "--config".into(), path.display().to_string()];
     targets.push(("switchyard", Counted::start(dir, format!("127.0.0.1:{port}").parse().unwrap(), &command)));
-    if let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists()) {
+    if let Some(nginx) = nginx_binary() {
         let dir = scratch("callgrind-nginx");
         let port = free_port();
-        let conf = format!(
-            "master_process off;\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log error;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; client_body_buffer_size 1m;\n\
-               keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 16; keepalive_requests 10000000; }}\n\
-               server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
-            d = dir.display()
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
+        let path = write_nginx_config(&dir, upstream, port, "master_process off;\nworker_processes 1;", "");
         let command =
             vec![nginx.into(), "-c".into(), path.display().to_string(), "-p".into(), dir.display().to_string()];
         targets.push(("nginx", Counted::start(dir, format!("127.0.0.1:{port}").parse().unwrap(), &command)));

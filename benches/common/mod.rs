@@ -416,6 +416,29 @@ pub fn start_gateway(upstream: SocketAddr, extra: serde_json::Value) -> Proc {
 pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_json::Value) -> Proc {
     let dir = scratch("gw");
     let port = free_port();
+    let path = write_gateway_config(&dir, upstream, port, extra);
+    let child = Command::new(binary)
+        .arg("--config")
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the gateway");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr);
+    Proc { child, addr, _dir: dir }
+}
+
+/// Writes the benches' gateway config into `dir`: listening on `port`, two workers, one
+/// OpenAI-compatible backend (`bench`) at `upstream` and the mock (`demo`), plus any extra top-level
+/// config (which replaces what it names). Returns its path.
+pub fn write_gateway_config(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    port: u16,
+    extra: serde_json::Value,
+) -> std::path::PathBuf {
     let mut cfg = serde_json::json!({
         "listen": format!("127.0.0.1:{port}"),
         "workers": 2,
@@ -431,17 +454,35 @@ pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_jso
     }
     let path = dir.join("config.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&path)
-        .env("SWITCHYARD_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the gateway");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
-    Proc { child, addr, _dir: dir }
+    path
+}
+
+/// The installed nginx binary, if any.
+pub fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())
+}
+
+/// Writes an nginx config into `dir`: `processes` (its worker and master directives), `proxy_pass` on
+/// `port` to `upstream` with upstream keep-alive. Returns its path.
+pub fn write_nginx_config(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    port: u16,
+    processes: &str,
+    listen_extra: &str,
+) -> std::path::PathBuf {
+    let conf = format!(
+        "{processes}\ndaemon off;\nerror_log {d}/error.log error;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; client_body_buffer_size 1m;\n\
+           keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 128; keepalive_requests 10000000; }}\n\
+           server {{ listen 127.0.0.1:{port}{listen_extra}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
+        d = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
 }
 
 /// nginx `proxy_pass` to `upstream` with upstream keep-alive, when nginx is installed.
@@ -459,20 +500,10 @@ pub fn start_nginx_tls(upstream: SocketAddr, cert: &str, key: &str) -> Option<Pr
 
 /// [`start_nginx`] with `listen_extra` after the listen address (`" ssl; ssl_certificate …"`).
 fn start_nginx_with(upstream: SocketAddr, listen_extra: &str) -> Option<Proc> {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let nginx = nginx_binary()?;
     let dir = scratch("nginx");
     let port = free_port();
-    let conf = format!(
-        "worker_processes 2;\ndaemon off;\nerror_log {d}/error.log error;\npid {d}/nginx.pid;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; client_body_buffer_size 1m;\n\
-           keepalive_requests 10000000; upstream up {{ server {upstream}; keepalive 128; keepalive_requests 10000000; }}\n\
-           server {{ listen 127.0.0.1:{port}{listen_extra}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
-             proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n",
-        d = dir.display()
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
+    let path = write_nginx_config(&dir, upstream, port, "worker_processes 2;", listen_extra);
     let child = Command::new(nginx)
         .arg("-c")
         .arg(&path)
