@@ -27,6 +27,22 @@ fn write_all_vectored(stream: &mut impl Write, mut bufs: &mut [io::IoSlice<'_>])
     Ok(())
 }
 
+/// Writes what `out` holds, then `data`, then `tail`, as one write. On a plain socket `data` goes out from
+/// where it lies, in one `writev` with the other two; on TLS the three are joined in `out` (one record,
+/// one flush). Nothing at all is written when all three are empty.
+fn write_behind(stream: &mut ServerStream, out: &mut Vec<u8>, data: &[u8], tail: &[u8]) -> io::Result<()> {
+    if data.is_empty() || stream.is_tls() {
+        out.reserve(data.len() + tail.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(tail);
+        if out.is_empty() {
+            return Ok(());
+        }
+        return stream.write_all(out);
+    }
+    write_all_vectored(stream, &mut [io::IoSlice::new(out), io::IoSlice::new(data), io::IoSlice::new(tail)])
+}
+
 pub(super) fn write_head(
     out: &mut Vec<u8>,
     minor: u8,
@@ -125,19 +141,12 @@ impl Responder<'_> {
         out.clear();
         let length = body.len();
         let body = if self.head_only { &[][..] } else { body };
-        // On TLS the body joins the head in one buffer (one record, one flush); on a plain socket the
-        // two go out in one `writev`, the body never copied.
-        let joined = self.stream.is_tls() || body.is_empty();
-        if joined {
+        if self.stream.is_tls() {
+            // The body will join the head: room for both in one allocation.
             out.reserve(body.len());
         }
         write_head(&mut out, self.minor, status, self.keep_alive, headers, Some(length));
-        let result = if joined {
-            out.extend_from_slice(body);
-            self.stream.write_all(&out)
-        } else {
-            write_all_vectored(self.stream, &mut [io::IoSlice::new(&out), io::IoSlice::new(body)])
-        };
+        let result = write_behind(self.stream, &mut out, body, b"");
         self.sent += body.len() as u64;
         self.scratch = out;
         self.state = if result.is_ok() { ResponseState::Done } else { ResponseState::Broken };
@@ -213,23 +222,7 @@ impl Responder<'_> {
             crate::digits::push_hex(&mut out, data.len() as u64);
             out.extend_from_slice(b"\r\n");
         }
-        // On a plain socket the data goes out from where it lies, between the head and chunk line
-        // before it and the framing after it, in one `writev`; on TLS, in one buffer (one record).
-        let result = if data.is_empty() || self.stream.is_tls() {
-            out.reserve(data.len() + tail.len());
-            out.extend_from_slice(data);
-            out.extend_from_slice(tail);
-            if out.is_empty() {
-                Ok(())
-            } else {
-                self.stream.write_all(&out)
-            }
-        } else {
-            write_all_vectored(
-                self.stream,
-                &mut [io::IoSlice::new(&out), io::IoSlice::new(data), io::IoSlice::new(tail)],
-            )
-        };
+        let result = write_behind(self.stream, &mut out, data, tail);
         out.clear();
         self.scratch = out;
         if result.is_err() {

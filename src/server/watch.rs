@@ -32,9 +32,9 @@ struct Watched {
     cancel: Arc<Cancel>,
 }
 
-/// One watch list per worker thread (threads take them in turn): the two operations a request makes
-/// on its list take a lock no other worker takes, and no cache line goes from core to core per
-/// request. The watcher looks at every list.
+/// One watch list per worker thread (threads take them in turn): the two operations a connection makes
+/// on its list (at its first watched request and when it closes) take a lock no other worker takes,
+/// and no cache line goes from core to core. The watcher looks at every list.
 const SHARDS: usize = 16;
 
 /// A watch list, on cache lines of its own.
