@@ -82,27 +82,22 @@ pub fn facts_from_body(api: Api, body: &[u8], finish_reasons: bool) -> BodyFacts
 /// The string value of the first `"key":"…"` in `data` (`key` with its quotes), when it has no
 /// escapes: a byte scan, for fields read from every streamed event.
 fn string_field<'d>(data: &'d [u8], key: &Finder<'static>) -> Option<&'d str> {
-    let value = values_of(data, key).find(|v| v.first() == Some(&b'"'))?;
-    let value = &value[1..];
-    let end = value.iter().position(|b| *b == b'"' || *b == b'\\')?;
-    (value[end] == b'"').then(|| std::str::from_utf8(&value[..end]).ok()).flatten()
-}
-
-/// What follows `key`, a colon and whitespace, at each place `key` is followed by a colon: the start of
-/// its value (and the rest of `data`).
-fn values_of<'d, 'k>(data: &'d [u8], key: &'k Finder<'static>) -> impl Iterator<Item = &'d [u8]> + use<'d, 'k> {
-    let skip_space = |b: &'d [u8]| &b[b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len())..];
+    let key_len = key.needle().len();
     let mut from = 0;
-    std::iter::from_fn(move || {
-        // `find` in a loop: `find_iter` copies the searcher (~30 instructions, every event).
-        while let Some(at) = key.find(&data[from..]) {
-            from += at + key.needle().len();
-            if let Some(value) = skip_space(&data[from..]).strip_prefix(b":") {
-                return Some(skip_space(value));
+    while let Some(at) = key.find(&data[from..]) {
+        let rest = &data[from + at + key_len..];
+        let mut i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        if rest[i] == b':' {
+            i += 1 + rest[i + 1..].iter().position(|b| !b.is_ascii_whitespace())?;
+            if rest[i] == b'"' {
+                let value = &rest[i + 1..];
+                let end = value.iter().position(|b| *b == b'"' || *b == b'\\')?;
+                return (value[end] == b'"').then(|| std::str::from_utf8(&value[..end]).ok()).flatten();
             }
         }
-        None
-    })
+        from += at + key_len;
+    }
+    None
 }
 
 /// A key searched for in every event, its searcher built once (building one costs more than a search).
@@ -358,7 +353,16 @@ fn responses_event_type(data: &[u8]) -> Option<&[u8]> {
 /// OpenAI event, so the searcher is built once, not per call as `memmem::find_iter` would.
 fn has_usage_object(data: &[u8]) -> bool {
     static USAGE_KEY: Key = Key::new(|| Finder::new(b"\"usage\""));
-    values_of(data, &USAGE_KEY).any(|v| v.first() == Some(&b'{'))
+    // `find` in a loop: `find_iter` copies the searcher (~30 instructions, every event).
+    let mut from = 0;
+    while let Some(at) = USAGE_KEY.find(&data[from..]) {
+        from += at + USAGE_KEY.needle().len();
+        let mut value = data[from..].iter().skip_while(|b| b.is_ascii_whitespace());
+        if value.next() == Some(&b':') && value.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
