@@ -90,17 +90,18 @@ fn main() {
                 theirs.push(measured(n.child.id(), true, || closed_loop(n.addr, conns, duration, request.clone())));
             }
         }
-        row(label, "direct", &direct, None, direct.rps(), None);
+        row(label, "direct", &direct, direct.errors, None, direct.rps(), None);
         let nginx_median = (!theirs.is_empty()).then(|| median(&theirs));
         let nginx_rps = nginx_median.as_ref().map(|m| m.run.rps());
         for ((name, _), runs) in gateways.iter().zip(&ours).skip(1) {
             let m = median(runs);
-            row(label, name, &m.run, Some(m.cpu_us), direct.rps(), nginx_rps);
+            row(label, name, &m.run, total_errors(runs), Some(m.cpu_us), direct.rps(), nginx_rps);
         }
+        let errors = total_errors(&ours[0]);
         let ours = median(&ours[0]);
-        row(label, &gateways[0].0, &ours.run, Some(ours.cpu_us), direct.rps(), nginx_rps);
+        row(label, &gateways[0].0, &ours.run, errors, Some(ours.cpu_us), direct.rps(), nginx_rps);
         if let Some(m) = &nginx_median {
-            row(label, "nginx", &m.run, Some(m.cpu_us), direct.rps(), Some(m.run.rps()));
+            row(label, "nginx", &m.run, total_errors(&theirs), Some(m.cpu_us), direct.rps(), Some(m.run.rps()));
             println!(
                 "{:<8} {:<11} CPU per request {:.2}x nginx's; p99 {:.2} ms vs {:.2} ms; gateway RSS {} KiB",
                 "",
@@ -125,7 +126,7 @@ fn main() {
     );
 }
 
-fn row(label: &str, target: &str, r: &Run, cpu_us: Option<f64>, direct_rps: f64, nginx_rps: Option<f64>) {
+fn row(label: &str, target: &str, r: &Run, errors: u64, cpu_us: Option<f64>, direct_rps: f64, nginx_rps: Option<f64>) {
     println!(
         "{:<8} {:<11} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>11} {:>9.2}x {:>10}",
         label,
@@ -133,7 +134,7 @@ fn row(label: &str, target: &str, r: &Run, cpu_us: Option<f64>, direct_rps: f64,
         r.rps(),
         r.pct(0.5),
         r.pct(0.99),
-        r.errors,
+        errors,
         cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
         r.rps() / direct_rps,
         nginx_rps.map_or("-".into(), |n| format!("{:.2}x", r.rps() / n))

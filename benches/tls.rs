@@ -132,7 +132,7 @@ fn compare(label: &str, targets: &[Target], rounds: usize, load: impl Fn(&Target
         }
     }
     let medians: Vec<&Measured> = results.iter().map(|r| median(r)).collect();
-    for (t, m) in targets.iter().zip(&medians) {
+    for ((t, m), runs) in targets.iter().zip(&medians).zip(&results) {
         let nginx_name = t.name.replace("switchyard", "nginx");
         let theirs = targets.iter().zip(&medians).find(|(o, _)| o.name == nginx_name && t.name != o.name);
         let vs = theirs.map_or("-".to_string(), |(_, n)| {
@@ -145,7 +145,7 @@ fn compare(label: &str, targets: &[Target], rounds: usize, load: impl Fn(&Target
             m.run.rps(),
             m.run.pct(0.5),
             m.run.pct(0.99),
-            m.run.errors,
+            total_errors(runs),
             m.cpu_us,
             vs
         );

@@ -285,19 +285,22 @@ pub fn closed_loop_over<S: Read + Write>(
                         local.errors += 1;
                         break;
                     };
-                    if s.write_all(&request).is_err() {
-                        local.errors += 1;
-                        break;
-                    }
-                    match read_response(s, &mut buf) {
+                    let answer = match s.write_all(&request) {
+                        Ok(()) => read_response(s, &mut buf),
+                        Err(_) => None,
+                    };
+                    match answer {
                         Some((200, _)) if t0 >= measure_from => {
                             local.requests += 1;
                             local.latencies_us.push(t0.elapsed().as_micros() as u32);
                         }
                         Some((200, _)) => {}
-                        _ => {
+                        failed => {
+                            // Counted, and the load goes on over a new connection: one failure must
+                            // not leave the rest of the round one connection short.
+                            note_failed_request(failed.map(|(status, _)| status));
                             local.errors += 1;
-                            break;
+                            stream = None;
                         }
                     }
                 }
@@ -325,6 +328,18 @@ fn note_connect_error(e: &std::io::Error) {
     }
 }
 
+/// Prints the first failed request (errors are counted; this says what they were): its status, or
+/// `None` when the connection failed or closed before a whole answer.
+fn note_failed_request(status: Option<u16>) {
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    if !SEEN.swap(true, Ordering::Relaxed) {
+        match status {
+            Some(status) => eprintln!("a request failed: status {status}"),
+            None => eprintln!("a request failed: the connection failed or closed before a whole answer"),
+        }
+    }
+}
+
 /// A run and the CPU the server (and, for nginx, its workers) used per request in it.
 pub struct Measured {
     pub run: Run,
@@ -346,6 +361,12 @@ pub fn median(rounds: &[Measured]) -> &Measured {
     let mut order: Vec<&Measured> = rounds.iter().collect();
     order.sort_by(|a, b| a.run.rps().total_cmp(&b.run.rps()));
     order[order.len() / 2]
+}
+
+/// Failed requests over every round: a table shows the median round's figures, but a failure in any
+/// round is reported.
+pub fn total_errors(rounds: &[Measured]) -> u64 {
+    rounds.iter().map(|m| m.run.errors).sum()
 }
 
 // ---- Child processes ----

@@ -614,9 +614,20 @@ impl Gateway {
 }
 
 impl Drop for Gateway {
+    /// Stops the gateway. When the test failed, says whether the gateway had died by itself (a crash
+    /// resets every connection it held) and prints its log: a rare failure leaves what it needs to be
+    /// understood.
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if thread::panicking() {
+            match exited {
+                Some(status) => eprintln!("the gateway at {} had exited by itself: {status}", self.addr),
+                None => eprintln!("the gateway at {} was still running", self.addr),
+            }
+            eprintln!("its log:\n{}", self.log());
+        }
     }
 }
 
