@@ -12,7 +12,7 @@
 //! this saving.
 
 use std::cell::Cell;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use may::net::TcpStream;
@@ -83,58 +83,57 @@ pub fn home() -> Option<usize> {
 }
 
 /// `stream` registered anew with may, and moved to a descriptor number that belongs to `worker` when
-/// one is given. The socket is the same (a duplicate descriptor, or the same one); it is taken out of its
-/// first epoll instance before the first descriptor is closed, then registered anew. When no number of
-/// `worker` can be had, the socket stays on its first number.
+/// one is given (see [`descriptor_on`]). The socket is the same (a duplicate descriptor, or the same
+/// one); it is taken out of its first epoll instance before the first descriptor is closed, then
+/// registered anew.
 ///
 /// A fresh registration is a fresh event record: a timed connect's may timer stays with the old one, so
 /// the socket's reads may wait for its events (see `tls::plain_read`).
 pub fn registered_anew(stream: TcpStream, worker: Option<usize>) -> TcpStream {
-    let n = workers();
     // Taken out of may (and its epoll instance) first: a descriptor closed while a duplicate keeps the
     // socket open would stay registered there.
-    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gives up the descriptor, which nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+    let fd = descriptor_on(fd, worker);
+    // SAFETY: an open socket descriptor that nothing else owns. may registers it with the worker's
+    // epoll instance and panics only if that fails, and the one registration it had was just given
+    // back, so the per-user watch limit cannot be what refuses it.
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// The socket `fd` on a descriptor number that belongs to `worker` (a duplicate, the original closed),
+/// when one is given and `fd` is not already one; `fd` itself when no such number can be had. Not
+/// registered with may: the caller hands it over.
+pub fn descriptor_on(fd: OwnedFd, worker: Option<usize>) -> OwnedFd {
+    let n = workers();
     let worker = match worker {
-        Some(w) if n > 1 && of_fd(fd) != w => w,
-        // SAFETY: `fd` is an open socket descriptor that nothing else owns (see below).
-        _ => return unsafe { TcpStream::from_raw_fd(fd) },
+        Some(w) if n > 1 && of_fd(fd.as_raw_fd()) != w => w,
+        _ => return fd,
     };
     // F_DUPFD_CLOEXEC gives the lowest free number at or above `min`: step past the wrong workers'.
     let mut wrong = Vec::new();
-    let mut min = fd + 1;
-    let mut found = None;
+    let mut min = fd.as_raw_fd() + 1;
     for _ in 0..2 * n {
-        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+        // SAFETY: duplicates an open descriptor this function owns; the result is owned below.
+        let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
         if d < 0 {
             break;
         }
-        if of_fd(d) == worker {
-            found = Some(d);
-            break;
+        // SAFETY: `d` is a fresh descriptor nothing else owns.
+        let d = unsafe { OwnedFd::from_raw_fd(d) };
+        if of_fd(d.as_raw_fd()) == worker {
+            // The wrong numbers (in `wrong`) and the original close here.
+            return d;
         }
+        min = d.as_raw_fd() + 1;
         wrong.push(d);
-        min = d + 1;
     }
-    for d in wrong {
-        unsafe { libc::close(d) };
-    }
-    let keep = match found {
-        Some(d) => {
-            unsafe { libc::close(fd) };
-            d
-        }
-        None => fd,
-    };
-    // SAFETY: `keep` is an open socket descriptor that nothing else owns. may registers it with the
-    // worker's epoll instance and panics only if that fails, and the one registration it had was just
-    // given back, so the per-user watch limit cannot be what refuses it.
-    unsafe { TcpStream::from_raw_fd(keep) }
+    fd
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_stream_moved_onto_a_worker_has_a_descriptor_of_that_worker_and_still_works() {

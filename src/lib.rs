@@ -14,6 +14,7 @@ pub mod check;
 pub mod chunked;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod deadline;
 pub mod digits;
 pub mod error;

@@ -278,7 +278,7 @@ impl RedisClient {
         let mut last = None;
         let mut stream = None;
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, left()) {
+            match crate::connect::connect(&addr, left(), None) {
                 Ok(s) => {
                     stream = Some(s);
                     break;

@@ -453,11 +453,10 @@ impl UpstreamClient {
             if Instant::now() >= deadline {
                 break;
             }
-            match TcpStream::connect_timeout(&addr, left()) {
+            // On the client connection's worker, so the request's waits stay on one thread; without a
+            // may timer, so its reads can wait for events (tls::plain_read).
+            match crate::connect::connect(&addr, left(), affinity::home()) {
                 Ok(stream) => {
-                    // On the client connection's worker, so the request's waits stay on one thread; and
-                    // without the connect's may timer, so its reads can wait for events (tls::plain_read).
-                    let stream = affinity::registered_anew(stream, affinity::home());
                     if health.success() == Some(Transition::Restored) {
                         crate::info!("upstream address {addr} of {} restored", self.authority);
                     }
