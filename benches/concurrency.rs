@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use may::net::TcpStream;
 
 fn main() {
     init_may();
@@ -74,7 +75,7 @@ fn main() {
                 let (request, completed, errors) = (request.clone(), completed.clone(), errors.clone());
                 may::go!(move || {
                     let outcome = (|| {
-                        let mut s = connect(addr).map_err(|e| format!("connect: {e}"))?;
+                        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
                         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
                         s.write_all(&request).map_err(|e| format!("write: {e}"))?;
                         let mut buf = Vec::new();

@@ -622,7 +622,7 @@ fn upstream_client_row() -> (f64, f64) {
             reader.read_to_end(&mut out).unwrap();
             black_box(out);
         });
-        let mut s = switchyard::connect::connect(&addr, Duration::from_secs(10), None).unwrap();
+        let mut s = may::net::TcpStream::connect(addr).unwrap();
         let _ = s.set_nodelay(true);
         let request = [
             format!("POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes(),

@@ -278,7 +278,7 @@ impl RedisClient {
         let mut last = None;
         let mut stream = None;
         for addr in addrs {
-            match crate::connect::connect(&addr, left(), None) {
+            match TcpStream::connect_timeout(&addr, left()) {
                 Ok(s) => {
                     stream = Some(s);
                     break;

@@ -234,18 +234,11 @@ impl Run {
     }
 }
 
-/// A connection from a load coroutine, made by the gateway's own connect (`src/connect.rs`): may's
-/// `TcpStream::connect` races when the socket's events belong to another worker (a crash in the
-/// gateway; here, reads that failed with `EINPROGRESS`).
-pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    switchyard::connect::connect(&addr, Duration::from_secs(30), None)
-}
-
 /// `conns` keep-alive connections, each sending `request` again as soon as the last answer is in,
 /// for `duration` after a short warm-up.
 pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: Arc<Vec<u8>>) -> Run {
     let connect = move || {
-        let s = connect(addr)?;
+        let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(s)
