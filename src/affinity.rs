@@ -7,15 +7,13 @@
 //! wakes the other core; under load the coroutine's stack and buffers change caches. nginx avoids this
 //! by keeping one keep-alive cache per worker process; the upstream pool does the same here, with one
 //! list of idle connections per worker ([`of_fd`]), and a new upstream connection is moved to a
-//! descriptor number on the client's worker ([`registered_anew`]). The worker is a hint, not a rule: may's work
-//! stealing may still move a coroutine, and if may ever assigns sockets differently the only loss is
-//! this saving.
+//! descriptor number on the client's worker ([`descriptor_on`], before may sees it: `connect.rs`). The
+//! worker is a hint, not a rule: a coroutine resumed elsewhere (after a sleep) still runs, and if may
+//! ever assigns sockets differently the only loss is this saving.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use may::net::TcpStream;
 
 /// may's worker count, once [`set_workers`] is called (0: not known, every socket counts as worker 0).
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -82,25 +80,6 @@ pub fn home() -> Option<usize> {
     HOME.with(Cell::get)
 }
 
-/// `stream` registered anew with may, and moved to a descriptor number that belongs to `worker` when
-/// one is given (see [`descriptor_on`]). The socket is the same (a duplicate descriptor, or the same
-/// one); it is taken out of its first epoll instance before the first descriptor is closed, then
-/// registered anew.
-///
-/// A fresh registration is a fresh event record: a timed connect's may timer stays with the old one, so
-/// the socket's reads may wait for its events (see `tls::plain_read`).
-pub fn registered_anew(stream: TcpStream, worker: Option<usize>) -> TcpStream {
-    // Taken out of may (and its epoll instance) first: a descriptor closed while a duplicate keeps the
-    // socket open would stay registered there.
-    // SAFETY: `into_raw_fd` gives up the descriptor, which nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
-    let fd = descriptor_on(fd, worker);
-    // SAFETY: an open socket descriptor that nothing else owns. may registers it with the worker's
-    // epoll instance and panics only if that fails, and the one registration it had was just given
-    // back, so the per-user watch limit cannot be what refuses it.
-    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
-}
-
 /// The socket `fd` on a descriptor number that belongs to `worker` (a duplicate, the original closed),
 /// when one is given and `fd` is not already one; `fd` itself when no such number can be had. Not
 /// registered with may: the caller hands it over.
@@ -136,7 +115,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stream_moved_onto_a_worker_has_a_descriptor_of_that_worker_and_still_works() {
+    fn a_socket_moved_onto_a_worker_has_a_descriptor_of_that_worker_and_still_works() {
         set_workers(2);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -146,24 +125,21 @@ mod tests {
             std::io::Read::read_exact(&mut s, &mut b).unwrap();
             std::io::Write::write_all(&mut s, &b).unwrap();
         });
-        let stream = TcpStream::connect(addr).unwrap();
-        let before = stream.as_raw_fd();
-        let target = 1 - of_fd(before);
-        let mut moved = registered_anew(stream, Some(target));
+        let fd = OwnedFd::from(std::net::TcpStream::connect(addr).unwrap());
+        let target = 1 - of_fd(fd.as_raw_fd());
+        let moved = descriptor_on(fd, Some(target));
         assert_eq!(of_fd(moved.as_raw_fd()), target);
+        let mut moved = std::net::TcpStream::from(moved);
         std::io::Write::write_all(&mut moved, b"ping").unwrap();
         let mut back = [0u8; 4];
         std::io::Read::read_exact(&mut moved, &mut back).unwrap();
         assert_eq!(&back, b"ping");
         server.join().unwrap();
-        // Already on its worker: the same descriptor, with a new event record (the old one is held
-        // here, so the new one cannot take its address).
-        let fd = moved.as_raw_fd();
-        let before: std::sync::Arc<_> = (**may::io::AsIoData::as_io_data(&moved)).clone();
-        let same = registered_anew(moved, Some(of_fd(fd)));
-        assert_eq!(same.as_raw_fd(), fd);
-        assert!(!std::sync::Arc::ptr_eq(&before, may::io::AsIoData::as_io_data(&same)));
-        let again = registered_anew(same, None);
-        assert_eq!(again.as_raw_fd(), fd);
+        // Already on its worker, or no worker asked for: the same descriptor.
+        let fd = OwnedFd::from(moved);
+        let number = fd.as_raw_fd();
+        let same = descriptor_on(fd, Some(of_fd(number)));
+        assert_eq!(same.as_raw_fd(), number);
+        assert_eq!(descriptor_on(same, None).as_raw_fd(), number);
     }
 }

@@ -151,8 +151,8 @@ where
 /// coroutine, so a timer firing on the socket's worker while `wait_io` resumes on another thread
 /// panicked that thread ("RefCell already borrowed" in `EventData::fast_schedule`, reproduced in 1 to 16
 /// runs of the token-refresh test while sockets with a read timeout still waited here). Sockets given to
-/// this type have had no timer: the listener's are fresh, and an upstream socket is registered anew
-/// after its timed connect.
+/// this type have had no timer: the listener's are fresh, and an upstream socket is connected without
+/// may's timed connect (`connect.rs`).
 fn plain_read(s: &mut TcpStream, state: &mut ReadState, out: &mut [u8]) -> io::Result<usize> {
     // may's own read keeps a socket read timeout (Redis, lingering closes) and works outside a
     // coroutine; a wait for an event would do neither.
