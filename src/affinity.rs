@@ -8,12 +8,30 @@
 //! by keeping one keep-alive cache per worker process; the upstream pool does the same here, with one
 //! list of idle connections per worker ([`of_fd`]), and a new upstream connection is moved to a
 //! descriptor number on the client's worker ([`descriptor_on`], before may sees it: `connect.rs`). The
-//! worker is a hint, not a rule: a coroutine resumed elsewhere (after a sleep) still runs, and if may
-//! ever assigns sockets differently the only loss is this saving.
+//! worker is a hint, not a rule: if may ever assigns sockets differently the only loss is this saving.
+//!
+//! It is also what keeps a coroutine on one thread, which matters for more than caches:
+//! - A coroutine that changes threads in the middle of a function can read the wrong thread's `errno`.
+//!   std declares `__errno_location` const (rust-lang/rust#139081), so LLVM may look its address up once
+//!   per function, before a wait, and use it after. The proxy bench's load client, whose connections
+//!   were on either worker, saw reads fail with `EINPROGRESS` (the connect's code, left on the thread it
+//!   had run on), and with "os error 0" once the connect cleared it.
+//! - may parks a coroutine on a socket by handing it to the socket's event record and then reading that
+//!   record again. When another worker's thread owns the socket, it can resume the coroutine in between,
+//!   and the coroutine can free the record: its connect crashed that way (`connect.rs`), and a waited-on
+//!   descriptor dropped at once after its wait left a coroutine parked for ever. may's IO timeouts
+//!   armed from another thread can also fire before the coroutine is parked, and it is then never woken.
+//!
+//! So accepted sockets are put on the accepting worker (`server::accept`), upstream and Redis sockets
+//! on the client's ([`descriptor_on`]), and [`sleep`] ends on the home worker (may's own sleep ends on
+//! its timer thread). Where a thread move cannot be ruled out, errno is read through libc's own
+//! `__errno_location` ([`last_os_error`]).
 
 use std::cell::Cell;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// may's worker count, once [`set_workers`] is called (0: not known, every socket counts as worker 0).
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -69,9 +87,10 @@ pub fn of_fd(fd: RawFd) -> usize {
     fd as usize % workers()
 }
 
-/// Makes the worker of `client` the home of the calling coroutine (a client connection's).
-pub fn set_home(client: RawFd) {
-    HOME.with(|h| h.set(Some(of_fd(client))));
+/// Makes the worker of the socket `fd` the home of the calling coroutine (a client connection's, or an
+/// accept loop's).
+pub fn set_home(fd: RawFd) {
+    HOME.with(|h| h.set(Some(of_fd(fd))));
 }
 
 /// The calling coroutine's home worker: `None` outside a client connection (a credential refresher
@@ -110,9 +129,158 @@ pub fn descriptor_on(fd: OwnedFd, worker: Option<usize>) -> OwnedFd {
     fd
 }
 
+/// Sleeps for `dur`, and resumes on the calling coroutine's home worker when it has one. may's own
+/// sleep resumes the coroutine on may's timer thread, from which its next IO wait moves it to a worker
+/// (see the module notes). Outside a coroutine, the thread sleeps.
+pub fn sleep(dur: Duration) {
+    if !may::coroutine::is_coroutine() {
+        return std::thread::sleep(dur);
+    }
+    match home() {
+        Some(worker) if wait_on(worker, dur).is_ok() => {}
+        _ => may::coroutine::sleep(dur),
+    }
+}
+
+/// Waits `dur` on a timer descriptor registered with `worker`'s event loop, so that worker's thread
+/// resumes the coroutine. A timerfd, not may's IO timeouts: may arms those before it parks the
+/// coroutine, and a timeout that the other worker fires in between is lost, with the coroutine (a hang,
+/// seen with 1 µs). Here an expiry that comes first leaves the descriptor readable, and the wait returns
+/// at once.
+fn wait_on(worker: usize, dur: Duration) -> io::Result<()> {
+    use may::io::WaitIo;
+    // SAFETY: plain timerfd creation; the descriptor is owned at once.
+    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = descriptor_on(unsafe { OwnedFd::from_raw_fd(fd) }, Some(worker));
+    let registration =
+        may::io::CoIo::new(Number(fd.as_raw_fd())).map_err(|_| io::Error::other("cannot register a timer with may"))?;
+    let timer = Box::new(Timer { registration, fd });
+    let dur = dur.max(Duration::from_nanos(1));
+    let expiry = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: libc::time_t::try_from(dur.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: dur.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: a timerfd and a valid itimerspec.
+    if unsafe { libc::timerfd_settime(timer.fd.as_raw_fd(), 0, &expiry, std::ptr::null_mut()) } < 0 {
+        return Err(last_os_error());
+    }
+    let mut moved = false;
+    let result = loop {
+        let mut expirations = 0u64;
+        // SAFETY: reads the 8-byte expiration count into a u64.
+        let n = unsafe { libc::read(timer.fd.as_raw_fd(), (&mut expirations as *mut u64).cast(), 8) };
+        if n == 8 {
+            break Ok(());
+        }
+        match last_os_error() {
+            e if e.raw_os_error() == Some(libc::EAGAIN) => {
+                let before = std::thread::current().id();
+                timer.registration.wait_io();
+                moved |= std::thread::current().id() != before;
+            }
+            e if e.kind() == io::ErrorKind::Interrupted => {}
+            e => break Err(e),
+        }
+    };
+    if moved {
+        // Parked from one thread and resumed on another: the parking thread may still be reading the
+        // timer's event record (may reads it after handing the coroutine over), so it is freed later.
+        retire(timer);
+    }
+    result
+}
+
+/// A timer descriptor and its registration with may, dropped in that order: may's `CoIo` would close
+/// the descriptor before it takes the registration out of epoll (by number), and by then another thread
+/// may have opened and registered a descriptor of that number, whose registration would go instead.
+struct Timer {
+    registration: may::io::CoIo<Number>,
+    fd: OwnedFd,
+}
+
+/// A descriptor number, for may to register; closing it is left to its owner.
+struct Number(RawFd);
+
+impl AsRawFd for Number {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Timers of waits that changed threads, with when they were retired; each is dropped a second later.
+static RETIRED: parking_lot::Mutex<Vec<(u64, Box<Timer>)>> = parking_lot::Mutex::new(Vec::new());
+
+fn retire(timer: Box<Timer>) {
+    let now = crate::clock::coarse_millis();
+    let expired: Vec<_> = {
+        let mut retired = RETIRED.lock();
+        retired.push((now, timer));
+        let keep = retired.iter().position(|(at, _)| now.saturating_sub(*at) < 1000).unwrap_or(retired.len());
+        retired.drain(..keep).collect()
+    };
+    drop(expired);
+}
+
+/// The calling thread's `errno` as an error, read through libc's `__errno_location` at each call. std's
+/// `io::Error::last_os_error` is fine on a thread, but its location may be looked up once per function
+/// (see the module notes): use this where a coroutine may have changed threads since.
+pub fn last_os_error() -> io::Error {
+    // SAFETY: glibc's errno location of the calling thread, always valid.
+    io::Error::from_raw_os_error(unsafe { *libc::__errno_location() })
+}
+
+/// The thread of `worker`, from a coroutine: where may resumes a wait on a socket of that worker.
+#[cfg(test)]
+pub(crate) fn thread_of_worker(worker: usize) -> std::thread::ThreadId {
+    // Long enough that the coroutine is parked before the timer expires, even on a busy machine.
+    wait_on(worker, Duration::from_millis(20)).unwrap();
+    std::thread::current().id()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sleep_ends_on_the_home_workers_thread() {
+        set_workers(may::config().get_workers());
+        if workers() < 2 {
+            return; // one worker: nothing can move
+        }
+        for worker in 0..2 {
+            // Started on its worker, as a connection's coroutine is (`server`).
+            let builder = may::coroutine::Builder::new().id(worker);
+            let checked = unsafe {
+                builder.spawn(move || {
+                    HOME.with(|h| h.set(Some(worker)));
+                    let home = thread_of_worker(worker);
+                    sleep(Duration::from_millis(5));
+                    assert_eq!(std::thread::current().id(), home, "a sleep ends on the home worker");
+                    // may's own sleep ends on its timer thread: what `sleep` is for. From there, and
+                    // from the other worker, a sleep ends at home too.
+                    may::coroutine::sleep(Duration::from_millis(5));
+                    assert_ne!(std::thread::current().id(), home, "may's sleep ends off the workers");
+                    sleep(Duration::from_millis(5));
+                    assert_eq!(std::thread::current().id(), home, "from may's timer thread");
+                    assert_ne!(thread_of_worker(1 - worker), home);
+                    sleep(Duration::from_millis(5));
+                    assert_eq!(std::thread::current().id(), home, "from the other worker");
+                })
+            };
+            checked.unwrap().join().unwrap();
+        }
+        // Outside a coroutine, a plain sleep.
+        let t0 = std::time::Instant::now();
+        sleep(Duration::from_millis(5));
+        assert!(t0.elapsed() >= Duration::from_millis(5));
+    }
 
     #[test]
     fn a_socket_moved_onto_a_worker_has_a_descriptor_of_that_worker_and_still_works() {

@@ -13,11 +13,9 @@
 //! the record of a stream that outlives the wait. may keeps no timer for it: the deadline reaper
 //! (`deadline.rs`) ends a wait that outlasts the timeout by shutting the socket down.
 //!
-//! Not yet used for Redis, nor by the benches' load coroutines: both read with may's timed reads, and a
-//! bench client connected this way saw the first read of about 2.6% of its fresh connections fail with
-//! `EINPROGRESS` (with may's connect: about one a run of 30). The cause is not known; the gateway's
-//! upstream sockets are read without may's timed reads (`tls::plain_read`, the deadline reaper), and
-//! its tests and 1,800 stress runs pass.
+//! Used for upstreams and Redis. The benches' load coroutines keep may's connect: they have no home
+//! worker, so their sockets are on either worker, and their reads after this connect failed with its
+//! `EINPROGRESS`, read from the wrong thread's errno (see `affinity`).
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -46,7 +44,7 @@ fn start(addr: &SocketAddr) -> io::Result<OwnedFd> {
     // SAFETY: plain socket creation; the descriptor is owned at once.
     let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(crate::affinity::last_os_error());
     }
     // SAFETY: `fd` was just created and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -79,7 +77,7 @@ fn start(addr: &SocketAddr) -> io::Result<OwnedFd> {
     if rc == 0 {
         return Ok(fd);
     }
-    match io::Error::last_os_error() {
+    match crate::affinity::last_os_error() {
         e if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(fd),
         e => Err(e),
     }
@@ -100,14 +98,8 @@ fn wait_connected(stream: &TcpStream, until: Instant) -> io::Result<()> {
         if deadline.as_ref().is_some_and(Deadline::expired) {
             return Err(timed_out());
         }
-        if let Some(e) = stream.take_error()? {
-            return Err(e);
-        }
-        // A socket still connecting has no peer yet.
-        match stream.peer_addr() {
-            Ok(_) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
-            Err(e) => return Err(e),
+        if connected(stream.as_raw_fd())? {
+            return Ok(());
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -118,6 +110,35 @@ fn wait_connected(stream: &TcpStream, until: Instant) -> io::Result<()> {
         } else {
             poll_writable(stream.as_raw_fd(), left)?;
         }
+    }
+}
+
+/// Whether the connect of `fd` is done (`Ok(false)`: still under way), or its error. Through libc, with
+/// libc's errno: the coroutine may have changed threads in the wait (see `affinity`).
+fn connected(fd: std::os::fd::RawFd) -> io::Result<bool> {
+    let mut error: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `error` and `len` describe a writable int.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut error as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc < 0 {
+        return Err(crate::affinity::last_os_error());
+    }
+    if error != 0 {
+        return Err(io::Error::from_raw_os_error(error));
+    }
+    // A socket still connecting has no peer yet.
+    // SAFETY: a zeroed sockaddr_storage is a valid value; the kernel writes up to `len` bytes.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `peer` and `len` describe a writable buffer of `len` bytes.
+    if unsafe { libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_storage).cast(), &mut len) } == 0 {
+        return Ok(true);
+    }
+    match crate::affinity::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+        e => Err(e),
     }
 }
 

@@ -5,6 +5,7 @@
 //! connection, so a failover that moves the address is followed.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,7 +211,9 @@ pub struct RedisClient {
     tls: Option<TlsSettings>,
     resolver: Resolver,
     timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, one list per worker (`affinity`): a coroutine takes one whose socket its own
+    /// worker's event loop serves, so its reads never resume it on the other thread.
+    idle: Vec<Mutex<Vec<Conn>>>,
     /// While Redis is failing, calls fail fast until this instant (ms since `epoch`), then one probes.
     down_until_ms: AtomicU64,
     epoch: Instant,
@@ -247,7 +250,7 @@ impl RedisClient {
             tls,
             resolver: Resolver::default(),
             timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..crate::affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             shas: Mutex::new(Vec::new()),
@@ -278,7 +281,8 @@ impl RedisClient {
         let mut last = None;
         let mut stream = None;
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, left()) {
+            // On a descriptor of the caller's worker, as upstream connections are.
+            match crate::connect::connect(&addr, left(), crate::affinity::home()) {
                 Ok(s) => {
                     stream = Some(s);
                     break;
@@ -337,14 +341,17 @@ impl RedisClient {
 
     /// Runs one command even during the back-off (for work that must not be skipped).
     fn call_now(&self, args: &[&[u8]]) -> Result<Resp, RedisError> {
-        let pooled = self.idle.lock().pop();
+        let pooled = match crate::affinity::home() {
+            Some(worker) => self.idle[worker % self.idle.len()].lock().pop(),
+            None => self.idle.iter().find_map(|list| list.lock().pop()),
+        };
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect().inspect_err(|_| self.mark_down())?,
         };
         match conn.call(args, self.timeout) {
             Ok(reply) => {
-                let mut idle = self.idle.lock();
+                let mut idle = self.idle[crate::affinity::of_fd(conn.socket().as_raw_fd()) % self.idle.len()].lock();
                 if idle.len() < 64 {
                     idle.push(conn);
                 }
@@ -359,7 +366,9 @@ impl RedisClient {
 
     fn mark_down(&self) {
         self.down_until_ms.store(self.now_ms() + BACKOFF_MS, Ordering::Relaxed);
-        self.idle.lock().clear();
+        for list in &self.idle {
+            list.lock().clear();
+        }
     }
 
     /// Runs a Lua script by SHA, loading it first if this server does not have it (also after a

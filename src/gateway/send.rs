@@ -216,7 +216,7 @@ pub(crate) fn send_plan(
         };
         metrics::count_retry(&backend.name, reason);
         crate::debug!("retrying in {wait} ms after {failure:?} from backend \"{}\"", backend.name);
-        may::coroutine::sleep(std::time::Duration::from_millis(wait));
+        crate::affinity::sleep(std::time::Duration::from_millis(wait));
         if cancel.is_cancelled() {
             return Ok(None);
         }

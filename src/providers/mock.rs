@@ -319,7 +319,7 @@ impl std::io::Read for MockBody {
                 return Ok(0);
             }
             if self.started && !self.delay.is_zero() {
-                may::coroutine::sleep(self.delay);
+                crate::affinity::sleep(self.delay);
             }
             let Some(next) = self.content.next_piece() else {
                 return Ok(0);

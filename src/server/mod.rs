@@ -1,6 +1,7 @@
 //! The IO shell on the client side: one `may::net` listener per worker (SO_REUSEPORT), one coroutine
 //! per connection, HTTP/1.1 with keep-alive, pipelining, chunked bodies in and out, and limits.
 
+mod accept;
 mod body;
 pub mod http1;
 mod reader;
@@ -121,13 +122,27 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<TcpListener>> {
             ));
         }
     }
-    let first = TcpListener::bind(addr)?;
+    let first = on_worker(TcpListener::bind(addr)?, 0);
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
-    for _ in 1..workers.max(1) {
-        listeners.push(TcpListener::bind(addr)?);
+    for worker in 1..workers.max(1) {
+        listeners.push(on_worker(TcpListener::bind(addr)?, worker));
     }
     Ok(listeners)
+}
+
+/// `listener` on a descriptor of `worker`, so each worker has a listener of its own to accept on
+/// (two listeners on one worker's numbers would leave the other worker without connections).
+fn on_worker(listener: TcpListener, worker: usize) -> TcpListener {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    if crate::affinity::of_fd(listener.as_raw_fd()) == worker % crate::affinity::workers() {
+        return listener;
+    }
+    // SAFETY: may gives up the descriptor (and takes it out of epoll); it is owned at once.
+    let fd = unsafe { OwnedFd::from_raw_fd(listener.into_raw_fd()) };
+    let fd = crate::affinity::descriptor_on(fd, Some(worker % crate::affinity::workers()));
+    // SAFETY: an open, listening socket nothing else owns; may registers it with its worker.
+    unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }
 }
 
 /// Accepts on each listener in its own coroutine (with TLS when `tls` is given); returns the accept
@@ -144,7 +159,10 @@ pub fn serve(
             let handler = handler.clone();
             let cfg = cfg.clone();
             let tls = tls.clone();
-            may::go!(move || accept_loop(listener, handler, cfg, tls))
+            // Started on its listener's worker, which runs it from then on.
+            let builder = may::coroutine::Builder::new().id(crate::affinity::of_fd(listener.as_raw_fd()));
+            // SAFETY: as for any coroutine (may's requirement: no thread-local state across yields).
+            unsafe { builder.spawn(move || accept_loop(listener, handler, cfg, tls)) }.expect("start an accept loop")
         })
         .collect()
 }
@@ -152,27 +170,31 @@ pub fn serve(
 fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>, tls: Option<Arc<ListenerTls>>) {
     // may counts stack sizes in machine words.
     let stack = cfg.stack_kib * 1024 / std::mem::size_of::<usize>();
+    // The loop runs on its listener's worker (`serve`), and so do the connections it accepts (on that
+    // worker's descriptor numbers: `accept`) and the coroutines it starts for them (below).
+    crate::affinity::set_home(listener.as_raw_fd());
+    let worker = crate::affinity::of_fd(listener.as_raw_fd());
     loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(pair) => pair,
-            Err(e) => {
-                if SHUTTING_DOWN.load(Ordering::Relaxed) {
-                    return;
-                }
-                // EMFILE and friends: back off briefly instead of spinning.
-                crate::warn_throttled!("accept failed: {e}");
-                may::coroutine::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
         if SHUTTING_DOWN.load(Ordering::Relaxed) {
             return;
         }
+        let (stream, peer) = match accept::accept(&listener) {
+            Ok(accept::Accepted::Connection(stream, peer)) => (stream, peer),
+            Ok(accept::Accepted::Woken) => continue,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                crate::warn_throttled!("accept failed: {e}");
+                crate::affinity::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
         let open = OPEN_CONNECTIONS.fetch_add(1, Ordering::AcqRel) + 1;
         let handler = handler.clone();
         let cfg = cfg.clone();
         let tls = tls.clone();
-        let builder = may::coroutine::Builder::new().stack_size(stack);
+        // may would start the coroutine on the workers in turn; its socket's worker runs it instead, so
+        // it never waits on a socket from another worker's thread (see `affinity`).
+        let builder = may::coroutine::Builder::new().stack_size(stack).id(worker);
         // SAFETY: the coroutine uses no thread-local state across yields (may's requirement).
         let spawned = unsafe {
             builder.spawn(move || {
