@@ -108,10 +108,14 @@ pub fn descriptor_on(fd: OwnedFd, worker: Option<usize>) -> OwnedFd {
         Some(w) if n > 1 && of_fd(fd.as_raw_fd()) != w => w,
         _ => return fd,
     };
-    // F_DUPFD_CLOEXEC gives the lowest free number at or above `min`: step past the wrong workers'.
-    let mut wrong = Vec::new();
-    let mut min = fd.as_raw_fd() + 1;
-    for _ in 0..2 * n {
+    // F_DUPFD_CLOEXEC gives the lowest free number at or above `min`. `min` is always a number of
+    // `worker`; when that one is taken the lowest free one above may be another worker's, and the search
+    // goes on from the next number of `worker` above it. (Stepping one number at a time instead gave up
+    // after a few tries when the free numbers near `fd` all belonged to the other worker, which under a
+    // burst of connections left sockets on the wrong worker.)
+    let of_worker_from = |from: RawFd| from + ((worker + n - of_fd(from)) % n) as RawFd;
+    let mut min = of_worker_from(fd.as_raw_fd() + 1);
+    for _ in 0..64 {
         // SAFETY: duplicates an open descriptor this function owns; the result is owned below.
         let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
         if d < 0 {
@@ -120,11 +124,11 @@ pub fn descriptor_on(fd: OwnedFd, worker: Option<usize>) -> OwnedFd {
         // SAFETY: `d` is a fresh descriptor nothing else owns.
         let d = unsafe { OwnedFd::from_raw_fd(d) };
         if of_fd(d.as_raw_fd()) == worker {
-            // The wrong numbers (in `wrong`) and the original close here.
+            // The original closes here.
             return d;
         }
-        min = d.as_raw_fd() + 1;
-        wrong.push(d);
+        min = of_worker_from(d.as_raw_fd() + 1);
+        // `d`, of the wrong worker, closes here: the search goes on above it.
     }
     fd
 }
@@ -280,6 +284,24 @@ mod tests {
         let t0 = std::time::Instant::now();
         sleep(Duration::from_millis(5));
         assert!(t0.elapsed() >= Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_socket_moves_even_when_the_free_numbers_near_it_are_the_other_workers() {
+        set_workers(2);
+        let fd = OwnedFd::from(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let target = 1 - of_fd(fd.as_raw_fd());
+        // The next numbers up: those of `target` held, those of the other worker free.
+        let dups: Vec<OwnedFd> = (0..24)
+            .map(|_| {
+                // SAFETY: duplicates an open descriptor; the result is owned at once.
+                unsafe { OwnedFd::from_raw_fd(libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, fd.as_raw_fd() + 1)) }
+            })
+            .collect();
+        let held: Vec<OwnedFd> = dups.into_iter().filter(|d| of_fd(d.as_raw_fd()) == target).collect();
+        assert!(held.len() >= 8);
+        let moved = descriptor_on(fd, Some(target));
+        assert_eq!(of_fd(moved.as_raw_fd()), target, "moved past {} holes of the other worker", held.len());
     }
 
     #[test]
