@@ -10,7 +10,8 @@
 //! connections taking turns (a request sent on each, then every answer read), so that each request finds
 //! its connection's state as cold as under the proxy bench's load. Instructions, instruction-cache
 //! misses and data-cache misses (reads and writes) per request, as callgrind simulates them (L1 sizes of
-//! this machine's processor). `BENCH_CACHE=0` leaves it out.
+//! this machine's processor). `BENCH_CACHE=0` leaves it out. `BENCH_KEEP_DUMPS=<dir>` keeps the callgrind dumps
+//! there (a folder a proxy) for `callgrind_annotate`.
 
 mod common;
 
@@ -36,6 +37,8 @@ impl Counted {
         let child = Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg(format!("--callgrind-out-file={}/callgrind.out", dir.display()))
+            // Each dump names its own functions (compressed names would refer to an earlier dump's).
+            .arg("--compress-strings=no")
             .args(options)
             .args(command)
             .env("SWITCHYARD_LOG", "error")
@@ -112,6 +115,14 @@ impl Drop for Counted {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // BENCH_KEEP_DUMPS=dir: the dumps are kept there for `callgrind_annotate` (one folder a proxy).
+        if let Ok(keep) = std::env::var("BENCH_KEEP_DUMPS") {
+            let to = std::path::Path::new(&keep).join(self.dir.file_name().unwrap_or_default());
+            let _ = std::fs::create_dir_all(&to);
+            for dump in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(dump.path(), to.join(dump.file_name()));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

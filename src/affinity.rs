@@ -5,8 +5,8 @@
 //! waits on a socket resumes on that worker's thread. A request whose client socket and upstream socket
 //! belong to different workers therefore moves between threads twice: on a quiet gateway each move
 //! wakes the other core; under load the coroutine's stack and buffers change caches. nginx avoids this
-//! by keeping one keep-alive cache per worker process; the upstream pool does the same here, with one
-//! list of idle connections per worker ([`of_fd`]), and a new upstream connection is moved to a
+//! by keeping one keep-alive cache per worker process; the upstream pool and the Redis client do the same
+//! here, with one list of idle connections per worker ([`IdleLists`]), and a new upstream connection is moved to a
 //! descriptor number on the client's worker ([`descriptor_on`], before may sees it: `connect.rs`). The
 //! worker is a hint, not a rule: if may ever assigns sockets differently the only loss is this saving.
 //!
@@ -32,6 +32,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 /// may's worker count, once [`set_workers`] is called (0: not known, every socket counts as worker 0).
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -97,6 +99,68 @@ pub fn set_home(fd: RawFd) {
 /// thread, a test).
 pub fn home() -> Option<usize> {
     HOME.with(Cell::get)
+}
+
+/// Idle connections kept one list per worker, as the upstream pool and the Redis client keep theirs: a
+/// coroutine takes one whose socket its own worker's event loop serves ([`IdleLists::take`]), and a
+/// connection goes back onto its socket's worker's list ([`IdleLists::of_socket`]).
+pub struct IdleLists<T> {
+    lists: Box<[Mutex<Vec<T>>]>,
+}
+
+/// One empty list per worker ([`workers`], as set when the lists are made).
+impl<T> Default for IdleLists<T> {
+    fn default() -> IdleLists<T> {
+        IdleLists { lists: (0..workers()).map(|_| Mutex::new(Vec::new())).collect() }
+    }
+}
+
+impl<T> IdleLists<T> {
+    /// What `from` takes out of the calling coroutine's worker's list; then, when that gives nothing and
+    /// `or_others` says so, or outside the workers (a helper thread, a test), out of the other lists in
+    /// turn.
+    pub fn take<R>(&self, or_others: bool, mut from: impl FnMut(&Mutex<Vec<T>>) -> Option<R>) -> Option<R> {
+        let Some(own) = home().map(|worker| worker % self.lists.len()) else {
+            return self.lists.iter().find_map(from);
+        };
+        from(&self.lists[own]).or_else(|| match or_others {
+            true => self.others(own).find_map(from),
+            false => None,
+        })
+    }
+
+    /// The list of the worker whose event loop serves the socket `fd`, and its index.
+    pub fn of_socket(&self, fd: RawFd) -> (usize, &Mutex<Vec<T>>) {
+        let own = of_fd(fd) % self.lists.len();
+        (own, &self.lists[own])
+    }
+
+    /// Every list but the one at `own`.
+    pub fn others(&self, own: usize) -> impl Iterator<Item = &Mutex<Vec<T>>> {
+        self.lists.iter().enumerate().filter(move |&(i, _)| i != own).map(|(_, list)| list)
+    }
+
+    /// How many lists there are (one per worker).
+    pub fn count(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Empties every list. The connections are closed outside the locks.
+    pub fn clear(&self) {
+        for list in self.lists.iter() {
+            let dropped = std::mem::take(&mut *list.lock());
+            drop(dropped);
+        }
+    }
+}
+
+/// The list of worker `worker`.
+impl<T> std::ops::Index<usize> for IdleLists<T> {
+    type Output = Mutex<Vec<T>>;
+
+    fn index(&self, worker: usize) -> &Mutex<Vec<T>> {
+        &self.lists[worker]
+    }
 }
 
 /// The socket `fd` on a descriptor number that belongs to `worker` (a duplicate, the original closed),
@@ -219,7 +283,7 @@ impl AsRawFd for Number {
 }
 
 /// Timers of waits that changed threads, with when they were retired; each is dropped a second later.
-static RETIRED: parking_lot::Mutex<Vec<(u64, Box<Timer>)>> = parking_lot::Mutex::new(Vec::new());
+static RETIRED: Mutex<Vec<(u64, Box<Timer>)>> = Mutex::new(Vec::new());
 
 fn retire(timer: Box<Timer>) {
     let now = crate::clock::coarse_millis();
@@ -251,6 +315,43 @@ pub(crate) fn thread_of_worker(worker: usize) -> std::thread::ThreadId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_lists_give_the_home_workers_connections_first() {
+        set_workers(may::config().get_workers());
+        if workers() < 2 {
+            return; // one worker: one list
+        }
+        let lists: IdleLists<RawFd> = IdleLists::default();
+        // A "connection" per worker, each put back by its socket's number, as the pools do.
+        let on = |worker: usize| (0..).find(|&fd| of_fd(fd) == worker).unwrap();
+        for worker in 0..2 {
+            let (index, list) = lists.of_socket(on(worker));
+            assert_eq!(index, worker);
+            list.lock().push(on(worker));
+        }
+        let pop = |list: &Mutex<Vec<RawFd>>| list.lock().pop();
+        let homed = |worker: usize, or_others: bool, lists: &IdleLists<RawFd>| {
+            let lists = lists as *const IdleLists<RawFd> as usize;
+            may::go!(move || {
+                HOME.with(|h| h.set(Some(worker)));
+                // SAFETY: joined below, while `lists` lives.
+                unsafe { &*(lists as *const IdleLists<RawFd>) }.take(or_others, pop)
+            })
+            .join()
+            .unwrap()
+        };
+        // On worker 1: its own connection; then none, unless the others may serve.
+        assert_eq!(homed(1, false, &lists), Some(on(1)));
+        assert_eq!(homed(1, false, &lists), None);
+        assert_eq!(homed(1, true, &lists), Some(on(0)));
+        // Outside the workers, from any list; a cleared pool gives nothing.
+        lists.of_socket(on(1)).1.lock().push(on(1));
+        assert_eq!(lists.take(false, pop), Some(on(1)));
+        lists.of_socket(on(0)).1.lock().push(on(0));
+        lists.clear();
+        assert_eq!(lists.take(true, pop), None);
+    }
 
     #[test]
     fn a_sleep_ends_on_the_home_workers_thread() {

@@ -213,7 +213,7 @@ pub struct RedisClient {
     timeout: Duration,
     /// Idle connections, one list per worker (`affinity`): a coroutine takes one whose socket its own
     /// worker's event loop serves, so its reads never resume it on the other thread.
-    idle: Vec<Mutex<Vec<Conn>>>,
+    idle: crate::affinity::IdleLists<Conn>,
     /// While Redis is failing, calls fail fast until this instant (ms since `epoch`), then one probes.
     down_until_ms: AtomicU64,
     epoch: Instant,
@@ -250,7 +250,7 @@ impl RedisClient {
             tls,
             resolver: Resolver::default(),
             timeout,
-            idle: (0..crate::affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: crate::affinity::IdleLists::default(),
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             shas: Mutex::new(Vec::new()),
@@ -341,17 +341,14 @@ impl RedisClient {
 
     /// Runs one command even during the back-off (for work that must not be skipped).
     fn call_now(&self, args: &[&[u8]]) -> Result<Resp, RedisError> {
-        let pooled = match crate::affinity::home() {
-            Some(worker) => self.idle[worker % self.idle.len()].lock().pop(),
-            None => self.idle.iter().find_map(|list| list.lock().pop()),
-        };
+        let pooled = self.idle.take(false, |list| list.lock().pop());
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect().inspect_err(|_| self.mark_down())?,
         };
         match conn.call(args, self.timeout) {
             Ok(reply) => {
-                let mut idle = self.idle[crate::affinity::of_fd(conn.socket().as_raw_fd()) % self.idle.len()].lock();
+                let mut idle = self.idle.of_socket(conn.socket().as_raw_fd()).1.lock();
                 if idle.len() < 64 {
                     idle.push(conn);
                 }
@@ -366,9 +363,7 @@ impl RedisClient {
 
     fn mark_down(&self) {
         self.down_until_ms.store(self.now_ms() + BACKOFF_MS, Ordering::Relaxed);
-        for list in &self.idle {
-            list.lock().clear();
-        }
+        self.idle.clear();
     }
 
     /// Runs a Lua script by SHA, loading it first if this server does not have it (also after a

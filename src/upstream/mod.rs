@@ -111,10 +111,6 @@ pub enum SendBody<'a> {
     Stream { prefix: &'a [u8], rest: &'a mut dyn Read, length: Option<u64> },
 }
 
-/// A worker's idle connections, each with the time it was put back ([`crate::clock::coarse_millis`]);
-/// the most recent last.
-type IdleList = Mutex<Vec<(Conn, u64)>>;
-
 /// How often a checkin also sweeps the other workers' idle lists.
 const POOL_SWEEP_MS: u64 = 10_000;
 
@@ -140,8 +136,9 @@ pub struct UpstreamClient {
     response_timeout: Duration,
     idle_timeout: Duration,
     resolver: resolve::Resolver,
-    /// Idle connections, one list per scheduler worker (see [`crate::affinity`]).
-    idle: Box<[IdleList]>,
+    /// Idle connections, one list per scheduler worker (see [`crate::affinity`]), each with the time it
+    /// was put back ([`crate::clock::coarse_millis`]); the most recent last.
+    idle: affinity::IdleLists<(Conn, u64)>,
     /// When ([`crate::clock::coarse_millis`]) a checkin next sweeps every worker's list, not only its own.
     sweep_at: AtomicU64,
     /// Health of each address the host resolved to (connect failures only).
@@ -239,7 +236,7 @@ impl UpstreamClient {
             response_timeout: backend.response_timeout,
             idle_timeout: backend.idle_timeout,
             resolver: resolve::Resolver::default(),
-            idle: (0..affinity::workers()).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: affinity::IdleLists::default(),
             sweep_at: AtomicU64::new(0),
             addresses: Mutex::new(Vec::new()),
             health: backend.health,
@@ -393,17 +390,10 @@ impl UpstreamClient {
     /// crossing threads. (For plain HTTP a new connection on the worker is cheap, and the pool soon has
     /// connections on every worker.)
     fn checkout(&self) -> Option<Conn> {
-        let Some(worker) = affinity::home() else { return self.idle.iter().find_map(Self::checkout_from) };
-        let own = worker % self.idle.len();
-        Self::checkout_from(&self.idle[own]).or_else(|| match self.tls {
-            Some(_) => {
-                self.idle.iter().enumerate().filter(|&(i, _)| i != own).find_map(|(_, l)| Self::checkout_from(l))
-            }
-            None => None,
-        })
+        self.idle.take(self.tls.is_some(), Self::checkout_from)
     }
 
-    fn checkout_from(idle: &IdleList) -> Option<Conn> {
+    fn checkout_from(idle: &Mutex<Vec<(Conn, u64)>>) -> Option<Conn> {
         loop {
             // Probe outside the lock; a closed or expired connection is dropped (closed) unlocked too.
             let (mut conn, since) = idle.lock().pop()?;
@@ -416,11 +406,11 @@ impl UpstreamClient {
     fn checkin(&self, mut conn: Conn) {
         // A pooled connection belongs to no request.
         conn.cancel = None;
-        let own = affinity::of_fd(conn.fd) % self.idle.len();
+        let (own, list) = self.idle.of_socket(conn.fd);
         // One clock read serves the expiry, the connection's idle start and the sweep.
         let now_ms = crate::clock::coarse_millis();
         let mut expired = {
-            let mut idle = self.idle[own].lock();
+            let mut idle = list.lock();
             let expired = take_expired(&mut idle, now_ms);
             if idle.len() < POOL_SIZE {
                 idle.push((conn, now_ms));
@@ -429,9 +419,9 @@ impl UpstreamClient {
         };
         // The other workers' lists are swept too, now and then: a worker that no client lands on any
         // more would otherwise keep its idle connections (and their descriptors) for good.
-        if self.idle.len() > 1 && now_ms >= self.sweep_at.load(Ordering::Relaxed) {
+        if self.idle.count() > 1 && now_ms >= self.sweep_at.load(Ordering::Relaxed) {
             self.sweep_at.store(now_ms + POOL_SWEEP_MS, Ordering::Relaxed);
-            for (_, list) in self.idle.iter().enumerate().filter(|&(i, _)| i != own) {
+            for list in self.idle.others(own) {
                 expired.extend(take_expired(&mut list.lock(), now_ms));
             }
         }
