@@ -22,8 +22,8 @@
 //!   descriptor dropped at once after its wait left a coroutine parked for ever. may's IO timeouts
 //!   armed from another thread can also fire before the coroutine is parked, and it is then never woken.
 //!
-//! So accepted sockets are put on the accepting worker (`server::accept`), upstream and Redis sockets
-//! on the client's ([`descriptor_on`]), and [`sleep`] ends on the home worker (may's own sleep ends on
+//! So a connection's coroutine starts on its socket's worker (`server::accept`), upstream and Redis
+//! sockets are put on the client's ([`descriptor_on`]), and [`sleep`] ends on the home worker (may's own sleep ends on
 //! its timer thread). Where a thread move cannot be ruled out, errno is read through libc's own
 //! `__errno_location` ([`last_os_error`]).
 

@@ -1,12 +1,13 @@
-//! Accepting onto the accepting worker. may's `accept` registers a new socket with the worker of its
-//! descriptor number, which is the other worker for about half the connections: the connection's
-//! coroutine starts on the accepting worker and moves at its first wait (see `affinity` for why a
-//! coroutine must not change threads). Here the socket is accepted without may, given a number of the
-//! accepting worker, and only then registered, so the coroutine spawned for it never moves.
+//! Accepting without may. may registers a new socket with the worker of its descriptor number, which
+//! is the other worker for about half the connections; the accept loop starts each connection's
+//! coroutine on its socket's worker (`server`), so that the coroutine never changes threads (see
+//! `affinity` for why it must not). The socket keeps the number the kernel gave it: moving it to the
+//! accepting worker's numbers (`affinity::descriptor_on`) failed under bursts of connections, when the
+//! free numbers were all the other worker's. errno is read through libc (`affinity::last_os_error`).
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use may::io::WaitIo;
 use may::net::{TcpListener, TcpStream};
@@ -20,8 +21,8 @@ pub enum Accepted {
     Woken,
 }
 
-/// The next connection on `listener` (non-blocking, as may makes its listeners), on a descriptor of
-/// the calling coroutine's home worker (the listener's, once the accept loop has called `set_home`).
+/// The next connection on `listener` (non-blocking, as may makes its listeners), registered with the
+/// worker of its descriptor number.
 pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
     loop {
         // SAFETY: a zeroed sockaddr_storage is a valid value; the kernel fills up to `len` bytes.
@@ -37,11 +38,9 @@ pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
             )
         };
         if fd >= 0 {
-            // SAFETY: a fresh descriptor nothing else owns.
-            let fd = affinity::descriptor_on(unsafe { OwnedFd::from_raw_fd(fd) }, affinity::home());
             let peer = peer_address(&storage).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            // SAFETY: an open socket nothing else owns; may registers it with the worker of its number.
-            return Ok(Accepted::Connection(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }, peer));
+            // SAFETY: a fresh socket nothing else owns; may registers it with the worker of its number.
+            return Ok(Accepted::Connection(unsafe { TcpStream::from_raw_fd(fd) }, peer));
         }
         let e = affinity::last_os_error();
         match e.raw_os_error() {
@@ -54,6 +53,22 @@ pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
             _ => return Err(e),
         }
     }
+}
+
+/// Starts `serve` with `stream` in a coroutine on the worker whose event loop serves `stream`, with a stack of
+/// `stack` machine words: may would start it on the workers in turn, and a coroutine on the other
+/// worker would move at its first wait (see `affinity`).
+///
+/// # Safety
+/// As may's `Builder::spawn`: `serve` keeps no thread-local state across its waits.
+pub unsafe fn spawn_on_its_worker<T: Send + 'static>(
+    stream: TcpStream,
+    stack: usize,
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> io::Result<may::coroutine::JoinHandle<T>> {
+    let builder = may::coroutine::Builder::new().stack_size(stack).id(affinity::of_fd(stream.as_raw_fd()));
+    // SAFETY: as the caller promises.
+    unsafe { builder.spawn(move || serve(stream)) }
 }
 
 /// The address in `storage` as the kernel filled it for an accepted TCP socket.
@@ -80,50 +95,77 @@ mod tests {
     use std::io::{Read, Write};
 
     #[test]
-    fn connections_are_accepted_onto_the_listeners_worker_and_their_coroutines_stay_there() {
+    fn each_connections_coroutine_starts_and_stays_on_its_sockets_worker() {
         affinity::set_workers(may::config().get_workers());
         if affinity::workers() < 2 {
             return; // one worker: nothing can move
         }
+        const CLIENTS: usize = 16;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        // Clients whose connections stay open until every one is served, so that the accepted sockets
+        // take numbers of both workers.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
         let clients = std::thread::spawn(move || {
-            (0..8)
-                .map(|i| {
-                    let mut c = std::net::TcpStream::connect(addr).unwrap();
-                    c.write_all(&[i]).unwrap();
-                    let mut back = [0u8; 1];
-                    c.read_exact(&mut back).unwrap();
-                    (c.local_addr().unwrap(), back[0])
-                })
-                .collect::<Vec<_>>()
+            let (mut open, mut spare) = (Vec::new(), Vec::new());
+            for i in 0..CLIENTS {
+                // A descriptor held now and then shifts the numbers the next sockets get.
+                if i % 3 == 0 {
+                    spare.push(std::fs::File::open("/dev/null").unwrap());
+                }
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.write_all(&[i as u8]).unwrap();
+                let mut back = [0u8; 1];
+                c.read_exact(&mut back).unwrap();
+                assert_eq!(usize::from(back[0]), i);
+                open.push(c);
+            }
+            wait.recv().unwrap();
+            open.iter().map(|c| c.local_addr().unwrap()).collect::<Vec<_>>()
         });
-        // Started on the listener's worker, as `serve` starts an accept loop.
+        // Each worker's thread, asked from a coroutine started on that worker.
+        let threads: Vec<std::thread::ThreadId> = (0..2)
+            .map(|w| {
+                let builder = may::coroutine::Builder::new().id(w);
+                unsafe { builder.spawn(move || affinity::thread_of_worker(w)) }.unwrap().join().unwrap()
+            })
+            .collect();
+        // Started on the listener's worker, as `serve` starts an accept loop; the connections as
+        // `accept_loop` starts them.
         let builder = may::coroutine::Builder::new().id(affinity::of_fd(listener.as_raw_fd()));
-        let served = unsafe {
+        let accepting = unsafe {
             builder.spawn(move || {
                 affinity::set_home(listener.as_raw_fd());
-                let home = affinity::home().unwrap();
-                let home_thread = affinity::thread_of_worker(home);
-                let mut peers = Vec::new();
-                while peers.len() < 8 {
-                    let Accepted::Connection(mut s, peer) = accept(&listener).unwrap() else { continue };
-                    assert_eq!(affinity::of_fd(s.as_raw_fd()), home, "the socket is on the accepting worker");
-                    // The first read waits for the client's byte: it resumes where the socket's events go.
-                    let mut b = [0u8; 1];
-                    s.read_exact(&mut b).unwrap();
-                    assert_eq!(std::thread::current().id(), home_thread, "resumed on the accepting worker");
-                    s.write_all(&b).unwrap();
-                    peers.push(peer);
+                let mut served = Vec::new();
+                while served.len() < CLIENTS {
+                    let Accepted::Connection(s, peer) = accept(&listener).unwrap() else { continue };
+                    let threads = threads.clone();
+                    let serving = spawn_on_its_worker(s, 0x4000, move |mut s| {
+                        affinity::set_home(s.as_raw_fd());
+                        let worker = affinity::home().unwrap();
+                        let worker_thread = threads[worker];
+                        // Checked before any wait: a wait from the other worker's thread can hang.
+                        assert_eq!(std::thread::current().id(), worker_thread, "started on its socket's worker");
+                        // This read waits for the client's byte: it resumes where the socket's events go.
+                        let mut b = [0u8; 1];
+                        s.read_exact(&mut b).unwrap();
+                        assert_eq!(std::thread::current().id(), worker_thread, "still on its socket's worker");
+                        s.write_all(&b).unwrap();
+                        (worker, s)
+                    });
+                    // Joined at once: a failed check ends the test instead of leaving the client waiting.
+                    served.push((peer, serving.unwrap().join().unwrap()));
                 }
-                peers
+                served
             })
         };
-        let peers = served.unwrap().join().unwrap();
+        let served = accepting.unwrap().join().unwrap();
+        go.send(()).unwrap();
         let clients = clients.join().unwrap();
-        for (i, (local, echoed)) in clients.iter().enumerate() {
-            assert_eq!(usize::from(*echoed), i);
-            assert_eq!(peers[i], *local, "the peer address is the client's");
+        for (i, (peer, _)) in served.iter().enumerate() {
+            assert_eq!(*peer, clients[i], "the peer address is the client's");
         }
+        let workers: std::collections::HashSet<usize> = served.iter().map(|(_, (w, _))| *w).collect();
+        assert_eq!(workers.len(), 2, "connections on both workers");
     }
 }

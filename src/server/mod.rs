@@ -170,10 +170,8 @@ pub fn serve(
 fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>, tls: Option<Arc<ListenerTls>>) {
     // may counts stack sizes in machine words.
     let stack = cfg.stack_kib * 1024 / std::mem::size_of::<usize>();
-    // The loop runs on its listener's worker (`serve`), and so do the connections it accepts (on that
-    // worker's descriptor numbers: `accept`) and the coroutines it starts for them (below).
+    // The loop runs on its listener's worker (`serve`); each connection's coroutine on its socket's.
     crate::affinity::set_home(listener.as_raw_fd());
-    let worker = crate::affinity::of_fd(listener.as_raw_fd());
     loop {
         if SHUTTING_DOWN.load(Ordering::Relaxed) {
             return;
@@ -192,12 +190,9 @@ fn accept_loop(listener: TcpListener, handler: Handler, cfg: Arc<ServerConfig>, 
         let handler = handler.clone();
         let cfg = cfg.clone();
         let tls = tls.clone();
-        // may would start the coroutine on the workers in turn; its socket's worker runs it instead, so
-        // it never waits on a socket from another worker's thread (see `affinity`).
-        let builder = may::coroutine::Builder::new().stack_size(stack).id(worker);
         // SAFETY: the coroutine uses no thread-local state across yields (may's requirement).
         let spawned = unsafe {
-            builder.spawn(move || {
+            accept::spawn_on_its_worker(stream, stack, move |stream| {
                 let _open = ConnectionSlot;
                 if open > cfg.max_connections {
                     crate::metrics::count_refused(503);
