@@ -260,21 +260,46 @@ struct Redis {
 }
 
 impl Redis {
-    fn start_on(port: u16) -> Redis {
+    /// A redis-server of this test's own on `port`; `None` when the port turned out taken. A free port
+    /// found by binding can be taken again before redis-server binds it (by another test's server, or as
+    /// a client socket's local port), and a server that answers there need not be ours: the one that
+    /// answers must report our child's process id.
+    fn try_start_on(port: u16) -> Option<Redis> {
         ensure_redis_server();
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
-        assert!(eventually(Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
-        Redis { child, port }
+        let pid = child.id();
+        let ours = eventually(Duration::from_secs(5), || {
+            server_pid(port) == Some(pid) || child.try_wait().is_ok_and(|exited| exited.is_some())
+        }) && server_pid(port) == Some(pid);
+        let redis = Redis { child, port };
+        ours.then_some(redis)
     }
 
+    /// A redis-server of this test's own on `port` (again, after `kill`), trying for a few seconds.
+    fn start_on(port: u16) -> Redis {
+        let start = Instant::now();
+        loop {
+            if let Some(redis) = Redis::try_start_on(port) {
+                return redis;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "port {port} stays taken");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A redis-server of this test's own on a free port.
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Redis::start_on(port)
+        (0..10)
+            .find_map(|_| {
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                Redis::try_start_on(port)
+            })
+            .expect("a redis-server on a free port")
     }
 
     fn kill(&mut self) {
@@ -283,10 +308,41 @@ impl Redis {
     }
 }
 
+/// The process id the Redis server on `port` reports (`INFO server`), when one answers.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(at) = text.find("process_id:") {
+            if let Some(line) = text[at + "process_id:".len()..].split_once("\r\n") {
+                return line.0.trim().parse().ok();
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+#[test]
+fn a_redis_server_already_on_the_port_is_not_taken_for_the_tests_own() {
+    // What happened when concurrent test runs picked the same free port: the second test's limits then
+    // counted in the first one's Redis.
+    let first = Redis::start();
+    assert!(Redis::try_start_on(first.port).is_none());
+    assert_eq!(server_pid(first.port), Some(first.child.id()));
 }
 
 #[test]
