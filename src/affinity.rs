@@ -95,6 +95,12 @@ pub fn set_home(fd: RawFd) {
     HOME.with(|h| h.set(Some(of_fd(fd))));
 }
 
+/// Makes `worker` the home of the calling coroutine (tests of code that runs in a connection's).
+#[cfg(test)]
+pub(crate) fn set_home_worker(worker: usize) {
+    HOME.with(|h| h.set(Some(worker)));
+}
+
 /// The calling coroutine's home worker: `None` outside a client connection (a credential refresher
 /// thread, a test).
 pub fn home() -> Option<usize> {
@@ -195,6 +201,27 @@ pub fn descriptor_on(fd: OwnedFd, worker: Option<usize>) -> OwnedFd {
         // `d`, of the wrong worker, closes here: the search goes on above it.
     }
     fd
+}
+
+/// What `ready` gives, asked again and again (with [`sleep`]s between, 0.5 ms growing to 10 ms) until
+/// it gives something or `timeout` has passed. For an answer a helper thread hands over (a name
+/// lookup, an access token): a coroutine woken from another thread (a may channel or flag) resumes on
+/// whichever worker may's scheduler picks, the workers in turn, and its next wait on its own socket is
+/// then armed from the wrong thread (see the module notes). Polling ends every wait on the home worker.
+pub fn poll_until<T>(timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_micros(500);
+    loop {
+        if let Some(value) = ready() {
+            return Some(value);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
 }
 
 /// Sleeps for `dur`, and resumes on the calling coroutine's home worker when it has one. may's own

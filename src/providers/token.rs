@@ -515,7 +515,9 @@ impl TokenSource {
                     if start {
                         self.start_exchange(flag.clone());
                     }
-                    if !flag.wait_timeout(WAIT) {
+                    // Polled, not waited on: the flag fires on the exchange's thread, and a wake-up from
+                    // there would resume this coroutine on either worker (`affinity::poll_until`).
+                    if crate::affinity::poll_until(WAIT, || flag.is_fired().then_some(())).is_none() {
                         return Err(self
                             .unavailable(&format!("the token endpoint has not answered within {} s", WAIT.as_secs())));
                     }

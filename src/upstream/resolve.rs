@@ -1,5 +1,6 @@
 //! Name resolution that never blocks a worker: getaddrinfo runs on a helper thread while the coroutine
-//! waits on a may channel; one lookup per name at a time (others wait for its answer); answers cached
+//! waits for its answer on its home worker (`affinity::poll_until`: a may channel would resume it on
+//! either worker); one lookup per name at a time (others wait for its answer); answers cached
 //! for a minute, and past that the old answer is served at once while a refresh runs. IP literals skip
 //! all of it.
 
@@ -17,7 +18,7 @@ type Answer = Result<Vec<SocketAddr>, String>;
 /// Answers by `host:port`, with when they were looked up.
 type Cache = HashMap<String, (Vec<SocketAddr>, Instant)>;
 /// Lookups under way, with whoever waits for them.
-type Waiters = HashMap<String, Vec<may::sync::mpsc::Sender<Answer>>>;
+type Waiters = HashMap<String, Vec<std::sync::mpsc::Sender<Answer>>>;
 
 #[derive(Debug, Default)]
 pub struct Resolver {
@@ -54,7 +55,7 @@ impl Resolver {
         // With a stale answer and no need for a fresh one, nothing is waited for: the stale answer is
         // served while one refresh runs.
         let wait = fresh || cached.is_none();
-        let (tx, rx) = may::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         let start = {
             let mut pending = self.pending.lock();
             let start = !pending.contains_key(&key);
@@ -89,11 +90,11 @@ impl Resolver {
         if !wait {
             return Ok(stale.unwrap_or_default());
         }
-        let failed = match rx.recv_timeout(timeout) {
-            Ok(Ok(addrs)) if !addrs.is_empty() => return Ok(addrs),
-            Ok(Ok(_)) => io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")),
-            Ok(Err(e)) => io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}")),
-            Err(_) => io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out")),
+        let failed = match crate::affinity::poll_until(timeout, || rx.try_recv().ok()) {
+            Some(Ok(addrs)) if !addrs.is_empty() => return Ok(addrs),
+            Some(Ok(_)) => io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")),
+            Some(Err(e)) => io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}")),
+            None => io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out")),
         };
         stale.ok_or(failed)
     }
@@ -121,6 +122,29 @@ mod tests {
         let literal = resolver.resolve("127.0.0.1", 1, Duration::from_secs(1)).unwrap();
         assert_eq!(literal, vec![SocketAddr::from(([127, 0, 0, 1], 1))]);
         assert!(resolver.resolve("name.invalid", 1, Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn a_coroutine_waiting_for_a_lookup_resumes_on_its_home_worker() {
+        crate::affinity::set_workers(may::config().get_workers());
+        if crate::affinity::workers() < 2 {
+            return; // one worker: nothing can move
+        }
+        // Each worker twice in a row: may hands wake-ups from other threads to the workers in turn.
+        for worker in [0, 0, 1, 1, 0, 0, 1, 1] {
+            // Started on its worker with that worker as its home, as a connection's coroutine is.
+            let builder = may::coroutine::Builder::new().id(worker);
+            let checked = unsafe {
+                builder.spawn(move || {
+                    crate::affinity::set_home_worker(worker);
+                    let home = crate::affinity::thread_of_worker(worker);
+                    // A new resolver each time: nothing cached, so the coroutine waits for the helper.
+                    Resolver::default().resolve("localhost", 1, Duration::from_secs(5)).unwrap();
+                    std::thread::current().id() == home
+                })
+            };
+            assert!(checked.unwrap().join().unwrap(), "the lookup's answer resumed the coroutine off worker {worker}");
+        }
     }
 
     #[test]
