@@ -5,10 +5,11 @@
 //! waits on a socket resumes on that worker's thread. A request whose client socket and upstream socket
 //! belong to different workers therefore moves between threads twice: on a quiet gateway each move
 //! wakes the other core; under load the coroutine's stack and buffers change caches. nginx avoids this
-//! by keeping one keep-alive cache per worker process; the upstream pool and the Redis client do the same
-//! here, with one list of idle connections per worker ([`IdleLists`]), and a new upstream connection is moved to a
-//! descriptor number on the client's worker ([`descriptor_on`], before may sees it: `connect.rs`). The
-//! worker is a hint, not a rule: if may ever assigns sockets differently the only loss is this saving.
+//! by keeping one keep-alive cache per worker process; the upstream pool and the Redis client do the
+//! same here, with one list of idle connections per worker ([`IdleLists`]), and a new upstream
+//! connection is moved to a descriptor number on the client's worker ([`descriptor_on`], before may sees
+//! it: `connect.rs`). The worker is a hint, not a rule: if may ever assigns sockets differently the only
+//! loss is this saving.
 //!
 //! It is also what keeps a coroutine on one thread, which matters for more than caches:
 //! - A coroutine that changes threads in the middle of a function can read the wrong thread's `errno`.
@@ -23,9 +24,10 @@
 //!   armed from another thread can also fire before the coroutine is parked, and it is then never woken.
 //!
 //! So a connection's coroutine starts on its socket's worker (`server::accept`), upstream and Redis
-//! sockets are put on the client's ([`descriptor_on`]), and [`sleep`] ends on the home worker (may's own sleep ends on
-//! its timer thread). Where a thread move cannot be ruled out, errno is read through libc's own
-//! `__errno_location` ([`last_os_error`]).
+//! sockets are put on the client's ([`descriptor_on`]), [`sleep`] ends on the home worker (may's own
+//! sleep ends on its timer thread), and an answer from a helper thread is polled for ([`poll_until`]).
+//! Where a thread move cannot be ruled out, errno is read through libc's own `__errno_location`
+//! ([`last_os_error`]).
 
 use std::cell::Cell;
 use std::io;
@@ -160,7 +162,8 @@ impl<T> IdleLists<T> {
     }
 }
 
-/// The list of worker `worker`.
+/// The list of worker `worker` (tests look into the lists).
+#[cfg(test)]
 impl<T> std::ops::Index<usize> for IdleLists<T> {
     type Output = Mutex<Vec<T>>;
 

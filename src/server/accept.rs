@@ -55,9 +55,9 @@ pub fn accept(listener: &TcpListener) -> io::Result<Accepted> {
     }
 }
 
-/// Starts `serve` with `stream` in a coroutine on the worker whose event loop serves `stream`, with a stack of
-/// `stack` machine words: may would start it on the workers in turn, and a coroutine on the other
-/// worker would move at its first wait (see `affinity`).
+/// Starts `serve` with `stream` in a coroutine on the worker whose event loop serves `stream`, with a
+/// stack of `stack` machine words: may would start it on the workers in turn, and a coroutine on the
+/// other worker would move at its first wait (see `affinity`).
 ///
 /// # Safety
 /// As may's `Builder::spawn`: `serve` keeps no thread-local state across its waits.
