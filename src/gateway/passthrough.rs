@@ -247,7 +247,7 @@ fn streams_raw(up: &Exchange) -> bool {
 
 /// Relays the answer piece by piece as it arrives. A failure mid-way cuts the connection (the body
 /// cannot say so): the client sees an incomplete body.
-fn relay_raw(mut up: Exchange, provider: &dyn Provider, resp: &mut Responder, ids: &[(&str, &str)]) -> Outcome {
+fn relay_raw(mut up: Box<Exchange>, provider: &dyn Provider, resp: &mut Responder, ids: &[(&str, &str)]) -> Outcome {
     let secrets = provider.secrets();
     super::relay::mask_relayed_headers(&mut up.passthrough, &super::relay::Masker::new(&secrets));
     let mut headers = super::relay::relayed_headers(&up.passthrough, ids, 1);

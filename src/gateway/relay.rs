@@ -104,7 +104,7 @@ fn relay_read(
 /// that refuses the request (a prompt Gemini blocked) is answered with the refusal's status. `details`:
 /// also collect the finish reasons (traced requests).
 pub fn relay(
-    mut up: Exchange,
+    mut up: Box<Exchange>,
     provider: &dyn Provider,
     endpoint: Endpoint,
     model: &str,

@@ -103,7 +103,7 @@ pub(super) fn send(
     retry: &RetryConfig,
     cancel: &Arc<Cancel>,
     attempts: &mut Attempts,
-) -> Result<Option<Exchange>, GatewayError> {
+) -> Result<Option<Box<Exchange>>, GatewayError> {
     let mut attempt = |target: &Target, backend: &Backend| {
         let model = target.model.as_deref().unwrap_or(&peek.model);
         match prepare(endpoint, backend, req, peek, model) {
@@ -131,7 +131,7 @@ pub(super) fn send(
 /// One try on one backend.
 pub(crate) enum Attempt {
     /// What sending gave.
-    Sent(Result<Exchange, GatewayError>),
+    Sent(Result<Box<Exchange>, GatewayError>),
     /// This backend cannot take the request at all (another of the route may).
     Skipped(GatewayError),
 }
@@ -146,7 +146,7 @@ pub(crate) fn send_plan(
     cancel: &Arc<Cancel>,
     attempt: &mut dyn FnMut(&Target, &Backend) -> Attempt,
     replayable: &dyn Fn() -> bool,
-) -> Result<Option<Exchange>, GatewayError> {
+) -> Result<Option<Box<Exchange>>, GatewayError> {
     let started = crate::clock::unix_millis();
     let candidates = by_health(snapshot, plan, started);
     let mut last_error = None;
@@ -244,7 +244,7 @@ fn by_health<'a, 'p>(snapshot: &Snapshot, plan: &'a [&'p Target], now: u64) -> C
 }
 
 /// Feeds an attempt's outcome to the backend's passive health; logs and counts ejections once.
-fn record_health(snapshot: &Snapshot, backend: &Backend, result: &Result<Exchange, GatewayError>) {
+fn record_health(snapshot: &Snapshot, backend: &Backend, result: &Result<Box<Exchange>, GatewayError>) {
     let failed = match result {
         Ok(up) => snapshot.config.health.statuses.contains(&up.status),
         Err(e) => e.may_fall_back() && !matches!(e, GatewayError::BackendUnavailable(_)),
@@ -268,11 +268,11 @@ fn record_health(snapshot: &Snapshot, backend: &Backend, result: &Result<Exchang
     }
 }
 
-fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -> Result<Exchange, GatewayError> {
+fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -> Result<Box<Exchange>, GatewayError> {
     let body: Value = serde_json::from_slice(&prepared.body)
         .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?;
     let reply = mock::respond(prepared.endpoint, &body, model);
-    Ok(Exchange {
+    Ok(Box::new(Exchange {
         status: reply.status,
         content_type: Some(Cow::Borrowed(reply.content_type)),
         passthrough: Default::default(),
@@ -288,7 +288,7 @@ fn send_mock(mock: &mock::Mock, index: usize, prepared: Prepared, model: &str) -
         strip_usage: prepared.strip_usage,
         backend: index,
         id_tag: None,
-    })
+    }))
 }
 
 /// `traceparent`: the attempt's span, sent instead of the client's (traced requests).
@@ -298,7 +298,7 @@ fn send_http(
     req: &Request,
     prepared: Prepared,
     traceparent: Option<&str>,
-) -> Result<Exchange, GatewayError> {
+) -> Result<Box<Exchange>, GatewayError> {
     let body = SendBody::Bytes(&prepared.body);
     let mut exchange = forward(backend, index, req, "POST", &prepared.path, "", body, traceparent)?;
     exchange.endpoint = Some(prepared.endpoint);
@@ -337,7 +337,7 @@ pub(crate) fn forward(
     query: &str,
     body: SendBody,
     traceparent: Option<&str>,
-) -> Result<Exchange, GatewayError> {
+) -> Result<Box<Exchange>, GatewayError> {
     let provider = &*backend.provider;
     let client = backend
         .upstream
@@ -467,7 +467,7 @@ pub(crate) fn forward(
             passthrough.push(name, value.as_bytes());
         }
     }
-    Ok(Exchange {
+    Ok(Box::new(Exchange {
         status: response.status,
         content_type,
         passthrough,
@@ -483,7 +483,7 @@ pub(crate) fn forward(
         strip_usage: false,
         backend: index,
         id_tag: None,
-    })
+    }))
 }
 
 #[cfg(test)]
