@@ -109,6 +109,20 @@ fn burst(
     headers: &'static [(&'static str, &'static str)],
     body: serde_json::Value,
 ) -> (usize, usize) {
+    paced_burst(addr, threads, total, headers, body, Duration::ZERO)
+}
+
+/// [`burst`], each client pausing `after_429` after a refusal: for token budgets, whose admitted
+/// requests give back the unused part of their reservation when they complete, so that the attempts
+/// do not all run out before the first requests complete (they did on a machine busy with four runs).
+fn paced_burst(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    total: usize,
+    headers: &'static [(&'static str, &'static str)],
+    body: serde_json::Value,
+    after_429: Duration,
+) -> (usize, usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let admitted = Arc::new(AtomicUsize::new(0));
     let rejected = Arc::new(AtomicUsize::new(0));
@@ -123,7 +137,10 @@ fn burst(
                     let r = post(addr, "/v1/chat/completions", headers, &body);
                     match r.status {
                         200 => admitted.fetch_add(1, Ordering::SeqCst),
-                        429 => rejected.fetch_add(1, Ordering::SeqCst),
+                        429 => {
+                            std::thread::sleep(after_429);
+                            rejected.fetch_add(1, Ordering::SeqCst)
+                        }
                         s => panic!("unexpected status {s}: {}", r.text()),
                     };
                 }
@@ -158,7 +175,7 @@ fn token_budget_under_a_burst_never_exceeds_the_written_bound() {
     );
     cfg["ratelimit"] = json!({"default_output_tokens": 100});
     let gw = Gateway::start(&cfg);
-    let (admitted, rejected) = burst(gw.addr, 64, 640, &[A], chat("fake-1"));
+    let (admitted, rejected) = paced_burst(gw.addr, 64, 640, &[A], chat("fake-1"), Duration::from_millis(20));
     assert!(rejected > 0 && admitted > 0);
     // The fake reports 7 tokens per request; every reservation (input estimate + 100) is larger, so
     // the bound Σ max(0, actual − reserved) is 0: the real total may not pass the limit.
@@ -386,8 +403,9 @@ fn redis_token_budget_reconciles_across_instances() {
     let gw1 = Gateway::start(&cfg);
     let gw2 = Gateway::start(&cfg);
     let (a1, a2) = (gw1.addr, gw2.addr);
-    let t1 = std::thread::spawn(move || burst(a1, 16, 200, &[A], chat("fake-1")));
-    let t2 = std::thread::spawn(move || burst(a2, 16, 200, &[A], chat("fake-1")));
+    let pace = Duration::from_millis(20);
+    let t1 = std::thread::spawn(move || paced_burst(a1, 16, 200, &[A], chat("fake-1"), pace));
+    let t2 = std::thread::spawn(move || paced_burst(a2, 16, 200, &[A], chat("fake-1"), pace));
     let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
     let used = (r1.0 + r2.0) as u64 * 7;
     eprintln!("two instances + Redis, 500-token budget: admitted {} + {}, used {used} tokens", r1.0, r2.0);
