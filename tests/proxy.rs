@@ -59,7 +59,11 @@ fn a_large_answer_reaches_a_slow_reader_whole_and_the_connection_stays_usable() 
     // 48 MB: more than the two sockets can buffer (4 MiB to send, 32 MiB to receive at most here), so
     // the head and body go out in several writes.
     let up = FakeUpstream::start();
-    let gw = Gateway::start(&config_for(&up));
+    let mut cfg = config_for(&up);
+    // The fake builds its 48 MB answer before its head: a loaded machine can take longer than the usual
+    // 3 s test timeout for that, which is not what this test is about.
+    cfg["backends"][0]["response_timeout_ms"] = json!(30_000);
+    let gw = Gateway::start(&cfg);
     let mut stream = connect(gw.addr);
     let body = serde_json::to_vec(&chat("fake-1")).unwrap();
     post_raw(&mut stream, "/v1/chat/completions", &[("x-fake-pad", "48000000")], &body);
