@@ -8,8 +8,9 @@
 //! - the request that first sees the token due starts the refresh and goes on with the old token; the
 //!   others that arrive meanwhile also keep using it: one refresh at a time per credential, however
 //!   many requests there are;
-//! - only when no valid token exists (the first request, or after failures) do requests wait, on a
-//!   may-aware flag (a coroutine yields, its worker thread goes on);
+//! - only when no valid token exists (the first request, or after failures) do requests wait: they
+//!   look at a flag the exchange sets, sleeping between looks on their home worker
+//!   (`affinity::poll_until`; a coroutine yields, its worker thread goes on);
 //! - the exchange runs on a short-lived OS thread of its own, not on a may worker: the RSA signature
 //!   (about a millisecond of CPU, see benches/micro.rs) and the token endpoint's round trip never hold
 //!   a worker, and the exchange is not cut when the client whose request started it goes away;
@@ -26,10 +27,10 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use may::sync::SyncFlag;
 use parking_lot::Mutex;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use rustls::pki_types::pem::PemObject;
@@ -348,8 +349,8 @@ struct Cached {
 #[derive(Default)]
 struct State {
     token: Option<Cached>,
-    /// The exchange in progress: fired when it ends.
-    refreshing: Option<Arc<SyncFlag>>,
+    /// The exchange in progress: set when it ends.
+    refreshing: Option<Arc<AtomicBool>>,
     /// Why the last exchange failed (cleared by a success).
     failure: Option<String>,
     failures: u32,
@@ -362,9 +363,9 @@ enum Step {
     /// Send with this header.
     Use(Arc<str>),
     /// Send with this header, and start the exchange that `flag` will announce.
-    UseAndRefresh(Arc<str>, Arc<SyncFlag>),
+    UseAndRefresh(Arc<str>, Arc<AtomicBool>),
     /// Wait for the exchange; start it first when `start` is set.
-    Wait { flag: Arc<SyncFlag>, start: bool },
+    Wait { flag: Arc<AtomicBool>, start: bool },
     /// No token can be had now.
     Fail(String),
 }
@@ -376,7 +377,7 @@ impl State {
         match &self.token {
             Some(t) if now_ms < t.expires_at_ms => {
                 if now_ms >= t.refresh_at_ms && may_start {
-                    let flag = Arc::new(SyncFlag::new());
+                    let flag = Arc::new(AtomicBool::new(false));
                     self.refreshing = Some(flag.clone());
                     Step::UseAndRefresh(t.header.clone(), flag)
                 } else {
@@ -386,7 +387,7 @@ impl State {
             _ => match &self.refreshing {
                 Some(flag) => Step::Wait { flag: flag.clone(), start: false },
                 None if may_start => {
-                    let flag = Arc::new(SyncFlag::new());
+                    let flag = Arc::new(AtomicBool::new(false));
                     self.refreshing = Some(flag.clone());
                     Step::Wait { flag, start: true }
                 }
@@ -515,9 +516,9 @@ impl TokenSource {
                     if start {
                         self.start_exchange(flag.clone());
                     }
-                    // Polled, not waited on: the flag fires on the exchange's thread, and a wake-up from
+                    // Polled, not waited on: the flag is set on the exchange's thread, and a wake-up from
                     // there would resume this coroutine on either worker (`affinity::poll_until`).
-                    if crate::affinity::poll_until(WAIT, || flag.is_fired().then_some(())).is_none() {
+                    if crate::affinity::poll_until(WAIT, || flag.load(Ordering::Acquire).then_some(())).is_none() {
                         return Err(self
                             .unavailable(&format!("the token endpoint has not answered within {} s", WAIT.as_secs())));
                     }
@@ -532,8 +533,8 @@ impl TokenSource {
         format!("{}: no valid access token: {why}", self.label)
     }
 
-    /// Runs one exchange on a thread of its own; `flag` fires when the cache has its result.
-    fn start_exchange(self: &Arc<Self>, flag: Arc<SyncFlag>) {
+    /// Runs one exchange on a thread of its own; `flag` is set when the cache has its result.
+    fn start_exchange(self: &Arc<Self>, flag: Arc<AtomicBool>) {
         let source = self.clone();
         let done = flag.clone();
         let spawned = crate::affinity::spawn_helper("switchyard-token", move || {
@@ -544,13 +545,13 @@ impl TokenSource {
                 Err(e) => crate::warn_throttled!("{}: token refresh failed: {e}", source.label),
             }
             source.state.lock().complete(result, started, crate::clock::unix_millis(), source.refresh_before_ms);
-            done.fire();
+            done.store(true, Ordering::Release);
         });
         if let Err(e) = spawned {
             let now = crate::clock::unix_millis();
             let message = format!("cannot start the token refresh: {e}");
             self.state.lock().complete(Err(message), now, now, self.refresh_before_ms);
-            flag.fire();
+            flag.store(true, Ordering::Release);
         }
     }
 

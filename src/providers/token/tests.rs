@@ -20,7 +20,7 @@ fn the_first_request_starts_one_exchange_and_the_others_wait_for_it() {
 
 #[test]
 fn a_token_due_for_refresh_is_still_used_while_exactly_one_refresh_runs() {
-    let mut s = State { refreshing: Some(Arc::new(SyncFlag::new())), ..State::default() };
+    let mut s = State { refreshing: Some(Arc::new(AtomicBool::new(false))), ..State::default() };
     s.complete(issued(3600), 0, 100, 300_000);
     // Refresh at 3600 - 300 s.
     assert!(matches!(s.step(3_299_999), Step::Use(_)));
