@@ -1,7 +1,9 @@
 //! Proxy throughput, latency and CPU per request: the same closed-loop load straight to the upstream,
 //! through Switchyard, and (when installed) through nginx `proxy_pass`, in one run, as interleaved rounds
 //! (medians reported). Scenarios: `chat` (a 549 B JSON answer), `stream` (12 SSE events, 2,709 B, that
-//! the upstream sends in one write), and `64KiB` (a large request body).
+//! the upstream sends in one write), `64KiB` (a large request body), and two that only the gateway can
+//! serve, so measured without the direct and nginx rows: `messages` and `msg-strm`, an Anthropic client's
+//! `/v1/messages` (plain, and streamed as 20 events) translated to the OpenAI upstream and back.
 //!
 //! Every process runs at the bench's own priority: each thread of the gateway and of nginx is reniced to
 //! it (`renice` acts on one thread at a time on Linux).
@@ -12,7 +14,8 @@
 //! the static `dist` build against `release`; BENCH_OBSERVABILITY=1 to add the small-body load through three
 //! gateways in the same run: access log and tracing off, the access log to a file, and the access log plus
 //! every request traced to a local OTLP sink; BENCH_GATEWAY_CONFIG=JSON merged into the gateways' config,
-//! e.g. `{"workers": 1}`).
+//! e.g. `{"workers": 1}`; BENCH_NO_NGINX=1 to leave nginx out, as the profile-guided build's training
+//! run does: `deploy/pgo-build.sh`).
 
 mod common;
 #[path = "common/otlp_sink.rs"]
@@ -69,39 +72,46 @@ fn main() {
         "{:<8} {:<11} {:>9} {:>8} {:>8} {:>7} {:>11} {:>10} {:>10}",
         "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU µs/req", "vs direct", "vs nginx"
     );
+    // The last field: whether only the gateway can serve it (a translated schema).
     let scenarios = [
-        ("chat", chat_request("bench", 200, false, "")),
-        ("stream", chat_request("bench", 200, true, "x-bench-events: 12\r\nx-bench-one-write: 1\r\n")),
-        ("64KiB", chat_request("bench", 64 * 1024, false, "")),
+        ("chat", chat_request("bench", 200, false, ""), false),
+        ("stream", chat_request("bench", 200, true, "x-bench-events: 12\r\nx-bench-one-write: 1\r\n"), false),
+        ("64KiB", chat_request("bench", 64 * 1024, false, ""), false),
+        ("messages", messages_request("bench", false), true),
+        ("msg-strm", messages_request("bench", true), true),
     ];
-    for (label, request) in scenarios {
+    for (label, request, translated) in scenarios {
         if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == label)) {
             continue;
         }
         let request = Arc::new(request);
-        let direct = closed_loop(upstream, conns, duration, request.clone());
+        let direct = (!translated).then(|| closed_loop(upstream, conns, duration, request.clone()));
+        let direct_rps = direct.as_ref().map(Run::rps);
+        let nginx = nginx.as_ref().filter(|_| !translated);
         let mut ours: Vec<Vec<Measured>> = gateways.iter().map(|_| Vec::new()).collect();
         let mut theirs = Vec::new();
         for _ in 0..rounds {
             for ((_, gw), runs) in gateways.iter().zip(ours.iter_mut()) {
                 runs.push(measured(gw.child.id(), false, || closed_loop(gw.addr, conns, duration, request.clone())));
             }
-            if let Some(n) = &nginx {
+            if let Some(n) = nginx {
                 theirs.push(measured(n.child.id(), true, || closed_loop(n.addr, conns, duration, request.clone())));
             }
         }
-        row(label, "direct", &direct, direct.errors, None, direct.rps(), None);
+        if let Some(direct) = &direct {
+            row(label, "direct", direct, direct.errors, None, direct_rps, None);
+        }
         let nginx_median = (!theirs.is_empty()).then(|| median(&theirs));
         let nginx_rps = nginx_median.as_ref().map(|m| m.run.rps());
         for ((name, _), runs) in gateways.iter().zip(&ours).skip(1) {
             let m = median(runs);
-            row(label, name, &m.run, total_errors(runs), Some(m.cpu_us), direct.rps(), nginx_rps);
+            row(label, name, &m.run, total_errors(runs), Some(m.cpu_us), direct_rps, nginx_rps);
         }
         let errors = total_errors(&ours[0]);
         let ours = median(&ours[0]);
-        row(label, &gateways[0].0, &ours.run, errors, Some(ours.cpu_us), direct.rps(), nginx_rps);
+        row(label, &gateways[0].0, &ours.run, errors, Some(ours.cpu_us), direct_rps, nginx_rps);
         if let Some(m) = &nginx_median {
-            row(label, "nginx", &m.run, total_errors(&theirs), Some(m.cpu_us), direct.rps(), Some(m.run.rps()));
+            row(label, "nginx", &m.run, total_errors(&theirs), Some(m.cpu_us), direct_rps, Some(m.run.rps()));
             println!(
                 "{:<8} {:<11} CPU per request {:.2}x nginx's; p99 {:.2} ms vs {:.2} ms; gateway RSS {} KiB",
                 "",
@@ -126,9 +136,17 @@ fn main() {
     );
 }
 
-fn row(label: &str, target: &str, r: &Run, errors: u64, cpu_us: Option<f64>, direct_rps: f64, nginx_rps: Option<f64>) {
+fn row(
+    label: &str,
+    target: &str,
+    r: &Run,
+    errors: u64,
+    cpu_us: Option<f64>,
+    direct_rps: Option<f64>,
+    nginx_rps: Option<f64>,
+) {
     println!(
-        "{:<8} {:<11} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>11} {:>9.2}x {:>10}",
+        "{:<8} {:<11} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>11} {:>10} {:>10}",
         label,
         target,
         r.rps(),
@@ -136,7 +154,7 @@ fn row(label: &str, target: &str, r: &Run, errors: u64, cpu_us: Option<f64>, dir
         r.pct(0.99),
         errors,
         cpu_us.map_or("-".into(), |c| format!("{c:.1}")),
-        r.rps() / direct_rps,
+        direct_rps.map_or("-".into(), |d| format!("{:.2}x", r.rps() / d)),
         nginx_rps.map_or("-".into(), |n| format!("{:.2}x", r.rps() / n))
     );
 }

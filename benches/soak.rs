@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use may::net::TcpStream;
 
 fn main() {
     init_may();
@@ -42,7 +41,7 @@ fn main() {
         let (request, stop, completed, errors) = (request.clone(), stop.clone(), completed.clone(), errors.clone());
         may::go!(move || {
             while !stop.load(Ordering::Relaxed) {
-                let Ok(mut s) = TcpStream::connect(addr) else {
+                let Ok(mut s) = connect(addr) else {
                     errors.fetch_add(1, Ordering::Relaxed);
                     may::coroutine::sleep(Duration::from_millis(100));
                     continue;

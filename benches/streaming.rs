@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use may::net::TcpStream;
 
 /// Median and p99 time to the first body chunk of `n` sequential streams on one connection.
 fn ttfb(addr: std::net::SocketAddr, n: usize) -> (f64, f64) {
     let request = chat_request("bench", 200, true, "x-bench-events: 3\r\n");
     let handle = may::go!(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = connect(addr).unwrap();
         let _ = s.set_nodelay(true);
         let mut buf = Vec::new();
         let mut times = Vec::with_capacity(n);
@@ -56,7 +55,7 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
         .map(|_| {
             let (request, done) = (request.clone(), done.clone());
             may::go!(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
+                let mut s = connect(addr).unwrap();
                 let mut buf = Vec::new();
                 s.write_all(&request).unwrap();
                 if let Some((200, _)) = read_response(&mut s, &mut buf) {

@@ -171,7 +171,7 @@ fn client_config() -> Arc<rustls::ClientConfig> {
 }
 
 fn connect(t: &Target) -> std::io::Result<ClientStream> {
-    let tcp = may::net::TcpStream::connect(t.addr)?;
+    let tcp = common::connect(t.addr)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut stream = match &t.tls {

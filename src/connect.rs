@@ -13,9 +13,10 @@
 //! the record of a stream that outlives the wait. may keeps no timer for it: the deadline reaper
 //! (`deadline.rs`) ends a wait that outlasts the timeout by shutting the socket down.
 //!
-//! Used for upstreams and Redis. The benches' load coroutines keep may's connect: they have no home
-//! worker, so their sockets are on either worker, and their reads after this connect failed with its
-//! `EINPROGRESS`, read from the wrong thread's errno (see `affinity`).
+//! Used for upstreams and Redis. The benches' load coroutines have no home worker, so their sockets are
+//! on either worker, and their reads after this connect failed with its `EINPROGRESS`, read from the
+//! wrong thread's errno (see `affinity`); they connect with a blocking connect on loopback instead
+//! (`benches/common`). With may's connect they lost about one request in millions the same way.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};

@@ -72,12 +72,24 @@ fn readelf(args: &[&str], file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The README names the tested command; the Dockerfile builds with `deploy/pgo-build.sh`, whose two
+/// builds (instrumented, then optimised) are that command with one code generation flag more.
 #[test]
-fn readme_and_dockerfile_build_with_the_tested_command() {
+fn readme_dockerfile_and_profile_guided_build_use_the_tested_command() {
     let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
     assert!(readme.contains(BUILD_COMMAND), "the README's Deploy section names another build command");
+    assert!(readme.contains("deploy/pgo-build.sh"), "the README does not name the profile-guided build");
     let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
-    assert!(dockerfile.contains(BUILD_COMMAND), "the Dockerfile builds with another command");
+    assert!(dockerfile.contains("deploy/pgo-build.sh"), "the Dockerfile builds another way");
+    let script = std::fs::read_to_string(format!("{ROOT}/deploy/pgo-build.sh")).unwrap();
+    assert!(script.contains(&format!(r#"static="{TARGET_RUSTFLAGS}""#)), "the script links another way");
+    let cargo = format!("cargo {}", CARGO_BUILD.join(" "));
+    for flag in ["profile-generate", "profile-use"] {
+        let prefix = format!(r#"CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$static -C {flag}="#);
+        let build = script.split(&prefix).nth(1).unwrap_or_else(|| panic!("the script has no {flag} build"));
+        let command = build.lines().nth(1).unwrap_or_default().trim();
+        assert!(command.starts_with(&cargo), "the {flag} build is not `{cargo}`: {command}");
+    }
 }
 
 #[test]

@@ -109,15 +109,24 @@ pub fn one_write_stream(events: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+thread_local! {
+    /// Why this thread's last read ended a response early (end of stream, or the error), for
+    /// [`note_failed_request`]. A coroutine reads it before it yields again, so it is its own.
+    static READ_ENDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 fn read_some(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16384];
-    match s.read(&mut chunk) {
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            n
-        }
-        Err(_) => 0,
+    let (n, ended) = match s.read(&mut chunk) {
+        Ok(0) => (0, "the connection closed".to_string()),
+        Ok(n) => (n, String::new()),
+        Err(e) => (0, format!("read error: {e}")),
+    };
+    buf.extend_from_slice(&chunk[..n]);
+    if n == 0 {
+        READ_ENDED.with(|r| *r.borrow_mut() = ended);
     }
+    n
 }
 
 /// Head length, content length, and the bench headers of the request at the start of `buf`.
@@ -151,6 +160,14 @@ pub fn chat_request(model: &str, body_bytes: usize, stream: bool, extra: &str) -
         r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello. {pad}"}}],"stream":{stream},"max_tokens":16}}"#
     );
     format!("POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\nauthorization: Bearer bench\r\n{extra}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// An Anthropic client's `/v1/messages` request for `model`, plain or streamed.
+pub fn messages_request(model: &str, stream: bool) -> Vec<u8> {
+    let body = format!(
+        r#"{{"model":"{model}","max_tokens":16,"messages":[{{"role":"user","content":"Say hello."}}],"stream":{stream}}}"#
+    );
+    format!("POST /v1/messages HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\nx-api-key: bench\r\nanthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// Reads one response; returns its status and, for chunked bodies, the time the first body chunk came.
@@ -234,11 +251,22 @@ impl Run {
     }
 }
 
+/// A connection to `addr` for a load coroutine, made by a blocking connect (on loopback it completes at
+/// once) and then handed to may. Not may's connect: a load coroutine may move between the two
+/// schedulers while it waits there, and its first read then failed, about once in millions of requests,
+/// with the connect's `EINPROGRESS` read from the other thread's errno (`src/connect.rs`).
+pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let std_stream = std::net::TcpStream::connect(addr)?;
+    // SAFETY: a connected socket that nothing else owns; may registers it.
+    Ok(unsafe { TcpStream::from_raw_fd(std_stream.into_raw_fd()) })
+}
+
 /// `conns` keep-alive connections, each sending `request` again as soon as the last answer is in,
 /// for `duration` after a short warm-up.
 pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: Arc<Vec<u8>>) -> Run {
     let connect = move || {
-        let s = TcpStream::connect(addr)?;
+        let s = connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(s)
@@ -298,7 +326,7 @@ pub fn closed_loop_over<S: Read + Write>(
                         failed => {
                             // Counted, and the load goes on over a new connection: one failure must
                             // not leave the rest of the round one connection short.
-                            note_failed_request(failed.map(|(status, _)| status));
+                            note_failed_request(failed.map(|(status, _)| status), t0.elapsed(), &buf);
                             local.errors += 1;
                             stream = None;
                         }
@@ -328,14 +356,25 @@ fn note_connect_error(e: &std::io::Error) {
     }
 }
 
-/// Prints the first failed request (errors are counted; this says what they were): its status, or
-/// `None` when the connection failed or closed before a whole answer.
-fn note_failed_request(status: Option<u16>) {
+/// Prints the first failed request (errors are counted; this says what they were): its status, or why
+/// there was no whole answer (the connection closed, a read error, or an answer that did not parse),
+/// after how long, and the start of what had come.
+fn note_failed_request(status: Option<u16>, after: Duration, received: &[u8]) {
     static SEEN: AtomicBool = AtomicBool::new(false);
-    if !SEEN.swap(true, Ordering::Relaxed) {
-        match status {
-            Some(status) => eprintln!("a request failed: status {status}"),
-            None => eprintln!("a request failed: the connection failed or closed before a whole answer"),
+    let ended = READ_ENDED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    if SEEN.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match status {
+        Some(status) => eprintln!("a request failed: status {status}"),
+        None => {
+            let why =
+                if ended.is_empty() { "the request was not written, or the answer did not parse" } else { &ended };
+            let start = String::from_utf8_lossy(&received[..received.len().min(200)]);
+            eprintln!(
+                "a request failed after {after:?}: {why}; {} bytes of the answer had come: {start:?}",
+                received.len()
+            );
         }
     }
 }
@@ -441,7 +480,7 @@ pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_jso
     let child = Command::new(binary)
         .arg("--config")
         .arg(&path)
-        .env("SWITCHYARD_LOG", "error")
+        .env("SWITCHYARD_LOG", std::env::var("BENCH_GATEWAY_LOG").unwrap_or("error".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -506,7 +545,8 @@ pub fn write_nginx_config(
     path
 }
 
-/// nginx `proxy_pass` to `upstream` with upstream keep-alive, when nginx is installed.
+/// nginx `proxy_pass` to `upstream` with upstream keep-alive, when nginx is installed and not left out
+/// (`BENCH_NO_NGINX=1`).
 pub fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
     start_nginx_with(upstream, "")
 }
@@ -521,6 +561,9 @@ pub fn start_nginx_tls(upstream: SocketAddr, cert: &str, key: &str) -> Option<Pr
 
 /// [`start_nginx`] with `listen_extra` after the listen address (`" ssl; ssl_certificate …"`).
 fn start_nginx_with(upstream: SocketAddr, listen_extra: &str) -> Option<Proc> {
+    if std::env::var("BENCH_NO_NGINX").is_ok_and(|v| v == "1") {
+        return None;
+    }
     let nginx = nginx_binary()?;
     let dir = scratch("nginx");
     let port = free_port();
