@@ -14,7 +14,8 @@
 //! the static `dist` build against `release`; BENCH_OBSERVABILITY=1 to add the small-body load through three
 //! gateways in the same run: access log and tracing off, the access log to a file, and the access log plus
 //! every request traced to a local OTLP sink; BENCH_GATEWAY_CONFIG=JSON merged into the gateways' config,
-//! e.g. `{"workers": 1}`; BENCH_NO_NGINX=1 to leave nginx out, as the profile-guided build's training
+//! e.g. `{"workers": 1}`; BENCH_RATE=<req/s> to send at that rate over the connections instead of
+//! back to back, so that p50/p99 and CPU compare the proxies at the same load; BENCH_NO_NGINX=1 to leave nginx out, as the profile-guided build's training
 //! run does: `deploy/pgo-build.sh`).
 
 mod common;
@@ -63,7 +64,8 @@ fn main() {
         same_priority(n.child.id(), nice);
     }
     println!(
-        "proxy benchmark: {conns} keep-alive connections, {rounds} interleaved rounds of {seconds} s, every thread at nice {nice}, {}",
+        "proxy benchmark: {conns} keep-alive connections, {}, {rounds} interleaved rounds of {seconds} s, every thread at nice {nice}, {}",
+        paced_rate().map_or("each sending as soon as its last answer is in".into(), |r| format!("paced to {r:.0} req/s in all")),
         machine()
     );
     println!("gateway RSS idle: {} KiB", status_field(gw_pid, "VmRSS:"));

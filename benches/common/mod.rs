@@ -263,7 +263,7 @@ pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// `conns` keep-alive connections, each sending `request` again as soon as the last answer is in,
-/// for `duration` after a short warm-up.
+/// for `duration` after a short warm-up; paced instead when BENCH_RATE is set ([`paced_rate`]).
 pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: Arc<Vec<u8>>) -> Run {
     let connect = move || {
         let s = connect(addr)?;
@@ -271,7 +271,65 @@ pub fn closed_loop(addr: SocketAddr, conns: usize, duration: Duration, request: 
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(s)
     };
-    closed_loop_over(conns, duration, request, false, connect)
+    match paced_rate() {
+        None => closed_loop_over(conns, duration, request, false, connect),
+        Some(rate) => paced_loop(conns, duration, request, rate, connect),
+    }
+}
+
+/// BENCH_RATE: requests per second over all connections, each connection sending at its share of that
+/// rate (its requests evenly spaced, the connections staggered) instead of as soon as its last answer is
+/// in; `None` without it. At a rate every proxy sustains, the latencies compare the proxies at the same
+/// load, where a closed loop compares them at each one's own throughput.
+pub fn paced_rate() -> Option<f64> {
+    std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok()).filter(|r: &f64| *r > 0.0)
+}
+
+/// When and how far apart one connection sends, paced.
+struct Pace {
+    next: Instant,
+    every: Duration,
+}
+
+/// [`closed_loop`] paced to `rate`. Each connection is made first and its coroutine started on its
+/// socket's worker, where it sleeps between requests with the gateway's own sleep
+/// (`switchyard::affinity::sleep`): with may's sleep, the coroutines moved between the two schedulers,
+/// and the bench crashed (heap corruption) within seconds (see `src/affinity.rs`).
+fn paced_loop(
+    conns: usize,
+    duration: Duration,
+    request: Arc<Vec<u8>>,
+    rate: f64,
+    connect: impl Fn() -> std::io::Result<TcpStream> + Send + Sync + 'static,
+) -> Run {
+    use std::os::fd::AsRawFd;
+    switchyard::affinity::set_workers(may::config().get_workers());
+    let every = Duration::from_secs_f64(conns as f64 / rate);
+    let connect = Arc::new(connect);
+    let results = Arc::new(Mutex::new(Run::default()));
+    let (measure_from, end) = measuring_window(duration);
+    let handles: Vec<_> = (0..conns)
+        .filter_map(|i| {
+            let stream = connect().map_err(|e| note_connect_error(&e)).ok()?;
+            let fd = stream.as_raw_fd();
+            let pace = Pace { next: Instant::now() + every.mul_f64(i as f64 / conns as f64), every };
+            let (request, results, connect) = (request.clone(), results.clone(), connect.clone());
+            let builder = may::coroutine::Builder::new().id(switchyard::affinity::of_fd(fd));
+            // SAFETY: the coroutine owns everything it uses.
+            let spawned = unsafe {
+                builder.spawn(move || {
+                    switchyard::affinity::set_home(fd);
+                    let c = move || connect();
+                    connection_load(Some(stream), &request, false, &c, Some(pace), (measure_from, end), &results)
+                })
+            };
+            spawned.ok()
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    finished(&results, duration)
 }
 
 /// [`closed_loop`] over connections `connect` makes (TLS ones, say), one coroutine each; with
@@ -283,69 +341,101 @@ pub fn closed_loop_over<S: Read + Write>(
     reconnect: bool,
     connect: impl Fn() -> std::io::Result<S> + Send + Sync + 'static,
 ) -> Run {
-    let measure_from = Instant::now() + Duration::from_millis(500);
-    let end = measure_from + duration;
+    let window = measuring_window(duration);
     let results = Arc::new(Mutex::new(Run::default()));
     let connect = Arc::new(connect);
     let handles: Vec<_> = (0..conns)
         .map(|_| {
             let (request, results, connect) = (request.clone(), results.clone(), connect.clone());
-            may::go!(move || {
-                let mut local = Run::default();
-                let mut buf = Vec::with_capacity(8192);
-                let mut stream = None;
-                loop {
-                    let t0 = Instant::now();
-                    if t0 >= end {
-                        break;
-                    }
-                    if stream.is_none() || reconnect {
-                        buf.clear();
-                        stream = match connect() {
-                            Ok(s) => Some(s),
-                            Err(e) => {
-                                note_connect_error(&e);
-                                None
-                            }
-                        };
-                    }
-                    let Some(s) = stream.as_mut() else {
-                        local.errors += 1;
-                        break;
-                    };
-                    let answer = match s.write_all(&request) {
-                        Ok(()) => read_response(s, &mut buf),
-                        Err(_) => None,
-                    };
-                    match answer {
-                        Some((200, _)) if t0 >= measure_from => {
-                            local.requests += 1;
-                            local.latencies_us.push(t0.elapsed().as_micros() as u32);
-                        }
-                        Some((200, _)) => {}
-                        failed => {
-                            // Counted, and the load goes on over a new connection: one failure must
-                            // not leave the rest of the round one connection short.
-                            note_failed_request(failed.map(|(status, _)| status), t0.elapsed(), &buf);
-                            local.errors += 1;
-                            stream = None;
-                        }
-                    }
-                }
-                let mut r = results.lock().unwrap();
-                r.requests += local.requests;
-                r.errors += local.errors;
-                r.latencies_us.extend(local.latencies_us);
-            })
+            may::go!(move || connection_load(None, &request, reconnect, &*connect, None, window, &results))
         })
         .collect();
     for h in handles {
         let _ = h.join();
     }
+    finished(&results, duration)
+}
+
+/// When a run's requests count (after a 500 ms warm-up) and when it ends.
+fn measuring_window(duration: Duration) -> (Instant, Instant) {
+    let measure_from = Instant::now() + Duration::from_millis(500);
+    (measure_from, measure_from + duration)
+}
+
+/// The run the connections added up, its latencies sorted.
+fn finished(results: &Mutex<Run>, duration: Duration) -> Run {
     let mut run = std::mem::take(&mut *results.lock().unwrap());
     run.seconds = duration.as_secs_f64();
     run.latencies_us.sort_unstable();
     run
+}
+
+/// One connection's load: `request` again and again until the window ends, as soon as the last answer
+/// is in or at `pace`; adds what it measured to `results`.
+fn connection_load<S: Read + Write>(
+    mut stream: Option<S>,
+    request: &[u8],
+    reconnect: bool,
+    connect: &dyn Fn() -> std::io::Result<S>,
+    mut pace: Option<Pace>,
+    (measure_from, end): (Instant, Instant),
+    results: &Mutex<Run>,
+) {
+    let mut local = Run::default();
+    let mut buf = Vec::with_capacity(8192);
+    let mut first = true;
+    loop {
+        if let Some(p) = pace.as_mut() {
+            let now = Instant::now();
+            if p.next > now {
+                switchyard::affinity::sleep(p.next - now);
+            } else {
+                p.next = now; // behind: the next request now, no burst to catch up
+            }
+            p.next += p.every;
+        }
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        if stream.is_none() || (reconnect && !first) {
+            buf.clear();
+            stream = match connect() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    note_connect_error(&e);
+                    None
+                }
+            };
+        }
+        first = false;
+        let Some(s) = stream.as_mut() else {
+            local.errors += 1;
+            break;
+        };
+        let answer = match s.write_all(request) {
+            Ok(()) => read_response(s, &mut buf),
+            Err(_) => None,
+        };
+        match answer {
+            Some((200, _)) if t0 >= measure_from => {
+                local.requests += 1;
+                local.latencies_us.push(t0.elapsed().as_micros() as u32);
+            }
+            Some((200, _)) => {}
+            failed => {
+                // Counted, and the load goes on over a new connection: one failure must
+                // not leave the rest of the round one connection short.
+                note_failed_request(failed.map(|(status, _)| status), t0.elapsed(), &buf);
+                local.errors += 1;
+                stream = None;
+            }
+        }
+    }
+    let mut r = results.lock().unwrap();
+    r.requests += local.requests;
+    r.errors += local.errors;
+    r.latencies_us.extend(local.latencies_us);
 }
 
 /// Prints the first failure to connect (errors are counted; this says why).
