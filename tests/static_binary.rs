@@ -72,15 +72,15 @@ fn readelf(args: &[&str], file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The README names the tested command; the Dockerfile builds with `deploy/pgo-build.sh`, whose two
-/// builds (instrumented, then optimised) are that command with one code generation flag more.
+/// The README and the Dockerfile build with the tested command, and `deploy/pgo-build.sh`'s two builds
+/// (instrumented, then optimised) are that command with one code generation flag more.
 #[test]
 fn readme_dockerfile_and_profile_guided_build_use_the_tested_command() {
     let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
     assert!(readme.contains(BUILD_COMMAND), "the README's Deploy section names another build command");
     assert!(readme.contains("deploy/pgo-build.sh"), "the README does not name the profile-guided build");
     let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("deploy/pgo-build.sh"), "the Dockerfile builds another way");
+    assert!(dockerfile.contains(BUILD_COMMAND), "the Dockerfile builds with another command");
     let script = std::fs::read_to_string(format!("{ROOT}/deploy/pgo-build.sh")).unwrap();
     assert!(script.contains(&format!(r#"static="{TARGET_RUSTFLAGS}""#)), "the script links another way");
     let cargo = format!("cargo {}", CARGO_BUILD.join(" "));

@@ -319,8 +319,7 @@ fn paced_loop(
             let spawned = unsafe {
                 builder.spawn(move || {
                     switchyard::affinity::set_home(fd);
-                    let c = move || connect();
-                    connection_load(Some(stream), &request, false, &c, Some(pace), (measure_from, end), &results)
+                    connection_load(Some(stream), &request, false, &*connect, Some(pace), (measure_from, end), &results)
                 })
             };
             spawned.ok()
