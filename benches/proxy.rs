@@ -15,8 +15,9 @@
 //! gateways in the same run: access log and tracing off, the access log to a file, and the access log plus
 //! every request traced to a local OTLP sink; BENCH_GATEWAY_CONFIG=JSON merged into the gateways' config,
 //! e.g. `{"workers": 1}`; BENCH_RATE=<req/s> to send at that rate over the connections instead of
-//! back to back, so that p50/p99 and CPU compare the proxies at the same load; BENCH_NO_NGINX=1 to leave nginx out, as the profile-guided build's training
-//! run does: `deploy/pgo-build.sh`).
+//! back to back, so that p50/p99 and CPU compare the proxies at the same load; BENCH_NO_NGINX=1 to leave
+//! nginx out, as the profile-guided build's training run does (`deploy/pgo-build.sh`);
+//! BENCH_GATEWAY_LOG=<level> for the gateways' log, `error` by default).
 
 mod common;
 #[path = "common/otlp_sink.rs"]

@@ -382,7 +382,6 @@ fn connection_load<S: Read + Write>(
 ) {
     let mut local = Run::default();
     let mut buf = Vec::with_capacity(8192);
-    let mut first = true;
     loop {
         if let Some(p) = pace.as_mut() {
             let now = Instant::now();
@@ -397,7 +396,7 @@ fn connection_load<S: Read + Write>(
         if t0 >= end {
             break;
         }
-        if stream.is_none() || (reconnect && !first) {
+        if stream.is_none() || reconnect {
             buf.clear();
             stream = match connect() {
                 Ok(s) => Some(s),
@@ -407,7 +406,6 @@ fn connection_load<S: Read + Write>(
                 }
             };
         }
-        first = false;
         let Some(s) = stream.as_mut() else {
             local.errors += 1;
             break;
