@@ -109,11 +109,10 @@ pub fn one_write_stream(events: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-thread_local! {
-    /// Why this thread's last read ended a response early (end of stream, or the error), for
-    /// [`note_failed_request`]. A coroutine reads it before it yields again, so it is its own.
-    static READ_ENDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
+// Why this coroutine's last read ended a response early (end of stream, or the error), for
+// `note_failed_request`. Per coroutine, not per thread: the upstream's coroutines read on the same
+// threads as the load's, and their connections' ends would otherwise be reported as a client's.
+may::coroutine_local!(static READ_ENDED: std::cell::RefCell<String> = std::cell::RefCell::new(String::new()));
 
 fn read_some(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16384];
