@@ -84,7 +84,8 @@ pub fn output_reservation(snapshot: &Snapshot, max_output: Option<u64>) -> u64 {
 }
 
 /// Charges the request against every limit that applies, all or nothing. On a rejection,
-/// `denied_by` names the limit that refused it.
+/// `denied_by` names the limit that refused it. Out of line: see [`super::Observation::finish`].
+#[inline(never)]
 pub fn admit<'s>(
     snapshot: &'s Snapshot,
     facts: &Facts,

@@ -271,7 +271,8 @@ pub fn authenticate<'s>(snapshot: &'s Snapshot, req: &Request) -> Result<Option<
     snapshot.client_by_key(key).map(Some).ok_or(GatewayError::Unauthorized)
 }
 
-/// Phase 3: the route and the ordered backends to try.
+/// Phase 3: the route and the ordered backends to try. Out of line: see [`Observation::finish`].
+#[inline(never)]
 pub fn route<'s>(
     snapshot: &'s Snapshot,
     req: &Request,

@@ -135,7 +135,10 @@ impl<'s> Observation<'s> {
         f.received_unix_nanos + t.saturating_duration_since(self.received).as_nanos() as u64
     }
 
-    /// Reports the request: metrics, the access log line, the trace's spans.
+    /// Reports the request: metrics, the access log line, the trace's spans. Out of line, as are the
+    /// phases before the relay (`route`, `admit`, `send`): inlined, their locals widen the handler's
+    /// frame, which stays on the stack while a stream waits (`server/stack.rs`).
+    #[inline(never)]
     pub fn finish(mut self, snapshot: &Snapshot, req: &Request, resp: &Responder, request_id: &str) {
         self.report(snapshot, req, resp.status(), resp.bytes_sent(), request_id);
     }

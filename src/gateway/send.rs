@@ -93,7 +93,9 @@ fn relayed_response_header(name: &str) -> bool {
 /// processed (connect failure, 429, 503 with a hint), it is retried up to the route's `retry.retries`
 /// times after the provider's hinted wait or a jittered back-off, within `retry.deadline_ms`.
 /// `None`: the client went away. Each attempt, and each backend passed over, is recorded in `attempts`.
+/// Out of line: see [`super::Observation::finish`].
 #[allow(clippy::too_many_arguments)] // the request's parts, the plan and its policy, and the two observers
+#[inline(never)]
 pub(super) fn send(
     snapshot: &Snapshot,
     req: &Request,

@@ -139,6 +139,11 @@ impl HeadError {
 /// line ends in a bare LF, when its target is neither origin-form, absolute-form (`http://host/path`,
 /// whose authority must be a valid host) nor `*` for OPTIONS, and when its Host is missing (HTTP/1.1),
 /// repeated (even identically) or not a valid `host[:port]` (RFC 9112 §3.2: MUST answer 400).
+///
+/// Out of line: its 4 KiB of header slots must not join the connection loop's frame, which stays on
+/// the stack while a stream waits (a profile-guided build inlined it there: a third stack page a
+/// waiting stream; see `server/stack.rs`).
+#[inline(never)]
 pub fn parse_head(
     buf: &[u8],
     max_head_bytes: usize,
