@@ -9,7 +9,10 @@ WORKDIR /src
 COPY . .
 # The commit `switchyard --version` names (the build context has no .git).
 ARG GIT_COMMIT=
-RUN SWITCHYARD_GIT_COMMIT="$GIT_COMMIT" CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile dist --target x86_64-unknown-linux-gnu \
+# The static build, profile-guided (deploy/pgo-build.sh: instrumented, trained over loopback by the proxy
+# bench, rebuilt), with the compiler's llvm-profdata.
+RUN rustup component add llvm-tools \
+ && SWITCHYARD_GIT_COMMIT="$GIT_COMMIT" deploy/pgo-build.sh \
  && cp target/x86_64-unknown-linux-gnu/dist/switchyard /switchyard
 
 FROM scratch

@@ -1,6 +1,7 @@
 //! The static binary (README, Deploy), built with the documented command into its own target directory
 //! (`<target>/static`, reused between runs), checked to load no shared library, and run as the
-//! Dockerfile's image would run it without Docker: from an otherwise empty root holding what the image
+//! Dockerfile's image would run it (the image's binary is this build made profile-guided by
+//! `deploy/pgo-build.sh`: the same code and flags, laid out by a profile) without Docker: from an otherwise empty root holding what the image
 //! copies (the binary, its config) plus what a container runtime adds (`/etc/hosts`, `/etc/resolv.conf`)
 //! and a CA file, as the image's unprivileged numeric user, with W^X enforced by the kernel
 //! (`PR_SET_MDWE`, as systemd's `MemoryDenyWriteExecute=`). It serves the demo model, proxies to an
@@ -21,7 +22,8 @@ use common::*;
 use serde_json::json;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// The build command of the README and the Dockerfile: `+crt-static` as the target's own flags, which
+/// The build command of the README (and of both builds in `deploy/pgo-build.sh`, which the Dockerfile
+/// runs, with one flag more): `+crt-static` as the target's own flags, which
 /// cargo joins with the code generation flags of `.cargo/config.toml` (a RUSTFLAGS variable would
 /// replace them, and the binary tested would not be the one the benches measure).
 const TARGET_RUSTFLAGS: &str = "-C target-feature=+crt-static";
@@ -72,15 +74,15 @@ fn readelf(args: &[&str], file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The README and the Dockerfile build with the tested command, and `deploy/pgo-build.sh`'s two builds
-/// (instrumented, then optimised) are that command with one code generation flag more.
+/// The README names the tested command; the Dockerfile builds with `deploy/pgo-build.sh`, whose two
+/// builds (instrumented, then optimised) are that command with one code generation flag more.
 #[test]
 fn readme_dockerfile_and_profile_guided_build_use_the_tested_command() {
     let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
     assert!(readme.contains(BUILD_COMMAND), "the README's Deploy section names another build command");
     assert!(readme.contains("deploy/pgo-build.sh"), "the README does not name the profile-guided build");
     let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
-    assert!(dockerfile.contains(BUILD_COMMAND), "the Dockerfile builds with another command");
+    assert!(dockerfile.contains("deploy/pgo-build.sh"), "the Dockerfile builds another way");
     let script = std::fs::read_to_string(format!("{ROOT}/deploy/pgo-build.sh")).unwrap();
     assert!(script.contains(&format!(r#"static="{TARGET_RUSTFLAGS}""#)), "the script links another way");
     let cargo = format!("cargo {}", CARGO_BUILD.join(" "));
