@@ -74,6 +74,7 @@ fn main() {
             .map(|_| {
                 let (request, completed, errors) = (request.clone(), completed.clone(), errors.clone());
                 may::go!(move || {
+                    let started = Instant::now();
                     let outcome = (|| {
                         let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
                         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
@@ -82,7 +83,18 @@ fn main() {
                         match read_response(&mut s, &mut buf) {
                             Some((200, _)) => Ok(()),
                             Some((status, _)) => Err(format!("status {status}: {}", String::from_utf8_lossy(&buf))),
-                            None => Err("response cut short".to_string()),
+                            None => {
+                                let why = match read_ended() {
+                                    e if e.is_empty() => "an answer that did not parse".to_string(),
+                                    e => e,
+                                };
+                                let end = String::from_utf8_lossy(&buf[buf.len().saturating_sub(200)..]);
+                                Err(format!(
+                                    "response cut short after {:?}: {why}; {} bytes had come, ending {end:?}",
+                                    started.elapsed(),
+                                    buf.len()
+                                ))
+                            }
                         }
                     })();
                     match outcome {

@@ -114,6 +114,11 @@ pub fn one_write_stream(events: usize) -> Vec<u8> {
 // threads as the load's, and their connections' ends would otherwise be reported as a client's.
 may::coroutine_local!(static READ_ENDED: std::cell::RefCell<String> = std::cell::RefCell::new(String::new()));
 
+/// Why this coroutine's last read ended a response early (empty when none did), and forgets it.
+pub fn read_ended() -> String {
+    READ_ENDED.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
+
 fn read_some(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16384];
     let (n, ended) = match s.read(&mut chunk) {
@@ -447,7 +452,7 @@ fn note_connect_error(e: &std::io::Error) {
 /// after how long, and the start of what had come.
 fn note_failed_request(status: Option<u16>, after: Duration, received: &[u8]) {
     static SEEN: AtomicBool = AtomicBool::new(false);
-    let ended = READ_ENDED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    let ended = read_ended();
     if SEEN.swap(true, Ordering::Relaxed) {
         return;
     }
