@@ -1,12 +1,13 @@
 //! The static binary (README, Deploy), built with the documented command into its own target directory
 //! (`<target>/static`, reused between runs), checked to load no shared library, and run as the
-//! Dockerfile's image would run it (the image's binary is this build made profile-guided by
-//! `deploy/pgo-build.sh`: the same code and flags, laid out by a profile) without Docker: from an otherwise empty root holding what the image
-//! copies (the binary, its config) plus what a container runtime adds (`/etc/hosts`, `/etc/resolv.conf`)
-//! and a CA file, as the image's unprivileged numeric user, with W^X enforced by the kernel
-//! (`PR_SET_MDWE`, as systemd's `MemoryDenyWriteExecute=`). It serves the demo model, proxies to an
-//! https stand-in by a host name from `/etc/hosts` with the private CA, counts limits in a TLS-only Redis
-//! with an ACL user found through DNS, and drains on the image's stop signal.
+//! Dockerfile's image would run it, without Docker (the image's binary is this build made
+//! profile-guided by `deploy/pgo-build.sh`: the same code and flags, laid out by a profile): from an
+//! otherwise empty root holding what the image copies (the binary, its config) plus what a container
+//! runtime adds (`/etc/hosts`, `/etc/resolv.conf`) and a CA file, as the image's unprivileged numeric
+//! user, with W^X enforced by the kernel (`PR_SET_MDWE`, as systemd's `MemoryDenyWriteExecute=`). It
+//! serves the demo model, proxies to an https stand-in by a host name from `/etc/hosts` with the
+//! private CA, counts limits in a TLS-only Redis with an ACL user found through DNS, and drains on the
+//! image's stop signal.
 
 mod common;
 
@@ -22,10 +23,10 @@ use common::*;
 use serde_json::json;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// The build command of the README (and of both builds in `deploy/pgo-build.sh`, which the Dockerfile
-/// runs, with one flag more): `+crt-static` as the target's own flags, which
-/// cargo joins with the code generation flags of `.cargo/config.toml` (a RUSTFLAGS variable would
-/// replace them, and the binary tested would not be the one the benches measure).
+/// The build command of the README (and, with one flag more, of both builds in `deploy/pgo-build.sh`,
+/// which the Dockerfile runs): `+crt-static` as the target's own flags, which cargo joins with the code
+/// generation flags of `.cargo/config.toml` (a RUSTFLAGS variable would replace them, and the binary
+/// tested would not be the one the benches measure).
 const TARGET_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 const CARGO_BUILD: &[&str] = &["build", "--locked", "--profile", "dist", "--target", "x86_64-unknown-linux-gnu"];
 const BUILD_COMMAND: &str = r#"CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile dist --target x86_64-unknown-linux-gnu"#;
