@@ -126,7 +126,7 @@ fn main() {
             );
         }
     }
-    if nginx.is_none() && nginx_binary().is_none() {
+    if nginx_binary().is_none() {
         println!("\n(nginx not found: install it (Debian: nginx-light) to compare against proxy_pass in the same run)");
     }
     if std::env::var("BENCH_OBSERVABILITY").is_ok_and(|v| v == "1") {

@@ -207,7 +207,7 @@ fn main() {
     for ((name, ..), cell) in targets.iter().zip(cells.iter_mut()) {
         println!("  {name:<22} {:>16.2} {:>16.2}", median(&mut cell[0]), median(&mut cell[1]));
     }
-    if nginx.is_none() && nginx_binary().is_none() {
+    if nginx_binary().is_none() {
         println!("(nginx not found: install it to compare in the same run)");
     }
 }
