@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The static binary built with profile-guided optimisation (README, Deploy: "Profile-guided build"): more
-# chat requests a second at less CPU, and more stack memory a waiting stream (the README has the figures;
-# the Dockerfile ships the plain build). Three steps, all on this machine:
+# chat requests a second at less CPU, at the plain build's stack memory a waiting stream (the README has
+# the figures). It is the build the Dockerfile ships. Three steps, all on this machine:
 #   1. the static `dist` build (the Dockerfile's command) with LLVM's instrumentation;
 #   2. training: `cargo bench --bench proxy` drives that binary over loopback with every scenario
 #      (OpenAI chat, streams, a large body, Anthropic clients translated both ways, plain and

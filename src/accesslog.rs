@@ -1,7 +1,8 @@
 //! The access log: one JSON line per request (`access_log` in config: `off`, `stderr` — the default —
 //! or a file path). A request thread appends its line to a buffer of its own (a lock nobody else takes
 //! but the writer, every 20 ms); the writer thread swaps each buffer out and writes it in one go. So a
-//! line costs a copy, never a system call, a wake-up or a shared lock, and a slow disk or terminal never
+//! line costs a copy, never a system call, a wake-up or a shared lock (but the first line after a quiet
+//! second, which wakes the dozing writer: [`crate::doze`]), and a slow disk or terminal never
 //! stalls a worker: past 4 MiB waiting in one thread's buffer, lines are dropped and counted
 //! (`switchyard_access_log_dropped_total`). A file is opened for appending and reopened on SIGUSR1 and on
 //! every config reload, for log rotation; [`flush`] writes what is pending (at exit).
@@ -39,6 +40,11 @@ impl Target {
 
 /// How often the writer collects the threads' buffers.
 const POLL: Duration = Duration::from_millis(20);
+/// Collections that found nothing before the writer dozes (1 s): under traffic it never does, so a line
+/// costs no wake-up; the first line after a quiet second wakes it.
+const QUIET_POLLS: u32 = 50;
+
+static WRITER_DOZE: crate::doze::Doze = crate::doze::Doze::new();
 /// Bytes one thread may have waiting; past it its lines are dropped.
 const MAX_PENDING: usize = 4 << 20;
 
@@ -98,9 +104,20 @@ pub fn configure(target: &Target) {
     MODE.store(mode, Ordering::Release);
     if mode != OFF {
         WRITER.call_once(|| {
-            crate::affinity::spawn_helper("switchyard-access-log", || loop {
-                std::thread::sleep(POLL);
-                drain(&mut OUTPUT.lock());
+            crate::affinity::spawn_helper("switchyard-access-log", || {
+                let mut quiet = 0;
+                loop {
+                    std::thread::sleep(POLL);
+                    if drain(&mut OUTPUT.lock()) {
+                        quiet = 0;
+                        continue;
+                    }
+                    quiet += 1;
+                    if quiet >= QUIET_POLLS {
+                        // Still quiet after it: lines since have reset the count.
+                        WRITER_DOZE.sleep_unless(pending);
+                    }
+                }
             })
             .expect("spawn the access log writer");
         });
@@ -147,18 +164,27 @@ pub fn write(line: &[u8]) {
             true
         })
         .unwrap_or(false);
-    if !kept {
+    if kept {
+        WRITER_DOZE.wake();
+    } else {
         metrics::ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Whether any thread has lines waiting (under each buffer's lock, which [`write`] appends under).
+fn pending() -> bool {
+    let buffers: Vec<Arc<Mutex<Vec<u8>>>> = BUFFERS.lock().clone();
+    buffers.iter().any(|b| !b.lock().is_empty())
 }
 
 /// An empty buffer with room, swapped in for a thread's full one (no allocation per collection).
 static SPARE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
-/// Moves every thread's pending lines to `out`.
-fn drain(out: &mut Output) {
+/// Moves every thread's pending lines to `out`; whether there were any.
+fn drain(out: &mut Output) -> bool {
     let buffers: Vec<Arc<Mutex<Vec<u8>>>> = BUFFERS.lock().clone();
     let mut batch = std::mem::take(&mut *SPARE.lock());
+    let mut any = false;
     for buffer in buffers {
         {
             let mut b = buffer.lock();
@@ -167,6 +193,7 @@ fn drain(out: &mut Output) {
             }
             std::mem::swap(&mut *b, &mut batch);
         }
+        any = true;
         let result = match out {
             Output::None => {
                 let lines = batch.iter().filter(|b| **b == b'\n').count() as u64;
@@ -184,6 +211,7 @@ fn drain(out: &mut Output) {
         batch.shrink_to(1 << 20);
     }
     *SPARE.lock() = batch;
+    any
 }
 
 /// A JSON object written field by field, strings escaped.

@@ -34,6 +34,8 @@ struct Slot {
 static SLOTS: Mutex<Option<HashMap<u64, Arc<Slot>>>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static REAPER: Once = Once::new();
+/// The reaper dozes while no socket is registered (an idle gateway): [`crate::doze`].
+static REAPER_DOZE: crate::doze::Doze = crate::doze::Doze::new();
 
 fn now_ms() -> u64 {
     // Never 0, which means "disarmed" (the coarse clock counts from boot).
@@ -59,6 +61,7 @@ impl Deadline {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot { fd, at: AtomicU64::new(0), expired: AtomicBool::new(false), how });
         SLOTS.lock().get_or_insert_with(HashMap::new).insert(id, slot.clone());
+        REAPER_DOZE.wake();
         Deadline { id, slot }
     }
 
@@ -92,7 +95,11 @@ fn reap() {
         std::thread::sleep(PERIOD);
         let now = now_ms();
         let guard = SLOTS.lock();
-        let Some(map) = guard.as_ref() else { continue };
+        let Some(map) = guard.as_ref().filter(|m| !m.is_empty()) else {
+            drop(guard);
+            REAPER_DOZE.sleep_unless(|| SLOTS.lock().as_ref().is_some_and(|m| !m.is_empty()));
+            continue;
+        };
         for slot in map.values() {
             let at = slot.at.load(Ordering::Acquire);
             if at != 0 && at <= now && !slot.expired.swap(true, Ordering::AcqRel) {

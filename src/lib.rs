@@ -17,6 +17,7 @@ pub mod config;
 pub mod connect;
 pub mod deadline;
 pub mod digits;
+pub mod doze;
 pub mod error;
 pub mod eventstream;
 #[doc(hidden)]

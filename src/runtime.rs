@@ -67,6 +67,7 @@ mod usr1 {
 
     extern "C" fn on_signal(_: i32) {
         RECEIVED.store(true, Ordering::Relaxed);
+        super::signal_wake::notify();
     }
 
     pub fn install() {
@@ -95,6 +96,7 @@ mod usr1 {
 
 /// From now on SIGUSR1 reopens the access log file (log rotation).
 pub fn catch_reopen_signal() {
+    signal_wake::open();
     usr1::install();
 }
 
@@ -118,14 +120,22 @@ pub fn describe(snapshot: &Snapshot) -> String {
     crate::check::summary(snapshot)
 }
 
-/// Sets the coroutine runtime up: scheduler threads, whether each is held to a core, and the default
-/// stack. Must run before any spawn.
+/// The longest an idle scheduler thread sleeps ([`configure_may`]).
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Sets the coroutine runtime up: scheduler threads, whether each is held to a core, the default
+/// stack, and how long an idle scheduler thread sleeps. Must run before any spawn.
 pub fn configure_may(workers: usize, pin_workers: bool, stack_kib: usize) -> usize {
     let workers =
         if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
     // may counts stack sizes in machine words, not bytes. It pins its workers unless told otherwise.
     may::config().set_workers(workers).set_stack_size(stack_kib * 1024 / std::mem::size_of::<usize>());
     may::config().set_worker_pin(pin_workers);
+    // may's workers wait in `epoll_wait` for at most this long with no timer due (may's default 10 ms:
+    // an idle gateway woke 200 times a second). Nothing here needs the periodic wake: may wakes a worker
+    // through its eventfd when a coroutine is scheduled to it from elsewhere or a timer list gets a new
+    // first entry, and without work stealing no worker looks at another's queue.
+    may::config().set_timeout_ns(IDLE_POLL.as_nanos() as u64);
     if pin_workers {
         crate::affinity::keep_process_cpus();
     }
@@ -191,6 +201,9 @@ fn stamps(paths: &[String]) -> Vec<Option<SystemTime>> {
     paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
 }
 
+/// How often the config watcher looks at the config, key and certificate files.
+const FILE_PERIOD: Duration = Duration::from_millis(300);
+
 /// Why the config is read again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -212,21 +225,27 @@ pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: Str
             let mut last = loaded;
             let mut secrets = loaded_secrets;
             let mut hangups = HANGUPS.load(Ordering::SeqCst);
-            for tick in 1u64.. {
-                // Signals are looked at every 100 ms, files every 300 ms.
-                std::thread::sleep(Duration::from_millis(100));
+            let mut files_at = Instant::now() + FILE_PERIOD;
+            loop {
+                // Signals are acted on as they come (their handlers wake this wait), files looked at
+                // every 300 ms.
+                signal_wake::wait(files_at);
+                let files_due = Instant::now() >= files_at;
+                if files_due {
+                    files_at = Instant::now() + FILE_PERIOD;
+                }
                 if usr1::take() {
                     info!("SIGUSR1: reopening the access log");
                     accesslog::reopen();
                 }
                 let seen = HANGUPS.load(Ordering::SeqCst);
-                if seen != hangups || tick % 3 == 0 {
+                if seen != hangups || files_due {
                     server::tls::reload_changed_certificates(seen != hangups);
                 }
                 let trigger = if seen != hangups {
                     hangups = seen;
                     Trigger::Sighup
-                } else if tick % 3 != 0 {
+                } else if !files_due {
                     continue;
                 } else if std::fs::metadata(&path).and_then(|m| m.modified()).ok() != last.modified {
                     Trigger::ConfigFile
@@ -299,14 +318,85 @@ pub fn watch_config(loaded: ConfigFile, loaded_secrets: SecretFiles, listen: Str
 static HANGUPS: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_sighup(_: libc::c_int) {
-    // Only an atomic increment: async-signal-safe.
+    // An atomic increment and a pipe write: async-signal-safe.
     HANGUPS.fetch_add(1, Ordering::SeqCst);
+    signal_wake::notify();
+}
+
+/// How the signal handlers wake the config watcher at once: a byte into a pipe (`write` is
+/// async-signal-safe) that the watcher waits on, with a timeout, between its looks at the files. It
+/// used to look for signals every 100 ms instead, waking 10 times a second on an idle gateway.
+mod signal_wake {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::time::Instant;
+
+    /// The pipe's ends; -1 until [`open`].
+    static READ: AtomicI32 = AtomicI32::new(-1);
+    static WRITE: AtomicI32 = AtomicI32::new(-1);
+
+    /// Makes the pipe (before the handlers are installed). Without it the watcher sleeps its
+    /// timeouts out and finds the signals' flags then.
+    pub fn open() {
+        if READ.load(Ordering::Acquire) >= 0 {
+            return;
+        }
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `pipe` fills two descriptors, which are made non-blocking and close-on-exec and are
+        // kept for the process's life.
+        unsafe {
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return;
+            }
+            for fd in fds {
+                libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK);
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        WRITE.store(fds[1], Ordering::Release);
+        READ.store(fds[0], Ordering::Release);
+    }
+
+    /// In a signal handler: one byte into the pipe (dropped when the pipe is full: a wake is pending
+    /// then anyway). `errno` is kept for the interrupted code.
+    pub fn notify() {
+        let fd = WRITE.load(Ordering::Acquire);
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: errno's location is the thread's own; `write` of one byte from a local is
+        // async-signal-safe.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let _ = libc::write(fd, [1u8].as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+
+    /// In the watcher: sleeps until `until` or a signal's byte, whichever comes first, and empties the
+    /// pipe.
+    pub fn wait(until: Instant) {
+        let fd = READ.load(Ordering::Acquire);
+        let left = until.saturating_duration_since(Instant::now());
+        if fd < 0 {
+            std::thread::sleep(left);
+            return;
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd; the pipe is never closed.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } > 0 {
+            let mut sink = [0u8; 64];
+            // SAFETY: reads into a local buffer of its size from a non-blocking pipe.
+            while unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+        }
+    }
 }
 
 /// Catches SIGINT/SIGTERM (graceful shutdown) and SIGHUP (config reload) from now on (call before
 /// serving, so a signal never finds the default action); the receiver fires once SIGINT or SIGTERM
 /// came.
 pub fn catch_signals() -> std::sync::mpsc::Receiver<()> {
+    signal_wake::open();
     let (tx, rx) = std::sync::mpsc::channel();
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = tx.send(());

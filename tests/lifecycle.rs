@@ -193,6 +193,39 @@ fn workers_run_on_any_core_unless_pinned() {
     }
 }
 
+/// Voluntary context switches of every thread of `pid` so far: one each time a thread sleeps or waits.
+fn sleeps(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// An idle gateway sleeps: its scheduler threads wake once a second (may's default was 100 times), the
+/// config watcher to look at its files, the other helpers not at all (about 275 wakes a second in all
+/// before). And a line after the quiet spell still reaches the access log at once: the first line wakes
+/// the dozing writer (its safety net is 5 s).
+#[test]
+fn an_idle_gateway_wakes_a_few_times_a_second() {
+    let gw = Gateway::start(&demo_config());
+    let pid = gw.child.id();
+    // Starts the helpers a request needs: the access log writer, the deadline reaper.
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("demo")).status, 200);
+    // Past the access log writer's quiet second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (before, from) = (sleeps(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let per_second = (sleeps(pid) - before) as f64 / from.elapsed().as_secs_f64();
+    assert!(per_second < 20.0, "{per_second:.1} wakes a second");
+
+    let lines = || gw.log().matches(r#""request_id""#).count();
+    assert_eq!(lines(), 1, "{}", gw.log());
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &[], &chat("demo")).status, 200);
+    assert!(eventually(Duration::from_secs(2), || lines() == 2), "{}", gw.log());
+}
+
 #[test]
 fn debug_level_writes_the_access_log_without_secrets() {
     let mut cfg = demo_config();

@@ -1,7 +1,8 @@
 //! Client-disconnect detection for requests in flight. One thread looks at the socket of every
-//! watched client connection with a request in flight a few times a second (a non-blocking peek): a
-//! connection is put on a watch list once, at its first request, and a request costs a few atomic
-//! stores and one uncontended lock, with no coroutine or wake-up. A client that closes has its
+//! watched client connection with a request in flight a few times a second (a non-blocking peek), and
+//! sleeps while no connection is watched: a connection is put on a watch list once, at its first
+//! request, and a request costs a few atomic stores and one uncontended lock, with no coroutine or
+//! wake-up (but a connection's first request, when it wakes the sleeping watcher). A client that closes has its
 //! upstream call shut down within `GRACE_MS + PERIOD`.
 
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ struct List {
 static WATCHED: [Shard; SHARDS] = [const { Shard(Mutex::new(None)) }; SHARDS];
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 static WATCHER: Once = Once::new();
+/// The watcher dozes while no connection is on a list (an idle gateway): [`crate::doze`].
+static WATCHER_DOZE: crate::doze::Doze = crate::doze::Doze::new();
 
 thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
@@ -88,11 +91,13 @@ impl ClientWatch {
             });
             let entry = Watched { fd: stream.as_raw_fd(), tls: stream.is_tls(), cancel: self.cancel.clone() };
             let shard = SHARD.with(|s| *s);
-            let mut list = WATCHED[shard].0.lock();
-            let list = list.get_or_insert_with(List::default);
+            let mut guard = WATCHED[shard].0.lock();
+            let list = guard.get_or_insert_with(List::default);
             list.next_id += 1;
             list.watched.insert(list.next_id, entry);
             self.entry = Some((shard, list.next_id));
+            drop(guard);
+            WATCHER_DOZE.wake();
         }
         self.cancel.clone()
     }
@@ -121,8 +126,13 @@ impl Drop for ClientWatch {
 fn watch_loop() {
     let mut ids: Vec<(u64, u64)> = Vec::new();
     let mut gone: Vec<(Arc<Cancel>, u64)> = Vec::new();
+    let watching = || WATCHED.iter().any(|shard| shard.0.lock().as_ref().is_some_and(|l| !l.watched.is_empty()));
     loop {
         std::thread::sleep(PERIOD);
+        if !watching() {
+            WATCHER_DOZE.sleep_unless(watching);
+            continue;
+        }
         let now_ms = crate::clock::coarse_millis();
         for shard in &WATCHED {
             if let Some(list) = shard.0.lock().as_ref() {
