@@ -111,16 +111,26 @@ fn main() {
             row(label, name, &m.run, total_errors(runs), Some(m.cpu_us), direct_rps, nginx_rps);
         }
         let errors = total_errors(&ours[0]);
-        let ours = median(&ours[0]);
-        row(label, &gateways[0].0, &ours.run, errors, Some(ours.cpu_us), direct_rps, nginx_rps);
+        let ours_median = median(&ours[0]);
+        row(label, &gateways[0].0, &ours_median.run, errors, Some(ours_median.cpu_us), direct_rps, nginx_rps);
         if let Some(m) = &nginx_median {
             row(label, "nginx", &m.run, total_errors(&theirs), Some(m.cpu_us), direct_rps, Some(m.run.rps()));
+        }
+        if rounds > 1 {
+            for ((name, _), runs) in gateways.iter().zip(&ours) {
+                println!("{:<8} {:<11} {}", "", name, tail(runs));
+            }
+            if !theirs.is_empty() {
+                println!("{:<8} {:<11} {}", "", "nginx", tail(&theirs));
+            }
+        }
+        if let Some(m) = &nginx_median {
             println!(
                 "{:<8} {:<11} CPU per request {:.2}x nginx's; p99 {:.2} ms vs {:.2} ms; gateway RSS {} KiB",
                 "",
                 "",
-                ours.cpu_us / m.cpu_us,
-                ours.run.pct(0.99),
+                ours_median.cpu_us / m.cpu_us,
+                ours_median.run.pct(0.99),
                 m.run.pct(0.99),
                 status_field(gw_pid, "VmRSS:")
             );

@@ -493,6 +493,28 @@ pub fn median(rounds: &[Measured]) -> &Measured {
     order[order.len() / 2]
 }
 
+/// The latency tail over every round: each round's p99 (lowest first), and the p99, the p99.9 and the
+/// share of requests over 4 ms of all the rounds' requests together. A closed loop's tail is set by
+/// which thread the scheduler preempts, and moves by milliseconds from round to round: one round's p99
+/// says little on its own.
+pub fn tail(rounds: &[Measured]) -> String {
+    let mut by_round: Vec<f64> = rounds.iter().map(|m| m.run.pct(0.99)).collect();
+    by_round.sort_by(f64::total_cmp);
+    let mut all = Run::default();
+    for m in rounds {
+        all.latencies_us.extend_from_slice(&m.run.latencies_us);
+    }
+    all.latencies_us.sort_unstable();
+    let over = all.latencies_us.iter().filter(|&&us| us > 4000).count() as f64;
+    format!(
+        "p99 by round {}; all rounds: p99 {:.2}, p99.9 {:.2} ms, {:.1}% over 4 ms",
+        by_round.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(" "),
+        all.pct(0.99),
+        all.pct(0.999),
+        over / all.latencies_us.len().max(1) as f64 * 100.0
+    )
+}
+
 /// Failed requests over every round: a table shows the median round's figures, but a failure in any
 /// round is reported.
 pub fn total_errors(rounds: &[Measured]) -> u64 {
