@@ -558,7 +558,7 @@ pub fn scratch(tag: &str) -> std::path::PathBuf {
     dir
 }
 
-fn wait_listening(addr: SocketAddr) {
+pub fn wait_listening(addr: SocketAddr) {
     let start = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(start.elapsed() < Duration::from_secs(10), "{addr} did not come up");
