@@ -2,8 +2,8 @@
 //! watched client connection with a request in flight a few times a second (a non-blocking peek), and
 //! sleeps while no connection is watched: a connection is put on a watch list once, at its first
 //! request, and a request costs a few atomic stores and one uncontended lock, with no coroutine or
-//! wake-up (but a connection's first request, when it wakes the sleeping watcher). A client that closes has its
-//! upstream call shut down within `GRACE_MS + PERIOD`.
+//! wake-up (but a connection's first request, when it wakes the sleeping watcher). A client that
+//! closes has its upstream call shut down within `GRACE_MS + PERIOD`.
 
 use std::collections::HashMap;
 use std::io;
