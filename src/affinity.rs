@@ -279,9 +279,12 @@ fn wait_on(worker: usize, dur: Duration) -> io::Result<()> {
         }
         match last_os_error() {
             e if e.raw_os_error() == Some(libc::EAGAIN) => {
-                let before = std::thread::current().id();
+                // pthread_self, not `std::thread::current()` (which counts its handle up and down at each
+                // call): libc's, opaque to LLVM, so it is asked again after the wait, as errno is.
+                // SAFETY: pthread_self has no preconditions.
+                let before = unsafe { libc::pthread_self() };
                 timer.registration.wait_io();
-                moved |= std::thread::current().id() != before;
+                moved |= unsafe { libc::pthread_self() } != before;
             }
             e if e.kind() == io::ErrorKind::Interrupted => {}
             e => break Err(e),

@@ -848,7 +848,7 @@ impl TlsRedis {
     pub fn start(bind: &str, port: u16) -> TlsRedis {
         ensure_redis_server();
         let names = |f: &str| tls_fixture(&format!("names/{f}"));
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", bind])
             .args(["--tls-cert-file", &names("server.pem"), "--tls-key-file", &names("server.key")])
             .args(["--tls-ca-cert-file", &names("ca.pem"), "--tls-auth-clients", "no"])
@@ -859,12 +859,34 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
-        assert!(
-            eventually(Duration::from_secs(5), || std::net::TcpStream::connect((bind, port)).is_ok()),
-            "redis-server with TLS did not come up on {bind}:{port} (is it built with TLS?)"
-        );
+        // Its own listening socket, not a connect: another server on the port would answer a connect.
+        let pid = child.id();
+        let up = eventually(Duration::from_secs(5), || listens_on(pid, port) || !matches!(child.try_wait(), Ok(None)))
+            && listens_on(pid, port);
+        assert!(up, "redis-server with TLS did not come up on {bind}:{port} (port taken, or built without TLS?)");
         TlsRedis { child }
     }
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port`: its own, by inode, so that another
+/// process on the port does not count.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| Some(link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_string()))
+        .collect();
+    let port = format!(":{port:04X}");
+    // Columns: sl, local address, remote address, state (0A: listening), queues, timer, retransmits, uid,
+    // timeout, inode.
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|table| std::fs::read_to_string(table).ok()).any(|table| {
+        table.lines().skip(1).any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" && inodes.contains(f[9])
+        })
+    })
 }
 
 impl Drop for TlsRedis {
