@@ -82,6 +82,9 @@ fn main() {
         ("64KiB", chat_request("bench", 64 * 1024, false, ""), false),
         ("messages", messages_request("bench", false), true),
         ("msg-strm", messages_request("bench", true), true),
+        ("bedrock", chat_request("bench-bedrock", 200, false, ""), true),
+        ("gemini", chat_request("bench-gemini", 200, false, ""), true),
+        ("gem-strm", chat_request("bench-gemini", 200, true, ""), true),
     ];
     for (label, request, translated) in scenarios {
         if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == label)) {

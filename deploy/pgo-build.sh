@@ -5,9 +5,10 @@
 #   1. the static `dist` build (the Dockerfile's command) with LLVM's instrumentation;
 #   2. training: `cargo bench --bench proxy` drives that binary over loopback with every scenario
 #      (OpenAI chat, streams, a large body, Anthropic clients translated both ways, plain and
-#      streamed), 2 s each; the binary writes its counts when it exits;
+#      streamed, OpenAI clients translated to Bedrock Converse and to Gemini, plain and streamed),
+#      2 s each; the binary writes its counts when it exits;
 #   3. the same build again, optimised with those counts: hot paths laid out together, cold paths
-#      (errors, rare schemas) moved out of the way.
+#      (errors, the schemas not trained) moved out of the way.
 # Needs llvm-profdata of the compiler's LLVM version: `rustup component add llvm-tools`, or Debian's
 # `llvm-<major>` (the script says which major). Output: target/x86_64-unknown-linux-gnu/dist/switchyard,
 # where the plain static build puts it. Takes three release builds' time (about 6 minutes on 2 cores).

@@ -45,7 +45,9 @@ fn upstream_connection(mut s: TcpStream) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let Some((head_len, body_len, events, delay, one_write)) = read_request_head(&mut s, &mut buf) else { return };
+        let Some((head_len, body_len, events, delay, one_write, provider)) = read_request_head(&mut s, &mut buf) else {
+            return;
+        };
         while buf.len() < head_len + body_len {
             if read_some(&mut s, &mut buf) == 0 {
                 return;
@@ -54,6 +56,12 @@ fn upstream_connection(mut s: TcpStream) {
         let body = &buf[head_len..head_len + body_len];
         let stream = body.windows(13).any(|w| w == b"\"stream\":true");
         buf.drain(..head_len + body_len);
+        if provider != Provider::OpenAi {
+            if s.write_all(&provider_reply(provider)).is_err() {
+                return;
+            }
+            continue;
+        }
         if !stream {
             let mut out = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -92,6 +100,71 @@ fn upstream_connection(mut s: TcpStream) {
             return;
         }
     }
+}
+
+/// The API a request to the bench upstream speaks, by its path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    OpenAi,
+    /// Bedrock Converse (`/model/{id}/converse`).
+    Converse,
+    /// Gemini `:generateContent`.
+    Gemini,
+    /// Gemini `:streamGenerateContent?alt=sse`.
+    GeminiStream,
+}
+
+impl Provider {
+    fn of_path(path: &str) -> Provider {
+        if path.ends_with("/converse") {
+            Provider::Converse
+        } else if path.contains(":streamGenerateContent") {
+            Provider::GeminiStream
+        } else if path.contains(":generateContent") {
+            Provider::Gemini
+        } else {
+            Provider::OpenAi
+        }
+    }
+}
+
+/// The bench upstream's answer in a provider's own schema: the chat answer's text and usage as a Bedrock
+/// Converse or Gemini response, or as a Gemini stream of 12 chunks (SSE) in one write.
+fn provider_reply(provider: Provider) -> Vec<u8> {
+    const TEXT: &str = "Hello! Here is a short answer of the kind a chat model gives: a couple of sentences that explain a thing plainly, so that the response body has a realistic size for a proxy benchmark, neither tiny nor large. That is all, and it was a good question to ask, thanks.";
+    let (content_type, body) = match provider {
+        Provider::Converse => (
+            "application/json",
+            format!(
+                r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{TEXT}"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":9,"outputTokens":57,"totalTokens":66}},"metrics":{{"latencyMs":120}}}}"#
+            ),
+        ),
+        Provider::Gemini => (
+            "application/json",
+            format!(
+                r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{TEXT}"}}],"role":"model"}},"finishReason":"STOP","index":0}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":57,"totalTokenCount":66}},"modelVersion":"gemini-bench","responseId":"bench"}}"#
+            ),
+        ),
+        Provider::GeminiStream => {
+            let mut events = String::new();
+            for i in 0..12 {
+                let finish = if i == 11 { r#","finishReason":"STOP""# } else { "" };
+                events.push_str(&format!(
+                    "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"token {i:02} of the answer \"}}],\"role\":\"model\"}}{finish},\"index\":0}}],\"usageMetadata\":{{\"promptTokenCount\":9,\"candidatesTokenCount\":{},\"totalTokenCount\":{}}},\"modelVersion\":\"gemini-bench\"}}\r\n\r\n",
+                    i + 1,
+                    i + 10
+                ));
+            }
+            return format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
+                events.len()
+            )
+            .into_bytes();
+        }
+        Provider::OpenAi => unreachable!("OpenAI answers are written by the connection loop"),
+    };
+    format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
 }
 
 /// A whole SSE response: `events - 1` content events and `[DONE]` in one chunk (12 events: 2,709 bytes
@@ -133,8 +206,9 @@ fn read_some(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> usize {
     n
 }
 
-/// Head length, content length, and the bench headers of the request at the start of `buf`.
-fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, usize, Duration, bool)> {
+/// Head length, content length, the bench headers and the API (by path) of the request at the start of
+/// `buf`.
+fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, usize, Duration, bool, Provider)> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -149,7 +223,8 @@ fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usi
             let events = find("x-bench-events").unwrap_or(20);
             let delay = Duration::from_millis(find("x-bench-delay-ms").unwrap_or(0) as u64);
             let one_write = find("x-bench-one-write") == Some(1);
-            return Some((len, body, events, delay, one_write));
+            let provider = Provider::of_path(req.path.unwrap_or(""));
+            return Some((len, body, events, delay, one_write, provider));
         }
         if read_some(s, buf) == 0 {
             return None;
@@ -604,7 +679,8 @@ pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_jso
 }
 
 /// Writes the benches' gateway config into `dir`: listening on `port`, two workers, one
-/// OpenAI-compatible backend (`bench`) at `upstream` and the mock (`demo`), plus any extra top-level
+/// OpenAI-compatible backend (`bench`) at `upstream`, the mock (`demo`), and Bedrock Converse
+/// (`bench-bedrock`) and Gemini (`bench-gemini`) backends at `upstream` too, plus any extra top-level
 /// config (which replaces what it names). Returns its path.
 pub fn write_gateway_config(
     dir: &std::path::Path,
@@ -616,9 +692,15 @@ pub fn write_gateway_config(
         "listen": format!("127.0.0.1:{port}"),
         "workers": 2,
         "backends": [{"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")},
-                     {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 0}],
+                     {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 0},
+                     {"name": "bedrock", "schema": "bedrock", "region": "us-east-1", "base_url": format!("http://{upstream}"),
+                      "auth": {"type": "aws", "access_key_id": "AKIDBENCH", "secret_access_key": "bench-secret"}},
+                     {"name": "gemini", "schema": "gemini", "base_url": format!("http://{upstream}"),
+                      "auth": {"type": "header", "key": "bench"}}],
         "routes": [{"model": "bench", "backends": [{"backend": "up"}]},
-                   {"model": "demo", "backends": [{"backend": "demo"}]}]
+                   {"model": "demo", "backends": [{"backend": "demo"}]},
+                   {"model": "bench-bedrock", "backends": [{"backend": "bedrock", "model": "amazon.nova-lite-v1:0"}]},
+                   {"model": "bench-gemini", "backends": [{"backend": "gemini", "model": "gemini-2.0-flash"}]}]
     });
     if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
