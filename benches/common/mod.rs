@@ -45,7 +45,9 @@ fn upstream_connection(mut s: TcpStream) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let Some((head_len, body_len, events, delay, one_write, provider)) = read_request_head(&mut s, &mut buf) else {
+        let Some(RequestHead { head_len, body_len, events, delay, one_write, provider }) =
+            read_request_head(&mut s, &mut buf)
+        else {
             return;
         };
         while buf.len() < head_len + body_len {
@@ -56,8 +58,8 @@ fn upstream_connection(mut s: TcpStream) {
         let body = &buf[head_len..head_len + body_len];
         let stream = body.windows(13).any(|w| w == b"\"stream\":true");
         buf.drain(..head_len + body_len);
-        if provider != Provider::OpenAi {
-            if s.write_all(&provider_reply(provider)).is_err() {
+        if let Some(reply) = provider_reply(provider) {
+            if s.write_all(reply).is_err() {
                 return;
             }
             continue;
@@ -103,7 +105,7 @@ fn upstream_connection(mut s: TcpStream) {
 }
 
 /// The API a request to the bench upstream speaks, by its path.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Provider {
     OpenAi,
     /// Bedrock Converse (`/model/{id}/converse`).
@@ -128,43 +130,50 @@ impl Provider {
     }
 }
 
-/// The bench upstream's answer in a provider's own schema: the chat answer's text and usage as a Bedrock
-/// Converse or Gemini response, or as a Gemini stream of 12 chunks (SSE) in one write.
-fn provider_reply(provider: Provider) -> Vec<u8> {
-    const TEXT: &str = "Hello! Here is a short answer of the kind a chat model gives: a couple of sentences that explain a thing plainly, so that the response body has a realistic size for a proxy benchmark, neither tiny nor large. That is all, and it was a good question to ask, thanks.";
-    let (content_type, body) = match provider {
-        Provider::Converse => (
-            "application/json",
-            format!(
-                r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{TEXT}"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":9,"outputTokens":57,"totalTokens":66}},"metrics":{{"latencyMs":120}}}}"#
-            ),
-        ),
-        Provider::Gemini => (
-            "application/json",
-            format!(
-                r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{TEXT}"}}],"role":"model"}},"finishReason":"STOP","index":0}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":57,"totalTokenCount":66}},"modelVersion":"gemini-bench","responseId":"bench"}}"#
-            ),
-        ),
-        Provider::GeminiStream => {
-            let mut events = String::new();
-            for i in 0..12 {
-                let finish = if i == 11 { r#","finishReason":"STOP""# } else { "" };
-                events.push_str(&format!(
-                    "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"token {i:02} of the answer \"}}],\"role\":\"model\"}}{finish},\"index\":0}}],\"usageMetadata\":{{\"promptTokenCount\":9,\"candidatesTokenCount\":{},\"totalTokenCount\":{}}},\"modelVersion\":\"gemini-bench\"}}\r\n\r\n",
-                    i + 1,
-                    i + 10
-                ));
+/// The bench upstream's answer in a provider's own schema (`None` for OpenAI's, which the connection
+/// loop writes): the chat answer's text and usage as a Bedrock Converse or a Gemini response, or as a
+/// Gemini stream of 12 chunks (SSE) in one write. Each is built once.
+fn provider_reply(provider: Provider) -> Option<&'static [u8]> {
+    static REPLIES: std::sync::OnceLock<[Vec<u8>; 3]> = std::sync::OnceLock::new();
+    let replies = REPLIES.get_or_init(|| {
+        let chat: serde_json::Value = serde_json::from_slice(CHAT_REPLY).unwrap();
+        let text = &chat["choices"][0]["message"]["content"];
+        let whole = |body: serde_json::Value| {
+            let body = body.to_string();
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                .into_bytes()
+        };
+        let converse = whole(serde_json::json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
+            "usage": {"inputTokens": 9, "outputTokens": 57, "totalTokens": 66}, "metrics": {"latencyMs": 120}}));
+        let gemini = whole(serde_json::json!({
+            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 57, "totalTokenCount": 66},
+            "modelVersion": "gemini-bench", "responseId": "bench"}));
+        let mut events = String::new();
+        for i in 0..12 {
+            let mut chunk = serde_json::json!({
+                "candidates": [{"content": {"parts": [{"text": format!("token {i:02} of the answer ")}], "role": "model"}, "index": 0}],
+                "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": i + 1, "totalTokenCount": i + 10},
+                "modelVersion": "gemini-bench"});
+            if i == 11 {
+                chunk["candidates"][0]["finishReason"] = "STOP".into();
             }
-            return format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
-                events.len()
-            )
-            .into_bytes();
+            events.push_str(&format!("data: {chunk}\r\n\r\n"));
         }
-        Provider::OpenAi => unreachable!("OpenAI answers are written by the connection loop"),
-    };
-    format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-        .into_bytes()
+        let stream = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
+            events.len()
+        )
+        .into_bytes();
+        [converse, gemini, stream]
+    });
+    match provider {
+        Provider::OpenAi => None,
+        Provider::Converse => Some(&replies[0]),
+        Provider::Gemini => Some(&replies[1]),
+        Provider::GeminiStream => Some(&replies[2]),
+    }
 }
 
 /// A whole SSE response: `events - 1` content events and `[DONE]` in one chunk (12 events: 2,709 bytes
@@ -206,9 +215,22 @@ fn read_some(s: &mut (impl Read + ?Sized), buf: &mut Vec<u8>) -> usize {
     n
 }
 
-/// Head length, content length, the bench headers and the API (by path) of the request at the start of
-/// `buf`.
-fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usize, usize, Duration, bool, Provider)> {
+/// What the bench upstream reads from a request's head.
+struct RequestHead {
+    head_len: usize,
+    body_len: usize,
+    /// `x-bench-events`: how many SSE events a stream has (default 20).
+    events: usize,
+    /// `x-bench-delay-ms`: the time between them.
+    delay: Duration,
+    /// `x-bench-one-write: 1`: the whole stream in one write.
+    one_write: bool,
+    /// The API it speaks, by its path.
+    provider: Provider,
+}
+
+/// The head of the request at the start of `buf`.
+fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RequestHead> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -219,12 +241,14 @@ fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, usi
                     .find(|h| h.name.eq_ignore_ascii_case(name))
                     .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
             };
-            let body = find("content-length").unwrap_or(0);
-            let events = find("x-bench-events").unwrap_or(20);
-            let delay = Duration::from_millis(find("x-bench-delay-ms").unwrap_or(0) as u64);
-            let one_write = find("x-bench-one-write") == Some(1);
-            let provider = Provider::of_path(req.path.unwrap_or(""));
-            return Some((len, body, events, delay, one_write, provider));
+            return Some(RequestHead {
+                head_len: len,
+                body_len: find("content-length").unwrap_or(0),
+                events: find("x-bench-events").unwrap_or(20),
+                delay: Duration::from_millis(find("x-bench-delay-ms").unwrap_or(0) as u64),
+                one_write: find("x-bench-one-write") == Some(1),
+                provider: Provider::of_path(req.path.unwrap_or("")),
+            });
         }
         if read_some(s, buf) == 0 {
             return None;
