@@ -5,7 +5,7 @@
 //! here the load tool, the upstream and the proxy are three programs, as in production.
 //!
 //! Scenarios: `chat` (the 549 B answer of the other benches) and `stream` (12 SSE events and `[DONE]`,
-//! 2,632 B, which the upstream sends with a Content-Length: nginx's `return` cannot send a chunked body,
+//! 2,296 B, which the upstream sends with a Content-Length: nginx's `return` cannot send a chunked body,
 //! so nginx relays it as it is while Switchyard reads it as events and sends them chunked).
 //!
 //! `cargo bench --bench wrk` (env: BENCH_SECONDS per round, default 10; BENCH_ROUNDS, default 5;
