@@ -86,16 +86,7 @@ fn main() {
                             Some((200, _)) => Ok(()),
                             Some((status, _)) => Err(format!("status {status}: {}", String::from_utf8_lossy(&buf))),
                             None => {
-                                let why = match read_ended() {
-                                    e if e.is_empty() => "an answer that did not parse".to_string(),
-                                    e => e,
-                                };
-                                let end = String::from_utf8_lossy(&buf[buf.len().saturating_sub(200)..]);
-                                Err(format!(
-                                    "response cut short after {:?}: {why}; {} bytes had come, ending {end:?}",
-                                    started.elapsed(),
-                                    buf.len()
-                                ))
+                                Err(format!("response cut short {}", cut_short(read_ended(), started.elapsed(), &buf)))
                             }
                         }
                     })();

@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -37,9 +37,10 @@ fn main() {
         println!("wrk bench: needs wrk and nginx (Debian: apt-get install wrk nginx-light); skipped");
         return;
     };
+    // The upstream's directory holds the wrk scripts too; it is removed when the upstream stops.
     let dir = scratch("wrk");
     let upstream_port = free_port();
-    let upstream = start_nginx_upstream(nginx, &dir, upstream_port);
+    let upstream = start_nginx_upstream(nginx, dir.clone(), upstream_port);
     let upstream_addr: std::net::SocketAddr = format!("127.0.0.1:{upstream_port}").parse().unwrap();
     let mut extra = gateway_config_from_env();
     extra["backends"] = serde_json::json!([
@@ -53,7 +54,7 @@ fn main() {
     let gateway = start_gateway_binary(&gateway_binary(), upstream_addr, extra);
     let proxy = start_nginx(upstream_addr).expect("nginx starts");
     let nice = own_nice();
-    for pid in [gateway.child.id(), proxy.child.id(), upstream.id()] {
+    for pid in [gateway.child.id(), proxy.child.id(), upstream.child.id()] {
         same_priority(pid, nice);
     }
     println!(
@@ -103,7 +104,7 @@ fn main() {
 }
 
 /// nginx with one worker on `port`, answering the chat and the stream scenario with fixed bodies.
-fn start_nginx_upstream(nginx: &str, dir: &std::path::Path, port: u16) -> Upstream {
+fn start_nginx_upstream(nginx: &str, dir: std::path::PathBuf, port: u16) -> Proc {
     let chat = std::str::from_utf8(CHAT_REPLY).unwrap();
     let mut events = String::new();
     for i in 0..12 {
@@ -123,34 +124,7 @@ fn start_nginx_upstream(nginx: &str, dir: &std::path::Path, port: u16) -> Upstre
     );
     let path = dir.join("upstream.conf");
     std::fs::write(&path, conf).unwrap();
-    let child = Command::new(nginx)
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the nginx upstream");
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-    Upstream(child)
-}
-
-/// The upstream nginx, stopped (SIGTERM, so its master stops its worker) on drop.
-struct Upstream(std::process::Child);
-
-impl Upstream {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
+    spawn_nginx(nginx, &path, dir, port).expect("start the nginx upstream")
 }
 
 /// A wrk script posting a chat request for `model` (streamed when `stream`).

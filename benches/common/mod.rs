@@ -557,16 +557,16 @@ fn note_failed_request(status: Option<u16>, after: Duration, received: &[u8]) {
     }
     match status {
         Some(status) => eprintln!("a request failed: status {status}"),
-        None => {
-            let why =
-                if ended.is_empty() { "the request was not written, or the answer did not parse" } else { &ended };
-            let start = String::from_utf8_lossy(&received[..received.len().min(200)]);
-            eprintln!(
-                "a request failed after {after:?}: {why}; {} bytes of the answer had come: {start:?}",
-                received.len()
-            );
-        }
+        None => eprintln!("a request failed {}", cut_short(ended, after, received)),
     }
+}
+
+/// Why an answer was cut short, from `ended` ([`read_ended`]: why the last read ended; empty when none
+/// did, so the answer did not parse), after how long, and the end of what had come.
+pub fn cut_short(ended: String, after: Duration, received: &[u8]) -> String {
+    let why = if ended.is_empty() { "the request was not written, or the answer did not parse".into() } else { ended };
+    let end = String::from_utf8_lossy(&received[received.len().saturating_sub(200)..]);
+    format!("after {after:?}: {why}; {} bytes of the answer had come, ending {end:?}", received.len())
 }
 
 /// A run and the CPU the server (and, for nginx, its workers) used per request in it.
@@ -787,9 +787,15 @@ fn start_nginx_with(upstream: SocketAddr, listen_extra: &str) -> Option<Proc> {
     let dir = scratch("nginx");
     let port = free_port();
     let path = write_nginx_config(&dir, upstream, port, "worker_processes 2;", listen_extra);
+    spawn_nginx(nginx, &path, dir, port)
+}
+
+/// nginx run with the config at `path` (its prefix `dir`, removed when the process is dropped), once it
+/// listens on `port`.
+pub fn spawn_nginx(nginx: &str, path: &std::path::Path, dir: std::path::PathBuf, port: u16) -> Option<Proc> {
     let child = Command::new(nginx)
         .arg("-c")
-        .arg(&path)
+        .arg(path)
         .arg("-p")
         .arg(&dir)
         .stdout(Stdio::null())
