@@ -1,9 +1,12 @@
 //! Proxy throughput, latency and CPU per request: the same closed-loop load straight to the upstream,
 //! through Switchyard, and (when installed) through nginx `proxy_pass`, in one run, as interleaved rounds
 //! (medians reported). Scenarios: `chat` (a 549 B JSON answer), `stream` (12 SSE events, 2,709 B, that
-//! the upstream sends in one write), `64KiB` (a large request body), and two that only the gateway can
+//! the upstream sends in one write), `64KiB` (a large request body), and those only the gateway can
 //! serve, so measured without the direct and nginx rows: `messages` and `msg-strm`, an Anthropic client's
-//! `/v1/messages` (plain, and streamed as 20 events) translated to the OpenAI upstream and back.
+//! `/v1/messages` (plain, and streamed as 20 events) translated to the OpenAI upstream and back; and an
+//! OpenAI client's chat translated to Bedrock Converse (`bedrock`, and `bdr-strm`: ConverseStream's AWS
+//! event stream of 12 pieces of text) and to Gemini (`gemini`, and `gem-strm`: 12 SSE chunks), the
+//! upstream answering in each provider's schema by path.
 //!
 //! Every process runs at the bench's own priority: each thread of the gateway and of nginx is reniced to
 //! it (`renice` acts on one thread at a time on Linux).
@@ -30,10 +33,9 @@ use common::*;
 
 fn main() {
     init_may();
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    let seconds = env("BENCH_SECONDS", 5);
-    let rounds = env("BENCH_ROUNDS", 5) as usize;
-    let conns = env("BENCH_CONNS", 64) as usize;
+    let seconds = env_u64("BENCH_SECONDS", 5);
+    let rounds = env_u64("BENCH_ROUNDS", 5) as usize;
+    let conns = env_u64("BENCH_CONNS", 64) as usize;
     let only: Option<Vec<String>> =
         std::env::var("BENCH_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let duration = Duration::from_secs(seconds);
@@ -83,6 +85,7 @@ fn main() {
         ("messages", messages_request("bench", false), true),
         ("msg-strm", messages_request("bench", true), true),
         ("bedrock", chat_request("bench-bedrock", 200, false, ""), true),
+        ("bdr-strm", chat_request("bench-bedrock", 200, true, ""), true),
         ("gemini", chat_request("bench-gemini", 200, false, ""), true),
         ("gem-strm", chat_request("bench-gemini", 200, true, ""), true),
     ];

@@ -8,7 +8,8 @@
 //! held to one core and the load tool to the other, which measures the proxy's own path: its processing
 //! and the wake-ups a hop between machines also costs.
 //!
-//! `cargo bench --bench streaming` (env: BENCH_GATEWAY_CONFIG=JSON merged into the gateway's config, e.g.
+//! `cargo bench --bench streaming` (env: BENCH_ROUNDS of the relay measurement, default 5; BENCH_ONLY=relay
+//! leaves the time to first byte out; BENCH_GATEWAY_CONFIG=JSON merged into the gateway's config, e.g.
 //! `{"workers": 1}`).
 
 mod common;
@@ -69,6 +70,10 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
     }
     done.load(Ordering::Relaxed) * (events as u64 + 1)
 }
+
+/// Concurrent streams of the relay measurement, and events in each: at 2 ms apart, a second a round.
+const RELAY_STREAMS: usize = 64;
+const RELAY_EVENTS: usize = 500;
 
 /// Rounds of the time-to-first-byte measurement, the targets taking turns within each round.
 const TTFB_ROUNDS: usize = 5;
@@ -165,22 +170,24 @@ fn main() {
         same_priority(n.child.id(), nice);
     }
     println!("streaming benchmark, every thread at nice {nice}, {}", machine());
-    println!(
-        "time to first byte (µs), {TTFB_STREAMS} sequential 3-event streams on one connection, median of {TTFB_ROUNDS} rounds:"
-    );
-    println!("  {:<20} {:^34}   {:^34}", "", "sharing both cores", "proxy on one core, load on the other");
-    println!("  {:<20}{}", "", format!(" {:>6} {:>6} {:>6} {:>9}   ", "p50", "p99", "added", "CPU/strm").repeat(2));
-    let mut targets = vec![
-        TtfbTarget { name: "direct", addr: upstream, proxy: None },
-        TtfbTarget { name: "through switchyard", addr: gateway.addr, proxy: Some((gateway.child.id(), false)) },
-    ];
-    if let Some(n) = &nginx {
-        targets.push(TtfbTarget { name: "through nginx", addr: n.addr, proxy: Some((n.child.id(), true)) });
+    if std::env::var("BENCH_ONLY").map_or(true, |v| v != "relay") {
+        println!(
+            "time to first byte (µs), {TTFB_STREAMS} sequential 3-event streams on one connection, median of {TTFB_ROUNDS} rounds:"
+        );
+        println!("  {:<20} {:^34}   {:^34}", "", "sharing both cores", "proxy on one core, load on the other");
+        println!("  {:<20}{}", "", format!(" {:>6} {:>6} {:>6} {:>9}   ", "p50", "p99", "added", "CPU/strm").repeat(2));
+        let mut targets = vec![
+            TtfbTarget { name: "direct", addr: upstream, proxy: None },
+            TtfbTarget { name: "through switchyard", addr: gateway.addr, proxy: Some((gateway.child.id(), false)) },
+        ];
+        if let Some(n) = &nginx {
+            targets.push(TtfbTarget { name: "through nginx", addr: n.addr, proxy: Some((n.child.id(), true)) });
+        }
+        ttfb_table(&targets);
     }
-    ttfb_table(&targets);
-    const RELAY_ROUNDS: usize = 5;
+    let rounds = env_u64("BENCH_ROUNDS", 5) as usize;
     println!(
-        "relay CPU per event (µs), 64 concurrent streams × 200 events, median of {RELAY_ROUNDS} interleaved rounds:"
+        "relay CPU per event (µs), {RELAY_STREAMS} concurrent streams × {RELAY_EVENTS} events, median of {rounds} interleaved rounds:"
     );
     println!("  {:<22} {:>16} {:>16}", "", "2 ms apart", "back to back");
     let mut targets = vec![("switchyard", gateway.addr, gateway.child.id(), false)];
@@ -190,22 +197,31 @@ fn main() {
     // [target][delay] → one figure per round; the proxies take turns, so a slow phase of the machine
     // falls on both.
     let mut cells = vec![[Vec::new(), Vec::new()]; targets.len()];
-    for _ in 0..RELAY_ROUNDS {
+    for _ in 0..rounds {
         for (&(_, addr, pid, tree), cell) in targets.iter().zip(cells.iter_mut()) {
             let cpu = |pid| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
             for (slot, delay) in [2, 0].into_iter().enumerate() {
                 let cpu0 = cpu(pid);
-                let relayed = relay_load(addr, 64, 200, delay);
+                let relayed = relay_load(addr, RELAY_STREAMS, RELAY_EVENTS, delay);
                 cell[slot].push((cpu(pid) - cpu0) / relayed.max(1) as f64 * 1e6);
             }
         }
     }
-    let median = |v: &mut Vec<f64>| {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for ((name, ..), cell) in targets.iter().zip(cells.iter_mut()) {
-        println!("  {name:<22} {:>16.2} {:>16.2}", median(&mut cell[0]), median(&mut cell[1]));
+    for ((name, ..), cell) in targets.iter().zip(cells.iter()) {
+        println!("  {name:<22} {:>16.2} {:>16.2}", median(&cell[0]), median(&cell[1]));
+    }
+    // Each round's ratio, in the order run: how far one round's comparison can stray.
+    if let [ours, theirs] = &cells[..] {
+        for (slot, what) in ["2 ms apart", "back to back"].iter().enumerate() {
+            let ratios: Vec<f64> = ours[slot].iter().zip(&theirs[slot]).map(|(a, b)| a / b).collect();
+            let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!("  switchyard / nginx, {what}: median {:.2}, by round {}", median(&ratios), listed.join(" "));
+        }
     }
     if nginx_binary().is_none() {
         println!("(nginx not found: install it to compare in the same run)");

@@ -41,11 +41,10 @@ struct Target {
 
 fn main() {
     init_may();
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    let duration = Duration::from_secs(env("BENCH_SECONDS", 3));
-    let rounds = env("BENCH_ROUNDS", 3) as usize;
-    let conns = env("BENCH_CONNS", 64) as usize;
-    let handshake_conns = env("BENCH_HANDSHAKE_CONNS", 8) as usize;
+    let duration = Duration::from_secs(env_u64("BENCH_SECONDS", 3));
+    let rounds = env_u64("BENCH_ROUNDS", 3) as usize;
+    let conns = env_u64("BENCH_CONNS", 64) as usize;
+    let handshake_conns = env_u64("BENCH_HANDSHAKE_CONNS", 8) as usize;
     let upstream = start_upstream();
     let nice = own_nice();
     let client = client_config();

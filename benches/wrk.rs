@@ -30,9 +30,8 @@ struct WrkRun {
 }
 
 fn main() {
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    let seconds = env("BENCH_SECONDS", 10);
-    let rounds = env("BENCH_ROUNDS", 5) as usize;
+    let seconds = env_u64("BENCH_SECONDS", 10);
+    let rounds = env_u64("BENCH_ROUNDS", 5) as usize;
     let (Some(nginx), true) = (nginx_binary(), Command::new("wrk").arg("--version").output().is_ok()) else {
         println!("wrk bench: needs wrk and nginx (Debian: apt-get install wrk nginx-light); skipped");
         return;

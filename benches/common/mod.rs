@@ -110,6 +110,8 @@ enum Provider {
     OpenAi,
     /// Bedrock Converse (`/model/{id}/converse`).
     Converse,
+    /// Bedrock ConverseStream (`/model/{id}/converse-stream`): an AWS event stream.
+    ConverseStream,
     /// Gemini `:generateContent`.
     Gemini,
     /// Gemini `:streamGenerateContent?alt=sse`.
@@ -120,6 +122,8 @@ impl Provider {
     fn of_path(path: &str) -> Provider {
         if path.ends_with("/converse") {
             Provider::Converse
+        } else if path.ends_with("/converse-stream") {
+            Provider::ConverseStream
         } else if path.contains(":streamGenerateContent") {
             Provider::GeminiStream
         } else if path.contains(":generateContent") {
@@ -132,9 +136,11 @@ impl Provider {
 
 /// The bench upstream's answer in a provider's own schema (`None` for OpenAI's, which the connection
 /// loop writes): the chat answer's text and usage as a Bedrock Converse or a Gemini response, or as a
-/// Gemini stream of 12 chunks (SSE) in one write. Each is built once.
+/// stream of 12 pieces of text in one write: a Gemini stream (SSE), or a Bedrock ConverseStream (an AWS
+/// event stream: `messageStart`, 12 `contentBlockDelta`, `contentBlockStop`, `messageStop`,
+/// `metadata`). Each is built once.
 fn provider_reply(provider: Provider) -> Option<&'static [u8]> {
-    static REPLIES: std::sync::OnceLock<[Vec<u8>; 3]> = std::sync::OnceLock::new();
+    static REPLIES: std::sync::OnceLock<[Vec<u8>; 4]> = std::sync::OnceLock::new();
     let replies = REPLIES.get_or_init(|| {
         let chat: serde_json::Value = serde_json::from_slice(CHAT_REPLY).unwrap();
         let text = &chat["choices"][0]["message"]["content"];
@@ -166,14 +172,46 @@ fn provider_reply(provider: Provider) -> Option<&'static [u8]> {
             events.len()
         )
         .into_bytes();
-        [converse, gemini, stream]
+        [converse, gemini, stream, converse_stream()]
     });
     match provider {
         Provider::OpenAi => None,
         Provider::Converse => Some(&replies[0]),
         Provider::Gemini => Some(&replies[1]),
         Provider::GeminiStream => Some(&replies[2]),
+        Provider::ConverseStream => Some(&replies[3]),
     }
+}
+
+/// A Bedrock ConverseStream answer of 12 pieces of text, its events in one chunk.
+fn converse_stream() -> Vec<u8> {
+    use switchyard::eventstream::{encode, HeaderValue};
+    let event = |kind: &str, payload: serde_json::Value| {
+        let headers = [
+            (":event-type", HeaderValue::String(kind.into())),
+            (":content-type", HeaderValue::String("application/json".into())),
+            (":message-type", HeaderValue::String("event".into())),
+        ];
+        encode(&headers, payload.to_string().as_bytes())
+    };
+    let mut body = event("messageStart", serde_json::json!({"role": "assistant"}));
+    for i in 0..12 {
+        let delta =
+            serde_json::json!({"contentBlockIndex": 0, "delta": {"text": format!("token {i:02} of the answer ")}});
+        body.extend(event("contentBlockDelta", delta));
+    }
+    body.extend(event("contentBlockStop", serde_json::json!({"contentBlockIndex": 0})));
+    body.extend(event("messageStop", serde_json::json!({"stopReason": "end_turn"})));
+    let usage = serde_json::json!({"usage": {"inputTokens": 9, "outputTokens": 57, "totalTokens": 66}, "metrics": {"latencyMs": 120}});
+    body.extend(event("metadata", usage));
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend(body);
+    out.extend_from_slice(b"\r\n0\r\n\r\n");
+    out
 }
 
 /// A whole SSE response: `events - 1` content events and `[DONE]` in one chunk (12 events: 2,709 bytes
@@ -669,6 +707,12 @@ pub fn wait_listening(addr: SocketAddr) {
 /// cargo built for this bench.
 pub fn gateway_binary() -> String {
     std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchyard").to_string())
+}
+
+/// A numeric setting from the environment (BENCH_SECONDS, BENCH_ROUNDS…), `default` when unset or not a
+/// number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// BENCH_GATEWAY_CONFIG: JSON merged into the gateways' config (e.g. `{"workers": 1}`); `{}` without it.
