@@ -315,17 +315,29 @@ impl AsRawFd for Number {
     }
 }
 
-/// Timers of waits that changed threads, with when they were retired; each is dropped a second later.
+/// Timers of waits that changed threads, with when they were retired (coarse milliseconds); each is
+/// dropped a second later, by the next retirement or the deadline reaper's next tick
+/// ([`sweep_retired`]).
 static RETIRED: Mutex<Vec<(u64, Box<Timer>)>> = Mutex::new(Vec::new());
+/// How long a retired timer is kept: far longer than a parking thread takes to finish with it.
+const RETIRED_FOR_MS: u64 = 1000;
 
 fn retire(timer: Box<Timer>) {
+    RETIRED.lock().push((crate::clock::coarse_millis(), timer));
+    sweep_retired();
+}
+
+/// Drops the retired timers kept for their second (closing their descriptors). Called at each
+/// retirement and by the deadline reaper, so that the last timers retired before the gateway goes
+/// quiet are not kept until the next one.
+pub fn sweep_retired() {
     let now = crate::clock::coarse_millis();
     let expired: Vec<_> = {
         let mut retired = RETIRED.lock();
-        retired.push((now, timer));
-        let keep = retired.iter().position(|(at, _)| now.saturating_sub(*at) < 1000).unwrap_or(retired.len());
+        let keep = retired.iter().position(|(at, _)| now.saturating_sub(*at) < RETIRED_FOR_MS).unwrap_or(retired.len());
         retired.drain(..keep).collect()
     };
+    // Outside the lock: each drop takes the timer out of may's epoll and closes it.
     drop(expired);
 }
 
@@ -465,5 +477,38 @@ mod tests {
         let same = descriptor_on(fd, Some(of_fd(number)));
         assert_eq!(same.as_raw_fd(), number);
         assert_eq!(descriptor_on(same, None).as_raw_fd(), number);
+    }
+
+    #[test]
+    fn the_deadline_reaper_drops_timers_retired_a_second_ago_without_a_new_retirement() {
+        // A registered timer descriptor, as `wait_on` makes one.
+        let timer = || {
+            // SAFETY: plain timerfd creation; the descriptor is owned at once.
+            let fd = unsafe { OwnedFd::from_raw_fd(libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC)) };
+            let registration = may::io::CoIo::new(Number(fd.as_raw_fd())).unwrap();
+            Box::new(Timer { registration, fd })
+        };
+        let (old, new) = (timer(), timer());
+        let (old_fd, new_fd) = (old.fd.as_raw_fd(), new.fd.as_raw_fd());
+        // Retired long ago, and (so that no slow moment of the machine can age it) in a minute.
+        let now = crate::clock::coarse_millis();
+        let (long_ago, later) = (now.saturating_sub(RETIRED_FOR_MS + 10), now + 60_000);
+        {
+            let mut retired = RETIRED.lock();
+            retired.push((long_ago, old));
+            retired.push((later, new));
+        }
+        // By the list, not by probing the descriptors: another test may reuse a closed one's number.
+        let kept = |at: u64, fd: RawFd| RETIRED.lock().iter().any(|(t, timer)| *t == at && timer.fd.as_raw_fd() == fd);
+        // An open socket keeps the reaper ticking; nothing else is retired meanwhile.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _deadline = crate::deadline::Deadline::register(listener.as_raw_fd(), std::net::Shutdown::Both);
+        let start = std::time::Instant::now();
+        while kept(long_ago, old_fd) && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!kept(long_ago, old_fd), "the reaper's tick drops (and closes) a timer kept for its second");
+        assert!(kept(later, new_fd), "a newer one is kept");
+        RETIRED.lock().retain(|(t, timer)| !(*t == later && timer.fd.as_raw_fd() == new_fd));
     }
 }

@@ -93,6 +93,9 @@ impl Drop for Deadline {
 fn reap() {
     loop {
         std::thread::sleep(PERIOD);
+        // The reaper is the gateway's one periodic helper: it also closes the timers of waits that
+        // changed threads once they have been kept long enough.
+        crate::affinity::sweep_retired();
         let now = now_ms();
         let guard = SLOTS.lock();
         let Some(map) = guard.as_ref().filter(|m| !m.is_empty()) else {
