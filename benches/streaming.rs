@@ -187,23 +187,33 @@ fn main() {
     }
     let rounds = env_u64("BENCH_ROUNDS", 5) as usize;
     println!(
-        "relay CPU per event (µs), {RELAY_STREAMS} concurrent streams × {RELAY_EVENTS} events, median of {rounds} interleaved rounds:"
+        "relay CPU (µs), {RELAY_STREAMS} concurrent streams × {RELAY_EVENTS} events, median of {rounds} interleaved rounds; back to back,"
     );
-    println!("  {:<22} {:>16} {:>16}", "", "2 ms apart", "back to back");
+    println!("the cost follows how many events one upstream read finds, which the client writes per event show:");
+    println!("  {:<22} {:>14} {:>14} {:>14} {:>14}", "", "event, 2 ms", "event, b2b", "writes/event", "write, b2b");
     let mut targets = vec![("switchyard", gateway.addr, gateway.child.id(), false)];
     if let Some(n) = &nginx {
         targets.push(("nginx", n.addr, n.child.id(), true));
     }
-    // [target][delay] → one figure per round; the proxies take turns, so a slow phase of the machine
-    // falls on both.
-    let mut cells = vec![[Vec::new(), Vec::new()]; targets.len()];
+    // [target] → one figure per round for each column; the proxies take turns, so a slow phase of the
+    // machine falls on both.
+    let mut cells = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; targets.len()];
     for _ in 0..rounds {
         for (&(_, addr, pid, tree), cell) in targets.iter().zip(cells.iter_mut()) {
-            let cpu = |pid| if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
-            for (slot, delay) in [2, 0].into_iter().enumerate() {
-                let cpu0 = cpu(pid);
-                let relayed = relay_load(addr, RELAY_STREAMS, RELAY_EVENTS, delay);
-                cell[slot].push((cpu(pid) - cpu0) / relayed.max(1) as f64 * 1e6);
+            let pids = if tree { with_children(pid) } else { vec![pid] };
+            let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+            let writes = || pids.iter().map(|&p| write_calls(p)).sum::<u64>();
+            for delay in [2, 0] {
+                let (cpu0, writes0) = (cpu(), writes());
+                let relayed = relay_load(addr, RELAY_STREAMS, RELAY_EVENTS, delay).max(1);
+                let (used, written) = (cpu() - cpu0, writes() - writes0);
+                if delay > 0 {
+                    cell[0].push(used / relayed as f64 * 1e6);
+                } else {
+                    cell[1].push(used / relayed as f64 * 1e6);
+                    cell[2].push(written as f64 / relayed as f64);
+                    cell[3].push(used / written.max(1) as f64 * 1e6);
+                }
             }
         }
     }
@@ -213,12 +223,19 @@ fn main() {
         v[v.len() / 2]
     };
     for ((name, ..), cell) in targets.iter().zip(cells.iter()) {
-        println!("  {name:<22} {:>16.2} {:>16.2}", median(&cell[0]), median(&cell[1]));
+        let [spaced, together, writes, per_write] = cell;
+        println!(
+            "  {name:<22} {:>14.2} {:>14.2} {:>14.3} {:>14.2}",
+            median(spaced),
+            median(together),
+            median(writes),
+            median(per_write)
+        );
     }
     // Each round's ratio, in the order run: how far one round's comparison can stray.
     if let [ours, theirs] = &cells[..] {
-        for (slot, what) in ["2 ms apart", "back to back"].iter().enumerate() {
-            let ratios: Vec<f64> = ours[slot].iter().zip(&theirs[slot]).map(|(a, b)| a / b).collect();
+        for (column, what) in [(0, "CPU per event 2 ms apart"), (1, "back to back"), (3, "back to back per write")] {
+            let ratios: Vec<f64> = ours[column].iter().zip(&theirs[column]).map(|(a, b)| a / b).collect();
             let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
             println!("  switchyard / nginx, {what}: median {:.2}, by round {}", median(&ratios), listed.join(" "));
         }

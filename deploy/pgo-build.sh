@@ -5,8 +5,8 @@
 #   1. the static `dist` build (the Dockerfile's command) with LLVM's instrumentation;
 #   2. training: `cargo bench --bench proxy` drives that binary over loopback with every scenario
 #      (OpenAI chat, streams, a large body, Anthropic clients translated both ways, plain and
-#      streamed, OpenAI clients translated to Bedrock Converse and to Gemini, plain and streamed),
-#      2 s each; the binary writes its counts when it exits;
+#      streamed, OpenAI clients translated to Bedrock Converse and ConverseStream, and to Gemini,
+#      plain and streamed), 2 s each; the binary writes its counts when it exits;
 #   3. the same build again, optimised with those counts: hot paths laid out together, cold paths
 #      (errors, the schemas not trained) moved out of the way.
 # Needs llvm-profdata of the compiler's LLVM version: `rustup component add llvm-tools`, or Debian's
