@@ -84,6 +84,33 @@ fn a_large_answer_reaches_a_slow_reader_whole_and_the_connection_stays_usable() 
 }
 
 #[test]
+fn answers_on_both_sides_of_the_joined_write_size_arrive_whole_on_one_connection() {
+    // A plain answer's body up to 4,096 bytes is copied behind its head and sent as one buffer; a
+    // larger one goes out from where it lies with the head in one vectored write (server/responder.rs).
+    // Each arrives byte for byte, and the framing holds for the next answer on the same connection.
+    let up = FakeUpstream::start();
+    let gw = Gateway::start(&config_for(&up));
+    let mut stream = connect(gw.addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let body = serde_json::to_vec(&chat("fake-1")).unwrap();
+    let mut answer_of = |pad: usize| {
+        post_raw(&mut stream, "/v1/chat/completions", &[("x-fake-pad", &pad.to_string())], &body);
+        let r = read_response(&mut reader);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.headers["content-length"], r.body.len().to_string());
+        let answer = r.json();
+        assert_eq!(answer["padding"].as_str().map(str::len), Some(pad));
+        assert_eq!(answer["choices"][0]["message"]["content"], "fake reply");
+        r.body.len()
+    };
+    // The answer's size without padding, then padded to the last joined size and the first one past it.
+    let base = answer_of(0);
+    for (pad, size) in [(4096 - base, 4096), (4097 - base, 4097), (70_000, 70_000 + base), (10, 10 + base)] {
+        assert_eq!(answer_of(pad), size);
+    }
+}
+
+#[test]
 fn route_model_override_rewrites_only_the_model() {
     let up = FakeUpstream::start();
     let gw = Gateway::start(&config_for(&up));
