@@ -9,12 +9,13 @@
 //! and the wake-ups a hop between machines also costs.
 //!
 //! `cargo bench --bench streaming` (env: BENCH_ROUNDS of the relay measurement, default 5; BENCH_ONLY=relay
-//! leaves the time to first byte out; BENCH_GATEWAY_CONFIG=JSON merged into the gateway's config, e.g.
-//! `{"workers": 1}`).
+//! leaves the time to first byte out; BENCH_COMPARE=path adds a second build to the relay rounds;
+//! BENCH_GATEWAY_CONFIG=JSON merged into the gateways' config, e.g. `{"workers": 1}`).
 
 mod common;
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,8 +44,10 @@ fn ttfb(addr: std::net::SocketAddr, n: usize) -> (f64, f64) {
     handle.join().unwrap()
 }
 
-/// `streams` concurrent streams of `events` events each, `delay_ms` apart; returns events relayed.
-fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_ms: u64) -> u64 {
+/// `streams` concurrent streams of `events` events each, `delay_ms` apart; returns the events relayed
+/// and the data segments the client received (`tcpi_data_segs_in`): with no delay, how many pieces
+/// the proxy sent the events in (its writes, less those the kernel joined into one segment).
+fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_ms: u64) -> (u64, u64) {
     let request = Arc::new(chat_request(
         "bench",
         200,
@@ -52,15 +55,17 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
         &format!("x-bench-events: {events}\r\nx-bench-delay-ms: {delay_ms}\r\n"),
     ));
     let done = Arc::new(AtomicU64::new(0));
+    let segments = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..streams)
         .map(|_| {
-            let (request, done) = (request.clone(), done.clone());
+            let (request, done, segments) = (request.clone(), done.clone(), segments.clone());
             may::go!(move || {
                 let mut s = connect(addr).unwrap();
                 let mut buf = Vec::new();
                 s.write_all(&request).unwrap();
                 if let Some((200, _)) = read_response(&mut s, &mut buf) {
                     done.fetch_add(1, Ordering::Relaxed);
+                    segments.fetch_add(data_segments_in(s.as_raw_fd()), Ordering::Relaxed);
                 }
             })
         })
@@ -68,7 +73,22 @@ fn relay_load(addr: std::net::SocketAddr, streams: usize, events: usize, delay_m
     for h in handles {
         let _ = h.join();
     }
-    done.load(Ordering::Relaxed) * (events as u64 + 1)
+    (done.load(Ordering::Relaxed) * (events as u64 + 1), segments.load(Ordering::Relaxed))
+}
+
+/// Segments with data a TCP socket has received (`TCP_INFO`'s `tcpi_data_segs_in`).
+fn data_segments_in(fd: std::os::fd::RawFd) -> u64 {
+    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info; `len` says how many.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let got = unsafe {
+        libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    };
+    if got == 0 {
+        u64::from(info.tcpi_data_segs_in)
+    } else {
+        0
+    }
 }
 
 /// Concurrent streams of the relay measurement, and events in each: at 2 ms apart, a second a round.
@@ -163,11 +183,15 @@ fn main() {
     init_may();
     let upstream = start_upstream();
     let gateway = start_gateway(upstream, gateway_config_from_env());
+    // A second build, for the relay rounds only (BENCH_COMPARE).
+    let compare = std::env::var("BENCH_COMPARE").ok().map(|b| {
+        println!("compare: {b}");
+        start_gateway_binary(&b, upstream, gateway_config_from_env())
+    });
     let nginx = start_nginx(upstream);
     let nice = own_nice();
-    same_priority(gateway.child.id(), nice);
-    if let Some(n) = &nginx {
-        same_priority(n.child.id(), nice);
+    for p in [Some(&gateway), compare.as_ref(), nginx.as_ref()].into_iter().flatten() {
+        same_priority(p.child.id(), nice);
     }
     println!("streaming benchmark, every thread at nice {nice}, {}", machine());
     if std::env::var("BENCH_ONLY").map_or(true, |v| v != "relay") {
@@ -186,12 +210,16 @@ fn main() {
         ttfb_table(&targets);
     }
     let rounds = env_u64("BENCH_ROUNDS", 5) as usize;
+    let split = env_u64("BENCH_SPLIT", 0) == 1;
     println!(
         "relay CPU (µs), {RELAY_STREAMS} concurrent streams × {RELAY_EVENTS} events, median of {rounds} interleaved rounds; back to back,"
     );
-    println!("the cost follows how many events one upstream read finds, which the client writes per event show:");
-    println!("  {:<22} {:>14} {:>14} {:>14} {:>14}", "", "event, 2 ms", "event, b2b", "writes/event", "write, b2b");
+    println!("the cost follows how many events one upstream read finds, which the data segments the client receives per event show:");
+    println!("  {:<22} {:>14} {:>14} {:>14} {:>14}", "", "event, 2 ms", "event, b2b", "segments/event", "segment, b2b");
     let mut targets = vec![("switchyard", gateway.addr, gateway.child.id(), false)];
+    if let Some(c) = &compare {
+        targets.push(("compare", c.addr, c.child.id(), false));
+    }
     if let Some(n) = &nginx {
         targets.push(("nginx", n.addr, n.child.id(), true));
     }
@@ -200,19 +228,19 @@ fn main() {
     let mut cells = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; targets.len()];
     for _ in 0..rounds {
         for (&(_, addr, pid, tree), cell) in targets.iter().zip(cells.iter_mut()) {
-            let pids = if tree { with_children(pid) } else { vec![pid] };
-            let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-            let writes = || pids.iter().map(|&p| write_calls(p)).sum::<u64>();
+            let cpu = || if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
+            // BENCH_SPLIT=1: the proxy held to one core, the load tool to the other, for the round.
+            let _held = split.then(|| [confine(&[std::process::id()], 0), confine(&[pid], 1)]);
             for delay in [2, 0] {
-                let (cpu0, writes0) = (cpu(), writes());
-                let relayed = relay_load(addr, RELAY_STREAMS, RELAY_EVENTS, delay).max(1);
-                let (used, written) = (cpu() - cpu0, writes() - writes0);
+                let cpu0 = cpu();
+                let (relayed, segments) = relay_load(addr, RELAY_STREAMS, RELAY_EVENTS, delay);
+                let (used, relayed) = (cpu() - cpu0, relayed.max(1));
                 if delay > 0 {
                     cell[0].push(used / relayed as f64 * 1e6);
                 } else {
                     cell[1].push(used / relayed as f64 * 1e6);
-                    cell[2].push(written as f64 / relayed as f64);
-                    cell[3].push(used / written.max(1) as f64 * 1e6);
+                    cell[2].push(segments as f64 / relayed as f64);
+                    cell[3].push(used / segments.max(1) as f64 * 1e6);
                 }
             }
         }
@@ -223,21 +251,35 @@ fn main() {
         v[v.len() / 2]
     };
     for ((name, ..), cell) in targets.iter().zip(cells.iter()) {
-        let [spaced, together, writes, per_write] = cell;
+        let [spaced, together, segments, per_segment] = cell;
         println!(
             "  {name:<22} {:>14.2} {:>14.2} {:>14.3} {:>14.2}",
             median(spaced),
             median(together),
-            median(writes),
-            median(per_write)
+            median(segments),
+            median(per_segment)
         );
     }
-    // Each round's ratio, in the order run: how far one round's comparison can stray.
-    if let [ours, theirs] = &cells[..] {
-        for (column, what) in [(0, "CPU per event 2 ms apart"), (1, "back to back"), (3, "back to back per write")] {
-            let ratios: Vec<f64> = ours[column].iter().zip(&theirs[column]).map(|(a, b)| a / b).collect();
+    // Each round's ratio, in the order run: how far one round's comparison can stray. Each build against
+    // nginx, and the build against the compared one.
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    if nginx.is_some() {
+        pairs.extend((0..targets.len() - 1).map(|t| (t, targets.len() - 1)));
+    }
+    if compare.is_some() {
+        pairs.push((0, 1));
+    }
+    for (a, b) in pairs {
+        for (column, what) in [(0, "CPU per event 2 ms apart"), (1, "back to back"), (3, "back to back per segment")] {
+            let ratios: Vec<f64> = cells[a][column].iter().zip(&cells[b][column]).map(|(x, y)| x / y).collect();
             let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            println!("  switchyard / nginx, {what}: median {:.2}, by round {}", median(&ratios), listed.join(" "));
+            println!(
+                "  {} / {}, {what}: median {:.2}, by round {}",
+                targets[a].0,
+                targets[b].0,
+                median(&ratios),
+                listed.join(" ")
+            );
         }
     }
     if nginx_binary().is_none() {

@@ -935,26 +935,13 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// CPU seconds of a process and all its children (nginx's workers).
 pub fn cpu_seconds_tree(pid: u32) -> f64 {
-    with_children(pid).into_iter().map(cpu_seconds).sum()
-}
-
-/// A process and its children (nginx's master and its workers).
-pub fn with_children(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
+    let mut total = cpu_seconds(pid);
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            total += cpu_seconds(c);
+        }
     }
-    pids
-}
-
-/// Write-family system calls (`write`, `writev`) a process has made, its ended threads included:
-/// `syscw` of /proc/<pid>/io. A relaying proxy makes one per write to a client.
-pub fn write_calls(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("syscw:")?.trim().parse().ok())
-        .unwrap_or(0)
+    total
 }
 
 /// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM) or as a count (Threads).
