@@ -46,8 +46,7 @@ fn main() {
             None => serde_json::json!({}),
         };
     if mock {
-        extra["backends"] = serde_json::json!([{"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")},
-                                                {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 300}]);
+        extra["backends"] = bench_backends(upstream, 300);
     }
     let gateway = start_gateway(upstream, extra);
     let pid = gateway.child.id();

@@ -746,6 +746,20 @@ pub fn start_gateway_binary(binary: &str, upstream: SocketAddr, extra: serde_jso
     Proc { child, addr, _dir: dir }
 }
 
+/// The benches' backends, each with a route in [`write_gateway_config`]: `up` (OpenAI-compatible) at
+/// `upstream`, the mock `demo` with chunks `mock_chunk_delay_ms` apart, and `bedrock` and `gemini` at
+/// `upstream` too. A bench that changes one gives all of them (config keys replace, not merge).
+pub fn bench_backends(upstream: SocketAddr, mock_chunk_delay_ms: u64) -> serde_json::Value {
+    serde_json::json!([
+        {"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")},
+        {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": mock_chunk_delay_ms},
+        {"name": "bedrock", "schema": "bedrock", "region": "us-east-1", "base_url": format!("http://{upstream}"),
+         "auth": {"type": "aws", "access_key_id": "AKIDBENCH", "secret_access_key": "bench-secret"}},
+        {"name": "gemini", "schema": "gemini", "base_url": format!("http://{upstream}"),
+         "auth": {"type": "header", "key": "bench"}}
+    ])
+}
+
 /// Writes the benches' gateway config into `dir`: listening on `port`, two workers, one
 /// OpenAI-compatible backend (`bench`) at `upstream`, the mock (`demo`), and Bedrock Converse
 /// (`bench-bedrock`) and Gemini (`bench-gemini`) backends at `upstream` too, plus any extra top-level
@@ -759,12 +773,7 @@ pub fn write_gateway_config(
     let mut cfg = serde_json::json!({
         "listen": format!("127.0.0.1:{port}"),
         "workers": 2,
-        "backends": [{"name": "up", "schema": "openai", "base_url": format!("http://{upstream}/v1")},
-                     {"name": "demo", "schema": "mock", "mock_chunk_delay_ms": 0},
-                     {"name": "bedrock", "schema": "bedrock", "region": "us-east-1", "base_url": format!("http://{upstream}"),
-                      "auth": {"type": "aws", "access_key_id": "AKIDBENCH", "secret_access_key": "bench-secret"}},
-                     {"name": "gemini", "schema": "gemini", "base_url": format!("http://{upstream}"),
-                      "auth": {"type": "header", "key": "bench"}}],
+        "backends": bench_backends(upstream, 0),
         "routes": [{"model": "bench", "backends": [{"backend": "up"}]},
                    {"model": "demo", "backends": [{"backend": "demo"}]},
                    {"model": "bench-bedrock", "backends": [{"backend": "bedrock", "model": "amazon.nova-lite-v1:0"}]},
