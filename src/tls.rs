@@ -185,10 +185,10 @@ fn plain_read(s: &mut TcpStream, state: &mut ReadState, out: &mut [u8]) -> io::R
 
 /// Writes a plain socket directly (see [`plain_read`]): one buffer with `send` (std's `write` on a
 /// socket), several in one `writev`; may's write waits when it would block. On a socket, `writev` also
-/// goes through the file layer and copies the vector in. Measured on loopback (a C loop of 100,000
-/// writes a round, the writer's CPU, median of five rounds): a chunk's three pieces (size line, data,
-/// CRLF) joined by a copy and sent with `send` cost 0.90× the `writev` of the three with 200 B of data,
-/// 0.94× with 1 KiB, 0.96× with 2 to 4 KiB, 0.99× with 8 KiB.
+/// goes through the file layer and copies the vector in. Measured on loopback, the writer's CPU
+/// (`cargo bench --bench micro`, the "chunk of … B" rows, two runs): a chunk's three pieces (size line,
+/// data, CRLF) joined by a copy and sent with `send` cost 0.91–0.95× the `writev` of the three with
+/// 200 B of data, 0.93–0.96× with 1 KiB, 0.96–0.97× with 4 KiB, 0.96–0.99× with 8 KiB.
 fn plain_write(s: &mut TcpStream, state: &mut ReadState, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     let mut socket = s.inner();
     let first = match bufs {
