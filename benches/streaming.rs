@@ -91,6 +91,13 @@ fn data_segments_in(fd: std::os::fd::RawFd) -> u64 {
     }
 }
 
+/// The middle of `v` (the upper one of an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Concurrent streams of the relay measurement, and events in each: at 2 ms apart, a second a round.
 const RELAY_STREAMS: usize = 64;
 const RELAY_EVENTS: usize = 500;
@@ -143,18 +150,13 @@ fn ttfb_table(targets: &[TtfbTarget]) {
             }
         }
     }
-    let middle = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
     for (t, target) in targets.iter().enumerate() {
         let mut line = format!("  {:<20}", target.name);
         for l in 0..layouts.len() {
-            let p50 = middle(&p50s[t][l]);
-            line += &format!(" {p50:>6.0} {:>6.0}", middle(&p99s[t][l]));
+            let p50 = median(&p50s[t][l]);
+            line += &format!(" {p50:>6.0} {:>6.0}", median(&p99s[t][l]));
             if target.proxy.is_some() {
-                let added = p50 - middle(&p50s[0][l]);
+                let added = p50 - median(&p50s[0][l]);
                 let per_stream = cpu_used[t][l] / (TTFB_ROUNDS * (TTFB_STREAMS + TTFB_WARMUP)) as f64 * 1e6;
                 line += &format!(" {added:>6.0} {per_stream:>9.1}");
             } else {
@@ -210,7 +212,6 @@ fn main() {
         ttfb_table(&targets);
     }
     let rounds = env_u64("BENCH_ROUNDS", 5) as usize;
-    let split = env_u64("BENCH_SPLIT", 0) == 1;
     println!(
         "relay CPU (µs), {RELAY_STREAMS} concurrent streams × {RELAY_EVENTS} events, median of {rounds} interleaved rounds; back to back,"
     );
@@ -229,8 +230,6 @@ fn main() {
     for _ in 0..rounds {
         for (&(_, addr, pid, tree), cell) in targets.iter().zip(cells.iter_mut()) {
             let cpu = || if tree { cpu_seconds_tree(pid) } else { cpu_seconds(pid) };
-            // BENCH_SPLIT=1: the proxy held to one core, the load tool to the other, for the round.
-            let _held = split.then(|| [confine(&[std::process::id()], 0), confine(&[pid], 1)]);
             for delay in [2, 0] {
                 let cpu0 = cpu();
                 let (relayed, segments) = relay_load(addr, RELAY_STREAMS, RELAY_EVENTS, delay);
@@ -245,11 +244,6 @@ fn main() {
             }
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     for ((name, ..), cell) in targets.iter().zip(cells.iter()) {
         let [spaced, together, segments, per_segment] = cell;
         println!(
